@@ -1,0 +1,26 @@
+"""Sequence-mixing kernels for mamba-genome, importable as ``mamba_genome.kernels``.
+
+One folder per op, each with a float64 naive reference, a vectorised PyTorch
+path (the CPU default) and Triton kernels (the CUDA default):
+
+    selective_scan   Mamba-1 selective scan, full sequence (+ ``selective_state_update`` step)
+    causal_conv1d    causal depthwise conv1d with optional streaming state
+    rmsnorm          RMSNorm with optional fused residual add
+
+``backend=None`` picks the fastest available implementation; pass
+``"reference"``, ``"torch"`` or ``"triton"`` to force one.
+"""
+from .utils import available_backends, resolve_backend
+from .selective_scan import selective_scan, selective_state_update
+from .causal_conv1d import causal_conv1d, causal_conv1d_update
+from .rmsnorm import rms_norm
+
+__all__ = [
+    "selective_scan",
+    "selective_state_update",
+    "causal_conv1d",
+    "causal_conv1d_update",
+    "rms_norm",
+    "available_backends",
+    "resolve_backend",
+]

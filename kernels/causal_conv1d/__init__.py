@@ -1,0 +1,54 @@
+"""Causal depthwise conv1d (width 2-4): public functions and backend dispatch.
+
+Files: naive.py (float64 reference), parallel.py (PyTorch, CPU default),
+chunk.py (Triton forward/backward, CUDA default).
+"""
+from __future__ import annotations
+
+from ..utils import check_shape, resolve_backend
+from .naive import causal_conv1d_naive
+from .parallel import causal_conv1d_torch, causal_conv1d_update_torch
+
+__all__ = ["causal_conv1d", "causal_conv1d_update", "causal_conv1d_naive"]
+
+
+def causal_conv1d(x, weight, bias=None, activation=None, initial_state=None, return_final_state=False, backend=None):
+    """Causal depthwise convolution along the length axis, batch-first.
+
+    Args:
+        x: (B, L, D) input.
+        weight: (D, W) filter per channel, W in 2..4; tap W-1 multiplies x_t.
+        bias: (D,) optional.
+        activation: None or "silu".
+        initial_state: (B, D, W-1) the previous W-1 inputs (oldest first), for streaming.
+        return_final_state: also return the last W-1 inputs, (B, D, W-1).
+        backend: "reference", "torch", "triton" or None.
+
+    Returns:
+        y (B, L, D), or (y, final_state).
+    """
+    if x.dim() != 3:
+        raise ValueError(f"x must have shape (batch, length, dim), got {tuple(x.shape)}")
+    batch, length, dim = x.shape
+    check_shape("weight", weight, (dim, None))
+    width = weight.shape[1]
+    if not 2 <= width <= 4:
+        raise ValueError(f"conv width must be 2..4, got {width}")
+    if activation not in (None, "silu"):
+        raise ValueError(f"activation must be None or 'silu', got {activation!r}")
+    check_shape("bias", bias, (dim,), optional=True)
+    check_shape("initial_state", initial_state, (batch, dim, width - 1), optional=True)
+    backend = resolve_backend(backend, x.device)
+    kw = dict(bias=bias, activation=activation, initial_state=initial_state, return_final_state=return_final_state)
+    if backend == "reference":
+        return causal_conv1d_naive(x, weight, **kw)
+    if backend == "triton":
+        from .chunk import causal_conv1d_triton
+
+        return causal_conv1d_triton(x, weight, **kw)
+    return causal_conv1d_torch(x, weight, **kw)
+
+
+def causal_conv1d_update(x, conv_state, weight, bias=None, activation=None, backend=None):
+    """One streaming step: x (B, D); conv_state (B, D, W-1) updated in place. Returns y (B, D)."""
+    return causal_conv1d_update_torch(x, conv_state, weight, bias=bias, activation=activation)

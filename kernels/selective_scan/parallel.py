@@ -1,0 +1,84 @@
+"""Vectorised PyTorch selective scan: the CPU default and the fallback everywhere.
+
+The sequence is cut into chunks of ``chunk_size`` positions. Inside a chunk the
+linear recurrence h_t = a_t * h_{t-1} + b_t is solved with a Hillis-Steele
+parallel prefix over the pairs (a, b), which only multiplies decays in (0, 1]
+and so never overflows; the state is carried from chunk to chunk. Each chunk
+runs under activation checkpointing, so autograd keeps only the chunk-boundary
+states: memory is O(B * L * D) plus O(B * chunk * D * N) for the chunk being
+(re)computed, never (B, L, D, N) for the whole sequence.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+
+def _prefix_scan(a: torch.Tensor, b: torch.Tensor, dim: int = 1):
+    """Inclusive scan of h_t = a_t h_{t-1} + b_t along ``dim`` (h_{-1} = 0).
+
+    Returns (A_cum, h) where A_cum_t = prod_{s<=t} a_s.
+    """
+    length = a.shape[dim]
+    offset = 1
+    while offset < length:
+        a_prev = a.narrow(dim, 0, length - offset)
+        b_prev = b.narrow(dim, 0, length - offset)
+        a_cur = a.narrow(dim, offset, length - offset)
+        b_cur = b.narrow(dim, offset, length - offset)
+        b = torch.cat([b.narrow(dim, 0, offset), a_cur * b_prev + b_cur], dim=dim)
+        a = torch.cat([a.narrow(dim, 0, offset), a_cur * a_prev], dim=dim)
+        offset *= 2
+    return a, b
+
+
+def _scan_chunk(h0, u, dt, A, B, C):
+    """One chunk: h0 (B,D,N); u, dt (B,T,D); A (D,N); B, C (B,T,N) -> y (B,T,D), h_T."""
+    a = torch.exp(dt.unsqueeze(-1) * A)                              # (B, T, D, N)
+    b = (dt * u).unsqueeze(-1) * B.unsqueeze(2)                      # (B, T, D, N)
+    a_cum, h = _prefix_scan(a, b, dim=1)
+    h = h + a_cum * h0.unsqueeze(1)
+    y = torch.einsum("btdn,btn->btd", h, C)
+    return y, h[:, -1]
+
+
+def selective_scan_torch(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+    initial_state=None, return_final_state=False, chunk_size: int = 128,
+):
+    """Chunked PyTorch scan; same contract as :func:`mamba_genome.kernels.selective_scan`.
+
+    Computes in float32 (float64 if the inputs are float64) and returns ``y`` in
+    the dtype of ``u``; the final state is float32/float64.
+    """
+    out_dtype = u.dtype
+    cdt = torch.float64 if u.dtype == torch.float64 else torch.float32
+    batch, length, d_inner = u.shape
+    d_state = A.shape[1]
+    uf, dt = u.to(cdt), delta.to(cdt)
+    if delta_bias is not None:
+        dt = dt + delta_bias.to(cdt)
+    if delta_softplus:
+        dt = F.softplus(dt)
+    Af, Bf, Cf = A.to(cdt), B.to(cdt), C.to(cdt)
+    h = (initial_state.to(cdt) if initial_state is not None
+         else uf.new_zeros(batch, d_inner, d_state))
+    need_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, delta, A, B, C, initial_state, delta_bias))
+    ys = []
+    for start in range(0, length, chunk_size):
+        sl = slice(start, min(start + chunk_size, length))
+        args = (h, uf[:, sl], dt[:, sl], Af, Bf[:, sl], Cf[:, sl])
+        if need_grad:
+            y_c, h = checkpoint(_scan_chunk, *args, use_reentrant=False)
+        else:
+            y_c, h = _scan_chunk(*args)
+        ys.append(y_c)
+    y = torch.cat(ys, dim=1) if ys else uf.new_zeros(batch, 0, d_inner)
+    if D is not None:
+        y = y + uf * D.to(cdt)
+    if z is not None:
+        y = y * F.silu(z.to(cdt))
+    y = y.to(out_dtype)
+    return (y, h) if return_final_state else y

@@ -1,0 +1,4 @@
+"""``python -m mamba_genome`` runs the CLI."""
+from .cli import main
+
+main()

@@ -1,0 +1,79 @@
+"""Shared CLI plumbing: error reporting, ``--debug``, progress and table output.
+
+Every subcommand body runs inside :func:`handle_errors`, so a
+:class:`~mamba_genome.errors.UserError` becomes one ``error: ...`` line on
+stderr with exit status 1, and a broken pipe (``| head``) exits quietly.
+With ``mamba-genome --debug <cmd>`` the full traceback is shown instead.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+
+import click
+
+from ..errors import UserError
+
+
+def debug_enabled() -> bool:
+    ctx = click.get_current_context(silent=True)
+    while ctx is not None:
+        if ctx.obj and ctx.obj.get("debug"):
+            return True
+        ctx = ctx.parent
+    return os.environ.get("MAMBA_GENOME_DEBUG", "") not in ("", "0")
+
+
+def handle_errors(fn):
+    """Decorator for command callbacks: UserError -> one stderr line, exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            if debug_enabled():
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except BrokenPipeError:
+            # `mamba-genome classify x.fa | head`: stop quietly, like cat does.
+            with contextlib.suppress(Exception):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(0)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except MemoryError:
+            if debug_enabled():
+                raise
+            click.echo("error: out of memory; try a smaller --batch-size or --seq-len", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def print_table(rows: list[dict], columns: list[str] | None = None, file=None) -> None:
+    """Print a small aligned text table (the end-of-command summary)."""
+    if not rows:
+        return
+    columns = columns or list(rows[0].keys())
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    out = file or sys.stderr
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths))
+    click.echo(line, file=out)
+    click.echo("  ".join("-" * w for w in widths), file=out)
+    for row in cells:
+        click.echo("  ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(row, widths)), file=out)
+
+
+def _numeric(v: str) -> bool:
+    try:
+        float(v.replace(",", "").rstrip("%"))
+        return True
+    except ValueError:
+        return False
