@@ -1,0 +1,575 @@
+"""FASTA input for every command: format sniffing, validation, streaming tokens.
+
+Owns how a FASTA file (plain, gzip or BGZF) is read and what counts as a bad
+one. Two entry points:
+
+- :func:`iter_fasta_records` yields ``(name, sequence_bytes)`` for small
+  sample files (``classify``/``embed`` inputs).
+- :func:`stream_fasta_tokens` turns a whole genome into per-contig blocks of
+  token ids in constant memory, for :func:`mamba_genome.data.store.ingest`.
+
+Plain gzip (UCSC's ``hg38.fa.gz``) cannot be randomly accessed, so it is
+streamed once through zlib in big blocks: headers are found with
+``bytes.find(b">")`` and each block is stripped of line breaks and tokenized
+by a single ``bytes.translate`` call. Plain and BGZF FASTA are read through a
+pyfaidx ``.fai``/``.gzi`` index (samtools-compatible; the by-product lets other
+tools fetch regions); when the directory beside the FASTA is read-only the
+index goes to ``$MAMBA_GENOME_CACHE/index`` (default
+``~/.cache/mamba-genome/index``) through pyfaidx's ``indexname=`` and
+``gzi_indexname=`` keywords.
+
+Fatal (``InputFileError``, one line): missing, unreadable or empty file; not
+FASTA; a header with no sequence; duplicate record names; a truncated or
+corrupt gzip stream; a character that is not a base or IUPAC code (the message
+names the record and 1-based position); line lengths pyfaidx cannot index.
+Not fatal: IUPAC codes (become N and are counted) and CRLF line endings.
+Record names are the first whitespace-delimited word of the header, as in
+samtools and pyfaidx.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import InputFileError
+from .tokenizer import _IUPAC_MARK, INVALID, IUPAC_MARK_TABLE, N, encode_with_stats
+
+#: Default bytes of decompressed text per block (about 4 Mbp per yielded block).
+DEFAULT_BLOCK_SIZE = 4 << 20
+_READ_SIZE = 1 << 20  # compressed bytes read per call
+_MAX_HEADER = 1 << 20  # a longer "header line" means the file is not FASTA
+
+_HEADER, _SEQ = 0, 1
+_OTHER_COMPRESSION = {
+    b"BZh": "bzip2",
+    b"\xfd7zXZ": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"PK\x03\x04": "zip",
+}
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def cache_dir(kind: str = "") -> Path:
+    """``$MAMBA_GENOME_CACHE`` (default ``~/.cache/mamba-genome``), optionally ``/<kind>``."""
+    root = os.environ.get("MAMBA_GENOME_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mamba-genome")
+    return Path(root) / kind if kind else Path(root)
+
+
+def dir_writable(directory: str | os.PathLike) -> bool:
+    """Whether we may write into ``directory``.
+
+    A directory without any write bit (``chmod a-w``) counts as read-only even
+    for root, so shared data directories are never written into.
+    """
+    try:
+        mode = os.stat(directory).st_mode
+    except OSError:
+        return False
+    return bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)) and os.access(directory, os.W_OK)
+
+
+def cache_key(path: str | os.PathLike) -> str:
+    """A short, stable, file-name-safe key for an absolute path."""
+    return hashlib.sha1(os.path.abspath(path).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+def check_readable(path: str | os.PathLike) -> Path:
+    """Raise ``InputFileError`` unless ``path`` is a readable, non-empty file."""
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError(f"{p}: no such file; check the path")
+    if p.is_dir():
+        raise InputFileError(f"{p}: is a directory, expected a FASTA file (.fa, .fa.gz)")
+    try:
+        with open(p, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise InputFileError(f"{p}: cannot be read ({exc.strerror}); check its permissions") from exc
+    if p.stat().st_size == 0:
+        raise InputFileError(f"{p}: file is empty; expected FASTA records starting with '>'")
+    return p
+
+
+# -------------------------------------------------------------------------- sniffing
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """Sniff the magic bytes: ``"plain"``, ``"gzip"`` or ``"bgzf"``.
+
+    BGZF is gzip whose first member carries the ``BC`` extra subfield
+    (written by ``bgzip``; randomly accessible through a ``.gzi`` index).
+    """
+    p = check_readable(path)
+    with open(p, "rb") as fh:
+        head = fh.read(18)
+    if head[:2] == b"\x1f\x8b":
+        # FLG.FEXTRA set, XLEN at 10..11, then subfields: SI1 SI2 SLEN ...
+        if len(head) >= 16 and head[3] & 4:
+            xlen = int.from_bytes(head[10:12], "little")
+            with open(p, "rb") as fh:
+                fh.seek(12)
+                extra = fh.read(xlen)
+            i = 0
+            while i + 4 <= len(extra):
+                slen = int.from_bytes(extra[i + 2 : i + 4], "little")
+                if extra[i : i + 2] == b"BC":
+                    return "bgzf"
+                i += 4 + slen
+        return "gzip"
+    for magic, name in _OTHER_COMPRESSION.items():
+        if head.startswith(magic):
+            raise InputFileError(
+                f"{p}: is {name}-compressed, which is not supported; decompress it, "
+                "or recompress with gzip or bgzip"
+            )
+    return "plain"
+
+
+# ------------------------------------------------------------------ raw text chunks
+
+
+def _plain_chunks(path: Path, size: int, progress: "_Progress") -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(size):
+            progress.input_pos = fh.tell()
+            progress.text_bytes += len(chunk)
+            if progress.hasher is not None:
+                progress.hasher.update(chunk)
+            yield chunk
+
+
+def _gzip_chunks(path: Path, size: int, progress: "_Progress") -> Iterator[bytes]:
+    """Decompress a (multi-member) gzip file, ``size`` bytes of text at a time."""
+    truncated = f"{path}: file is truncated (gzip stream ended early): re-download it"
+    with open(path, "rb") as fh:
+        d = zlib.decompressobj(31)
+        in_member = False
+        buf = b""
+        while True:
+            if not buf:
+                buf = fh.read(_READ_SIZE)
+                progress.input_pos = fh.tell()
+                if progress.hasher is not None:
+                    progress.hasher.update(buf)
+                if not buf:
+                    break
+            if not in_member and not buf.strip(b"\0"):
+                buf = b""  # zero padding after the last member
+                continue
+            try:
+                out = d.decompress(buf, size)
+            except zlib.error as exc:
+                raise InputFileError(f"{path}: gzip data is corrupt ({exc}); re-download it") from exc
+            in_member = True
+            buf = d.unconsumed_tail
+            if out:
+                progress.text_bytes += len(out)
+                yield out
+            if d.eof:  # end of this gzip member; another may follow (BGZF, cat a.gz b.gz)
+                buf = d.unused_data
+                d = zlib.decompressobj(31)
+                in_member = False
+        if in_member:
+            try:
+                out = d.flush()
+            except zlib.error as exc:  # pragma: no cover - zlib reports truncation via eof
+                raise InputFileError(truncated) from exc
+            if out:
+                progress.text_bytes += len(out)
+                yield out
+            if not d.eof:
+                raise InputFileError(truncated)
+
+
+def _text_chunks(path: Path, fmt: str, size: int, progress: "_Progress") -> Iterator[bytes]:
+    return _plain_chunks(path, size, progress) if fmt == "plain" else _gzip_chunks(path, size, progress)
+
+
+# -------------------------------------------------------------------------- parsing
+
+
+def _not_fasta(path: Path, data: bytes, k: int) -> InputFileError:
+    ch = data[k : k + 1]
+    hint = " (this looks like FASTQ; convert it with `seqkit fq2fa`)" if ch == b"@" else ""
+    shown = repr(ch.decode("latin-1"))
+    return InputFileError(f"{path}: not a FASTA file: first character is {shown}, expected '>'{hint}")
+
+
+def _parse(path: Path, chunks: Iterator[bytes]) -> Iterator[tuple[int, object]]:
+    """Split text chunks into ``(_HEADER, name)`` and ``(_SEQ, raw_bytes)`` events.
+
+    Sequence bytes still contain line breaks. A ``>`` that is not at the start
+    of a line is passed on inside the sequence so the tokenizer reports it
+    with its position.
+    """
+    pending = b""
+    started = False
+    prev_last = 10  # the byte before the current chunk; "\n" at file start
+    for chunk in chunks:
+        data = pending + chunk if pending else chunk
+        pending = b""
+        pos, n = 0, len(data)
+        if not started:
+            stripped = data.lstrip()
+            if not stripped:
+                continue
+            pos = n - len(stripped)
+            if data[pos] != 0x3E:
+                raise _not_fasta(path, data, pos)
+            started = True
+        while pos < n:
+            i = data.find(b">", pos)
+            if i < 0:
+                yield _SEQ, data[pos:] if pos else data
+                break
+            if (data[i - 1] if i > 0 else prev_last) != 10:
+                yield _SEQ, data[pos : i + 1]  # '>' inside a line: invalid base
+                pos = i + 1
+                continue
+            if i > pos:
+                yield _SEQ, data[pos:i]
+            j = data.find(b"\n", i)
+            if j < 0:
+                pending = data[i:]
+                if len(pending) > _MAX_HEADER:
+                    raise InputFileError(f"{path}: header line longer than 1 MB; is this really FASTA?")
+                break
+            yield _HEADER, _record_name(data[i + 1 : j])
+            pos = j + 1
+        if n:
+            prev_last = data[-1]
+    if pending:  # last line is a header without a newline
+        yield _HEADER, _record_name(pending[1:])
+    if not started:
+        raise InputFileError(f"{path}: contains no FASTA records (only blank lines)")
+
+
+def _record_name(line: bytes) -> str:
+    words = line.split(None, 1)
+    return words[0].decode("utf-8", "replace") if words else ""
+
+
+class _RecordChecker:
+    """Shared record-level validation: empty names, duplicates, empty sequences."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.seen: set[str] = set()
+        self.name: str | None = None
+        self.length = 0
+        self.count = 0
+
+    def start(self, name: str) -> None:
+        self.finish()
+        if not name:
+            raise InputFileError(
+                f"{self.path}: record {self.count + 1} has an empty name ('>' with nothing after it); "
+                "give every record a name"
+            )
+        if name in self.seen:
+            raise InputFileError(
+                f"{self.path}: duplicate record name '{name}'; record names must be unique "
+                "(rename one, e.g. with `seqkit rename`)"
+            )
+        self.seen.add(name)
+        self.name, self.length = name, 0
+        self.count += 1
+
+    def finish(self) -> None:
+        if self.name is not None and self.length == 0:
+            raise InputFileError(
+                f"{self.path}: record '{self.name}' has a header but no sequence; remove it or add its sequence"
+            )
+
+
+def iter_fasta_records(path: str | os.PathLike) -> Iterator[tuple[str, bytes]]:
+    """Yield ``(name, sequence)`` for each record of a small FASTA file.
+
+    Reads plain, gzip and BGZF files; ``sequence`` is the raw bytes with line
+    breaks (LF or CRLF) removed, not yet validated base by base (pass it to
+    :func:`~mamba_genome.data.tokenizer.encode` with ``name=``).
+
+    Raises:
+        InputFileError: missing/empty/unreadable file, not FASTA, a header with
+            no sequence, duplicate names, a truncated gzip stream.
+
+    Example:
+        >>> for name, seq in iter_fasta_records("reads.fa"):  # doctest: +SKIP
+        ...     tokens = encode(seq, name=name)
+    """
+    p = check_readable(path)
+    fmt = detect_format(p)
+    check = _RecordChecker(p)
+    parts: list[bytes] = []
+    for kind, val in _parse(p, _text_chunks(p, fmt, DEFAULT_BLOCK_SIZE, _Progress())):
+        if kind == _HEADER:
+            if check.name is not None:
+                check.finish()
+                yield check.name, b"".join(parts)
+            check.start(val)
+            parts = []
+        else:
+            seg = val.translate(None, b"\r\n")
+            check.length += len(seg)
+            parts.append(seg)
+    if check.name is not None:
+        check.finish()
+        yield check.name, b"".join(parts)
+
+
+# ------------------------------------------------------------------ token streaming
+
+
+@dataclass
+class TokenBlock:
+    """A run of token ids from one contig, as yielded by :func:`stream_fasta_tokens`.
+
+    A new contig starts at the block with ``start == 0``; blocks of one contig
+    arrive in order and contiguously.
+    """
+
+    name: str  # contig (record) name
+    start: int  # 0-based position of tokens[0] within the contig
+    tokens: np.ndarray  # uint8 [n] token ids (may be a read-only view)
+    n_iupac: int  # IUPAC codes in this block (already turned into N)
+
+
+class _Progress:
+    """Counters the readers update as they go (read by the store for its bar)."""
+
+    def __init__(self, hasher=None):
+        self.input_pos = 0  # bytes of the input file consumed so far
+        self.text_bytes = 0  # bytes of (decompressed) FASTA text seen so far
+        self.hasher = hasher
+
+
+class FastaTokenStream:
+    """Iterator of :class:`TokenBlock`; see :func:`stream_fasta_tokens`.
+
+    Attributes, filled in while iterating: ``format``, ``input_size`` (bytes
+    on disk), ``input_pos`` (bytes consumed), ``text_bytes`` (decompressed
+    FASTA bytes), ``n_iupac``, ``index_path`` (the .fai used, if any), and
+    ``sha256`` (hex digest of the file, once exhausted, if ``hash=True``).
+    """
+
+    def __init__(self, path, block_size: int = DEFAULT_BLOCK_SIZE, *, hash: bool = False):
+        self.path = check_readable(path)
+        self.format = detect_format(self.path)
+        self.input_size = self.path.stat().st_size
+        self.block_size = int(block_size)
+        self.n_iupac = 0
+        self.index_path: Path | None = None
+        self.sha256: str | None = None
+        self._hasher = hashlib.sha256() if hash else None
+        self._progress = _Progress(self._hasher if self.format == "gzip" else None)
+        self._gen = self._stream_gzip() if self.format == "gzip" else self._stream_indexed()
+
+    @property
+    def input_pos(self) -> int:
+        return self._progress.input_pos
+
+    @property
+    def text_bytes(self) -> int:
+        return self._progress.text_bytes
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> TokenBlock:
+        block = next(self._gen)
+        self.n_iupac += block.n_iupac
+        return block
+
+    def _finish_hash(self) -> None:
+        if self._hasher is None:
+            return
+        if self.format != "gzip":  # the indexed path does not read every byte in order
+            with open(self.path, "rb") as fh:
+                while chunk := fh.read(8 << 20):
+                    self._hasher.update(chunk)
+        self.sha256 = self._hasher.hexdigest()
+
+    # Plain gzip: one pass through zlib.
+    def _stream_gzip(self) -> Iterator[TokenBlock]:
+        path = self.path
+        check = _RecordChecker(path)
+        for kind, val in _parse(path, _gzip_chunks(path, self.block_size, self._progress)):
+            if kind == _HEADER:
+                check.start(val)
+                continue
+            tokens = val.translate(IUPAC_MARK_TABLE, b"\r\n")
+            if not tokens:
+                continue
+            if INVALID in tokens:
+                # Re-run the slow path on this block only, for the exact message.
+                _encode_or_explain(path, val.translate(None, b"\r\n"), check.name, check.length)
+            n_iupac = tokens.count(_IUPAC_MARK)
+            if n_iupac:
+                tokens = tokens.replace(bytes([_IUPAC_MARK]), bytes([N]))
+            yield TokenBlock(check.name, check.length, np.frombuffer(tokens, dtype=np.uint8), n_iupac)
+            check.length += len(tokens)
+        check.finish()
+        self._finish_hash()
+
+    # Plain and BGZF: through a pyfaidx index.
+    def _stream_indexed(self) -> Iterator[TokenBlock]:
+        path = self.path
+        _check_starts_like_fasta(path, self.format)
+        fa = open_faidx(path, self.format)
+        self.index_path = Path(fa.indexname)
+        total_text = max((rec.bend for rec in fa.index.values()), default=0) or 1
+        try:
+            for name, rec in fa.index.items():
+                if not name:
+                    raise InputFileError(f"{path}: a record has an empty name ('>' alone); give every record a name")
+                if rec.rlen == 0:
+                    raise InputFileError(
+                        f"{path}: record '{name}' has a header but no sequence; remove it or add its sequence"
+                    )
+                step = self.block_size
+                for start in range(0, rec.rlen, step):
+                    end = min(rec.rlen, start + step)
+                    try:
+                        seq = fa.fetch(name, start + 1, end)
+                    except UnicodeDecodeError as exc:
+                        raise InputFileError(
+                            f"{path}: record '{name}' contains non-text bytes near position {start + 1:,}; "
+                            "is this really FASTA?"
+                        ) from exc
+                    tokens, n_iupac = _encode_or_explain(path, seq, name, start)
+                    if len(tokens) != end - start:  # pragma: no cover - pyfaidx validated lengths
+                        raise InputFileError(f"{path}: record '{name}' is shorter than its index says; delete {fa.indexname}")
+                    self._progress.text_bytes = min(rec.offset + (end * rec.lenb) // max(rec.lenc, 1), total_text)
+                    self._progress.input_pos = int(self.input_size * self._progress.text_bytes / total_text)
+                    yield TokenBlock(name, start, tokens, n_iupac)
+        finally:
+            fa.close()
+        self._progress.text_bytes = total_text
+        self._progress.input_pos = self.input_size
+        self._finish_hash()
+
+
+def _encode_or_explain(path: Path, seq, name: str, offset: int):
+    try:
+        return encode_with_stats(seq, name=name, offset=offset)
+    except InputFileError as exc:
+        raise InputFileError(f"{path}: {exc}") from exc
+
+
+def stream_fasta_tokens(path: str | os.PathLike, block_size: int = DEFAULT_BLOCK_SIZE, *, hash: bool = False) -> FastaTokenStream:
+    """Stream a whole genome as per-contig blocks of token ids, in constant memory.
+
+    Args:
+        path: plain, gzip or BGZF FASTA.
+        block_size: about how many bases (bytes of text) per block.
+        hash: also compute the file's sha256 (see ``FastaTokenStream.sha256``).
+
+    Returns:
+        An iterator of :class:`TokenBlock` ``(name, start, tokens uint8 [n], n_iupac)``
+        with progress counters as attributes (see :class:`FastaTokenStream`).
+
+    Raises:
+        InputFileError: for every fatal problem listed in the module docstring.
+
+    Example:
+        >>> for block in stream_fasta_tokens("hg38.fa.gz"):  # doctest: +SKIP
+        ...     out[block.name].write(block.tokens)
+    """
+    return FastaTokenStream(path, block_size, hash=hash)
+
+
+# ------------------------------------------------------------------------- pyfaidx
+
+
+def _check_starts_like_fasta(path: Path, fmt: str) -> None:
+    """Give our own 'not FASTA' / 'truncated' message before pyfaidx gives its own."""
+    for chunk in _text_chunks(path, fmt, 1 << 16, _Progress()):
+        stripped = chunk.lstrip()
+        if stripped:
+            if stripped[0] != 0x3E:
+                raise _not_fasta(path, stripped, 0)
+            return
+    raise InputFileError(f"{path}: contains no FASTA records (only blank lines)")
+
+
+def index_paths(path: str | os.PathLike, fmt: str) -> tuple[Path, Path | None]:
+    """Where the ``.fai`` (and for BGZF the ``.gzi``) index of ``path`` lives.
+
+    Beside the FASTA when that directory is writable, or when up-to-date
+    indexes already sit there; otherwise in ``cache_dir("index")``.
+    """
+    p = Path(path).resolve()
+    fai, gzi = Path(f"{p}.fai"), (Path(f"{p}.gzi") if fmt == "bgzf" else None)
+    if dir_writable(p.parent):
+        return fai, gzi
+    mtime = p.stat().st_mtime
+    if all(x is None or (x.exists() and x.stat().st_mtime >= mtime) for x in (fai, gzi)):
+        return fai, gzi
+    cdir = cache_dir("index")
+    try:
+        cdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputFileError(
+            f"{p.parent} is read-only and the index cache {cdir} cannot be created ({exc.strerror}); "
+            "set MAMBA_GENOME_CACHE to a writable directory"
+        ) from exc
+    stem = f"{cache_key(p)}-{p.name}"
+    return cdir / f"{stem}.fai", (cdir / f"{stem}.gzi" if gzi else None)
+
+
+def open_faidx(path: str | os.PathLike, fmt: str | None = None):
+    """Open ``path`` with ``pyfaidx.Faidx`` (raw strings, strict bounds), indexes placed by
+    :func:`index_paths`; pyfaidx's errors become one-line ``InputFileError``s."""
+    import pyfaidx
+
+    p = Path(path)
+    fmt = fmt or detect_format(p)
+    if fmt == "gzip":
+        raise InputFileError(
+            f"{p}: is plain gzip, which cannot be randomly accessed; ingest it with "
+            "`mamba-genome ingest`, or recompress with `bgzip`"
+        )
+    fai, gzi = index_paths(p, fmt)
+    fix = f"reformat it with `seqkit seq -w 60 {p.name} > fixed.fa` (or `samtools faidx` to see the problem)"
+    try:
+        return pyfaidx.Faidx(
+            str(p), indexname=str(fai), gzi_indexname=str(gzi) if gzi else None,
+            as_raw=True, strict_bounds=True, rebuild=True,
+        )
+    except pyfaidx.FastaIndexingError as exc:
+        msg = " ".join(str(exc).split())
+        if "not consistent" in msg:
+            where = msg.split("Inconsistent line found in", 1)[-1].strip().rstrip(".")
+            raise InputFileError(f"{p}: line lengths differ within a record ({where}); {fix}") from exc
+        if "Bad sequence name" in msg:
+            raise InputFileError(f"{p}: a record has an empty name ('>' alone); give every record a name") from exc
+        raise InputFileError(f"{p}: cannot be indexed ({msg}); {fix}") from exc
+    except ValueError as exc:
+        if "Duplicate key" in str(exc):
+            name = str(exc).split('"')[1] if '"' in str(exc) else "?"
+            raise InputFileError(
+                f"{p}: duplicate record name '{name}'; record names must be unique "
+                "(rename one, e.g. with `seqkit rename`)"
+            ) from exc
+        raise
+    except UnicodeDecodeError as exc:
+        raise InputFileError(f"{p}: contains non-text bytes; is this really FASTA?") from exc
+    except EOFError as exc:
+        raise InputFileError(f"{p}: file is truncated (BGZF stream ended early): re-download it") from exc
+    except (pyfaidx.UnsupportedCompressionFormat, OSError) as exc:
+        raise InputFileError(f"{p}: cannot be indexed ({' '.join(str(exc).split())}); {fix}") from exc
+
+
+__all__ = [
+    "detect_format", "iter_fasta_records", "stream_fasta_tokens", "FastaTokenStream", "TokenBlock",
+    "open_faidx", "index_paths", "cache_dir", "dir_writable", "check_readable", "DEFAULT_BLOCK_SIZE",
+]
