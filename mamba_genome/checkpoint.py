@@ -1,0 +1,154 @@
+"""Self-describing model checkpoints: a directory with ``config.json`` + ``model.safetensors``.
+
+``config.json`` holds everything needed to rebuild the model from the path
+alone: the model type, the :class:`MambaConfig`, the tokenizer vocabulary and
+version, the package version, and free-form ``extra`` metadata (label map of a
+classifier, training provenance). Weights are safetensors, never pickles.
+
+A *run directory* (from ``pretrain`` / ``finetune``) holds ``best/`` and
+``last/`` model directories; :func:`resolve_model_dir` maps a run directory to
+its best model. Writes are atomic: a killed process never leaves a directory
+that looks complete but is not.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .errors import CheckpointError
+from .model.config import MambaConfig
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+# model_type -> "module:Class"; classes take (config, **extra_init) and expose `.config`.
+MODEL_TYPES = {
+    "lm": "mamba_genome.model.lm:MambaLM",
+    "classifier": "mamba_genome.model.classifier:MambaClassifier",
+}
+
+
+def _model_class(model_type: str):
+    if model_type not in MODEL_TYPES:
+        raise CheckpointError(f"unknown model_type {model_type!r} in {CONFIG_NAME}; known: {', '.join(MODEL_TYPES)}")
+    mod, cls = MODEL_TYPES[model_type].split(":")
+    return getattr(importlib.import_module(mod), cls)
+
+
+def _tokenizer_meta() -> dict:
+    from .data import tokenizer
+
+    return {"version": tokenizer.TOKENIZER_VERSION, "vocab": list(tokenizer.VOCAB)}
+
+
+def save_model(model: torch.nn.Module, path, extra: dict | None = None, init_kwargs: dict | None = None) -> Path:
+    """Write ``model`` to directory ``path`` atomically. Returns the path.
+
+    ``init_kwargs`` are JSON-serialisable constructor arguments besides the
+    config (e.g. ``num_classes`` of a classifier); ``extra`` is free metadata.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model_type = getattr(model, "model_type", "lm")
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "model_type": model_type,
+        "mamba_genome_version": __version__,
+        "config": model.config.to_dict(),
+        "init_kwargs": init_kwargs or {},
+        "tokenizer": _tokenizer_meta(),
+        "num_parameters": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
+        "extra": extra or {},
+    }
+    # Tied weights share storage; store each tensor once and re-tie on load.
+    state, seen = {}, {}
+    for name, t in model.state_dict().items():
+        key = (t.data_ptr(), t.shape, t.stride()) if t.numel() else None
+        if key is not None and key in seen:
+            continue
+        if key is not None:
+            seen[key] = name
+        state[name] = t.detach().to("cpu").contiguous()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "model_type": model_type})
+        (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        old = None
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{os.getpid()}"
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def resolve_model_dir(path) -> Path:
+    """A model directory, or a run directory -> its ``best`` (else ``last``) model."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"model path {path} does not exist")
+    if not path.is_dir():
+        raise CheckpointError(f"model path {path} is not a directory (expected a model or run directory)")
+    for cand in (path, path / "best", path / "last", path / "model"):
+        if (cand / CONFIG_NAME).is_file():
+            if not (cand / WEIGHTS_NAME).is_file():
+                raise CheckpointError(f"{cand} has {CONFIG_NAME} but no {WEIGHTS_NAME}: the checkpoint is incomplete")
+            return cand
+    raise CheckpointError(
+        f"{path} is not a model directory: no {CONFIG_NAME} in it or in best/ or last/ "
+        "(pass a directory written by `mamba-genome pretrain` or `finetune`)")
+
+
+def read_meta(path) -> dict:
+    d = resolve_model_dir(path)
+    try:
+        meta = json.loads((d / CONFIG_NAME).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{d / CONFIG_NAME} is not valid JSON: {exc}") from None
+    if "config" not in meta or "model_type" not in meta:
+        raise CheckpointError(f"{d / CONFIG_NAME} lacks 'config'/'model_type': not a mamba-genome checkpoint")
+    return meta
+
+
+def load_model(path, device=None, **config_overrides):
+    """Rebuild a model from a model/run directory. Returns (model, meta), model in eval mode."""
+    d = resolve_model_dir(path)
+    meta = read_meta(d)
+    try:
+        config = MambaConfig.from_dict({**meta["config"], **config_overrides})
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{d / CONFIG_NAME}: bad model config ({exc})") from None
+    cls = _model_class(meta["model_type"])
+    model = cls(config, **meta.get("init_kwargs", {}))
+    try:
+        state = load_file(str(d / WEIGHTS_NAME))
+    except Exception as exc:  # safetensors raises several types on corrupt files
+        raise CheckpointError(f"{d / WEIGHTS_NAME} could not be read ({exc}); the file is corrupt or truncated") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {n for n, p in model.named_parameters(remove_duplicate=False)} - set(state)
+    missing = [m for m in missing if m not in tied or not _is_tied(model, m)]
+    if missing or unexpected:
+        raise CheckpointError(f"{d / WEIGHTS_NAME} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model, meta
+
+
+def _is_tied(model, name: str) -> bool:
+    params = dict(model.named_parameters(remove_duplicate=False))
+    p = params.get(name)
+    return p is not None and sum(q is p for q in params.values()) > 1

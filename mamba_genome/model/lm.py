@@ -1,0 +1,116 @@
+"""`MambaLM`: the Mamba DNA language model (embedding, blocks, final norm, tied head).
+
+    input_ids (B, L) -> embedding -> n_layer x [RMSNorm -> Mixer, residual] -> RMSNorm -> logits (B, L, V)
+
+`backbone()` returns hidden states for embeddings and classification heads;
+`allocate_state()` + `forward(..., state=...)` stream long inputs chunk by chunk
+with the conv and SSM states carried, giving the same result as one pass.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from .block import Block, LayerState, RMSNorm
+from .config import MambaConfig
+
+
+class MambaLM(nn.Module):
+    model_type = "lm"
+
+    def __init__(self, config: MambaConfig):
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.padded_vocab_size, config.d_model)
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.norm_f = RMSNorm(config.d_model, eps=config.rms_norm_eps)
+        self.lm_head = nn.Linear(config.d_model, config.padded_vocab_size, bias=False)
+        self.reset_parameters()
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embedding.weight
+
+    # ------------------------------------------------------------------ init
+    def reset_parameters(self):
+        c = self.config
+        nn.init.normal_(self.embedding.weight, std=c.initializer_range)
+        for layer in self.layers:
+            m = layer.mixer
+            for lin in (m.in_proj, m.out_proj, m.x_proj):
+                nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5))
+                if lin.bias is not None:
+                    nn.init.zeros_(lin.bias)
+            if c.rescale_prenorm_residual:
+                with torch.no_grad():
+                    m.out_proj.weight /= math.sqrt(c.n_layer)
+        if not c.tie_embeddings:
+            nn.init.normal_(self.lm_head.weight, std=c.initializer_range)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+
+    # --------------------------------------------------------------- forward
+    def allocate_state(self, batch: int, device=None) -> list[LayerState]:
+        return [layer.mixer.allocate_state(batch, device) for layer in self.layers]
+
+    def backbone(self, input_ids: torch.Tensor, state: list[LayerState] | None = None,
+                 output_layer: int | None = None) -> torch.Tensor:
+        """input_ids (B, L) -> hidden (B, L, d_model).
+
+        ``output_layer=None`` (or n_layer) returns the final normed hidden state;
+        ``output_layer=k`` (0 <= k < n_layer) returns the residual stream after
+        block k, RMS-normed by the final norm so scales are comparable.
+        """
+        n = self.config.n_layer
+        stop = n if output_layer is None else output_layer + 1
+        if not 0 < stop <= n:
+            raise ValueError(f"output_layer must be in [0, {n - 1}], got {output_layer}")
+        hidden = self.embedding(input_ids)                                 # (B, L, d_model)
+        residual = None
+        for i in range(stop):
+            layer = self.layers[i]
+            st = state[i] if state is not None else None
+            if self.config.gradient_checkpointing and self.training and st is None and torch.is_grad_enabled():
+                hidden, residual = checkpoint(layer, hidden, residual, use_reentrant=False)
+            else:
+                hidden, residual = layer(hidden, residual, state=st)
+        normed, _ = self.norm_f(hidden, residual, residual_in_fp32=self.config.residual_in_fp32)
+        return normed
+
+    def forward(self, input_ids: torch.Tensor, state: list[LayerState] | None = None) -> torch.Tensor:
+        """input_ids (B, L) -> logits (B, L, vocab_size) (padding rows dropped)."""
+        hidden = self.backbone(input_ids, state=state)
+        return self.lm_head(hidden)[..., : self.config.vocab_size]
+
+    @torch.no_grad()
+    def step(self, token: torch.Tensor, state: list[LayerState]) -> torch.Tensor:
+        """One token per sequence: token (B,) -> logits (B, vocab_size); ``state`` updated in place."""
+        hidden = self.embedding(token)
+        residual = None
+        for layer, st in zip(self.layers, state):
+            hidden, residual = layer.step(hidden, residual, st)
+        normed, _ = self.norm_f(hidden, residual, residual_in_fp32=self.config.residual_in_fp32)
+        return self.lm_head(normed)[..., : self.config.vocab_size]
+
+    def loss(self, input_ids: torch.Tensor, ignore_index: int = 0) -> torch.Tensor:
+        """Next-token cross-entropy in nats per base over positions 1..L-1 (pad ignored)."""
+        logits = self(input_ids[:, :-1])
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                               input_ids[:, 1:].reshape(-1), ignore_index=ignore_index)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on A_log, D, norms or biases (paper, App. E)."""
+    decay, no_decay, seen = [], [], set()
+    for name, p in model.named_parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        if getattr(p, "_no_weight_decay", False) or p.dim() < 2 or "norm" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
