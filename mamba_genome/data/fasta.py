@@ -190,6 +190,50 @@ def _gzip_chunks(path: Path, size: int, progress: "_Progress") -> Iterator[bytes
                 raise InputFileError(truncated)
 
 
+def _prefetch(chunks: Iterator[bytes], depth: int = 3) -> Iterator[bytes]:
+    """Run ``chunks`` in a background thread, ``depth`` items ahead.
+
+    zlib releases the GIL while inflating, so decompression on one core
+    overlaps tokenizing and writing on the other. Exceptions are re-raised
+    in the consumer; a consumer that stops early stops the thread.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for item in chunks:
+                while not stop.is_set():
+                    try:
+                        q.put((True, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((True, done))
+        except BaseException as exc:  # handed to the consumer
+            q.put((False, exc))
+
+    thread = threading.Thread(target=produce, name="fasta-decompress", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def _text_chunks(path: Path, fmt: str, size: int, progress: "_Progress") -> Iterator[bytes]:
     return _plain_chunks(path, size, progress) if fmt == "plain" else _gzip_chunks(path, size, progress)
 
@@ -341,6 +385,7 @@ class TokenBlock:
     start: int  # 0-based position of tokens[0] within the contig
     tokens: np.ndarray  # uint8 [n] token ids (may be a read-only view)
     n_iupac: int  # IUPAC codes in this block (already turned into N)
+    n_count: int  # N tokens in this block (including the IUPAC codes)
 
 
 class _Progress:
@@ -361,8 +406,9 @@ class FastaTokenStream:
     ``sha256`` (hex digest of the file, once exhausted, if ``hash=True``).
     """
 
-    def __init__(self, path, block_size: int = DEFAULT_BLOCK_SIZE, *, hash: bool = False):
+    def __init__(self, path, block_size: int = DEFAULT_BLOCK_SIZE, *, hash: bool = False, prefetch: bool = True):
         self.path = check_readable(path)
+        self.prefetch = prefetch
         self.format = detect_format(self.path)
         self.input_size = self.path.stat().st_size
         self.block_size = int(block_size)
@@ -402,7 +448,8 @@ class FastaTokenStream:
     def _stream_gzip(self) -> Iterator[TokenBlock]:
         path = self.path
         check = _RecordChecker(path)
-        for kind, val in _parse(path, _gzip_chunks(path, self.block_size, self._progress)):
+        chunks = _gzip_chunks(path, self.block_size, self._progress)
+        for kind, val in _parse(path, _prefetch(chunks) if self.prefetch else chunks):
             if kind == _HEADER:
                 check.start(val)
                 continue
@@ -415,7 +462,7 @@ class FastaTokenStream:
             n_iupac = tokens.count(_IUPAC_MARK)
             if n_iupac:
                 tokens = tokens.replace(bytes([_IUPAC_MARK]), bytes([N]))
-            yield TokenBlock(check.name, check.length, np.frombuffer(tokens, dtype=np.uint8), n_iupac)
+            yield TokenBlock(check.name, check.length, np.frombuffer(tokens, dtype=np.uint8), n_iupac, tokens.count(N))
             check.length += len(tokens)
         check.finish()
         self._finish_hash()
@@ -450,7 +497,7 @@ class FastaTokenStream:
                         raise InputFileError(f"{path}: record '{name}' is shorter than its index says; delete {fa.indexname}")
                     self._progress.text_bytes = min(rec.offset + (end * rec.lenb) // max(rec.lenc, 1), total_text)
                     self._progress.input_pos = int(self.input_size * self._progress.text_bytes / total_text)
-                    yield TokenBlock(name, start, tokens, n_iupac)
+                    yield TokenBlock(name, start, tokens, n_iupac, tokens.tobytes().count(N))
         finally:
             fa.close()
         self._progress.text_bytes = total_text
@@ -465,13 +512,16 @@ def _encode_or_explain(path: Path, seq, name: str, offset: int):
         raise InputFileError(f"{path}: {exc}") from exc
 
 
-def stream_fasta_tokens(path: str | os.PathLike, block_size: int = DEFAULT_BLOCK_SIZE, *, hash: bool = False) -> FastaTokenStream:
+def stream_fasta_tokens(
+    path: str | os.PathLike, block_size: int = DEFAULT_BLOCK_SIZE, *, hash: bool = False, prefetch: bool = True
+) -> FastaTokenStream:
     """Stream a whole genome as per-contig blocks of token ids, in constant memory.
 
     Args:
         path: plain, gzip or BGZF FASTA.
         block_size: about how many bases (bytes of text) per block.
         hash: also compute the file's sha256 (see ``FastaTokenStream.sha256``).
+        prefetch: decompress gzip in a background thread (uses a second core).
 
     Returns:
         An iterator of :class:`TokenBlock` ``(name, start, tokens uint8 [n], n_iupac)``
@@ -484,7 +534,7 @@ def stream_fasta_tokens(path: str | os.PathLike, block_size: int = DEFAULT_BLOCK
         >>> for block in stream_fasta_tokens("hg38.fa.gz"):  # doctest: +SKIP
         ...     out[block.name].write(block.tokens)
     """
-    return FastaTokenStream(path, block_size, hash=hash)
+    return FastaTokenStream(path, block_size, hash=hash, prefetch=prefetch)
 
 
 # ------------------------------------------------------------------------- pyfaidx

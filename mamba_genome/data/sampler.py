@@ -1,0 +1,196 @@
+"""Torch Datasets of fixed-length token windows drawn from a token store.
+
+Owns :class:`RandomWindowDataset` (training: random windows, N filtering,
+reverse-complement augmentation, as in HyenaDNA/Caduceus pretraining) and
+:class:`TiledWindowDataset` (evaluation: deterministic non-overlapping tiles).
+
+Both take the store *path* and open the :class:`~mamba_genome.data.store.TokenStore`
+lazily in each process, so a ``DataLoader`` with workers pickles only paths
+and region lists, never memory maps. Items are dicts with
+``input_ids: LongTensor [L]``; collate them into ``[B, L]``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import UserError
+from .splits import Region
+from .store import TokenStore
+from .tokenizer import N, reverse_complement_tokens
+
+_MAX_TRIES = 16  # windows drawn per item before settling for the least-N one
+
+
+class _StoreBacked(Dataset):
+    """Opens the token store on first use in each process (after fork/spawn)."""
+
+    def __init__(self, store_path, regions):
+        if isinstance(store_path, TokenStore):
+            store_path = store_path.path
+        self.store_path = Path(store_path)
+        self.all_regions = [r if isinstance(r, Region) else Region(*r) for r in regions]
+        self._store: TokenStore | None = None
+        self._pid: int | None = None
+
+    @property
+    def store(self) -> TokenStore:
+        if self._store is None or self._pid != os.getpid():
+            self._store = TokenStore.open(self.store_path)
+            self._pid = os.getpid()
+        return self._store
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_store"] = None  # reopened lazily in the worker
+        return state
+
+    @staticmethod
+    def _too_short(seq_len: int, regions) -> UserError:
+        longest = max((r.length for r in regions), default=0)
+        return UserError(
+            f"genome/split shorter than one window of {seq_len:,} bp (longest region {longest:,} bp): "
+            "use a smaller --seq-len"
+        )
+
+
+class RandomWindowDataset(_StoreBacked):
+    """``samples_per_epoch`` random windows of ``seq_len`` tokens inside ``regions``.
+
+    Item ``i`` of epoch ``e`` is a pure function of ``(seed, e, i)``: a region
+    is drawn with probability proportional to its number of window positions,
+    then a window fully inside it; windows with more than ``max_n_fraction``
+    N are redrawn (up to 16 tries, then the least-N one is kept); the window
+    is reverse-complemented with probability ``rc_prob``.
+
+    Args:
+        store_path: store directory (str/Path) or an open ``TokenStore``.
+        regions: :class:`~mamba_genome.data.splits.Region` list, e.g. ``plan.regions("train")``.
+        seq_len: window length L in tokens.
+        samples_per_epoch: ``len(dataset)``.
+
+    Returns (per item): ``{"input_ids": LongTensor [L]}``.
+
+    Note: call :meth:`set_epoch` before each epoch; with
+    ``persistent_workers=True`` the workers keep their own copy, so recreate
+    the DataLoader (or the workers) to change epochs there.
+    """
+
+    def __init__(self, store_path, regions, seq_len: int, *, samples_per_epoch: int, max_n_fraction: float = 0.1,
+                 rc_prob: float = 0.5, seed: int = 0):
+        super().__init__(store_path, regions)
+        if samples_per_epoch < 1:
+            raise UserError(f"samples per epoch must be at least 1, got {samples_per_epoch}")
+        if not 0 <= max_n_fraction <= 1:
+            raise UserError(f"max N fraction must be in [0, 1], got {max_n_fraction}")
+        if not 0 <= rc_prob <= 1:
+            raise UserError(f"reverse-complement probability must be in [0, 1], got {rc_prob}")
+        self.samples_per_epoch = int(samples_per_epoch)
+        self.max_n_fraction = float(max_n_fraction)
+        self.rc_prob = float(rc_prob)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.set_seq_len(seq_len)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def set_seq_len(self, seq_len: int) -> None:
+        """Change the window length (sequence-length warmup); regions shorter than it are skipped."""
+        seq_len = int(seq_len)
+        if seq_len < 1:
+            raise UserError(f"--seq-len must be at least 1, got {seq_len}")
+        usable = [r for r in self.all_regions if r.length >= seq_len]
+        if not usable:
+            raise self._too_short(seq_len, self.all_regions)
+        self.seq_len = seq_len
+        self.regions = usable
+        positions = np.array([r.length - seq_len + 1 for r in usable], dtype=np.float64)
+        self._cum = np.cumsum(positions)
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < self.samples_per_epoch:
+            raise IndexError(i)
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        L = self.seq_len
+        best, best_n = None, L + 1
+        for _ in range(_MAX_TRIES):
+            r = self.regions[int(np.searchsorted(self._cum, rng.random() * self._cum[-1], side="right"))]
+            start = r.start + int(rng.integers(0, r.length - L + 1))
+            window = self.store.tokens(r.contig)[start : start + L]
+            n_count = int(np.count_nonzero(window == N))
+            if n_count < best_n:
+                best, best_n = window, n_count
+            if n_count <= self.max_n_fraction * L:
+                break
+        tokens = np.asarray(best, dtype=np.int64)
+        if rng.random() < self.rc_prob:
+            tokens = reverse_complement_tokens(tokens)
+        return {"input_ids": torch.from_numpy(np.ascontiguousarray(tokens))}
+
+
+class TiledWindowDataset(_StoreBacked):
+    """Deterministic non-overlapping windows of ``seq_len`` tokens tiling ``regions``.
+
+    Tiles that are more than ``max_n_fraction`` N are skipped; the tail of a
+    region shorter than ``seq_len`` is dropped. With ``max_windows`` an
+    evenly spaced subset of the tiles is kept (a fixed, cheap validation set).
+
+    Returns (per item): ``{"input_ids": LongTensor [L], "contig": str, "start": int}``
+    where ``start`` is the 0-based contig coordinate of the first token.
+    """
+
+    def __init__(self, store_path, regions, seq_len: int, *, max_windows: int | None = None,
+                 max_n_fraction: float = 0.5):
+        super().__init__(store_path, regions)
+        seq_len = int(seq_len)
+        if seq_len < 1:
+            raise UserError(f"--seq-len must be at least 1, got {seq_len}")
+        self.seq_len = seq_len
+        self.max_n_fraction = float(max_n_fraction)
+        usable = [r for r in self.all_regions if r.length >= seq_len]
+        if not usable:
+            raise self._too_short(seq_len, self.all_regions)
+        self.regions = usable
+        region_idx, starts = [], []
+        limit = self.max_n_fraction * seq_len
+        for k, r in enumerate(usable):
+            n_tiles = r.length // seq_len
+            tokens = self.store.tokens(r.contig)
+            step = max(1, (64 << 20) // seq_len)  # look at <= 64 MB at a time
+            for t0 in range(0, n_tiles, step):
+                t1 = min(n_tiles, t0 + step)
+                block = np.asarray(tokens[r.start + t0 * seq_len : r.start + t1 * seq_len]).reshape(t1 - t0, seq_len)
+                keep = np.flatnonzero(np.count_nonzero(block == N, axis=1) <= limit)
+                region_idx.append(np.full(len(keep), k, dtype=np.int64))
+                starts.append(r.start + (t0 + keep) * seq_len)
+        self._region_idx = np.concatenate(region_idx) if region_idx else np.zeros(0, np.int64)
+        self._starts = np.concatenate(starts).astype(np.int64) if starts else np.zeros(0, np.int64)
+        if len(self._starts) == 0:
+            raise UserError(f"every {seq_len:,} bp window of the split is more than {self.max_n_fraction:.0%} N; nothing to evaluate")
+        if max_windows is not None and max_windows < len(self._starts):
+            if max_windows < 1:
+                raise UserError(f"max windows must be at least 1, got {max_windows}")
+            pick = np.unique(np.linspace(0, len(self._starts) - 1, int(max_windows)).round().astype(np.int64))
+            self._region_idx, self._starts = self._region_idx[pick], self._starts[pick]
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < len(self._starts):
+            raise IndexError(i)
+        contig = self.regions[int(self._region_idx[i])].contig
+        start = int(self._starts[i])
+        tokens = np.asarray(self.store.tokens(contig)[start : start + self.seq_len], dtype=np.int64)
+        return {"input_ids": torch.from_numpy(tokens), "contig": contig, "start": start}
+
+
+__all__ = ["RandomWindowDataset", "TiledWindowDataset"]
