@@ -289,7 +289,9 @@ def _parse(path: Path, chunks: Iterator[bytes]) -> Iterator[tuple[int, object]]:
                 break
             yield _HEADER, _record_name(data[i + 1 : j])
             pos = j + 1
-        if n:
+        if pending:
+            prev_last = 10  # pending starts with a '>' already known to open a line
+        elif n:
             prev_last = data[-1]
     if pending:  # last line is a header without a newline
         yield _HEADER, _record_name(pending[1:])

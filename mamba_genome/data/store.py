@@ -326,7 +326,7 @@ def _write_contigs(stream, tmp: Path, progress: bool) -> list[dict]:
     fh = None
     bar = tqdm(
         total=stream.input_size, unit="B", unit_scale=True, desc=f"ingest {stream.path.name}",
-        disable=not progress, file=sys.stderr, leave=False, dynamic_ncols=True,
+        disable=None if progress else True, file=sys.stderr, leave=False, dynamic_ncols=True,
     )
     try:
         for block in stream:
