@@ -1,0 +1,201 @@
+"""Triton causal depthwise conv1d (width 2-4) used by Mamba: forward and backward.
+
+With xp = [initial_state ; x] along the length (W-1 + L positions, oldest first):
+
+    y_t = act(bias + sum_{k<W} w_k xp_{t+k})           final_state = xp[L : L+W-1]
+
+The backward is written over xp so that x and initial_state are one case:
+
+    dxp_p = sum_{k<W} w_k dy'_{p-k}  (+ dfinal_{p-L} for p >= L),   dy' = dy * act'(pre-activation)
+    dw_k  = sum_{b,t} dy'_t xp_{t+k},   dbias = sum_{b,t} dy'_t
+
+Both kernels tile (BL positions, BD channels); the pre-activation is recomputed in the
+backward (nothing but the inputs is saved). dw and dbias are reduced per tile into small
+fp32 partial buffers and summed in the launcher.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..utils import triton_interpret
+
+
+@triton.jit
+def _load_xp(x_ptr, init_ptr, q, offs_d, md, L, D, s_xl, W: tl.constexpr, HAS_INIT: tl.constexpr):
+    """xp at positions q (BL,) for channels offs_d, as fp32 (zeros outside [0, L+W-1))."""
+    t = q - (W - 1)
+    v = tl.load(x_ptr + t[:, None] * s_xl + offs_d[None, :],
+                mask=((t >= 0) & (t < L))[:, None] & md[None, :], other=0.0).to(tl.float32)
+    if HAS_INIT:
+        v += tl.load(init_ptr + offs_d[None, :] * (W - 1) + q[:, None],
+                     mask=((q >= 0) & (q < W - 1))[:, None] & md[None, :], other=0.0).to(tl.float32)
+    return v
+
+
+@triton.jit
+def _pre_act(x_ptr, init_ptr, w_ptr, t, offs_d, md, bias, L, D, s_xl, W: tl.constexpr, HAS_INIT: tl.constexpr,
+             BL: tl.constexpr, BD: tl.constexpr):
+    """bias + sum_k w_k xp_{t+k} for output positions t (BL,)."""
+    acc = tl.zeros([BL, BD], dtype=tl.float32) + bias[None, :]
+    for k in tl.static_range(W):
+        wk = tl.load(w_ptr + offs_d * W + k, mask=md, other=0.0).to(tl.float32)
+        acc += wk[None, :] * _load_xp(x_ptr, init_ptr, t + k, offs_d, md, L, D, s_xl, W, HAS_INIT)
+    return acc
+
+
+@triton.jit
+def _conv_fwd_kernel(
+    x_ptr, w_ptr, b_ptr, init_ptr, y_ptr, L, D, s_xb, s_xl,
+    W: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, SILU: tl.constexpr,
+):
+    pid_l = tl.program_id(0).to(tl.int64)
+    pid_d = tl.program_id(1).to(tl.int64)
+    pid_b = tl.program_id(2).to(tl.int64)
+    t = pid_l * BL + tl.arange(0, BL)
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    md = offs_d < D
+    bias = tl.zeros([BD], dtype=tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
+    x_ptr += pid_b * s_xb
+    init_ptr += pid_b * D * (W - 1)
+    acc = _pre_act(x_ptr, init_ptr, w_ptr, t, offs_d, md, bias, L, D, s_xl, W, HAS_INIT, BL, BD)
+    if SILU:
+        acc = acc * tl.sigmoid(acc)
+    tl.store(y_ptr + pid_b * L * D + t[:, None] * D + offs_d[None, :], acc.to(y_ptr.dtype.element_ty),
+             mask=(t < L)[:, None] & md[None, :])
+
+
+@triton.jit
+def _conv_bwd_kernel(
+    x_ptr, w_ptr, b_ptr, init_ptr, dy_ptr, dfinal_ptr, dx_ptr, dinit_ptr, dw_ptr, db_ptr,
+    L, D, s_xb, s_xl,
+    W: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, SILU: tl.constexpr, HAS_DFINAL: tl.constexpr,
+):
+    """One (BL positions of xp) x (BD channels) tile of dxp, plus its dw / dbias partials."""
+    pid_l = tl.program_id(0).to(tl.int64)
+    pid_d = tl.program_id(1).to(tl.int64)
+    pid_b = tl.program_id(2).to(tl.int64)
+    n_l = tl.num_programs(0)
+    p = pid_l * BL + tl.arange(0, BL)                  # positions in xp
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    md = offs_d < D
+    bias = tl.zeros([BD], dtype=tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
+    x_ptr += pid_b * s_xb
+    init_ptr += pid_b * D * (W - 1)
+    dy_ptr += pid_b * L * D
+    dxp = tl.zeros([BL, BD], dtype=tl.float32)
+    for k in tl.static_range(W):
+        t = p - k                                      # output positions that read xp_p through w_k
+        mt = ((t >= 0) & (t < L))[:, None] & md[None, :]
+        g = tl.load(dy_ptr + t[:, None] * D + offs_d[None, :], mask=mt, other=0.0).to(tl.float32)
+        if SILU:
+            pre = _pre_act(x_ptr, init_ptr, w_ptr, t, offs_d, md, bias, L, D, s_xl, W, HAS_INIT, BL, BD)
+            s = tl.sigmoid(pre)
+            g = g * s * (1.0 + pre * (1.0 - s))
+        wk = tl.load(w_ptr + offs_d * W + k, mask=md, other=0.0).to(tl.float32)
+        dxp += wk[None, :] * g
+        if k == 0:
+            # dw_j += dy'_t xp_{t+j} over the output positions t = p of this tile
+            part = (pid_b * n_l + pid_l) * D + offs_d
+            tl.store(db_ptr + part, tl.sum(g, 0), mask=md)
+            for j in tl.static_range(W):
+                xj = _load_xp(x_ptr, init_ptr, p + j, offs_d, md, L, D, s_xl, W, HAS_INIT)
+                tl.store(dw_ptr + part * W + j, tl.sum(g * xj, 0), mask=md)
+    if HAS_DFINAL:
+        q = p - L
+        dxp += tl.load(dfinal_ptr + pid_b * D * (W - 1) + offs_d[None, :] * (W - 1) + q[:, None],
+                       mask=((q >= 0) & (q < W - 1))[:, None] & md[None, :], other=0.0)
+    t = p - (W - 1)
+    tl.store(dx_ptr + pid_b * L * D + t[:, None] * D + offs_d[None, :], dxp.to(dx_ptr.dtype.element_ty),
+             mask=((t >= 0) & (t < L))[:, None] & md[None, :])
+    if HAS_INIT:
+        tl.store(dinit_ptr + pid_b * D * (W - 1) + offs_d[None, :] * (W - 1) + p[:, None], dxp,
+                 mask=(p < W - 1)[:, None] & md[None, :])
+
+
+def _blocks(length, dim):
+    BD = min(64, triton.next_power_of_2(max(dim, 1)))
+    BL = 64 if not triton_interpret() else 128
+    return BL, BD
+
+
+def _conv_fwd(x, w, b, init, silu):
+    batch, length, dim = x.shape
+    width = w.shape[1]
+    BL, BD = _blocks(length, dim)
+    y = torch.empty(batch, length, dim, device=x.device, dtype=x.dtype)
+    if length > 0:
+        _conv_fwd_kernel[(triton.cdiv(length, BL), triton.cdiv(dim, BD), batch)](
+            x, w, b if b is not None else w, init if init is not None else w, y, length, dim,
+            x.stride(0), x.stride(1), W=width, BL=BL, BD=BD,
+            HAS_BIAS=b is not None, HAS_INIT=init is not None, SILU=silu)
+    return y
+
+
+def _conv_bwd(x, w, b, init, silu, dy, dfinal):
+    batch, length, dim = x.shape
+    width = w.shape[1]
+    BL, BD = _blocks(length, dim)
+    n_l = triton.cdiv(length + width - 1, BL)
+    f32 = dict(device=x.device, dtype=torch.float32)
+    dx = torch.empty(batch, length, dim, device=x.device, dtype=x.dtype)
+    dinit = torch.empty(batch, dim, width - 1, **f32) if init is not None else None
+    dw_part = torch.empty(batch, n_l, dim, width, **f32)
+    db_part = torch.empty(batch, n_l, dim, **f32)
+    _conv_bwd_kernel[(n_l, triton.cdiv(dim, BD), batch)](
+        x, w, b if b is not None else w, init if init is not None else w, dy,
+        dfinal if dfinal is not None else w, dx, dinit if dinit is not None else w, dw_part, db_part,
+        length, dim, x.stride(0), x.stride(1), W=width, BL=BL, BD=BD,
+        HAS_BIAS=b is not None, HAS_INIT=init is not None, SILU=silu, HAS_DFINAL=dfinal is not None)
+    return dx, dw_part.sum((0, 1)), db_part.sum((0, 1)), dinit
+
+
+class CausalConv1dFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, initial_state, silu, return_final_state):
+        x = x if x.stride(-1) == 1 else x.contiguous()
+        w = weight.contiguous()
+        init = initial_state.contiguous() if initial_state is not None else None
+        y = _conv_fwd(x, w, bias, init, silu)
+        ctx.save_for_backward(x, w, bias, init)
+        ctx.silu = silu
+        if not return_final_state:
+            return y
+        width = w.shape[1]
+        prev = init.to(x.dtype) if init is not None else x.new_zeros(x.shape[0], x.shape[2], width - 1)
+        xp_tail = torch.cat([prev, x[:, max(0, x.shape[1] - (width - 1)):].transpose(1, 2)], dim=2)
+        return y, xp_tail[:, :, xp_tail.shape[2] - (width - 1):].contiguous()
+
+    @staticmethod
+    def backward(ctx, dy, dfinal=None):
+        x, w, bias, init = ctx.saved_tensors
+        dy = dy.contiguous() if dy is not None else torch.zeros_like(x)
+        dfinal = dfinal.float().contiguous() if dfinal is not None else None
+        dx, dw, db, dinit = _conv_bwd(x, w, bias, init, ctx.silu, dy, dfinal)
+        return (dx, dw.to(w.dtype), db.to(bias.dtype) if bias is not None else None,
+                dinit.to(init.dtype) if init is not None else None, None, None)
+
+
+def causal_conv1d_triton(x, weight, bias=None, activation=None, initial_state=None, return_final_state=False):
+    """Triton causal depthwise conv1d; same contract as :func:`mamba_genome.kernels.causal_conv1d`.
+
+    Args:
+        x: (B, L, D); weight: (D, W), W in 2..4; bias: (D,);
+        activation: None or "silu"; initial_state: (B, D, W-1), oldest first.
+
+    Returns:
+        y (B, L, D) in x's dtype, or (y, final_state (B, D, W-1) in x's dtype).
+
+    Example:
+        >>> y = causal_conv1d_triton(x, w, b, activation="silu")
+    """
+    if x.device.type != "cuda" and not triton_interpret():
+        raise ValueError("causal_conv1d_triton needs CUDA tensors (or TRITON_INTERPRET=1)")
+    return CausalConv1dFn.apply(x, weight, bias, initial_state, activation == "silu", bool(return_final_state))
