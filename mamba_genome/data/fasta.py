@@ -204,20 +204,23 @@ def _prefetch(chunks: Iterator[bytes], depth: int = 3) -> Iterator[bytes]:
     stop = threading.Event()
     done = object()
 
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False  # the consumer has gone away
+
     def produce():
         try:
             for item in chunks:
-                while not stop.is_set():
-                    try:
-                        q.put((True, item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put((True, item)):
                     return
-            q.put((True, done))
+            put((True, done))
         except BaseException as exc:  # handed to the consumer
-            q.put((False, exc))
+            put((False, exc))
 
     thread = threading.Thread(target=produce, name="fasta-decompress", daemon=True)
     thread.start()
