@@ -1,0 +1,131 @@
+"""The Mamba LM: presets, forward/backward, streaming equivalence, init and weight-decay groups."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mamba_genome.model.config import PRESETS, MambaConfig
+from mamba_genome.model.lm import MambaLM, param_groups
+
+
+def small(**kw):
+    return MambaConfig.from_preset("tiny", d_model=32, n_layer=2, **kw)
+
+
+@pytest.mark.parametrize("preset,expected", [("1.4m", 1.40e6), ("7m", 7.01e6)])
+def test_paper_presets_have_paper_sizes(preset, expected):
+    n = MambaLM(MambaConfig.from_preset(preset)).num_parameters()
+    assert abs(n - expected) / expected < 0.01
+
+
+def test_presets_listed():
+    assert set(PRESETS) >= {"tiny", "1.4m", "7m"}
+    with pytest.raises(ValueError, match="unknown preset"):
+        MambaConfig.from_preset("huge")
+
+
+def test_config_validation_and_roundtrip():
+    c = small()
+    assert c.dt_rank == 2 and c.d_inner == 64 and c.padded_vocab_size == 16
+    assert MambaConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(ValueError, match="d_conv"):
+        MambaConfig(d_conv=7)
+    with pytest.raises(ValueError, match="unknown MambaConfig fields"):
+        MambaConfig.from_dict({"d_model": 8, "colour": "red"})
+
+
+def test_forward_backward_shapes_and_all_grads():
+    torch.manual_seed(0)
+    m = MambaLM(small())
+    x = torch.randint(5, 10, (3, 37))
+    logits = m(x)
+    assert logits.shape == (3, 37, 10)
+    loss = m.loss(x)
+    assert math.isfinite(loss.item()) and abs(loss.item() - math.log(10)) < 1.0
+    loss.backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_tied_head_and_initialisation():
+    m = MambaLM(small())
+    assert m.lm_head.weight is m.embedding.weight
+    mixer = m.layers[0].mixer
+    A = -torch.exp(mixer.A_log)
+    assert torch.allclose(A[0], -torch.arange(1, 17, dtype=torch.float32))  # S4D-real
+    dt = torch.nn.functional.softplus(mixer.dt_proj.bias)
+    assert dt.min() >= 1e-4 - 1e-7 and dt.max() <= 0.1 + 1e-6       # log-uniform [1e-3, 1e-1]
+    assert torch.all(mixer.D == 1)
+
+
+def test_no_weight_decay_on_A_log_D_norms_biases():
+    m = MambaLM(small())
+    decay, no_decay = param_groups(m, 0.1)
+    nd = {id(p) for p in no_decay["params"]}
+    names = {id(p): n for n, p in m.named_parameters()}
+    for n, p in m.named_parameters():
+        if any(k in n for k in ("A_log", ".D", "norm", "bias")):
+            assert id(p) in nd, n
+    assert all("in_proj" in names[id(p)] or "out_proj" in names[id(p)] or "x_proj" in names[id(p)]
+               or "dt_proj.weight" in names[id(p)] or "conv1d.weight" in names[id(p)] or "embedding" in names[id(p)]
+               for p in decay["params"])
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 50, 64])
+def test_streaming_chunks_match_single_pass(chunk):
+    torch.manual_seed(1)
+    m = MambaLM(small()).eval()
+    x = torch.randint(5, 10, (2, 131))
+    with torch.no_grad():
+        full = m.backbone(x)
+        state = m.allocate_state(2)
+        parts = [m.backbone(x[:, i:i + chunk], state=state) for i in range(0, x.shape[1], chunk)]
+    torch.testing.assert_close(torch.cat(parts, 1), full, rtol=1e-4, atol=1e-5)
+
+
+def test_token_by_token_step_matches_forward():
+    torch.manual_seed(2)
+    m = MambaLM(small()).eval()
+    x = torch.randint(5, 10, (2, 40))
+    with torch.no_grad():
+        ref = m(x)
+        state = m.allocate_state(2)
+        steps = torch.stack([m.step(x[:, t], state) for t in range(x.shape[1])], 1)
+    torch.testing.assert_close(steps, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_reference_and_torch_backends_agree_in_model():
+    torch.manual_seed(3)
+    x = torch.randint(5, 10, (1, 23))
+    m = MambaLM(small(scan_backend="torch")).double().eval()
+    ref = MambaLM(small(scan_backend="reference")).double().eval()
+    ref.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), ref(x), rtol=1e-9, atol=1e-9)
+
+
+def test_output_layer_selection():
+    m = MambaLM(small()).eval()
+    x = torch.randint(5, 10, (1, 9))
+    with torch.no_grad():
+        h0 = m.backbone(x, output_layer=0)
+        h_last = m.backbone(x, output_layer=1)
+        assert torch.allclose(h_last, m.backbone(x))
+        assert not torch.allclose(h0, h_last)
+    with pytest.raises(ValueError):
+        m.backbone(x, output_layer=5)
+
+
+def test_gradient_checkpointing_gives_same_grads():
+    torch.manual_seed(4)
+    x = torch.randint(5, 10, (2, 33))
+    m1 = MambaLM(small())
+    m2 = MambaLM(small(gradient_checkpointing=True))
+    m2.load_state_dict(m1.state_dict())
+    m1.loss(x).backward()
+    m2.loss(x).backward()
+    for (n, p1), p2 in zip(m1.named_parameters(), m2.parameters()):
+        torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-5, atol=1e-6, msg=n)
