@@ -3,19 +3,23 @@
     residual_out = x + residual            (if residual is given)
     y            = residual_out / sqrt(mean(residual_out^2) + eps) * weight
 
-Files: naive.py-equivalent lives here as ``rms_norm_torch`` (PyTorch, CPU
-default); a fused Triton kernel is added for training at 1 Mbp (issue 6).
+Files in this folder:
+    naive.py   float64 reference (ground truth for tests)
+    fused.py   Triton forward/backward, residual add fused (CUDA default)
+    here       ``rms_norm_torch``: plain PyTorch (CPU default)
 """
 from __future__ import annotations
 
 import torch
 
 from ..utils import resolve_backend
+from .naive import rms_norm_naive
 
-__all__ = ["rms_norm", "rms_norm_torch"]
+__all__ = ["rms_norm", "rms_norm_torch", "rms_norm_naive"]
 
 
 def rms_norm_torch(x, weight, residual=None, eps: float = 1e-5, residual_in_fp32: bool = True):
+    """PyTorch RMSNorm (the CPU path and the semantics every backend follows)."""
     in_dtype = x.dtype
     if residual is not None:
         res = x.float() + residual.float() if residual_in_fp32 else x + residual
@@ -30,9 +34,11 @@ def rms_norm(x, weight, residual=None, eps: float = 1e-5, residual_in_fp32: bool
     """x, residual (B, L, D); weight (D,). Returns (normed, residual_out).
 
     ``residual_out`` is x + residual (fp32 when ``residual_in_fp32``), the value
-    the next block adds to.
+    the next block adds to. ``backend="reference"`` returns float64 for both.
     """
     backend = resolve_backend(backend, x.device)
+    if backend == "reference":
+        return rms_norm_naive(x, weight, residual=residual, eps=eps)
     if backend == "triton":
         try:
             from .fused import rms_norm_triton
