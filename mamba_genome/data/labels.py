@@ -1,0 +1,463 @@
+"""Labelled genomes for classification: manifests, per-class splits, class-balanced windows.
+
+Owns how ``mamba-genome finetune`` turns "these FASTA files are species X,
+these are species Y" into train/val/test windows, following the great-apes
+task of Gu & Dao (2023), Sec. 4.3.4: pick a class uniformly, pick a contig
+(uniformly or weighted by length), take a contiguous window from it.
+
+Inputs
+    A manifest TSV with header ``label  fasta  [split]`` (split is
+    ``train``/``val``/``test`` or empty; relative paths are resolved against
+    the manifest's directory), or ``--class LABEL=FASTA`` pairs. A label may
+    have several FASTA lines. Every FASTA is ingested once into a token store
+    (:func:`mamba_genome.data.store.ingest`, cached).
+
+Splits
+    A FASTA with an explicit split contributes all its contigs to that split.
+    One without is split by :func:`mamba_genome.data.splits.make_splits`
+    (contig tails held out: the last ``test_fraction`` of each contig is test,
+    the ``val_fraction`` before it val). A class that has train data but no
+    val data gets val windows carved from the tails of its train regions.
+
+Windows
+    :class:`BalancedWindowDataset` draws fresh training windows every epoch
+    (item = pure function of ``(seed, epoch, index)``, so DataLoader workers
+    and DDP ranks agree); :class:`FixedWindowDataset` holds deterministic,
+    non-overlapping val/test windows inside the held-out regions, hence
+    disjoint from every training window.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from ..errors import InputFileError, UserError
+from .splits import make_splits
+from .store import TokenStore, ingest, is_store
+from .tokenizer import N, reverse_complement_tokens
+
+SPLITS = ("train", "val", "test")
+_SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test", "": None}
+_MAX_TRIES = 16  # train windows drawn before settling for the least-N one
+
+
+# ---------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class ClassSource:
+    """One FASTA (or token store) of one class, optionally pinned to a split."""
+
+    label: str
+    fasta: Path
+    split: str | None = None  # None: held-out contig tails
+    where: str = ""  # "manifest.tsv:3" or "--class", for error messages
+
+
+def parse_manifest(path: str | os.PathLike) -> list[ClassSource]:
+    """Read a manifest TSV ``label  fasta  [split]`` (header required).
+
+    Raises:
+        InputFileError: missing file, missing header columns, an empty label
+            or path, an unknown split value, a FASTA that does not exist (the
+            message names the manifest line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such manifest file; check --manifest")
+    base = path.resolve().parent
+    sources: list[ClassSource] = []
+    with open(path, newline="") as fh:
+        rows = [(i, line.rstrip("\r\n")) for i, line in enumerate(fh, 1)]
+    rows = [(i, line) for i, line in rows if line.strip() and not line.lstrip().startswith("#")]
+    if not rows:
+        raise InputFileError(f"{path}: manifest is empty; expected a header 'label<TAB>fasta[<TAB>split]' and one line per FASTA")
+    header_line, header = rows[0][0], [c.strip().lower() for c in rows[0][1].split("\t")]
+    if "label" not in header or "fasta" not in header:
+        raise InputFileError(
+            f"{path}:{header_line}: header must name the tab-separated columns 'label' and 'fasta' "
+            f"(and optionally 'split'), got {rows[0][1]!r}")
+    i_label, i_fasta = header.index("label"), header.index("fasta")
+    i_split = header.index("split") if "split" in header else None
+    for lineno, line in rows[1:]:
+        fields = [f.strip() for f in line.split("\t")]
+        where = f"{path}:{lineno}"
+        need = max(i_label, i_fasta) + 1
+        if len(fields) < need:
+            raise InputFileError(f"{where}: expected tab-separated 'label<TAB>fasta[<TAB>split]', got {len(fields)} column(s)")
+        label, fasta = fields[i_label], fields[i_fasta]
+        if not label:
+            raise InputFileError(f"{where}: empty label")
+        if not fasta:
+            raise InputFileError(f"{where}: empty FASTA path for class '{label}'")
+        raw_split = fields[i_split] if i_split is not None and i_split < len(fields) else ""
+        if raw_split.lower() not in _SPLIT_ALIASES:
+            raise InputFileError(f"{where}: split must be train, val or test (or empty), got '{raw_split}'")
+        p = Path(os.path.expanduser(fasta))
+        p = p if p.is_absolute() else base / p
+        if not p.exists():
+            raise InputFileError(f"{where}: FASTA {p} for class '{label}' does not exist")
+        sources.append(ClassSource(label, p, _SPLIT_ALIASES[raw_split.lower()], where))
+    if not sources:
+        raise InputFileError(f"{path}: manifest has a header but no classes")
+    _check_class_count(sources, str(path))
+    return sources
+
+
+def parse_class_pairs(pairs) -> list[ClassSource]:
+    """``["human=hg38.fa.gz", "chimp=panTro6.fa.gz"]`` -> sources (split from contig tails)."""
+    sources = []
+    for pair in pairs:
+        label, sep, fasta = str(pair).partition("=")
+        label, fasta = label.strip(), fasta.strip()
+        if not sep or not label or not fasta:
+            raise UserError(f"--class expects LABEL=FASTA, got '{pair}'")
+        p = Path(os.path.expanduser(fasta))
+        if not p.exists():
+            raise InputFileError(f"--class {label}={fasta}: no such file; check the path")
+        sources.append(ClassSource(label, p, None, f"--class {label}"))
+    _check_class_count(sources, "--class")
+    return sources
+
+
+def _check_class_count(sources, where: str) -> None:
+    labels = {s.label for s in sources}
+    if len(labels) < 2:
+        raise UserError(f"{where}: classification needs at least 2 classes, got {len(labels)} ({', '.join(sorted(labels))})")
+
+
+# ------------------------------------------------------------------------------ task
+
+
+@dataclass(frozen=True)
+class LabelledRegion:
+    """A 0-based half-open region of one contig of one class's token store."""
+
+    label: int  # index into ClassificationTask.labels
+    store: str  # token store directory
+    contig: str
+    start: int
+    end: int
+    split: str
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+@dataclass
+class ClassificationTask:
+    """Classes, their stores and their train/val/test regions."""
+
+    labels: list[str]
+    regions: list[LabelledRegion]
+    methods: dict[str, str]  # label -> how its split was made
+
+    def split_regions(self, split: str, label: int | None = None) -> list[LabelledRegion]:
+        return [r for r in self.regions if r.split == split and (label is None or r.label == label)]
+
+    def bases(self, split: str, label: int) -> int:
+        return sum(r.length for r in self.split_regions(split, label))
+
+    def describe_rows(self) -> list[dict]:
+        """Rows for the split table printed before training."""
+        rows = []
+        for k, name in enumerate(self.labels):
+            rows.append({"label": name, **{f"{s} bp": f"{self.bases(s, k):,}" for s in SPLITS},
+                         "split": self.methods[name]})
+        return rows
+
+    def check_windows(self, seq_len: int, splits=SPLITS) -> None:
+        """Raise ``UserError`` if a class has no region of at least ``seq_len`` in a split."""
+        for k, name in enumerate(self.labels):
+            for split in splits:
+                regs = self.split_regions(split, k)
+                longest = max((r.length for r in regs), default=0)
+                if longest < seq_len:
+                    raise UserError(
+                        f"class '{name}' has no usable {split} window of {seq_len:,} bp (longest {split} region "
+                        f"{longest:,} bp); use a smaller --seq-len or give it more sequence")
+
+    def to_dict(self) -> dict:
+        return {"labels": self.labels, "methods": self.methods, "regions": [asdict(r) for r in self.regions]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ClassificationTask":
+        return cls(list(d["labels"]), [LabelledRegion(**r) for r in d["regions"]], dict(d["methods"]))
+
+
+def build_task(sources: list[ClassSource], *, val_fraction: float = 0.1, test_fraction: float = 0.1,
+               store_dir: str | os.PathLike | None = None, progress: bool = True) -> ClassificationTask:
+    """Ingest every FASTA and split each class into train/val/test regions.
+
+    Args:
+        sources: from :func:`parse_manifest` or :func:`parse_class_pairs`.
+        val_fraction, test_fraction: tail fractions for FASTAs without an explicit split.
+        store_dir: where token stores go (default: beside each FASTA, or the cache).
+        progress: tqdm bars while ingesting.
+
+    Raises:
+        UserError: a class with no train or no test data; InputFileError for bad FASTA.
+    """
+    labels: list[str] = []
+    for s in sources:
+        if s.label not in labels:
+            labels.append(s.label)
+    regions: list[LabelledRegion] = []
+    methods: dict[str, list[str]] = {name: [] for name in labels}
+    stores: dict[Path, TokenStore] = {}
+    for s in sources:
+        k = labels.index(s.label)
+        store = stores.get(s.fasta)
+        if store is None:
+            store = stores[s.fasta] = _open_store(s, store_dir, progress)
+        usable = [c for c in store.contigs if not c.all_n]
+        if not usable:
+            raise UserError(f"{s.where}: {s.fasta} has only all-N contigs; class '{s.label}' has no usable sequence")
+        if s.split is not None:
+            regions += [LabelledRegion(k, str(store.path), c.name, 0, c.length, s.split) for c in usable]
+            methods[s.label].append(f"{s.fasta.name}: all {s.split}")
+        else:
+            plan = make_splits(store, val_fraction=val_fraction, test_fraction=test_fraction)
+            for split in SPLITS:
+                regions += [LabelledRegion(k, str(store.path), r.contig, r.start, r.end, split) for r in plan.regions(split)]
+            methods[s.label].append(f"{s.fasta.name}: tails (val {val_fraction:.0%}, test {test_fraction:.0%})")
+    for k, name in enumerate(labels):
+        mine = [r for r in regions if r.label == k]
+        if not any(r.split == "train" for r in mine):
+            raise UserError(f"class '{name}' has no train data: give it a FASTA with split 'train' or an empty split")
+        if not any(r.split == "test" for r in mine):
+            raise UserError(f"class '{name}' has no test data: give it a FASTA with split 'test' or an empty split")
+        if not any(r.split == "val" for r in mine):
+            regions = _carve_val(regions, k, max(val_fraction, 0.05))
+            methods[name].append(f"val carved from the last {max(val_fraction, 0.05):.0%} of train regions")
+    return ClassificationTask(labels, regions, {k: "; ".join(v) for k, v in methods.items()})
+
+
+def _open_store(s: ClassSource, store_dir, progress: bool) -> TokenStore:
+    if is_store(s.fasta):
+        return TokenStore.open(s.fasta)
+    out = None
+    if store_dir is not None:
+        from .fasta import cache_key
+
+        out = Path(store_dir) / f"{cache_key(s.fasta)}-{s.fasta.name.split('.')[0]}.mgstore"
+    return ingest(s.fasta, out, progress=progress)
+
+
+def _carve_val(regions: list[LabelledRegion], label: int, fraction: float) -> list[LabelledRegion]:
+    out = []
+    for r in regions:
+        n_val = int(r.length * fraction)
+        if r.label == label and r.split == "train" and n_val > 0:
+            cut = r.end - n_val
+            out += [LabelledRegion(r.label, r.store, r.contig, r.start, cut, "train"),
+                    LabelledRegion(r.label, r.store, r.contig, cut, r.end, "val")]
+        else:
+            out.append(r)
+    return out
+
+
+# -------------------------------------------------------------------------- datasets
+
+
+class _StoreCache:
+    """Token stores opened lazily, once per process (DataLoader workers reopen them)."""
+
+    def __init__(self):
+        self._stores: dict[str, TokenStore] = {}
+        self._pid = None
+
+    def tokens(self, store: str, contig: str) -> np.ndarray:
+        if self._pid != os.getpid():
+            self._stores, self._pid = {}, os.getpid()
+        st = self._stores.get(store)
+        if st is None:
+            st = self._stores[store] = TokenStore.open(store)
+        return st.tokens(contig)
+
+    def __getstate__(self):
+        return {"_stores": {}, "_pid": None}
+
+
+class BalancedWindowDataset(Dataset):
+    """Class-balanced random training windows, fresh each epoch.
+
+    Item ``(epoch, seq_len, i)`` (as yielded by :class:`EpochSampler`; a plain
+    int ``i`` uses :attr:`epoch` and :attr:`seq_len`) is a pure function of
+    ``(seed, epoch, i)``: a class uniformly at random, a region of that class
+    (weighted by its number of window positions, or uniformly), a window
+    inside it; windows more than ``max_n_fraction`` N are redrawn; the window
+    is reverse-complemented with probability ``rc_prob``.
+
+    Returns (per item): ``{"input_ids": LongTensor [L], "label": LongTensor []}``.
+    """
+
+    def __init__(self, regions: list[LabelledRegion], num_classes: int, seq_len: int, *, samples_per_epoch: int,
+                 weighting: str = "length", rc_prob: float = 0.5, max_n_fraction: float = 0.1, seed: int = 0):
+        if weighting not in ("length", "uniform"):
+            raise UserError(f"--contig-weighting must be 'length' or 'uniform', got '{weighting}'")
+        self.all_regions = list(regions)
+        self.num_classes = int(num_classes)
+        self.samples_per_epoch = int(samples_per_epoch)
+        self.weighting = weighting
+        self.rc_prob = float(rc_prob)
+        self.max_n_fraction = float(max_n_fraction)
+        self.seed = int(seed)
+        self.epoch = 0
+        self._stores = _StoreCache()
+        self._tables: dict[int, list] = {}
+        self.set_seq_len(seq_len)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def set_seq_len(self, seq_len: int) -> None:
+        self.seq_len = int(seq_len)
+        self._table(self.seq_len)
+
+    def _table(self, L: int) -> list:
+        """Per class: (regions with room for a window of L, cumulative weights)."""
+        if L not in self._tables:
+            table = []
+            for k in range(self.num_classes):
+                regs = [r for r in self.all_regions if r.label == k and r.length >= L]
+                if not regs:
+                    raise UserError(f"class {k} has no training region of at least {L:,} bp; use a smaller --seq-len")
+                w = np.array([r.length - L + 1 if self.weighting == "length" else 1 for r in regs], dtype=np.float64)
+                table.append((regs, np.cumsum(w)))
+            self._tables[L] = table
+        return self._tables[L]
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def window(self, epoch: int, seq_len: int, i: int) -> tuple[int, str, str, int, np.ndarray]:
+        """(label, store, contig, start, tokens) of item ``i`` of ``epoch`` at ``seq_len``."""
+        rng = np.random.default_rng([self.seed, int(epoch), int(i)])
+        k = int(rng.integers(self.num_classes))
+        regs, cum = self._table(seq_len)[k]
+        best = None
+        for _ in range(_MAX_TRIES):
+            r = regs[int(np.searchsorted(cum, rng.random() * cum[-1], side="right"))]
+            start = r.start + int(rng.integers(0, r.length - seq_len + 1))
+            w = self._stores.tokens(r.store, r.contig)[start : start + seq_len]
+            n = int(np.count_nonzero(w == N))
+            if best is None or n < best[0]:
+                best = (n, r, start, w)
+            if n <= self.max_n_fraction * seq_len:
+                break
+        _, r, start, w = best
+        tokens = np.asarray(w, dtype=np.int64)
+        if rng.random() < self.rc_prob:
+            tokens = reverse_complement_tokens(tokens)
+        return k, r.store, r.contig, start, np.ascontiguousarray(tokens)
+
+    def __getitem__(self, key) -> dict:
+        epoch, seq_len, i = key if isinstance(key, tuple) else (self.epoch, self.seq_len, key)
+        k, _, _, _, tokens = self.window(epoch, seq_len, i)
+        return {"input_ids": torch.from_numpy(tokens), "label": torch.tensor(k)}
+
+
+class EpochSampler(Sampler):
+    """Yields ``(epoch, seq_len, i)`` keys; Lightning calls :meth:`set_epoch` before each epoch.
+
+    ``seq_len_for_epoch(epoch)`` implements sequence-length warmup. With
+    ``world > 1`` each rank takes every ``world``-th index (no wrapper needed).
+    """
+
+    def __init__(self, n: int, seq_len_for_epoch, rank: int = 0, world: int = 1):
+        self.n, self.seq_len_for_epoch, self.rank, self.world = int(n), seq_len_for_epoch, int(rank), int(world)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        L = int(self.seq_len_for_epoch(self.epoch))
+        return iter([(self.epoch, L, i) for i in range(self.rank, self.n, self.world)])
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world))
+
+
+class FixedWindowDataset(Dataset):
+    """Deterministic val/test windows: up to ``per_class`` non-overlapping tiles per class.
+
+    Each class's held-out regions are tiled with non-overlapping windows of
+    ``seq_len`` (tiles more than ``max_n_fraction`` N are skipped); an evenly
+    spaced subset of ``per_class`` tiles is kept. Windows lie inside held-out
+    regions, so they never overlap training data.
+
+    Returns (per item): ``{"input_ids": LongTensor [L], "label": LongTensor [], "index": int}``.
+    """
+
+    def __init__(self, regions: list[LabelledRegion], num_classes: int, seq_len: int, *, per_class: int,
+                 max_n_fraction: float = 0.5):
+        if per_class < 1:
+            raise UserError(f"windows per class must be at least 1, got {per_class}")
+        self.seq_len = int(seq_len)
+        self._stores = _StoreCache()
+        windows = []  # (label, store, contig, start)
+        for k in range(num_classes):
+            tiles = []
+            for r in (r for r in regions if r.label == k):
+                toks = self._stores.tokens(r.store, r.contig)
+                for start in range(r.start, r.end - self.seq_len + 1, self.seq_len):
+                    if np.count_nonzero(toks[start : start + self.seq_len] == N) <= max_n_fraction * self.seq_len:
+                        tiles.append((k, r.store, r.contig, start))
+            if not tiles:
+                raise UserError(f"class {k} has no held-out window of {self.seq_len:,} bp that is mostly bases")
+            pick = np.unique(np.linspace(0, len(tiles) - 1, min(per_class, len(tiles))).round().astype(int))
+            windows += [tiles[j] for j in pick]
+        self.windows = windows
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def tokens(self, i: int) -> np.ndarray:
+        _, store, contig, start = self.windows[i]
+        return np.asarray(self._stores.tokens(store, contig)[start : start + self.seq_len], dtype=np.int64)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": torch.from_numpy(self.tokens(i)), "label": torch.tensor(self.windows[i][0]), "index": i}
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([w[0] for w in self.windows], dtype=np.int64)
+
+    def to_rows(self, label_names: list[str]) -> list[dict]:
+        return [{"label": label_names[k], "store": s, "contig": c, "start": st, "end": st + self.seq_len}
+                for k, s, c, st in self.windows]
+
+
+def write_split_json(path: str | os.PathLike, task: ClassificationTask, extra: dict) -> None:
+    """Atomically write ``split.json``: classes, regions per split, eval windows, seeds."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({**task.to_dict(), **extra}, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def write_manifest(path: str | os.PathLike, rows: list[tuple[str, str, str]]) -> None:
+    """Write a manifest TSV (``label fasta split``) atomically; used by the data recipes."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        w.writerow(["label", "fasta", "split"])
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+__all__ = [
+    "ClassSource", "parse_manifest", "parse_class_pairs", "LabelledRegion", "ClassificationTask", "build_task",
+    "BalancedWindowDataset", "EpochSampler", "FixedWindowDataset", "write_split_json", "write_manifest", "SPLITS",
+]

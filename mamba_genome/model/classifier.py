@@ -1,0 +1,91 @@
+"""`MambaClassifier`: a Mamba DNA language model with a sequence-classification head.
+
+    input_ids (B, L) -> MambaLM.backbone -> hidden (B, L, d_model) -> pool -> Linear -> logits (B, C)
+
+Follows the great-apes species task of Gu & Dao (2023), Sec. 4.3.4: a
+pretrained (or freshly initialised) DNA model is fine-tuned end to end to
+name the species of a contiguous window. The backbone is a whole
+:class:`~mamba_genome.model.lm.MambaLM` kept under the attribute ``backbone``,
+so a pretrained LM's weights load into it under the prefix ``backbone.``; its
+(tied) LM head is simply unused.
+
+Pooling: ``"last"`` takes the hidden state of the final token, which in a
+causal model has seen the whole window; ``"mean"`` averages over all
+positions (more robust early in training).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .config import MambaConfig
+from .lm import MambaLM
+
+POOLINGS = ("last", "mean")
+
+
+class MambaClassifier(nn.Module):
+    """Sequence classifier over a :class:`MambaLM` backbone.
+
+    Args:
+        config: the backbone's :class:`MambaConfig`.
+        num_classes: C, the number of labels (>= 2).
+        pooling: ``"last"`` or ``"mean"`` (see module docstring).
+
+    Example:
+        >>> cfg = MambaConfig.from_preset("tiny", d_model=32, n_layer=2)
+        >>> clf = MambaClassifier(cfg, num_classes=5)
+        >>> clf(torch.randint(5, 9, (2, 100))).shape
+        torch.Size([2, 5])
+    """
+
+    model_type = "classifier"
+
+    def __init__(self, config: MambaConfig, num_classes: int, pooling: str = "last"):
+        super().__init__()
+        if int(num_classes) < 2:
+            raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        self.config = config
+        self.num_classes = int(num_classes)
+        self.pooling = pooling
+        self.backbone = MambaLM(config)
+        self.head = nn.Linear(config.d_model, self.num_classes)
+        nn.init.normal_(self.head.weight, std=config.initializer_range)
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def init_kwargs(self) -> dict:
+        """Constructor arguments besides the config, for :func:`mamba_genome.checkpoint.save_model`."""
+        return {"num_classes": self.num_classes, "pooling": self.pooling}
+
+    @classmethod
+    def from_pretrained_lm(cls, lm: MambaLM, num_classes: int, pooling: str = "last") -> "MambaClassifier":
+        """A classifier whose backbone starts from the weights of ``lm`` (a fresh head)."""
+        clf = cls(lm.config, num_classes, pooling)
+        clf.backbone.load_state_dict(lm.state_dict())
+        return clf
+
+    def freeze_backbone(self) -> None:
+        """Train only the head (linear probing)."""
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+
+    def pool(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden (B, L, d_model) -> (B, d_model)."""
+        if self.pooling == "last":
+            return hidden[:, -1]
+        return hidden.mean(dim=1)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids (B, L) -> logits (B, num_classes)."""
+        hidden = self.backbone.backbone(input_ids)  # (B, L, d_model)
+        pooled = self.pool(hidden).to(self.head.weight.dtype)  # (B, d_model)
+        return self.head(pooled)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+
+
+__all__ = ["MambaClassifier", "POOLINGS"]
