@@ -1,0 +1,144 @@
+"""Lightning module for fine-tuning a :class:`~mamba_genome.model.classifier.MambaClassifier`.
+
+Owns the classification training step (cross-entropy on class-balanced
+windows), validation on fixed held-out windows, the optimiser (AdamW, no
+weight decay on A_log/D/norms/biases) and the schedules of the great-apes
+fine-tuning in Gu & Dao (2023), App. E.3.4:
+
+- learning rate: linear warmup, then cosine decay to ``min_lr`` (1e-6);
+- sequence length: for long windows, start at 2^14 and double every epoch
+  up to the target (:func:`seq_len_for_epoch`).
+
+The module keeps the best model by validation accuracy (ties: lower loss)
+and writes it with :func:`mamba_genome.checkpoint.save_model` to ``best/``,
+plus a row of training curves per validation, so no Lightning checkpoint
+(a pickle) is needed to use the result.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from ..checkpoint import save_model
+from ..data.labels import BalancedWindowDataset, EpochSampler, FixedWindowDataset
+from ..model.classifier import MambaClassifier
+from ..model.lm import param_groups
+
+
+def warmup_cosine(step: int, *, warmup_steps: int, max_steps: int, lr: float, min_lr: float) -> float:
+    """Learning rate at ``step``: linear warmup to ``lr``, cosine decay to ``min_lr`` at ``max_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def seq_len_for_epoch(epoch: int, target: int, start: int = 1 << 14, warmup: bool = True) -> int:
+    """Sequence-length warmup: ``start * 2**epoch`` capped at ``target`` (``target`` if shorter than ``start``)."""
+    if not warmup or target <= start:
+        return target
+    return min(target, start << min(int(epoch), 40))
+
+
+class ClassifyModule(L.LightningModule):
+    """Trains ``model`` on ``train_ds`` (keys from an :class:`EpochSampler`), validates on ``val_ds``.
+
+    Args:
+        model: the classifier to train.
+        train_ds, val_ds: class-balanced train windows and fixed val windows.
+        seq_len_fn: epoch -> training window length (sequence-length warmup).
+        batch_size, num_workers: DataLoader settings.
+        lr, min_lr, weight_decay, warmup_steps, max_steps: optimiser and schedule.
+        out_dir: the run directory; ``best/`` is written there (rank 0).
+        save_extra, save_init: metadata for :func:`save_model` (labels, seq_len, ...).
+    """
+
+    def __init__(self, model: MambaClassifier, train_ds: BalancedWindowDataset, val_ds: FixedWindowDataset, *,
+                 seq_len_fn, batch_size: int, lr: float, min_lr: float, weight_decay: float, warmup_steps: int,
+                 max_steps: int, out_dir: str | Path, save_extra: dict, num_workers: int = 0):
+        super().__init__()
+        self.model = model
+        self.train_ds, self.val_ds = train_ds, val_ds
+        self.seq_len_fn = seq_len_fn
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.lr, self.min_lr, self.weight_decay = lr, min_lr, weight_decay
+        self.warmup_steps, self.max_steps = warmup_steps, max_steps
+        self.out_dir = Path(out_dir)
+        self.save_extra = save_extra
+        self.curves: list[dict] = []
+        self.best: dict | None = None
+        self._val = []
+        self._train_loss = []
+        self._t0 = time.perf_counter()
+
+    # ------------------------------------------------------------------ data
+    def train_dataloader(self):
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer else (0, 1)
+        sampler = EpochSampler(len(self.train_ds), self.seq_len_fn, rank, world)
+        return DataLoader(self.train_ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          persistent_workers=False, pin_memory=torch.cuda.is_available(), drop_last=True)
+
+    def val_dataloader(self):
+        return DataLoader(self.val_ds, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
+
+    # --------------------------------------------------------------- training
+    def training_step(self, batch, batch_idx):
+        logits = self.model(batch["input_ids"])
+        loss = F.cross_entropy(logits.float(), batch["label"])
+        acc = (logits.argmax(-1) == batch["label"]).float().mean()
+        self._train_loss.append(loss.detach())
+        self.log_dict({"train_loss": loss, "train_acc": acc}, prog_bar=True, on_step=True, on_epoch=False)
+        self.log("seq_len", float(batch["input_ids"].shape[1]), prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        logits = self.model(batch["input_ids"]).float()
+        loss = F.cross_entropy(logits, batch["label"], reduction="sum")
+        correct = (logits.argmax(-1) == batch["label"]).sum()
+        self._val.append(torch.stack([loss, correct.float(), torch.tensor(float(len(logits)), device=loss.device)]))
+
+    def on_validation_epoch_end(self):
+        if not self._val:
+            return
+        tot = torch.stack(self._val).sum(0)
+        self._val.clear()
+        tot = self.trainer.strategy.reduce(tot, reduce_op="sum") if self.trainer.world_size > 1 else tot
+        val_loss, val_acc = (tot[0] / tot[2]).item(), (tot[1] / tot[2]).item()
+        self.log_dict({"val_loss": val_loss, "val_acc": val_acc}, prog_bar=True, sync_dist=False)
+        if self.trainer.sanity_checking:
+            return
+        train_loss = torch.stack(self._train_loss).mean().item() if self._train_loss else float("nan")
+        self._train_loss.clear()
+        row = {"step": self.global_step, "epoch": self.current_epoch,
+               "seq_len": self.seq_len_fn(self.current_epoch), "lr": self.lr_at(self.global_step),
+               "train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc,
+               "wall_s": time.perf_counter() - self._t0}
+        self.curves.append(row)
+        better = self.best is None or (val_acc, -val_loss) > (self.best["val_acc"], -self.best["val_loss"])
+        if better:
+            self.best = row
+            if self.trainer.is_global_zero:
+                save_model(self.model, self.out_dir / "best", extra={**self.save_extra, "best": row},
+                           init_kwargs=self.model.init_kwargs)
+
+    # -------------------------------------------------------------- optimiser
+    def lr_at(self, step: int) -> float:
+        return warmup_cosine(step, warmup_steps=self.warmup_steps, max_steps=self.max_steps, lr=self.lr,
+                             min_lr=self.min_lr)
+
+    def configure_optimizers(self):
+        groups = param_groups(self.model, self.weight_decay)
+        groups = [g for g in groups if g["params"]]
+        opt = torch.optim.AdamW(groups, lr=self.lr, betas=(0.9, 0.95))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: self.lr_at(s) / self.lr)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+__all__ = ["ClassifyModule", "warmup_cosine", "seq_len_for_epoch"]

@@ -1,0 +1,388 @@
+"""`finetune`: train a genome classifier on labelled FASTA files and report test metrics.
+
+The great-apes species task of Gu & Dao (2023), Sec. 4.3.4 / App. E.3.4,
+for any labelled genomes: class-balanced windows (pick a class, a contig,
+a window), a Mamba backbone (from scratch or from a pretrained LM) with a
+pooled linear head, AdamW with linear warmup then cosine decay to 1e-6,
+and sequence-length warmup (2^14, doubling per epoch) for long windows.
+
+Run directory (written as ``<out>.tmp-<pid>`` and moved into place at the
+end, so an interrupted run never looks complete)::
+
+    best/, last/            config.json + model.safetensors (labels, seq_len in config "extra")
+    labels.json             the label list, index = class id
+    metrics.json            test_accuracy, test_macro_f1, per_class {label: precision recall f1 support}, ...
+    confusion_matrix.tsv    rows = true label, columns = predicted label
+    confusion_matrix.png
+    curves.csv, curves.png  step, epoch, seq_len, lr, train_loss, val_loss, val_acc per validation
+    split.json              classes, train/val/test regions, the fixed val/test windows
+    test_predictions.tsv    one row per test window
+    kmer_baseline.json      with baseline="kmer"
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+
+_PRESETS = ("tiny", "1.4m", "7m")
+
+
+@dataclass
+class FinetuneArgs:
+    """Everything ``mamba-genome finetune`` needs; validated in ``__post_init__``."""
+
+    # --- data -----------------------------------------------------------------
+    classes: tuple = ()  # "LABEL=FASTA" pairs (--class); excludes manifest
+    manifest: str | None = None  # TSV 'label fasta [split]' (--manifest)
+    val_fraction: float = 0.1  # tail of each contig held out for val when a FASTA has no split
+    test_fraction: float = 0.1  # tail of each contig held out for test when a FASTA has no split
+    val_windows: int = 64  # fixed validation windows per class
+    test_windows: int = 256  # fixed test windows per class
+    contig_weighting: str = "length"  # pick a contig weighted by "length" or "uniform"ly
+    rc_prob: float = 0.5  # reverse-complement probability of a training window
+    store_dir: str | None = None  # where token stores go (default: beside each FASTA, or the cache)
+    # --- model ----------------------------------------------------------------
+    from_run: str | None = None  # pretrained LM (or classifier) run/model directory (--from); None = from scratch
+    preset: str = "tiny"  # model size when training from scratch: tiny | 1.4m | 7m
+    pooling: str = "mean"  # "last" token or "mean" over positions
+    freeze_backbone: bool = False  # train only the linear head
+    # --- optimisation -----------------------------------------------------------
+    seq_len: int = 1024  # window length in bases
+    batch_size: int = 16
+    max_steps: int = 300  # optimiser steps in total
+    steps_per_epoch: int | None = None  # default: max_steps / 10 (val + seq-len doubling per epoch)
+    lr: float = 1e-3  # peak learning rate
+    min_lr: float = 1e-6  # cosine decay floor (paper)
+    warmup_steps: int | None = None  # linear LR warmup; default 10% of max_steps
+    weight_decay: float = 0.1
+    seq_len_warmup: bool = True  # start at seq_len_start and double each epoch up to seq_len
+    seq_len_start: int = 1 << 14  # first sequence length of the warmup (paper: 2^14)
+    grad_clip: float = 1.0
+    seed: int = 0
+    # --- hardware / output ------------------------------------------------------
+    out: str = "runs/finetune"  # run directory
+    devices: int = 1  # GPUs (or CPU processes) to train on
+    accelerator: str = "auto"  # auto | cpu | gpu
+    precision: str | None = None  # Lightning precision; default bf16-mixed on a bf16 GPU, else 32-true
+    num_workers: int = 0  # DataLoader worker processes
+    baseline: str | None = None  # "kmer": also fit the k-mer logistic-regression baseline
+    kmer_k: int = 6  # k of the baseline
+    kmer_train_windows: int = 2000  # training windows for the baseline (same sampler as the model)
+    progress: bool = True  # progress bars and the split table on stderr
+    # Hidden: MambaConfig field overrides (tests use tiny widths); not a CLI flag.
+    model_overrides: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self.classes = tuple(self.classes or ())
+        if bool(self.classes) == bool(self.manifest):
+            raise UserError("give either --class LABEL=FASTA (at least twice) or --manifest TSV, not both or neither")
+        if self.preset not in _PRESETS:
+            raise UserError(f"--preset must be one of {', '.join(_PRESETS)}, got '{self.preset}'")
+        if self.pooling not in ("last", "mean"):
+            raise UserError(f"--pooling must be 'last' or 'mean', got '{self.pooling}'")
+        for flag, v in (("seq-len", self.seq_len), ("batch-size", self.batch_size), ("max-steps", self.max_steps),
+                        ("val-windows", self.val_windows), ("test-windows", self.test_windows),
+                        ("devices", self.devices), ("seq-len-start", self.seq_len_start),
+                        ("kmer-k", self.kmer_k), ("kmer-train-windows", self.kmer_train_windows)):
+            if int(v) < 1:
+                raise UserError(f"--{flag} must be at least 1, got {v}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise UserError(f"--steps-per-epoch must be at least 1, got {self.steps_per_epoch}")
+        if self.warmup_steps is not None and not 0 <= self.warmup_steps < self.max_steps:
+            raise UserError(f"--warmup-steps must be in [0, --max-steps), got {self.warmup_steps}")
+        if not self.lr > 0 or not 0 <= self.min_lr <= self.lr:
+            raise UserError(f"--lr must be > 0 and at least the minimum LR {self.min_lr}, got {self.lr}")
+        for flag, v in (("val-fraction", self.val_fraction), ("test-fraction", self.test_fraction)):
+            if not 0 < v < 1:
+                raise UserError(f"--{flag} must be in (0, 1), got {v}")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise UserError("--val-fraction plus --test-fraction must be below 1")
+        if not 0 <= self.rc_prob <= 1:
+            raise UserError(f"--rc-prob must be in [0, 1], got {self.rc_prob}")
+        if self.contig_weighting not in ("length", "uniform"):
+            raise UserError(f"--contig-weighting must be 'length' or 'uniform', got '{self.contig_weighting}'")
+        if self.baseline not in (None, "kmer"):
+            raise UserError(f"--baseline must be 'kmer', got '{self.baseline}'")
+        if self.kmer_k > 12:
+            raise UserError(f"--kmer-k must be at most 12 (4^k features), got {self.kmer_k}")
+
+    @property
+    def epoch_steps(self) -> int:
+        return self.steps_per_epoch or max(1, math.ceil(self.max_steps / 10))
+
+
+def _log(args: FinetuneArgs, msg: str) -> None:
+    if args.progress:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _prepare_out(out: Path) -> Path:
+    """Check ``out`` may be (re)written; return the temporary build directory beside it."""
+    if out.exists():
+        if not out.is_dir():
+            raise UserError(f"--out {out} exists and is not a directory; choose another --out")
+        if any(out.iterdir()) and not (out / "metrics.json").is_file() and not (out / "labels.json").is_file():
+            raise UserError(f"--out {out} exists and is not a finetune run directory; choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f"{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def _build_model(args: FinetuneArgs, num_classes: int):
+    from ..checkpoint import load_model
+    from ..model.classifier import MambaClassifier
+    from ..model.config import MambaConfig
+
+    if args.from_run:
+        pre, meta = load_model(args.from_run, **args.model_overrides)
+        lm = pre.backbone if meta["model_type"] == "classifier" else pre
+        model = MambaClassifier.from_pretrained_lm(lm, num_classes, args.pooling)
+        source = f"pretrained {meta['model_type']} {args.from_run}"
+    else:
+        try:
+            cfg = MambaConfig.from_preset(args.preset, **args.model_overrides)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"bad model settings: {exc}") from None
+        model = MambaClassifier(cfg, num_classes, args.pooling)
+        source = f"from scratch ({args.preset})"
+    if args.freeze_backbone:
+        model.freeze_backbone()
+    model.train()
+    return model, source
+
+
+def _precision(args: FinetuneArgs) -> str:
+    if args.precision:
+        return args.precision
+    if args.accelerator != "cpu" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+@torch.no_grad()
+def predict_windows(model, ds, batch_size: int, device) -> np.ndarray:
+    """Class probabilities ``[n, C]`` for every window of a :class:`FixedWindowDataset`."""
+    model.eval().to(device)
+    out = []
+    use_bf16 = torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported()
+    for s in range(0, len(ds), batch_size):
+        x = torch.stack([torch.from_numpy(ds.tokens(i)) for i in range(s, min(len(ds), s + batch_size))]).to(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            logits = model(x).float()
+        out.append(torch.softmax(logits, -1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def classification_metrics(y_true, y_pred, labels: list[str]) -> dict:
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix (scikit-learn)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    ids = list(range(len(labels)))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
+    return {
+        "test_accuracy": float(accuracy_score(y_true, y_pred)),
+        "test_macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
+        "per_class": {name: {"precision": float(p[k]), "recall": float(r[k]), "f1": float(f[k]), "support": int(s[k])}
+                      for k, name in enumerate(labels)},
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
+    }
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_confusion(run: Path, cm: list[list[int]], labels: list[str]) -> None:
+    lines = ["true\\predicted\t" + "\t".join(labels)]
+    lines += [labels[i] + "\t" + "\t".join(str(v) for v in row) for i, row in enumerate(cm)]
+    _write_text(run / "confusion_matrix.tsv", "\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arr = np.array(cm)
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * n, 1.0 + 0.6 * n))
+    ax.imshow(arr, cmap="Blues")
+    ax.set_xticks(range(n), labels, rotation=45, ha="right")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(arr[i, j]), ha="center", va="center",
+                    color="white" if arr[i, j] > arr.max() / 2 else "black", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(run / "confusion_matrix.png", dpi=120)
+    plt.close(fig)
+
+
+def _write_curves(run: Path, curves: list[dict]) -> None:
+    cols = ["step", "epoch", "seq_len", "lr", "train_loss", "val_loss", "val_acc", "wall_s"]
+    with open(run / "curves.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(curves)
+    if not curves:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [c["step"] for c in curves]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a.plot(steps, [c["train_loss"] for c in curves], label="train")
+    a.plot(steps, [c["val_loss"] for c in curves], label="val")
+    a.set_xlabel("step")
+    a.set_ylabel("cross-entropy")
+    a.legend()
+    b.plot(steps, [c["val_acc"] for c in curves], marker="o")
+    b.set_xlabel("step")
+    b.set_ylabel("val accuracy")
+    fig.tight_layout()
+    fig.savefig(run / "curves.png", dpi=110)
+    plt.close(fig)
+
+
+def finetune(args: FinetuneArgs) -> dict:
+    """Fine-tune a classifier as described by ``args``; return the metrics dict (also ``metrics.json``).
+
+    Example:
+        >>> m = finetune(FinetuneArgs(classes=("COL=COL.fa.gz", "N315=N315.fa.gz"), out="runs/sa"))  # doctest: +SKIP
+        >>> m["test_accuracy"], m["test_macro_f1"]  # doctest: +SKIP
+    """
+    import lightning as L
+
+    from ..checkpoint import load_model, save_model
+    from ..data.labels import (BalancedWindowDataset, FixedWindowDataset, build_task, parse_class_pairs,
+                               parse_manifest, write_split_json)
+    from ..train.classify_module import ClassifyModule, seq_len_for_epoch
+
+    t_start = time.perf_counter()
+    out = Path(args.out)
+    sources = parse_manifest(args.manifest) if args.manifest else parse_class_pairs(args.classes)
+    task = build_task(sources, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                      store_dir=args.store_dir, progress=args.progress)
+    task.check_windows(args.seq_len)
+    labels = task.labels
+    if args.progress:
+        from ..cli.common import print_table
+
+        print_table(task.describe_rows())
+    tmp = _prepare_out(out)
+    try:
+        torch.manual_seed(args.seed)
+        model, source = _build_model(args, len(labels))
+        world = args.devices
+        seq_fn = lambda e: seq_len_for_epoch(e, args.seq_len, args.seq_len_start, args.seq_len_warmup)  # noqa: E731
+        train_ds = BalancedWindowDataset(task.split_regions("train"), len(labels), seq_fn(0),
+                                         samples_per_epoch=args.epoch_steps * args.batch_size * world,
+                                         weighting=args.contig_weighting, rc_prob=args.rc_prob, seed=args.seed)
+        val_ds = FixedWindowDataset(task.split_regions("val"), len(labels), args.seq_len, per_class=args.val_windows)
+        test_ds = FixedWindowDataset(task.split_regions("test"), len(labels), args.seq_len, per_class=args.test_windows)
+        _log(args, f"model: {source}, {model.num_parameters():,} parameters, pooling={args.pooling}"
+                   f"{', backbone frozen' if args.freeze_backbone else ''}; {len(val_ds)} val and {len(test_ds)} test windows "
+                   f"of {args.seq_len:,} bp")
+        extra = {"labels": labels, "seq_len": args.seq_len, "pooling": args.pooling, "source": source,
+                 "task": "classification"}
+        module = ClassifyModule(
+            model, train_ds, val_ds, seq_len_fn=seq_fn, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
+            weight_decay=args.weight_decay, max_steps=args.max_steps, out_dir=tmp, save_extra=extra,
+            warmup_steps=args.warmup_steps if args.warmup_steps is not None else args.max_steps // 10,
+            num_workers=args.num_workers)
+        trainer = L.Trainer(
+            max_steps=args.max_steps, max_epochs=-1, accelerator=args.accelerator, devices=args.devices,
+            precision=_precision(args), logger=False, enable_checkpointing=False, enable_model_summary=False,
+            enable_progress_bar=args.progress, num_sanity_val_steps=0, gradient_clip_val=args.grad_clip or None,
+            use_distributed_sampler=False, reload_dataloaders_every_n_epochs=0)
+        trainer.fit(module)
+        if not module.curves or module.curves[-1]["step"] != trainer.global_step:
+            trainer.validate(module, verbose=False)  # max_steps ended mid-epoch: score the final weights too
+        if not trainer.is_global_zero:
+            return {}
+        train_seconds = time.perf_counter() - t_start
+        save_model(module.model, tmp / "last", extra={**extra, "step": trainer.global_step},
+                   init_kwargs=module.model.init_kwargs)
+        best, _ = load_model(tmp / "best")
+        device = "cuda" if args.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+        probs = predict_windows(best, test_ds, args.batch_size, device)
+        y_true, y_pred = test_ds.labels, probs.argmax(1)
+        metrics = classification_metrics(y_true, y_pred, labels)
+
+        _write_text(tmp / "labels.json", json.dumps(labels, indent=1) + "\n")
+        _write_confusion(tmp, metrics["confusion_matrix"], labels)
+        _write_curves(tmp, module.curves)
+        with open(tmp / "test_predictions.tsv", "w") as fh:
+            fh.write("\t".join(["store", "contig", "start", "end", "label", "predicted",
+                                *(f"p_{x}" for x in labels)]) + "\n")
+            for row, p in zip(test_ds.to_rows(labels), probs):
+                fh.write("\t".join([row["store"], row["contig"], str(row["start"]), str(row["end"]), row["label"],
+                                    labels[int(p.argmax())], *(f"{v:.6f}" for v in p)]) + "\n")
+        write_split_json(tmp / "split.json", task, {
+            "seed": args.seed, "seq_len": args.seq_len,
+            "val_windows": val_ds.to_rows(labels), "test_windows": test_ds.to_rows(labels)})
+        baseline = None
+        if args.baseline == "kmer":
+            from .kmer_baseline import run_on_datasets
+
+            baseline = run_on_datasets(train_ds, test_ds, n_train=args.kmer_train_windows, seq_len=args.seq_len,
+                                       k=args.kmer_k, num_classes=len(labels))
+            baseline.pop("predictions")
+            _write_text(tmp / "kmer_baseline.json", json.dumps(baseline, indent=1) + "\n")
+        metrics.update({
+            "labels": labels, "seq_len": args.seq_len, "steps": trainer.global_step,
+            "best": module.best, "train_seconds": round(train_seconds, 2),
+            "n_test_windows": len(test_ds), "n_val_windows": len(val_ds), "model_source": source,
+            "num_parameters": model.num_parameters(), "split": task.methods,
+            "args": {k: v for k, v in asdict(args).items() if k != "model_overrides"},
+        })
+        if baseline is not None:
+            metrics["kmer_baseline"] = {"accuracy": baseline["accuracy"], "macro_f1": baseline["macro_f1"],
+                                        "k": baseline["k"]}
+        _write_text(tmp / "metrics.json", json.dumps(metrics, indent=1, default=str) + "\n")
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    metrics["out"] = str(out)
+    return metrics
+
+
+def summary_rows(metrics: dict) -> list[dict]:
+    """Rows for the end-of-run table: one per class, then the overall model (and baseline) rows."""
+    rows = [{"label": name, "precision": f"{m['precision']:.3f}", "recall": f"{m['recall']:.3f}",
+             "f1": f"{m['f1']:.3f}", "support": m["support"]} for name, m in metrics["per_class"].items()]
+    rows.append({"label": "model (accuracy / macro-F1)", "precision": "", "recall": "",
+                 "f1": f"{metrics['test_accuracy']:.3f} / {metrics['test_macro_f1']:.3f}", "support": metrics["n_test_windows"]})
+    if "kmer_baseline" in metrics:
+        b = metrics["kmer_baseline"]
+        rows.append({"label": f"{b['k']}-mer baseline (accuracy / macro-F1)", "precision": "", "recall": "",
+                     "f1": f"{b['accuracy']:.3f} / {b['macro_f1']:.3f}", "support": metrics["n_test_windows"]})
+    return rows
+
+
+__all__ = ["FinetuneArgs", "finetune", "classification_metrics", "predict_windows", "summary_rows"]
