@@ -6,12 +6,27 @@ baseline beside the model when ``--baseline kmer``) at the end.
 """
 from __future__ import annotations
 
+import json
+
 import click
 
 from ..workflows.finetune import FinetuneArgs
 from ..workflows.finetune import finetune as run_finetune
 from ..workflows.finetune import summary_rows
+from ..errors import UserError
 from .common import handle_errors, print_table
+
+
+def _parse_overrides(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--model-overrides must be a JSON object ({exc})") from None
+    if not isinstance(d, dict):
+        raise UserError("--model-overrides must be a JSON object, e.g. '{\"d_model\": 32}'")
+    return d
 
 
 @click.command("finetune")
@@ -55,10 +70,13 @@ from .common import handle_errors, print_table
 @click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or tables; print only the run directory.")
+@click.option("--model-overrides", default=None, hidden=True,
+              help="JSON object of MambaConfig overrides (tests and experiments), e.g. '{\"d_model\": 32}'.")
 @handle_errors
 def finetune(classes, manifest, from_run, preset, seq_len, batch_size, max_steps, steps_per_epoch, lr, warmup_steps,
              pooling, freeze_backbone, no_seq_len_warmup, val_windows, test_windows, val_fraction, test_fraction,
-             contig_weighting, baseline, kmer_k, out, devices, accelerator, precision, num_workers, seed, quiet):
+             contig_weighting, baseline, kmer_k, out, devices, accelerator, precision, num_workers, seed, quiet,
+             model_overrides):
     """Fine-tune a classifier that names the genome (species, strain, ...) of a DNA window.
 
     Windows are drawn class-balanced: a class uniformly, then a contig, then a
@@ -73,13 +91,15 @@ def finetune(classes, manifest, from_run, preset, seq_len, batch_size, max_steps
           --preset 1.4m --seq-len 16384 --out runs/apes
       mamba-genome classify sample.fa --model runs/apes
     """
+    overrides = _parse_overrides(model_overrides)
     args = FinetuneArgs(
         classes=classes, manifest=manifest, from_run=from_run, preset=preset, seq_len=seq_len, batch_size=batch_size,
         max_steps=max_steps, steps_per_epoch=steps_per_epoch, lr=lr, warmup_steps=warmup_steps, pooling=pooling,
         freeze_backbone=freeze_backbone, seq_len_warmup=not no_seq_len_warmup, val_windows=val_windows,
         test_windows=test_windows, val_fraction=val_fraction, test_fraction=test_fraction,
         contig_weighting=contig_weighting, baseline=baseline, kmer_k=kmer_k, out=out, devices=devices,
-        accelerator=accelerator, precision=precision, num_workers=num_workers, seed=seed, progress=not quiet)
+        accelerator=accelerator, precision=precision, num_workers=num_workers, seed=seed, progress=not quiet,
+        model_overrides=overrides)
     metrics = run_finetune(args)
     if not metrics:  # a non-zero DDP rank
         return

@@ -128,13 +128,17 @@ def _log(args: FinetuneArgs, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def _prepare_out(out: Path) -> Path:
-    """Check ``out`` may be (re)written; return the temporary build directory beside it."""
+def _check_out(out: Path) -> None:
     if out.exists():
         if not out.is_dir():
             raise UserError(f"--out {out} exists and is not a directory; choose another --out")
         if any(out.iterdir()) and not (out / "metrics.json").is_file() and not (out / "labels.json").is_file():
             raise UserError(f"--out {out} exists and is not a finetune run directory; choose another --out")
+
+
+def _prepare_out(out: Path) -> Path:
+    """Check ``out`` may be (re)written; return the temporary build directory beside it."""
+    _check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f"{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -271,13 +275,16 @@ def finetune(args: FinetuneArgs) -> dict:
     """
     import lightning as L
 
-    from ..checkpoint import load_model, save_model
+    from ..checkpoint import load_model, read_meta, save_model
     from ..data.labels import (BalancedWindowDataset, FixedWindowDataset, build_task, parse_class_pairs,
                                parse_manifest, write_split_json)
     from ..train.classify_module import ClassifyModule, seq_len_for_epoch
 
     t_start = time.perf_counter()
     out = Path(args.out)
+    _check_out(out)  # fail before any slow work
+    if args.from_run:
+        read_meta(args.from_run)
     sources = parse_manifest(args.manifest) if args.manifest else parse_class_pairs(args.classes)
     task = build_task(sources, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                       store_dir=args.store_dir, progress=args.progress)
