@@ -1,0 +1,149 @@
+"""``mamba-genome bench``: measure training throughput and the kernels on this machine.
+
+``bench train`` is a thin wrapper over
+:func:`mamba_genome.workflows.bench_train.run_bench_train`; ``bench kernels`` runs the
+kernel micro-benchmarks in ``benchmarks/bench_kernels.py`` of a source checkout.
+"""
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from ..errors import UserError
+from .common import handle_errors, print_table
+
+
+@click.group("bench")
+def bench():
+    """Benchmarks: training step throughput/memory, kernel speed.
+
+    \b
+    Examples:
+      mamba-genome bench train --preset 7m --seq-len 1048576 --grad-checkpointing
+      mamba-genome bench train --preset tiny --seq-len 1024 --device cpu --steps 2
+      mamba-genome bench kernels
+    """
+
+
+@bench.command("train")
+@click.option("--preset", default="7m", show_default=True, help="Model preset: tiny, 1.4m or 7m.")
+@click.option("--seq-len", type=int, default=1 << 20, show_default=True, help="Tokens per sequence.")
+@click.option("--batch-size", type=int, default=1, show_default=True, help="Sequences per step.")
+@click.option("--steps", type=int, default=10, show_default=True, help="Measured steps (median is reported).")
+@click.option("--warmup", type=int, default=3, show_default=True,
+              help="Unmeasured steps first (Triton compilation and autotuning).")
+@click.option("--grad-checkpointing/--no-grad-checkpointing", default=False, show_default=True,
+              help="Recompute each block in backward: less memory, ~1 extra forward.")
+@click.option("--precision", type=click.Choice(["bf16-mixed", "32"]), default="bf16-mixed", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto (cuda if available), cuda, cuda:N or cpu.")
+@click.option("--backend", type=click.Choice(["reference", "torch", "triton"]), default=None,
+              help="Force a kernels backend [default: fastest available].")
+@click.option("--scan-share/--no-scan-share", default=True, show_default=True,
+              help="Also time one layer's scan alone to estimate its share of the step.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Also write the result as JSON to this file.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@handle_errors
+def train(preset, seq_len, batch_size, steps, warmup, grad_checkpointing, precision, device, backend,
+          scan_share, json_out, quiet):
+    """Time full training steps (forward, loss, backward, AdamW) on random tokens.
+
+    No data is needed. Prints tokens/s, median step time (CUDA events), the
+    forward/backward/optimizer split, peak GPU memory and the estimated share of
+    the step spent in the selective scan.
+
+    \b
+    Examples:
+      mamba-genome bench train --preset 7m --seq-len 1048576 --grad-checkpointing
+      mamba-genome bench train --preset 1.4m --seq-len 131072 --batch-size 4 --json b.json
+    """
+    import torch
+
+    from ..workflows.bench_train import BenchTrainConfig, run_bench_train
+
+    cfg = BenchTrainConfig(preset=preset, seq_len=seq_len, batch_size=batch_size, steps=steps, warmup=warmup,
+                           grad_checkpointing=grad_checkpointing, precision=precision, device=device,
+                           scan_backend=backend, scan_share=scan_share)
+    bar = None
+    if not quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=warmup + steps, desc="steps", unit="step", file=sys.stderr, leave=False,
+                   disable=None)
+    progress = (lambda i, n: bar.update(1)) if bar is not None else None
+    try:
+        result = run_bench_train(cfg, progress=progress)
+    except torch.cuda.OutOfMemoryError:
+        raise UserError(f"out of GPU memory at --preset {preset} --seq-len {seq_len} --batch-size {batch_size}; "
+                        "try --grad-checkpointing, a smaller --batch-size or a shorter --seq-len") from None
+    finally:
+        if bar is not None:
+            bar.close()
+    print_table(result.summary_rows(), ["metric", "value"], file=sys.stdout)
+    if json_out:
+        _write_json(json_out, result.to_dict())
+        click.echo(f"wrote {json_out}", err=True)
+
+
+def _write_json(path: str, obj) -> None:
+    """Atomic write: a temp file beside the target, then os.replace."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise UserError(f"--json: directory {target.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _bench_kernels_script() -> Path | None:
+    root = Path(__file__).resolve().parents[2]
+    script = root / "benchmarks" / "bench_kernels.py"
+    return script if (root / "pyproject.toml").is_file() and script.is_file() else None
+
+
+@bench.command("kernels", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@handle_errors
+def kernels(args):
+    """Run the kernel micro-benchmarks (benchmarks/bench_kernels.py); ARGS are passed on.
+
+    Needs a source checkout (the benchmarks/ folder is not installed by pip).
+
+    \b
+    Example:
+      mamba-genome bench kernels -- --help
+    """
+    script = _bench_kernels_script()
+    if script is None:
+        raise UserError("benchmarks/bench_kernels.py not found: `bench kernels` needs a source checkout "
+                        "(git clone the repository and run it from there)")
+    spec = importlib.util.spec_from_file_location("mamba_genome_bench_kernels", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    entry = getattr(mod, "main", None)
+    if entry is None:
+        raise UserError(f"{script} has no main() function")
+    argv = sys.argv
+    sys.argv = [str(script), *args]
+    try:
+        takes_argv = bool(inspect.signature(entry).parameters)
+        rc = entry(list(args)) if takes_argv else entry()
+    except SystemExit as exc:       # argparse --help / errors inside the script
+        rc = exc.code
+    finally:
+        sys.argv = argv
+    if rc not in (None, 0):
+        sys.exit(rc if isinstance(rc, int) else 1)
