@@ -159,3 +159,18 @@ def test_fixed_windows_deterministic_and_disjoint_from_train(task):
     assert all(s >= 7200 and s + 100 <= 8000 for s in starts)  # inside the 10% test tail
     assert len(set(starts[:5])) == 5 and all(b - a >= 100 for a, b in zip(starts, starts[1:5]))
     assert test[0]["input_ids"].shape == (100,)
+
+
+def test_manifest_contigs_column_splits_one_fasta_by_chromosome(fastas):
+    vc = "vcholerae_H1_2chrom.fa"
+    names = [line[1:].split()[0] for line in (fastas / vc).read_text().splitlines() if line.startswith(">")]
+    m = _write(fastas / "m.tsv", f"label\tfasta\tsplit\tcontigs\nVC\t{vc}\ttrain\t{names[0]}\nVC\t{vc}\ttest\t{names[1]}\n"
+                                 f"COL\t{COL}\t\t\n")
+    src = parse_manifest(m)
+    assert src[0].contigs == (names[0],) and src[2].contigs is None
+    task = build_task(src, progress=False)
+    assert {r.contig for r in task.split_regions("train", 0)} == {names[0]}
+    assert {r.contig for r in task.split_regions("test", 0)} == {names[1]}
+    bad = _write(fastas / "bad.tsv", f"label\tfasta\tsplit\tcontigs\nVC\t{vc}\ttrain\tchr9\nCOL\t{COL}\t\t\n")
+    with pytest.raises(InputFileError, match=r"bad\.tsv:2: contig 'chr9' is not in"):
+        build_task(parse_manifest(bad), progress=False)

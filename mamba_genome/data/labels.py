@@ -6,9 +6,11 @@ task of Gu & Dao (2023), Sec. 4.3.4: pick a class uniformly, pick a contig
 (uniformly or weighted by length), take a contiguous window from it.
 
 Inputs
-    A manifest TSV with header ``label  fasta  [split]`` (split is
+    A manifest TSV with header ``label  fasta  [split]  [contigs]`` (split is
     ``train``/``val``/``test`` or empty; relative paths are resolved against
-    the manifest's directory), or ``--class LABEL=FASTA`` pairs. A label may
+    the manifest's directory; ``contigs`` optionally restricts the line to a
+    comma-separated list of contigs, so one genome FASTA can serve several
+    splits by chromosome), or ``--class LABEL=FASTA`` pairs. A label may
     have several FASTA lines. Every FASTA is ingested once into a token store
     (:func:`mamba_genome.data.store.ingest`, cached).
 
@@ -59,6 +61,7 @@ class ClassSource:
     fasta: Path
     split: str | None = None  # None: held-out contig tails
     where: str = ""  # "manifest.tsv:3" or "--class", for error messages
+    contigs: tuple[str, ...] | None = None  # only these contigs of the FASTA (None: all)
 
 
 def parse_manifest(path: str | os.PathLike) -> list[ClassSource]:
@@ -86,6 +89,7 @@ def parse_manifest(path: str | os.PathLike) -> list[ClassSource]:
             f"(and optionally 'split'), got {rows[0][1]!r}")
     i_label, i_fasta = header.index("label"), header.index("fasta")
     i_split = header.index("split") if "split" in header else None
+    i_contigs = header.index("contigs") if "contigs" in header else None
     for lineno, line in rows[1:]:
         fields = [f.strip() for f in line.split("\t")]
         where = f"{path}:{lineno}"
@@ -104,7 +108,9 @@ def parse_manifest(path: str | os.PathLike) -> list[ClassSource]:
         p = p if p.is_absolute() else base / p
         if not p.exists():
             raise InputFileError(f"{where}: FASTA {p} for class '{label}' does not exist")
-        sources.append(ClassSource(label, p, _SPLIT_ALIASES[raw_split.lower()], where))
+        raw_contigs = fields[i_contigs] if i_contigs is not None and i_contigs < len(fields) else ""
+        contigs = tuple(c.strip() for c in raw_contigs.split(",") if c.strip()) or None
+        sources.append(ClassSource(label, p, _SPLIT_ALIASES[raw_split.lower()], where, contigs))
     if not sources:
         raise InputFileError(f"{path}: manifest has a header but no classes")
     _check_class_count(sources, str(path))
@@ -219,15 +225,24 @@ def build_task(sources: list[ClassSource], *, val_fraction: float = 0.1, test_fr
         if store is None:
             store = stores[s.fasta] = _open_store(s, store_dir, progress)
         usable = [c for c in store.contigs if not c.all_n]
+        if s.contigs is not None:
+            unknown = sorted(set(s.contigs) - set(store.names))
+            if unknown:
+                raise InputFileError(f"{s.where}: contig '{unknown[0]}' is not in {s.fasta.name} "
+                                     f"(it has {', '.join(store.names[:5])}{', ...' if len(store.names) > 5 else ''})")
+            usable = [c for c in usable if c.name in set(s.contigs)]
         if not usable:
             raise UserError(f"{s.where}: {s.fasta} has only all-N contigs; class '{s.label}' has no usable sequence")
         if s.split is not None:
             regions += [LabelledRegion(k, str(store.path), c.name, 0, c.length, s.split) for c in usable]
-            methods[s.label].append(f"{s.fasta.name}: all {s.split}")
+            what = f"{len(usable)} contig(s)" if s.contigs is not None else "all"
+            methods[s.label].append(f"{s.fasta.name}: {what} {s.split}")
         else:
             plan = make_splits(store, val_fraction=val_fraction, test_fraction=test_fraction)
+            keep = {c.name for c in usable}
             for split in SPLITS:
-                regions += [LabelledRegion(k, str(store.path), r.contig, r.start, r.end, split) for r in plan.regions(split)]
+                regions += [LabelledRegion(k, str(store.path), r.contig, r.start, r.end, split)
+                            for r in plan.regions(split) if r.contig in keep]
             methods[s.label].append(f"{s.fasta.name}: tails (val {val_fraction:.0%}, test {test_fraction:.0%})")
     for k, name in enumerate(labels):
         mine = [r for r in regions if r.label == k]
@@ -446,13 +461,13 @@ def write_split_json(path: str | os.PathLike, task: ClassificationTask, extra: d
     os.replace(tmp, path)
 
 
-def write_manifest(path: str | os.PathLike, rows: list[tuple[str, str, str]]) -> None:
-    """Write a manifest TSV (``label fasta split``) atomically; used by the data recipes."""
+def write_manifest(path: str | os.PathLike, rows: list[tuple]) -> None:
+    """Write a manifest TSV atomically; rows are ``(label, fasta, split)`` or ``(label, fasta, split, contigs)``."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w", newline="") as fh:
         w = csv.writer(fh, delimiter="\t", lineterminator="\n")
-        w.writerow(["label", "fasta", "split"])
+        w.writerow(["label", "fasta", "split", "contigs"][: max((len(r) for r in rows), default=3)])
         w.writerows(rows)
     os.replace(tmp, path)
 
