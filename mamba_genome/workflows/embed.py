@@ -1,0 +1,168 @@
+"""``embed`` workflow: FASTA (+ optional BED regions) -> embedding file.
+
+Owns choosing the records to embed and wiring input, model and writer:
+
+- input: a FASTA (plain/gzip/BGZF) or a token store directory. Small FASTA
+  files (< ``SMALL_FASTA_BYTES`` on disk) are read into memory; larger ones
+  are ingested once into a token store (cached beside the FASTA, see
+  :func:`mamba_genome.data.store.ingest`) whose memory-mapped contigs are
+  sliced chunk by chunk, so a 250 Mbp chromosome is never loaded whole;
+- records: every FASTA record, or every BED region (id = the BED name column,
+  else ``contig:start-end``);
+- model: :func:`mamba_genome.api.load`, streaming each record through the
+  model ``chunk_size`` bases at a time (see :mod:`mamba_genome.api`);
+- output: :class:`mamba_genome.io.EmbeddingWriter` (format from ``out``'s
+  extension; per-base rows are written chunk by chunk, atomically).
+
+Cheap checks (options, output location, BED) run before the model is loaded.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import UserError
+
+#: FASTA files at least this big (bytes on disk) are ingested to a token store and memory-mapped.
+SMALL_FASTA_BYTES = 64 << 20
+
+
+@dataclass
+class EmbedResult:
+    """What :func:`embed_file` did."""
+
+    out: Path
+    records: int
+    bp: int
+    seconds: float
+    d_model: int
+    pool: str
+
+    @property
+    def bp_per_s(self) -> float:
+        return self.bp / self.seconds if self.seconds > 0 else float("nan")
+
+    def summary_rows(self) -> list[dict]:
+        return [{"records": f"{self.records:,}", "bp": f"{self.bp:,}", "d_model": self.d_model, "pool": self.pool,
+                 "seconds": f"{self.seconds:.2f}", "bp/s": f"{self.bp_per_s:,.0f}", "output": str(self.out)}]
+
+
+def parse_pool(pool: str | None) -> str | None:
+    """``"mean"``/``"last"``/``"none"`` (or None) -> the API's pool argument."""
+    if pool is None or str(pool).lower() == "none":
+        return None
+    if pool not in ("mean", "last"):
+        raise UserError(f"--pool must be mean, last or none, got '{pool}'")
+    return pool
+
+
+def _load_sequences(input_fa, progress: bool):
+    """(lengths {name: L}, tokens {name: 1-D uint8 array or memmap}, kind) for a FASTA or a store."""
+    from ..data.store import TokenStore, is_store, open_or_ingest
+
+    p = Path(input_fa)
+    if is_store(p):
+        store = TokenStore.open(p)
+    elif p.is_file() and p.stat().st_size < SMALL_FASTA_BYTES:
+        from ..data.fasta import iter_fasta_records
+        from ..data.tokenizer import encode
+
+        toks = {name: encode(seq, name=name) for name, seq in iter_fasta_records(p)}
+        return {k: len(v) for k, v in toks.items()}, toks
+    else:
+        store = open_or_ingest(p, progress=progress)
+    lengths = store.lengths
+    return lengths, _StoreTokens(store)
+
+
+class _StoreTokens:
+    """``tokens[name]`` -> the contig's read-only memmap (lazy)."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def __getitem__(self, name):
+        return self.store.tokens(name)
+
+
+def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", layer: int | None = None,
+               stride: int = 1, rc_average: bool = False, batch_size: int = 8, device: str | None = None,
+               precision: str = "fp32", chunk_size: int | None = None, progress: bool = True) -> EmbedResult:
+    """Embed every record of ``input_fa`` (or every region of ``bed``) and write ``out``.
+
+    Args:
+        input_fa: FASTA file (plain, .gz, bgzip) or token store directory.
+        model_path: model directory or run directory (uses ``best/``).
+        out: output file; the extension picks the format (.h5, .npz, .npy, .parquet).
+        bed: optional BED file of regions (0-based, half-open; 4th column = id).
+        pool: ``"mean"``, ``"last"`` or ``"none"``/None (per-base; .h5 or .npz only).
+        layer: block index (0-based) to read instead of the final layer.
+        stride: per-base only: keep every ``stride``-th position of each record.
+        rc_average: average with the reverse complement's embeddings.
+        batch_size: records embedded together.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or None (GPU if available).
+        precision: ``"fp32"`` or ``"bf16"``.
+        chunk_size: bases per streamed chunk (None: ``api.DEFAULT_CHUNK_SIZE``).
+        progress: tqdm bar in base pairs on stderr.
+
+    Returns:
+        :class:`EmbedResult` (output path, records, bp, seconds).
+
+    Raises:
+        UserError (or subclasses): bad options, unwritable ``out``, bad FASTA
+        or BED, missing/incomplete model files (``CheckpointError``).
+    """
+    from ..api import PRECISIONS, load
+    from ..data.bed import read_bed
+    from ..io import EmbeddingWriter, RecordInfo, check_output
+
+    t0 = time.perf_counter()
+    pool = parse_pool(pool)
+    if stride < 1:
+        raise UserError(f"--stride must be >= 1, got {stride}")
+    if stride != 1 and pool is not None:
+        raise UserError("--stride only applies to per-base output (--pool none)")
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be fp32 or bf16, got '{precision}'")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    if chunk_size is not None and chunk_size < 1:
+        raise UserError(f"--chunk-size must be >= 1, got {chunk_size}")
+    out = check_output(out, per_base=pool is None)
+    if bed is not None and not Path(bed).is_file():
+        raise UserError(f"{bed}: no such BED file; check the --bed path")
+
+    lengths, tokens = _load_sequences(input_fa, progress)
+    if bed is not None:
+        regions = read_bed(bed, lengths)
+        records = [RecordInfo(r.id, r.contig, r.start, r.end) for r in regions]
+        seen: dict[str, int] = {}
+        for r in regions:
+            if r.id in seen:
+                raise UserError(f"{bed}:{r.line}: region id '{r.id}' repeats line {seen[r.id]}; "
+                                "ids (the 4th column) must be unique")
+            seen[r.id] = r.line
+    else:
+        records = [RecordInfo(name, name, 0, n) for name, n in lengths.items()]
+    seqs = [tokens[r.contig][r.start: r.end] for r in records]
+
+    model = load(model_path, device=device)
+    attrs = {"model": str(model_path), "pool": "none" if pool is None else pool, "layer": layer,
+             "rc_average": bool(rc_average), "precision": precision, "input": str(input_fa),
+             "bed": str(bed) if bed is not None else None, "mamba_genome_version": __version__}
+    kw = dict(layer=layer, chunk_size=chunk_size, batch_size=batch_size, rc_average=rc_average,
+              precision=precision, progress=progress)
+    with EmbeddingWriter(out, records, model.d_model, per_base=pool is None, stride=stride, attrs=attrs) as writer:
+        if pool is None:
+            model.embed(seqs, pool=None, stride=stride, sink=writer, **kw)
+        else:
+            writer.set_pooled(np.atleast_2d(model.embed(seqs, pool=pool, **kw)))
+    return EmbedResult(out, len(records), int(sum(r.length for r in records)), time.perf_counter() - t0,
+                       model.d_model, "none" if pool is None else pool)
+
+
+__all__ = ["embed_file", "EmbedResult", "parse_pool", "SMALL_FASTA_BYTES"]
