@@ -1,0 +1,164 @@
+"""mamba_genome.api: streamed embeddings equal one pass; pooling, layers, RC averaging, scoring, loading."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import mamba_genome
+from mamba_genome.api import GenomeModel
+from mamba_genome.checkpoint import save_model
+from mamba_genome.data.tokenizer import encode, reverse_complement
+from mamba_genome.errors import CheckpointError, UserError
+from mamba_genome.model.config import MambaConfig
+from mamba_genome.model.lm import MambaLM
+
+ONE_PASS = 10**9  # a chunk larger than any test sequence
+
+
+@pytest.fixture(scope="module")
+def gm():
+    torch.manual_seed(0)
+    return GenomeModel(MambaLM(MambaConfig.from_preset("tiny", d_model=32, n_layer=2)))
+
+
+@pytest.fixture(scope="module")
+def seqs():
+    rng = np.random.default_rng(1)
+    return ["".join(rng.choice(list("ACGTN"), n, p=[0.24, 0.24, 0.24, 0.24, 0.04])) for n in (101, 37, 5, 64)]
+
+
+def _close(a, b, tol=1e-5):
+    if isinstance(a, list):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            _close(x, y, tol)
+        return
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("pool", ["mean", "last", None], ids=["mean", "last", "per-base"])
+@pytest.mark.parametrize("chunk,batch", [(7, 4), (33, 3), (1, 2)], ids=["c7-b4", "c33-b3", "c1-b2"])
+def test_streamed_equals_one_pass(gm, seqs, pool, chunk, batch):
+    ref = gm.embed(seqs, pool=pool, chunk_size=ONE_PASS, batch_size=1)
+    out = gm.embed(seqs, pool=pool, chunk_size=chunk, batch_size=batch)
+    _close(out, ref)
+
+
+def test_one_pass_matches_backbone(gm, seqs):
+    x = torch.from_numpy(encode(seqs[0])).long()[None]
+    with torch.no_grad():
+        ref = gm.lm.backbone(x)[0].numpy()
+    _close(gm.embed(seqs[0], pool=None, chunk_size=ONE_PASS), ref)
+
+
+def test_pooled_agrees_with_per_base(gm, seqs):
+    per_base = gm.embed(seqs, pool=None, chunk_size=16)
+    _close(gm.embed(seqs, pool="mean", chunk_size=16), np.stack([p.mean(0) for p in per_base]))
+    _close(gm.embed(seqs, pool="last", chunk_size=16), np.stack([p[-1] for p in per_base]))
+
+
+def test_shapes_and_input_kinds(gm, seqs):
+    d = gm.d_model
+    assert gm.embed(seqs[0]).shape == (d,)
+    assert gm.embed(seqs).shape == (len(seqs), d)
+    assert gm.embed(seqs[1], pool=None).shape == (len(seqs[1]), d)
+    toks = [encode(s) for s in seqs]
+    _close(gm.embed(toks), gm.embed(seqs))
+    _close(gm.embed(torch.from_numpy(toks[0])), gm.embed(seqs[0]))
+    equal = np.stack([encode(seqs[0][:20]), encode(seqs[1][:20])])
+    assert gm.embed(equal).shape == (2, d)
+
+
+@pytest.mark.parametrize("pool", ["mean", None], ids=["mean", "per-base"])
+def test_rc_average(gm, seqs, pool):
+    fwd = gm.embed(seqs, pool=pool)
+    rc = gm.embed([reverse_complement(s) for s in seqs], pool=pool)
+    if pool is None:
+        want = [(f + r[::-1]) / 2 for f, r in zip(fwd, rc)]
+    else:
+        want = (fwd + rc) / 2
+    _close(gm.embed(seqs, pool=pool, rc_average=True, chunk_size=9, batch_size=3), want)
+
+
+def test_stride_subsamples_per_base(gm, seqs):
+    full = gm.embed(seqs, pool=None, rc_average=True)
+    _close(gm.embed(seqs, pool=None, stride=3, chunk_size=5, rc_average=True), [f[::3] for f in full])
+
+
+def test_layer(gm, seqs):
+    x = torch.from_numpy(encode(seqs[0])).long()[None]
+    with torch.no_grad():
+        want = gm.lm.backbone(x, output_layer=0)[0].numpy()
+    _close(gm.embed(seqs[0], pool=None, layer=0, chunk_size=10), want)
+    _close(gm.embed(seqs, layer=-1), gm.embed(seqs))  # last block == the default
+    with pytest.raises(UserError, match="--layer"):
+        gm.embed(seqs, layer=2)
+
+
+def test_bf16_close_to_fp32(gm, seqs):
+    a = gm.embed(seqs, precision="bf16", chunk_size=16)
+    assert a.dtype == np.float32
+    np.testing.assert_allclose(a, gm.embed(seqs), atol=0.1)
+
+
+def test_bad_arguments(gm, seqs):
+    with pytest.raises(UserError, match="--pool"):
+        gm.embed(seqs, pool="max")
+    with pytest.raises(UserError, match="--stride"):
+        gm.embed(seqs, pool="mean", stride=2)
+    with pytest.raises(UserError, match="empty"):
+        gm.embed(["ACGT", ""])
+    with pytest.raises(UserError, match="token ids"):
+        gm.embed(np.array([5, 6, 42]))
+    with pytest.raises(UserError, match="--chunk-size"):
+        gm.embed(seqs, chunk_size=0)
+
+
+def test_score_matches_training_loss_and_streams(gm, seqs):
+    res = gm.score(seqs, chunk_size=ONE_PASS)
+    x = torch.from_numpy(encode(seqs[0])).long()[None]
+    with torch.no_grad():
+        nll = gm.lm.loss(x).item() * (x.shape[1] - 1)  # mean over positions 1..L-1
+    assert res.log_likelihood[0] == pytest.approx(-nll, rel=1e-5)
+    assert all(np.isnan(p[0]) and len(p) == len(s) for p, s in zip(res.per_base, seqs))
+    assert all((p[1:] <= 0).all() for p in res.per_base)
+    streamed = gm.score(seqs, chunk_size=6, batch_size=3)
+    np.testing.assert_allclose(streamed.log_likelihood, res.log_likelihood, rtol=1e-5)
+    _close([p[1:] for p in streamed.per_base], [p[1:] for p in res.per_base])
+    assert res["log_likelihood"] is res.log_likelihood
+    np.testing.assert_allclose(res.nats_per_base, -res.log_likelihood / (np.array([len(s) for s in seqs]) - 1))
+
+
+def test_load_model_dir_and_run_dir(tmp_path, gm, seqs):
+    save_model(gm.lm, tmp_path / "model")
+    save_model(gm.lm, tmp_path / "run" / "best")
+    want = gm.embed(seqs)
+    for path in (tmp_path / "model", tmp_path / "run"):
+        m = mamba_genome.load(path, device="cpu")
+        assert m.d_model == gm.d_model and m.model_type == "lm"
+        _close(m.embed(seqs), want)
+    with pytest.raises(CheckpointError):
+        mamba_genome.load(tmp_path / "missing")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text((tmp_path / "model" / "config.json").read_text())
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        mamba_genome.load(tmp_path / "broken")
+
+
+def test_classifier_checkpoint(tmp_path, gm, seqs):
+    from mamba_genome.model.classifier import MambaClassifier
+
+    torch.manual_seed(0)
+    clf = MambaClassifier.from_pretrained_lm(gm.lm, num_classes=3, pooling="mean")
+    save_model(clf, tmp_path / "clf", init_kwargs=clf.init_kwargs, extra={"labels": ["a", "b", "c"]})
+    m = mamba_genome.load(tmp_path / "clf", device="cpu")
+    assert m.model_type == "classifier" and m.labels == ["a", "b", "c"]
+    _close(m.embed(seqs), gm.embed(seqs))  # embeddings come from the backbone LM
+    with torch.no_grad():
+        want = torch.softmax(clf(torch.from_numpy(encode(seqs[0])).long()[None]), -1)[0].numpy()
+    _close(m.classify(seqs[0], chunk_size=8), want)
+    assert m.classify(seqs).shape == (len(seqs), 3)
+    with pytest.raises(UserError, match="classification head"):
+        gm.classify(seqs)
