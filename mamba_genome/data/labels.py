@@ -425,9 +425,14 @@ class FixedWindowDataset(Dataset):
             tiles = []
             for r in (r for r in regions if r.label == k):
                 toks = self._stores.tokens(r.store, r.contig)
-                for start in range(r.start, r.end - self.seq_len + 1, self.seq_len):
-                    if np.count_nonzero(toks[start : start + self.seq_len] == N) <= max_n_fraction * self.seq_len:
-                        tiles.append((k, r.store, r.contig, start))
+                n_tiles = r.length // self.seq_len
+                step = max(1, (32 << 20) // self.seq_len)  # look at <= 32 MB at a time
+                for t0 in range(0, n_tiles, step):
+                    t1 = min(n_tiles, t0 + step)
+                    block = np.asarray(toks[r.start + t0 * self.seq_len : r.start + t1 * self.seq_len])
+                    n_count = np.count_nonzero(block.reshape(t1 - t0, self.seq_len) == N, axis=1)
+                    tiles += [(k, r.store, r.contig, r.start + (t0 + int(j)) * self.seq_len)
+                              for j in np.flatnonzero(n_count <= max_n_fraction * self.seq_len)]
             if not tiles:
                 raise UserError(f"class {k} has no held-out window of {self.seq_len:,} bp that is mostly bases")
             pick = np.unique(np.linspace(0, len(tiles) - 1, min(per_class, len(tiles))).round().astype(int))

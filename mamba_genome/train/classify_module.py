@@ -61,14 +61,17 @@ class ClassifyModule(L.LightningModule):
 
     def __init__(self, model: MambaClassifier, train_ds: BalancedWindowDataset, val_ds: FixedWindowDataset, *,
                  seq_len_fn, batch_size: int, lr: float, min_lr: float, weight_decay: float, warmup_steps: int,
-                 max_steps: int, out_dir: str | Path, save_extra: dict, num_workers: int = 0):
+                 max_steps: int, out_dir: str | Path, save_extra: dict, num_workers: int = 0,
+                 max_time_s: float | None = None):
         super().__init__()
         self.model = model
+        self._t0 = time.perf_counter()
         self.train_ds, self.val_ds = train_ds, val_ds
         self.seq_len_fn = seq_len_fn
         self.batch_size, self.num_workers = batch_size, num_workers
         self.lr, self.min_lr, self.weight_decay = lr, min_lr, weight_decay
         self.warmup_steps, self.max_steps = warmup_steps, max_steps
+        self.max_time_s = max_time_s
         self.out_dir = Path(out_dir)
         self.save_extra = save_extra
         self.curves: list[dict] = []
@@ -76,6 +79,9 @@ class ClassifyModule(L.LightningModule):
         self._val = []
         self._train_loss = []
         self._t0 = time.perf_counter()
+
+    def on_train_start(self):
+        self._t0 = time.perf_counter()  # the time budget starts with training, not with data setup
 
     # ------------------------------------------------------------------ data
     def train_dataloader(self):
@@ -129,6 +135,15 @@ class ClassifyModule(L.LightningModule):
 
     # -------------------------------------------------------------- optimiser
     def lr_at(self, step: int) -> float:
+        """The schedule at ``step``; with a time budget the cosine also follows elapsed time.
+
+        Under ``max_time_s`` the decay uses whichever is further along, the
+        step count or the wall clock, so a time-bounded run still ends near
+        ``min_lr``.
+        """
+        if self.max_time_s and step >= self.warmup_steps:
+            frac = (time.perf_counter() - self._t0) / self.max_time_s
+            step = max(step, self.warmup_steps + int(frac * (self.max_steps - self.warmup_steps)))
         return warmup_cosine(step, warmup_steps=self.warmup_steps, max_steps=self.max_steps, lr=self.lr,
                              min_lr=self.min_lr)
 

@@ -22,6 +22,7 @@ end, so an interrupted run never looks complete)::
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import math
 import os
@@ -70,6 +71,7 @@ class FinetuneArgs:
     seq_len_warmup: bool = True  # start at seq_len_start and double each epoch up to seq_len
     seq_len_start: int = 1 << 14  # first sequence length of the warmup (paper: 2^14)
     grad_clip: float = 1.0
+    max_time_s: float | None = None  # stop training after this many seconds (LR cosine follows the clock too)
     seed: int = 0
     # --- hardware / output ------------------------------------------------------
     out: str = "runs/finetune"  # run directory
@@ -98,6 +100,8 @@ class FinetuneArgs:
                         ("kmer-k", self.kmer_k), ("kmer-train-windows", self.kmer_train_windows)):
             if int(v) < 1:
                 raise UserError(f"--{flag} must be at least 1, got {v}")
+        if self.max_time_s is not None and not self.max_time_s > 0:
+            raise UserError(f"--max-time must be positive seconds, got {self.max_time_s}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise UserError(f"--steps-per-epoch must be at least 1, got {self.steps_per_epoch}")
         if self.warmup_steps is not None and not 0 <= self.warmup_steps < self.max_steps:
@@ -314,9 +318,10 @@ def finetune(args: FinetuneArgs) -> dict:
             model, train_ds, val_ds, seq_len_fn=seq_fn, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
             weight_decay=args.weight_decay, max_steps=args.max_steps, out_dir=tmp, save_extra=extra,
             warmup_steps=args.warmup_steps if args.warmup_steps is not None else args.max_steps // 10,
-            num_workers=args.num_workers)
+            num_workers=args.num_workers, max_time_s=args.max_time_s)
         trainer = L.Trainer(
             max_steps=args.max_steps, max_epochs=-1, accelerator=args.accelerator, devices=args.devices,
+            max_time=datetime.timedelta(seconds=args.max_time_s) if args.max_time_s else None,
             precision=_precision(args), logger=False, enable_checkpointing=False, enable_model_summary=False,
             enable_progress_bar=args.progress, num_sanity_val_steps=0, gradient_clip_val=args.grad_clip or None,
             use_distributed_sampler=False, reload_dataloaders_every_n_epochs=0)
