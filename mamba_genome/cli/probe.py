@@ -50,6 +50,7 @@ def probe(emb, labels, folds, seed, out):
         tmp = Path(out).with_name(f".{Path(out).name}.tmp-{os.getpid()}")
         tmp.write_text(json.dumps(res, indent=2) + "\n")
         os.replace(tmp, out)
+    click.echo("metric\tmean\tstd")
     click.echo(f"accuracy\t{res['accuracy_mean']:.4f}\t{res['accuracy_std']:.4f}\n"
                f"macro_f1\t{res['macro_f1_mean']:.4f}\t{res['macro_f1_std']:.4f}\n"
                f"majority_accuracy\t{res['majority_accuracy_mean']:.4f}\t{res['majority_accuracy_std']:.4f}")
