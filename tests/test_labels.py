@@ -174,3 +174,8 @@ def test_manifest_contigs_column_splits_one_fasta_by_chromosome(fastas):
     bad = _write(fastas / "bad.tsv", f"label\tfasta\tsplit\tcontigs\nVC\t{vc}\ttrain\tchr9\nCOL\t{COL}\t\t\n")
     with pytest.raises(InputFileError, match=r"bad\.tsv:2: contig 'chr9' is not in"):
         build_task(parse_manifest(bad), progress=False)
+
+
+def test_label_of_matches_window(task):
+    ds = BalancedWindowDataset(task.split_regions("train"), 2, 64, samples_per_epoch=10, seed=5)
+    assert [ds.label_of(1, i) for i in range(10)] == [ds.window(1, 32, i)[0] for i in range(10)]

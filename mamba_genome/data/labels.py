@@ -354,6 +354,10 @@ class BalancedWindowDataset(Dataset):
     def __len__(self) -> int:
         return self.samples_per_epoch
 
+    def label_of(self, epoch: int, i: int) -> int:
+        """The class of item ``i`` of ``epoch`` (the first draw, whatever the window length)."""
+        return int(np.random.default_rng([self.seed, int(epoch), int(i)]).integers(self.num_classes))
+
     def window(self, epoch: int, seq_len: int, i: int) -> tuple[int, str, str, int, np.ndarray]:
         """(label, store, contig, start, tokens) of item ``i`` of ``epoch`` at ``seq_len``."""
         rng = np.random.default_rng([self.seed, int(epoch), int(i)])

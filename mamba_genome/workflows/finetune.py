@@ -328,7 +328,8 @@ def finetune(args: FinetuneArgs) -> dict:
         trainer.fit(module)
         if not module.curves or module.curves[-1]["step"] != trainer.global_step:
             trainer.validate(module, verbose=False)  # max_steps ended mid-epoch: score the final weights too
-        if not trainer.is_global_zero:
+        if not trainer.is_global_zero:  # DDP: rank 0 writes the run directory
+            shutil.rmtree(tmp, ignore_errors=True)
             return {}
         train_seconds = time.perf_counter() - t_start
         save_model(module.model, tmp / "last", extra={**extra, "step": trainer.global_step},

@@ -43,8 +43,9 @@ def kmer_frequencies(tokens: np.ndarray, k: int = 6) -> np.ndarray:
 
 
 def features(windows, k: int = 6) -> np.ndarray:
-    """Iterable of token arrays -> ``float32 [n, 4**k]``."""
-    return np.stack([kmer_frequencies(w, k) for w in windows]) if windows else np.zeros((0, 4**k), np.float32)
+    """Iterable of token arrays -> ``float32 [n, 4**k]`` (windows are consumed one at a time)."""
+    rows = [kmer_frequencies(w, k) for w in windows]
+    return np.stack(rows) if rows else np.zeros((0, 4**k), np.float32)
 
 
 def kmer_baseline(train_windows, train_labels, test_windows, test_labels, *, k: int = 6, num_classes: int | None = None,
@@ -66,7 +67,7 @@ def kmer_baseline(train_windows, train_labels, test_windows, test_labels, *, k: 
     from sklearn.preprocessing import StandardScaler
 
     t0 = time.perf_counter()
-    X_train, X_test = features(list(train_windows), k), features(list(test_windows), k)
+    X_train, X_test = features(train_windows, k), features(test_windows, k)
     y_train, y_test = np.asarray(train_labels), np.asarray(test_labels)
     if len(np.unique(y_train)) < 2:
         raise ValueError("the k-mer baseline needs training windows of at least 2 classes")
@@ -88,11 +89,11 @@ def kmer_baseline(train_windows, train_labels, test_windows, test_labels, *, k: 
 
 def run_on_datasets(train_ds, test_ds, *, n_train: int, seq_len: int, k: int = 6, num_classes: int) -> dict:
     """The baseline on a run's own windows: train windows ``0..n_train-1`` of epoch 0, all test windows."""
-    train = [train_ds.window(0, seq_len, i) for i in range(n_train)]
-    res = kmer_baseline([w[4] for w in train], [w[0] for w in train],
-                        [test_ds.tokens(i) for i in range(len(test_ds))], test_ds.labels,
-                        k=k, num_classes=num_classes)
-    return res
+    # Generators: only one window's tokens are held at a time, even at 1 Mbp windows.
+    labels = [train_ds.label_of(0, i) for i in range(n_train)]
+    train = (train_ds.window(0, seq_len, i)[4] for i in range(n_train))
+    test = (test_ds.tokens(i) for i in range(len(test_ds)))
+    return kmer_baseline(train, labels, test, test_ds.labels, k=k, num_classes=num_classes)
 
 
 __all__ = ["kmer_frequencies", "features", "kmer_baseline", "run_on_datasets"]
