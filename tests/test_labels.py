@@ -179,3 +179,10 @@ def test_manifest_contigs_column_splits_one_fasta_by_chromosome(fastas):
 def test_label_of_matches_window(task):
     ds = BalancedWindowDataset(task.split_regions("train"), 2, 64, samples_per_epoch=10, seed=5)
     assert [ds.label_of(1, i) for i in range(10)] == [ds.window(1, 32, i)[0] for i in range(10)]
+
+
+def test_class_with_only_n_is_an_error(fastas):
+    _write(fastas / "gaps.fa", ">gap\n" + "N" * 500 + "\n")
+    m = _write(fastas / "m.tsv", f"label\tfasta\nCOL\t{COL}\nGAP\tgaps.fa\n")
+    with pytest.raises(UserError, match=r"m\.tsv:3: .*gaps\.fa has only all-N contigs; class 'GAP'"):
+        build_task(parse_manifest(m), progress=False)
