@@ -161,7 +161,7 @@ def run_sweep(args) -> int:
         extras["profile"] = profile_step(args)
     md = _markdown(rows, COLUMNS)
     if "host_syncs" in extras:
-        md += f"\n\nHost syncs in one training step ({args.profile_preset}, L={1 << args.profile_exp}): " \
+        md += f"\n\nHost syncs in one training step, ckpt off + on ({args.profile_preset}, L={1 << args.profile_exp}): " \
               f"{extras['host_syncs']['count']}\n" + "".join(f"- `{s}`\n" for s in extras["host_syncs"]["where"][:10])
     if "profile" in extras:
         md += "\n\n" + extras["profile"]["markdown"]
@@ -180,9 +180,14 @@ def _one_step(model, opt, ids, precision, device):
 
 
 def count_host_syncs(args) -> dict:
-    """Run one (already compiled) step under torch.cuda sync debug mode; count synchronising calls."""
+    """Both ckpt settings: one (already compiled) step each under torch.cuda sync debug mode."""
+    runs = [_count_host_syncs(args, ck) for ck in (False, True)]
+    return {"count": sum(r["count"] for r in runs), "where": [w for r in runs for w in r["where"]]}
+
+
+def _count_host_syncs(args, ckpt: bool) -> dict:
     cfg = BenchTrainConfig(preset=args.profile_preset, seq_len=1 << args.profile_exp, batch_size=1,
-                           device="cuda")
+                           device="cuda", grad_checkpointing=ckpt)
     device = cfg.resolve_device()
     model = build_model(cfg, device)
     opt = make_optimizer(model, cfg, device)
@@ -199,7 +204,8 @@ def count_host_syncs(args) -> dict:
             torch.cuda.set_sync_debug_mode(0)
     for w in caught:
         if "synchroniz" in str(w.message).lower():
-            where.append(f"{Path(w.filename).name}:{w.lineno}: {str(w.message).splitlines()[0][:100]}")
+            where.append(f"ckpt={'on' if ckpt else 'off'} {Path(w.filename).name}:{w.lineno}: "
+                         f"{str(w.message).splitlines()[0][:100]}")
     del model, opt, ids
     _free()
     return {"count": len(where), "where": where}

@@ -71,13 +71,20 @@ class BenchTrainConfig:
 
     def resolve_device(self) -> torch.device:
         if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            if torch.cuda.is_available():
+                return torch.device("cuda", torch.cuda.current_device())
+            return torch.device("cpu")
         try:
             dev = torch.device(self.device)
         except RuntimeError:
             raise UserError(f"--device {self.device!r} is not a torch device (try cpu or cuda)") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise UserError("--device cuda was requested but no CUDA GPU is visible; use --device cpu")
+        if dev.type == "cuda":
+            if dev.index is None:
+                dev = torch.device("cuda", torch.cuda.current_device())
+            elif dev.index >= torch.cuda.device_count():
+                raise UserError(f"--device {self.device}: only {torch.cuda.device_count()} GPU(s) visible")
         return dev
 
 
