@@ -24,11 +24,13 @@ from __future__ import annotations
 import csv
 import datetime
 import json
+import logging
 import math
 import os
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -319,6 +321,9 @@ def finetune(args: FinetuneArgs) -> dict:
             weight_decay=args.weight_decay, max_steps=args.max_steps, out_dir=tmp, save_extra=extra,
             warmup_steps=args.warmup_steps if args.warmup_steps is not None else args.max_steps // 10,
             num_workers=args.num_workers, max_time_s=args.max_time_s)
+        # Lightning's banner lines (GPU available, tips) are noise in a CLI; warnings still show.
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning vs torch deprecation, not ours
         trainer = L.Trainer(
             max_steps=args.max_steps, max_epochs=-1, accelerator=args.accelerator, devices=args.devices,
             max_time=datetime.timedelta(seconds=args.max_time_s) if args.max_time_s else None,
