@@ -324,8 +324,11 @@ class GenomeModel:
                 sel = torch.as_tensor(active, device=hidden.device)
                 n = torch.tensor([min(e, blens[b]) - s for b in active], device=hidden.device)
                 if pool == "mean":
-                    mask = torch.arange(e - s, device=hidden.device)[None, :] < n[:, None]     # (B_act, c)
-                    acc[sel] += (hidden.float() * mask[..., None]).sum(1).double()
+                    if all(blens[b] >= e for b in active):   # no padding in this chunk: one reduction
+                        acc[sel] += hidden.sum(1, dtype=torch.float32).double()
+                    else:
+                        for j, b in enumerate(active):
+                            acc[b] += hidden[j, : min(e, blens[b]) - s].sum(0, dtype=torch.float32).double()
                 elif pool == "last":
                     ends = [j for j, b in enumerate(active) if blens[b] <= e]
                     if ends:
