@@ -170,3 +170,22 @@ def test_streaming_memory_is_flat_in_sequence_length():
     small_kb, growth_kb, one_pass_kb = map(int, proc.stdout.split())
     assert growth_kb < 16_000, (small_kb, growth_kb, one_pass_kb)
     assert one_pass_kb > growth_kb + 10_000, (small_kb, growth_kb, one_pass_kb)
+
+
+def test_embed_a_real_pretrain_run(tmp_path, records):
+    """Two optimizer steps of `pretrain` on a 3 kbp genome, then embed with its run directory."""
+    from mamba_genome.workflows.pretrain import PretrainArgs, pretrain
+
+    fa = tmp_path / "ecoli.fa"
+    shutil.copy(DATA / "ecoli_MG1655_3kb.fa", fa)
+    run = tmp_path / "run"
+    pretrain(PretrainArgs(fasta=str(fa), seq_len=64, batch_size=2, max_steps=2, out=str(run), accelerator="cpu",
+                          val_windows=2, quiet=True, seq_warmup=False, model_overrides={"d_model": 16, "n_layer": 1}))
+    assert (run / "best" / "model.safetensors").is_file()
+    gm = mamba_genome.load(run, device="cpu")
+    assert gm.d_model == 16 and gm.n_layer == 1
+    out = tmp_path / "e.parquet"
+    res = _invoke("embed", FASTA, "--model", run, "-o", out, "-q")
+    assert res.exit_code == 0, res.output
+    np.testing.assert_allclose(read_embeddings(out).embeddings, gm.embed([s for _, s in records]), atol=1e-5)
+    assert np.isfinite(gm.score("ACGTACGTTTGA").log_likelihood).all()
