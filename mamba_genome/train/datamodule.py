@@ -1,0 +1,109 @@
+"""`GenomeDataModule`: training and validation batches from a token store and a split plan.
+
+Training uses :class:`~mamba_genome.data.sampler.RandomWindowDataset` over
+the ``train`` regions (random windows, N filtering, reverse-complement
+augmentation); validation uses a fixed, evenly spaced subset of
+:class:`~mamba_genome.data.sampler.TiledWindowDataset` tiles over the ``val``
+regions, always at the final sequence length.
+
+Sequence-length warmup: the Trainer reloads the training DataLoader every
+"epoch" (``reload_dataloaders_every_n_epochs=1``), and an epoch here is
+exactly the optimizer steps left in the current warmup stage. Each reload
+asks the :class:`~mamba_genome.train.schedule.TrainSchedule` which stage the
+global step is in, and sizes the window length, the micro-batch and the
+number of samples from it. Windows are a pure function of (seed, global step
+at the reload, index), so a resumed run sees fresh, reproducible data.
+
+Workers and pinned memory are used on GPU; on CPU the default is no worker
+processes (the 2-core laptop case, where workers only compete with the model).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from ..data.sampler import RandomWindowDataset, TiledWindowDataset
+from ..data.splits import SplitPlan
+from .schedule import TrainSchedule
+
+
+def _collate_ids(items):
+    import torch
+
+    return {"input_ids": torch.stack([it["input_ids"] for it in items])}
+
+
+class GenomeDataModule(L.LightningDataModule):
+    """Batches of ``input_ids`` (B, L) for pretraining.
+
+    Args:
+        store_path: token store directory.
+        plan: the train/val/test split.
+        schedule: the run's schedule (sequence-length stage per step).
+        micro_batch_size: windows per device per forward pass at the final
+            sequence length (doubled at each shorter warmup stage).
+        accumulate: micro-batches per optimizer step.
+        val_windows: at most this many validation windows (evenly spaced tiles).
+        val_batch_size: validation windows per forward pass.
+        num_workers: DataLoader worker processes.
+        pin_memory: page-locked host memory (for GPU training).
+        seed: seed of the random windows.
+        rc_prob: reverse-complement augmentation probability.
+    """
+
+    def __init__(self, store_path, plan: SplitPlan, schedule: TrainSchedule, *, micro_batch_size: int,
+                 accumulate: int = 1, val_windows: int = 64, val_batch_size: int | None = None,
+                 num_workers: int = 0, pin_memory: bool = False, seed: int = 0, rc_prob: float = 0.5):
+        super().__init__()
+        self.store_path = str(store_path)
+        self.plan = plan
+        self.schedule = schedule
+        self.micro_batch_size = int(micro_batch_size)
+        self.accumulate = int(accumulate)
+        self.val_windows = int(val_windows)
+        self.val_batch_size = int(val_batch_size or micro_batch_size)
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.seed = int(seed)
+        self.rc_prob = float(rc_prob)
+        self._val_ds: TiledWindowDataset | None = None
+        self.current_seq_len = schedule.final_seq_len
+        self.epoch_end: Callable[[int], int | None] | None = None
+
+    def _loader(self, ds, batch_size: int, drop_last: bool) -> DataLoader:
+        return DataLoader(ds, batch_size=batch_size, shuffle=False, drop_last=drop_last, collate_fn=_collate_ids,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=False, prefetch_factor=4 if self.num_workers else None)
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        step = trainer.global_step if trainer is not None else 0
+        world = trainer.world_size if trainer is not None else 1
+        stage = self.schedule.stage_at(step)
+        steps = self.schedule.steps_in_stage(step)
+        if self.epoch_end is not None:  # e.g. the next --max-time re-fit of the schedule
+            end = self.epoch_end(step)
+            if end is not None and end > step:
+                steps = min(steps, end - step)
+        batch = self.micro_batch_size * stage.batch_multiplier
+        samples = steps * self.accumulate * batch * world
+        ds = RandomWindowDataset(self.store_path, self.plan.regions("train"), stage.seq_len,
+                                 samples_per_epoch=samples, rc_prob=self.rc_prob, seed=self.seed)
+        ds.set_epoch(step)
+        self.current_seq_len = stage.seq_len
+        return self._loader(ds, batch, drop_last=True)
+
+    def val_dataset(self) -> TiledWindowDataset:
+        if self._val_ds is None:
+            regions = self.plan.regions("val")
+            self._val_ds = TiledWindowDataset(self.store_path, regions, self.schedule.final_seq_len,
+                                              max_windows=self.val_windows)
+        return self._val_ds
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset(), self.val_batch_size, drop_last=False)
+
+
+__all__ = ["GenomeDataModule"]

@@ -1,0 +1,512 @@
+"""`pretrain`: next-token pretraining of a Mamba DNA language model on a genome.
+
+The recipe follows Gu & Dao (2023), App. E.2-E.3 (DNA pretraining, after
+HyenaDNA): AdamW (0.9, 0.95), weight decay 0.1, peak learning rate 8e-3 with
+10% linear warmup and cosine decay, gradient clipping 1.0, about 2^20 tokens
+per optimizer step on GPU, and sequence-length warmup from 1024 tokens
+doubling up to ``--seq-len``. bf16-mixed on GPU (fp32 weights), fp32 on CPU.
+
+With no data argument it trains the ``tiny`` preset on the bundled E. coli
+K-12 MG1655 genome for about four minutes on a laptop CPU.
+
+A run directory holds::
+
+    best/ last/          model directories (config.json + model.safetensors)
+    last.ckpt            resumable Lightning checkpoint (tensors + primitives only)
+    metrics.json         final validation loss / bits per base / perplexity, tokens, time
+    split.json args.json how the genome was split; the resolved arguments
+    loss_curve.png       bits per base against tokens seen
+    logs/v<k>/metrics.csv  (and logs/tensorboard/ when tensorboard is installed)
+
+Multi-GPU: ``--devices``, ``--num-nodes`` and ``--strategy ddp|fsdp`` go to
+Lightning's Trainer, which also reads the SLURM and torchrun environments.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+
+PRESET_NAMES = ("tiny", "1.4m", "7m")
+GPU_TOKENS_PER_STEP = 2 ** 20     # paper: ~1M tokens per optimizer step
+GPU_TOKENS_PER_MICROBATCH = 2 ** 16
+GPU_LR = 8e-3
+GPU_MAX_STEPS = 10_000
+# CPU defaults for the out-of-the-box run (tiny preset, 2 cores, < 5 minutes).
+CPU_SEQ_LEN = 512
+CPU_BATCH = 8
+CPU_LR = 4e-3
+CPU_MAX_TIME = "4m"
+CPU_VAL_WINDOWS = 48
+GPU_VAL_WINDOWS = 256
+
+BUNDLED_FASTA = Path(__file__).resolve().parent.parent / "bundled" / "ecoli_k12.fa.gz"
+RUN_FILES = ("best", "last", "last.ckpt", "metrics.json", "split.json", "args.json", "loss_curve.png", "logs")
+
+
+@dataclass
+class PretrainArgs:
+    """Arguments of :func:`pretrain` (the ``mamba-genome pretrain`` flags).
+
+    ``None`` means "pick a default for the hardware": see :meth:`resolved`.
+    """
+
+    fasta: str | None = None            # --fasta: reference FASTA (plain/.gz/bgzip); ingested and cached
+    data: str | None = None             # --data: a token store from `mamba-genome ingest`
+    preset: str = "tiny"                # --preset: tiny | 1.4m | 7m (model size)
+    seq_len: int | None = None          # --seq-len: final training window length (tokens)
+    batch_size: int | None = None       # --batch-size: windows per optimizer step (all devices)
+    micro_batch_size: int | None = None  # --micro-batch-size: windows per device per forward pass
+    max_steps: int | None = None        # --max-steps: optimizer steps
+    max_tokens: int | None = None       # --max-tokens: training tokens (converted to steps)
+    max_time: str | float | None = None  # --max-time: wall-clock budget ("4h", "270s"); fits the schedule
+    lr: float | None = None             # --lr: peak learning rate
+    weight_decay: float = 0.1           # --weight-decay: AdamW decay on matrices
+    warmup_fraction: float = 0.1        # fraction of steps of linear LR warmup
+    min_lr_ratio: float = 0.1           # cosine floor, as a fraction of --lr
+    grad_clip: float = 1.0              # gradient norm clipping
+    out: str | None = None              # --out: run directory [runs/pretrain-<timestamp>]
+    resume: bool = False                # --resume: continue the run in --out from last.ckpt
+    force: bool = False                 # --force: overwrite an existing run directory
+    devices: str | int | None = None    # --devices: number of devices (or "auto")
+    num_nodes: int = 1                  # --num-nodes: nodes (SLURM/torchrun)
+    strategy: str = "auto"              # --strategy: auto | ddp | fsdp | ...
+    precision: str | None = None        # --precision: bf16-mixed (GPU) / 32-true (CPU)
+    accelerator: str = "auto"           # --accelerator: auto | cpu | gpu
+    seed: int = 0                       # --seed: model init and window sampling
+    val_contigs: tuple[str, ...] = ()   # --val-contigs: contigs held out for validation
+    test_contigs: tuple[str, ...] = ()  # --test-contigs: contigs held out for testing
+    split_bed: str | None = None        # --split-bed: BED file chrom/start/end/split
+    seq_warmup: bool = True             # --no-seq-warmup switches sequence-length warmup off
+    gradient_checkpointing: bool = False  # --grad-checkpointing: recompute blocks in backward
+    val_every: int | None = None        # --val-every: validate every N optimizer steps
+    val_windows: int | None = None      # --val-windows: validation windows (evenly spaced)
+    num_workers: int | None = None      # --num-workers: DataLoader workers [0 on CPU, 4 on GPU]
+    quiet: bool = False                 # --quiet: no progress bar, no summary
+    model_overrides: dict = field(default_factory=dict)  # MambaConfig fields over the preset (tests)
+
+    def __post_init__(self):
+        if self.fasta and self.data:
+            raise UserError("give either --fasta or --data, not both")
+        if self.preset not in PRESET_NAMES:
+            raise UserError(f"--preset must be one of {', '.join(PRESET_NAMES)}, got '{self.preset}'")
+        budgets = [n for n, v in (("--max-steps", self.max_steps), ("--max-tokens", self.max_tokens),
+                                  ("--max-time", self.max_time)) if v is not None]
+        if len(budgets) > 1:
+            raise UserError(f"{' and '.join(budgets)} exclude each other; give one training budget")
+        for flag, v, lo in (("--seq-len", self.seq_len, 16), ("--batch-size", self.batch_size, 1),
+                            ("--micro-batch-size", self.micro_batch_size, 1), ("--max-steps", self.max_steps, 1),
+                            ("--max-tokens", self.max_tokens, 1), ("--val-every", self.val_every, 1),
+                            ("--val-windows", self.val_windows, 1), ("--num-workers", self.num_workers, 0),
+                            ("--num-nodes", self.num_nodes, 1)):
+            if v is not None and int(v) < lo:
+                raise UserError(f"{flag} must be at least {lo}, got {v}")
+        if self.max_time is not None:
+            from ..train.schedule import parse_duration
+
+            self.max_time = parse_duration(self.max_time)
+        if self.lr is not None and not (0 < self.lr < 1):
+            raise UserError(f"--lr must be in (0, 1), got {self.lr}")
+        if not 0 <= self.weight_decay < 1:
+            raise UserError(f"--weight-decay must be in [0, 1), got {self.weight_decay}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise UserError(f"warmup fraction must be in [0, 1), got {self.warmup_fraction}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise UserError(f"min lr ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.split_bed and (self.val_contigs or self.test_contigs):
+            raise UserError("give either --split-bed or --val-contigs/--test-contigs, not both")
+        if self.resume and self.force:
+            raise UserError("--resume and --force exclude each other (--force starts the run over)")
+        if self.resume and not self.out:
+            raise UserError("--resume needs --out RUN_DIR (the run to continue)")
+        self.val_contigs = tuple(self.val_contigs or ())
+        self.test_contigs = tuple(self.test_contigs or ())
+        try:
+            from ..model.config import MambaConfig
+
+            MambaConfig.from_preset(self.preset, **self.model_overrides)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"bad model settings: {exc}") from None
+
+
+@dataclass
+class _Plan:
+    """The concrete settings of one run (defaults resolved for the hardware)."""
+
+    on_gpu: bool
+    world: int
+    seq_len: int
+    batch_size: int        # windows per optimizer step, all devices, at the final length
+    micro_batch: int       # windows per device per forward pass, at the final length
+    accumulate: int
+    lr: float
+    precision: str
+    total_steps: int       # initial estimate under --max-time
+    budget: str            # "max_steps" | "max_tokens" | "max_time"
+    max_time: float | None
+    val_every: int | None
+    val_windows: int
+    num_workers: int
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+
+def _gpu_available(accelerator: str) -> bool:
+    import torch
+
+    if accelerator == "cpu":
+        return False
+    return torch.cuda.is_available()
+
+
+def _count_devices(devices, on_gpu: bool) -> int:
+    import torch
+
+    if devices in (None, "auto"):
+        return torch.cuda.device_count() if on_gpu else 1
+    if isinstance(devices, str) and "," in devices:
+        return len([d for d in devices.split(",") if d.strip()])
+    try:
+        n = int(devices)
+    except ValueError:
+        raise UserError(f"--devices must be a number, a comma list or 'auto', got '{devices}'") from None
+    if n == -1:
+        return torch.cuda.device_count() if on_gpu else 1
+    if n < 1:
+        raise UserError(f"--devices must be at least 1, got {devices}")
+    return n
+
+
+def _plan(args: PretrainArgs) -> _Plan:
+    on_gpu = _gpu_available(args.accelerator)
+    world = _count_devices(args.devices, on_gpu) * args.num_nodes if (on_gpu or args.devices) else 1
+    seq_len = int(args.seq_len or (1024 if on_gpu else CPU_SEQ_LEN))
+    if args.batch_size:
+        batch = int(args.batch_size)
+    elif on_gpu:
+        batch = max(world, GPU_TOKENS_PER_STEP // seq_len)
+    else:
+        batch = max(1, CPU_BATCH * CPU_SEQ_LEN // seq_len)
+    per_device = math.ceil(batch / world)
+    if args.micro_batch_size:
+        micro = min(int(args.micro_batch_size), per_device)
+    elif on_gpu:
+        micro = max(1, min(per_device, GPU_TOKENS_PER_MICROBATCH // seq_len))
+    else:
+        micro = per_device
+    accumulate = math.ceil(per_device / micro)
+    batch = micro * accumulate * world  # rounded to what the devices actually run
+    lr = float(args.lr if args.lr is not None else (GPU_LR if on_gpu else CPU_LR))
+    precision = args.precision or ("bf16-mixed" if on_gpu else "32-true")
+    max_time = args.max_time
+    if args.max_steps:
+        budget, total = "max_steps", int(args.max_steps)
+    elif args.max_tokens:
+        budget, total = "max_tokens", max(1, math.ceil(args.max_tokens / (batch * seq_len)))
+    elif max_time is not None or not on_gpu:
+        budget, total = "max_time", 1000
+        if max_time is None:
+            from ..train.schedule import parse_duration
+
+            max_time = parse_duration(CPU_MAX_TIME)
+    else:
+        budget, total = "max_steps", GPU_MAX_STEPS
+    val_windows = int(args.val_windows or (GPU_VAL_WINDOWS if on_gpu else CPU_VAL_WINDOWS))
+    val_every = args.val_every
+    if val_every is None and budget != "max_time":
+        val_every = max(1, total // 8)
+    workers = args.num_workers if args.num_workers is not None else (4 if on_gpu else 0)
+    return _Plan(on_gpu, world, seq_len, batch, micro, accumulate, lr, precision, total, budget, max_time,
+                 val_every, val_windows, int(workers))
+
+
+# --------------------------------------------------------------------- run dir
+
+
+def _default_run_dir() -> Path:
+    return Path("runs") / f"pretrain-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _prepare_run_dir(args: PretrainArgs) -> Path:
+    run_dir = Path(args.out) if args.out else _default_run_dir()
+    if args.resume:
+        if not (run_dir / "last.ckpt").is_file():
+            raise UserError(f"--resume: {run_dir} has no last.ckpt to continue from; check --out")
+        return run_dir
+    if run_dir.exists():
+        if not run_dir.is_dir():
+            raise UserError(f"--out {run_dir} exists and is not a directory; choose another --out")
+        if any(run_dir.iterdir()):
+            if not args.force:
+                raise UserError(f"run directory {run_dir} exists and is not empty; use --resume to continue it, "
+                                "--force to overwrite it, or another --out")
+            for name in RUN_FILES:
+                p = run_dir / name
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create run directory {run_dir} ({exc.strerror}); choose another --out") from None
+    return run_dir
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _merge_resume_args(args: PretrainArgs, run_dir: Path) -> PretrainArgs:
+    """On --resume, the run's data, model, window and split settings come from its args.json."""
+    try:
+        saved = json.loads((run_dir / "args.json").read_text())["args"]
+    except (OSError, ValueError, KeyError):
+        raise UserError(f"--resume: {run_dir}/args.json is missing or unreadable; cannot resume this run") from None
+    keep = ("fasta", "data", "preset", "seq_len", "batch_size", "micro_batch_size", "val_contigs", "test_contigs",
+            "split_bed", "seq_warmup", "model_overrides", "seed", "val_windows")
+    merged = dataclasses.asdict(args)
+    for k in keep:
+        if k in saved:
+            merged[k] = saved[k]
+    if args.max_steps is None and args.max_tokens is None and args.max_time is None:
+        for k in ("max_steps", "max_tokens", "max_time", "lr"):
+            merged[k] = saved.get(k)
+    merged["model_overrides"] = dict(merged.get("model_overrides") or {})
+    merged["val_contigs"] = tuple(merged.get("val_contigs") or ())
+    merged["test_contigs"] = tuple(merged.get("test_contigs") or ())
+    return PretrainArgs(**merged)
+
+
+# ---------------------------------------------------------------------- data
+
+
+def _open_data(args: PretrainArgs, progress: bool):
+    from ..data.fasta import cache_dir
+    from ..data.store import TokenStore, ingest, is_store
+
+    if args.data:
+        p = Path(args.data)
+        if not p.exists():
+            raise UserError(f"--data {p}: no such token store; build one with `mamba-genome ingest REF -o {p}`")
+        if not is_store(p):
+            raise UserError(f"--data {p} is not a token store (no manifest); for a FASTA use --fasta")
+        return TokenStore.open(p), f"store {p.resolve()}"
+    if args.fasta:
+        store = ingest(args.fasta, progress=progress)
+        return store, f"FASTA {Path(args.fasta).resolve()}"
+    if not BUNDLED_FASTA.is_file():
+        raise UserError(f"the bundled genome {BUNDLED_FASTA} is missing from this installation; pass --fasta or --data")
+    store = ingest(BUNDLED_FASTA, cache_dir("stores") / "bundled-ecoli_k12.mgstore", progress=progress)
+    return store, "bundled E. coli K-12 MG1655 (mamba_genome/bundled/ecoli_k12.fa.gz)"
+
+
+# --------------------------------------------------------------------- train
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for msg in (".*does not have many workers.*", ".*num_workers.*", ".*LeafSpec.*", ".*is deprecated.*",
+                ".*Checkpoint directory.*exists and is not empty.*", ".*sync_dist=True.*",
+                ".*Experiment logs directory.*", ".*Trying to infer the `batch_size`.*",
+                ".*The number of training batches.*", ".*tensorboardX.*", ".*val_check_interval.*"):
+        warnings.filterwarnings("ignore", message=msg)
+
+
+def pretrain(args: PretrainArgs) -> dict:
+    """Pretrain a Mamba LM as ``args`` say; returns the final metrics (also in ``metrics.json``).
+
+    Raises:
+        UserError: bad flags, unreadable data, a genome shorter than one
+            window, an existing run directory without --resume/--force.
+    """
+    t_start = time.perf_counter()
+    run_dir = _prepare_run_dir(args)
+    if args.resume:
+        args = _merge_resume_args(args, run_dir)
+    progress = not args.quiet
+    plan = _plan(args)
+
+    store, source = _open_data(args, progress)
+    from ..data.splits import SplitPlan, make_splits
+
+    if args.resume and (run_dir / "split.json").is_file():
+        split = SplitPlan.from_json((run_dir / "split.json").read_text())
+    else:
+        split = make_splits(store, val_contigs=args.val_contigs, test_contigs=args.test_contigs, bed=args.split_bed)
+    if not split.regions("train"):
+        raise UserError(f"the split leaves nothing to train on ({split.describe()})")
+    if not split.regions("val"):
+        raise UserError(f"the split has no validation sequence ({split.describe()}); use --val-contigs or --split-bed")
+    longest_train = max(r.length for r in split.regions("train"))
+    longest_val = max(r.length for r in split.regions("val"))
+    if min(longest_train, longest_val) < plan.seq_len:
+        which = "training" if longest_train < plan.seq_len else "validation"
+        raise UserError(f"the genome is too short for --seq-len {plan.seq_len:,}: the longest {which} region is "
+                        f"{min(longest_train, longest_val):,} bp ({split.describe()}); use a smaller --seq-len")
+
+    import lightning as L
+    import torch
+    from lightning.pytorch.loggers import CSVLogger
+
+    _quiet_lightning()  # after the import: importing lightning sets its loggers to INFO
+
+    from ..model.config import MambaConfig
+    from ..train.callbacks import RunExporter, StepBudget, StepProgressBar, TimeBudget
+    from ..train.datamodule import GenomeDataModule
+    from ..train.lm_module import LMModule
+    from ..train.plots import plot_loss_curve
+    from ..train.schedule import TrainSchedule, format_duration
+
+    L.seed_everything(args.seed, workers=True, verbose=False)
+    if not plan.on_gpu and args.accelerator == "auto":
+        accelerator = "cpu"
+    else:
+        accelerator = "gpu" if plan.on_gpu else args.accelerator
+    config = MambaConfig.from_preset(args.preset, gradient_checkpointing=args.gradient_checkpointing,
+                                     **args.model_overrides)
+    schedule = TrainSchedule(total_steps=plan.total_steps, final_seq_len=plan.seq_len, lr=plan.lr,
+                             warmup_fraction=args.warmup_fraction, min_lr_ratio=args.min_lr_ratio,
+                             seq_warmup=args.seq_warmup)
+    module = LMModule(config, schedule, weight_decay=args.weight_decay)
+    data = GenomeDataModule(store.path, split, schedule, micro_batch_size=plan.micro_batch,
+                            accumulate=plan.accumulate, val_windows=plan.val_windows,
+                            val_batch_size=max(1, plan.micro_batch), num_workers=plan.num_workers,
+                            pin_memory=plan.on_gpu, seed=args.seed)
+    n_params = module.model.num_parameters()
+
+    args_record = {"args": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(args).items()},
+                   "resolved": dataclasses.asdict(plan), "model_config": config.to_dict(), "source": source,
+                   "store": str(store.path)}
+    if not args.resume:
+        _write_json(run_dir / "args.json", args_record)
+        (run_dir / "split.json").write_text(split.to_json() + "\n")
+
+    def provenance(pl_module) -> dict:
+        return {"task": "pretrain", "data_source": source, "store": str(store.path), "split": split.describe(),
+                "steps": int(pl_module.global_step), "tokens_seen": int(pl_module.tokens_seen),
+                "seq_len": plan.seq_len, "tokens_per_step": plan.tokens_per_step, "preset": args.preset,
+                "val": dict(pl_module.last_val)}
+
+    exporter = RunExporter(run_dir, provenance)
+    bar = StepProgressBar(schedule, enabled=progress)
+    callbacks = [exporter, bar]
+    time_budget = None
+    if plan.budget == "max_time":
+        time_budget = TimeBudget(schedule, plan.max_time, val_every=plan.val_every)
+        data.epoch_end = time_budget.next_refit
+        callbacks.append(time_budget)
+    else:
+        callbacks.append(StepBudget(schedule))
+
+    log_root = run_dir / "logs"
+    version = f"v{len(list(log_root.glob('v*')))}" if log_root.is_dir() else "v0"
+    loggers = [CSVLogger(str(run_dir), name="logs", version=version)]
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is not None:
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            loggers.append(TensorBoardLogger(str(run_dir), name="logs", version="tensorboard"))
+    except Exception:  # pragma: no cover - optional dependency
+        pass
+
+    val_every = plan.val_every or 10 ** 9
+    trainer = L.Trainer(
+        accelerator=accelerator, devices=args.devices if args.devices not in (None,) else "auto",
+        num_nodes=args.num_nodes, strategy=args.strategy, precision=plan.precision,
+        max_epochs=-1, max_steps=plan.total_steps if plan.budget != "max_time" else -1,
+        gradient_clip_val=args.grad_clip, accumulate_grad_batches=plan.accumulate,
+        reload_dataloaders_every_n_epochs=1, val_check_interval=val_every * plan.accumulate,
+        check_val_every_n_epoch=None, num_sanity_val_steps=0, logger=loggers, callbacks=callbacks,
+        enable_checkpointing=False, enable_model_summary=False,
+        log_every_n_steps=max(1, min(50, (plan.total_steps if plan.budget != "max_time" else 100) // 50)),
+        default_root_dir=str(run_dir), use_distributed_sampler=True,
+    )
+    if not plan.on_gpu:
+        torch.set_float32_matmul_precision("highest")
+    else:
+        torch.set_float32_matmul_precision("high")
+
+    if progress and trainer.is_global_zero:
+        extra = f", {plan.accumulate} micro-batches of {plan.micro_batch}" if plan.accumulate > 1 else ""
+        limit = (f"{format_duration(plan.max_time)} budget" if plan.budget == "max_time"
+                 else f"{plan.total_steps:,} steps")
+        stages = schedule.stages()
+        warm = f", seq-len warmup {stages[0].seq_len}->{plan.seq_len}" if len(stages) > 1 else ""
+        _echo(f"pretrain {args.preset} ({n_params:,} params) on {source}")
+        _echo(f"  split: {split.describe()}")
+        _echo(f"  {plan.batch_size} x {plan.seq_len:,} = {plan.tokens_per_step:,} tokens/step{extra}, lr {plan.lr:g}, "
+              f"{limit}{warm}, {plan.precision} on {plan.world} {'GPU' if plan.on_gpu else 'CPU'} device(s)")
+        _echo(f"  run dir: {run_dir}")
+
+    ckpt = str(run_dir / "last.ckpt") if args.resume else None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
+        warnings.filterwarnings("ignore", category=UserWarning, module="pytorch_lightning")
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)
+
+    if not trainer.is_global_zero:
+        return {}
+    if not module.last_val:
+        raise UserError("training ended before any validation; increase --max-steps / --max-time")
+    csvs = sorted(log_root.glob("v*/metrics.csv"))
+    try:
+        plot_loss_curve(csvs, run_dir / "loss_curve.png", title=f"mamba-genome pretrain ({args.preset})")
+    except Exception as exc:  # a plot must never lose a finished run
+        _echo(f"warning: loss curve not drawn ({exc})")
+    wall = time.perf_counter() - t_start
+    lv = module.last_val
+    stopped = ("max_time" if time_budget is not None and time_budget.stopped_by_budget else plan.budget)
+    metrics = {
+        "val_loss": lv["val_loss"], "val_bits_per_base": lv["val_bits_per_base"],
+        "val_perplexity": lv["val_perplexity"], "val_bases": lv.get("val_bases"),
+        "best_val_loss": exporter.best_loss, "best_step": exporter.best_step,
+        "tokens_seen": int(module.tokens_seen), "steps": int(trainer.global_step),
+        "wall_seconds": wall, "train_seconds": module.train_seconds,
+        "tokens_per_second": module.tokens_seen / max(module.train_seconds, 1e-9),
+        "preset": args.preset, "num_parameters": n_params, "seq_len": plan.seq_len,
+        "tokens_per_step": plan.tokens_per_step, "lr": plan.lr, "precision": plan.precision,
+        "devices": plan.world, "stopped_by": stopped, "data_source": source, "split": split.describe(),
+        "run_dir": str(run_dir),
+    }
+    _write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _echo(msg: str) -> None:
+    import sys
+
+    print(msg, file=sys.stderr, flush=True)
+
+
+def summary_rows(metrics: dict) -> list[dict]:
+    """One row for the end-of-run table."""
+    from ..train.schedule import format_duration
+
+    return [{
+        "preset": metrics["preset"], "params": f"{metrics['num_parameters']:,}", "steps": f"{metrics['steps']:,}",
+        "tokens": f"{metrics['tokens_seen']:,}", "wall": format_duration(metrics["wall_seconds"]),
+        "tokens/s": f"{metrics['tokens_per_second']:,.0f}", "val_loss": f"{metrics['val_loss']:.4f}",
+        "val_bits/base": f"{metrics['val_bits_per_base']:.4f}", "perplexity": f"{metrics['val_perplexity']:.3f}",
+        "run_dir": metrics["run_dir"],
+    }]
+
+
+__all__ = ["PretrainArgs", "pretrain", "summary_rows", "BUNDLED_FASTA"]
