@@ -66,16 +66,18 @@ def _csv(ctx, param, value):
 @click.option("--test-contigs", multiple=True, callback=_csv, metavar="NAMES", help="Contigs held out for testing.")
 @click.option("--split-bed", type=click.Path(dir_okay=False), help="BED file 'chrom start end split' (train/val/test).")
 @click.option("--no-seq-warmup", is_flag=True, help="Train at --seq-len from the first step.")
+@click.option("--seq-warmup-start", type=int, default=1024, show_default=True, help="First length of the sequence-length warmup.")
 @click.option("--grad-checkpointing", is_flag=True, help="Recompute blocks in backward (less memory at long --seq-len).")
 @click.option("--val-every", type=int, help="Validate every N optimizer steps [about 8 times per run].")
 @click.option("--val-windows", type=int, help="Validation windows, evenly spaced over the val split [GPU 256, CPU 48].")
 @click.option("--num-workers", type=int, help="DataLoader worker processes [GPU 4, CPU 0].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary table.")
+@click.option("--model-overrides", hidden=True, metavar="JSON", help="MambaConfig fields over the preset (tests, experiments).")
 @handle_errors
 def pretrain(fasta, data, preset, seq_len, batch_size, micro_batch_size, max_steps, max_tokens, max_time, lr,
              weight_decay, out, resume, force, devices, num_nodes, strategy, precision, accelerator, seed,
-             val_contigs, test_contigs, split_bed, no_seq_warmup, grad_checkpointing, val_every, val_windows,
-             num_workers, quiet):
+             val_contigs, test_contigs, split_bed, no_seq_warmup, seq_warmup_start, grad_checkpointing, val_every, val_windows,
+             num_workers, quiet, model_overrides):
     """Pretrain a Mamba DNA language model (next-base prediction) on a genome.
 
     With no --fasta/--data, trains the tiny model on the bundled E. coli
@@ -89,9 +91,9 @@ def pretrain(fasta, data, preset, seq_len, batch_size, micro_batch_size, max_ste
         micro_batch_size=micro_batch_size, max_steps=max_steps, max_tokens=max_tokens, max_time=max_time, lr=lr,
         weight_decay=weight_decay, out=out, resume=resume, force=force, devices=devices, num_nodes=num_nodes,
         strategy=strategy, precision=precision, accelerator=accelerator, seed=seed, val_contigs=val_contigs,
-        test_contigs=test_contigs, split_bed=split_bed, seq_warmup=not no_seq_warmup,
+        test_contigs=test_contigs, split_bed=split_bed, seq_warmup=not no_seq_warmup, seq_warmup_start=seq_warmup_start,
         gradient_checkpointing=grad_checkpointing, val_every=val_every, val_windows=val_windows,
-        num_workers=num_workers, quiet=quiet, model_overrides=_hidden_overrides(),
+        num_workers=num_workers, quiet=quiet, model_overrides=_parse_overrides(model_overrides),
     )
     metrics = run_pretrain(args)
     if not metrics:  # not rank 0
@@ -104,20 +106,18 @@ def pretrain(fasta, data, preset, seq_len, batch_size, micro_batch_size, max_ste
     click.echo(metrics["run_dir"])
 
 
-def _hidden_overrides() -> dict:
-    """MambaConfig overrides from $MAMBA_GENOME_MODEL_OVERRIDES (JSON; for tests and experiments)."""
+def _parse_overrides(raw: str | None) -> dict:
+    """The hidden --model-overrides JSON object, e.g. '{"d_model": 32, "n_layer": 2}'."""
     import json
-    import os
 
     from ..errors import UserError
 
-    raw = os.environ.get("MAMBA_GENOME_MODEL_OVERRIDES", "").strip()
     if not raw:
         return {}
     try:
         value = json.loads(raw)
     except ValueError:
-        raise UserError("MAMBA_GENOME_MODEL_OVERRIDES must be a JSON object, e.g. '{\"d_model\": 32}'") from None
+        value = None
     if not isinstance(value, dict):
-        raise UserError("MAMBA_GENOME_MODEL_OVERRIDES must be a JSON object, e.g. '{\"d_model\": 32}'")
+        raise UserError('--model-overrides must be a JSON object, e.g. \'{"d_model": 32}\'')
     return value

@@ -88,6 +88,7 @@ class PretrainArgs:
     test_contigs: tuple[str, ...] = ()  # --test-contigs: contigs held out for testing
     split_bed: str | None = None        # --split-bed: BED file chrom/start/end/split
     seq_warmup: bool = True             # --no-seq-warmup switches sequence-length warmup off
+    seq_warmup_start: int = 1024        # --seq-warmup-start: first warmup length (paper: 1024)
     gradient_checkpointing: bool = False  # --grad-checkpointing: recompute blocks in backward
     val_every: int | None = None        # --val-every: validate every N optimizer steps
     val_windows: int | None = None      # --val-windows: validation windows (evenly spaced)
@@ -108,7 +109,8 @@ class PretrainArgs:
                             ("--micro-batch-size", self.micro_batch_size, 1), ("--max-steps", self.max_steps, 1),
                             ("--max-tokens", self.max_tokens, 1), ("--val-every", self.val_every, 1),
                             ("--val-windows", self.val_windows, 1), ("--num-workers", self.num_workers, 0),
-                            ("--num-nodes", self.num_nodes, 1)):
+                            ("--num-nodes", self.num_nodes, 1),
+                            ("--seq-warmup-start", self.seq_warmup_start, 16)):
             if v is not None and int(v) < lo:
                 raise UserError(f"{flag} must be at least {lo}, got {v}")
         if self.max_time is not None:
@@ -278,7 +280,7 @@ def _merge_resume_args(args: PretrainArgs, run_dir: Path) -> PretrainArgs:
     except (OSError, ValueError, KeyError):
         raise UserError(f"--resume: {run_dir}/args.json is missing or unreadable; cannot resume this run") from None
     keep = ("fasta", "data", "preset", "seq_len", "batch_size", "micro_batch_size", "val_contigs", "test_contigs",
-            "split_bed", "seq_warmup", "model_overrides", "seed", "val_windows")
+            "split_bed", "seq_warmup", "seq_warmup_start", "model_overrides", "seed", "val_windows")
     merged = dataclasses.asdict(args)
     for k in keep:
         if k in saved:
@@ -382,7 +384,7 @@ def pretrain(args: PretrainArgs) -> dict:
                                      **args.model_overrides)
     schedule = TrainSchedule(total_steps=plan.total_steps, final_seq_len=plan.seq_len, lr=plan.lr,
                              warmup_fraction=args.warmup_fraction, min_lr_ratio=args.min_lr_ratio,
-                             seq_warmup=args.seq_warmup)
+                             seq_warmup=args.seq_warmup, start_seq_len=args.seq_warmup_start)
     module = LMModule(config, schedule, weight_decay=args.weight_decay)
     data = GenomeDataModule(store.path, split, schedule, micro_batch_size=plan.micro_batch,
                             accumulate=plan.accumulate, val_windows=plan.val_windows,

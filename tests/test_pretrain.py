@@ -1,0 +1,175 @@
+"""`mamba-genome pretrain` end to end on CPU: run directory, metrics, resume, budgets, bad flags."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mamba_genome.checkpoint import load_model
+from mamba_genome.cli import main
+from mamba_genome.errors import UserError
+from mamba_genome.workflows.pretrain import BUNDLED_FASTA, PretrainArgs, _plan
+
+DATA = Path(__file__).parent / "data"
+TINY = json.dumps({"d_model": 16, "n_layer": 1})
+FAST = ["--seq-len", "32", "--batch-size", "2", "--val-windows", "4", "--accelerator", "cpu",
+        "--model-overrides", TINY]
+METRIC_KEYS = ("val_loss", "val_bits_per_base", "val_perplexity", "tokens_seen", "wall_seconds", "tokens_per_second")
+
+
+@pytest.fixture(scope="module")
+def fasta(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fa")
+    shutil.copy(DATA / "ecoli_MG1655_3kb.fa", d / "ecoli.fa")
+    return d / "ecoli.fa"
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAMBA_GENOME_CACHE", str(tmp_path / "cache"))
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def run(fasta, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    res = invoke("pretrain", "--fasta", fasta, *FAST, "--max-steps", 4, "--val-every", 2, "--out", out)
+    assert res.exit_code == 0, res.output
+    return out, res
+
+
+def test_run_directory_and_metrics(run):
+    out, res = run
+    assert res.stdout.strip().splitlines()[-1] == str(out)
+    for name in ("best", "last", "last.ckpt", "metrics.json", "split.json", "args.json", "loss_curve.png"):
+        assert (out / name).exists(), name
+    assert list((out / "logs").glob("v0/metrics.csv"))
+    m = json.loads((out / "metrics.json").read_text())
+    for key in METRIC_KEYS:
+        assert math.isfinite(m[key]), key
+    assert m["steps"] == 4 and m["tokens_seen"] == 4 * 2 * 32
+    assert m["val_bits_per_base"] == pytest.approx(m["val_loss"] / math.log(2))
+    assert m["val_perplexity"] == pytest.approx(math.exp(m["val_loss"]), rel=1e-5)
+    assert "val_bits/base" in res.stderr and "tokens/s" in res.stderr  # summary table
+
+
+def test_exported_models_load(run):
+    out, _ = run
+    for sub in ("best", "last"):
+        model, meta = load_model(out / sub)
+        assert meta["model_type"] == "lm" and model.config.d_model == 16
+        extra = meta["extra"]
+        assert extra["task"] == "pretrain" and extra["tokens_seen"] > 0 and "contig tails" in extra["split"]
+    model, _ = load_model(out)  # a run directory resolves to best/
+    with torch.no_grad():
+        assert torch.isfinite(model.loss(torch.randint(5, 9, (1, 32)))).all()
+
+
+def test_checkpoint_is_weights_only(run):
+    out, _ = run
+    ckpt = torch.load(out / "last.ckpt", weights_only=True, map_location="cpu")
+    assert ckpt["global_step"] == 4 and ckpt["mg_state"]["tokens_seen"] == 256
+
+
+def test_evaluate_the_run(run, fasta):
+    out, _ = run
+    res = invoke("evaluate", out, "--fasta", fasta, "--seq-len", 64, "--json")
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.stdout)
+    assert r["bases"] > 2900 and math.isfinite(r["bits_per_base"])
+    assert r["perplexity"] == pytest.approx(2 ** r["bits_per_base"], rel=1e-6)
+
+
+def test_resume_continues(run, tmp_path):
+    src, _ = run
+    out = tmp_path / "resumed"
+    shutil.copytree(src, out)
+    res = invoke("pretrain", "--out", out, "--resume", "--max-steps", 6, "--val-every", 2, "--accelerator", "cpu", "-q")
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["steps"] == 6 and m["tokens_seen"] == 6 * 2 * 32  # continued, not restarted
+    assert (out / "logs" / "v1" / "metrics.csv").is_file()
+
+
+def test_refuses_to_overwrite(run, fasta):
+    out, _ = run
+    res = CliRunner().invoke(main, ["pretrain", "--fasta", str(fasta), *FAST, "--max-steps", "2", "--out", str(out)])
+    assert res.exit_code == 1
+    assert res.stderr.startswith("error: ") and "--resume" in res.stderr and "--force" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_force_overwrites_and_seq_warmup(fasta, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    # seq-len 64 with warmup from 32: 2 stages, batch 4 x 32 then 2 x 64 (constant tokens per step)
+    res = invoke("pretrain", "--fasta", fasta, *FAST[2:], "--seq-len", 64, "--batch-size", 2, "--max-steps", 6,
+                 "--seq-warmup-start", 32, "--val-windows", 2, "--out", out, "--force", "-q")
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["steps"] == 6 and m["tokens_seen"] == 6 * 2 * 64
+    rows = [r.split(",") for r in (out / "logs" / "v0" / "metrics.csv").read_text().splitlines()]
+    col = rows[0].index("seq_len")
+    lengths = [float(r[col]) for r in rows[1:] if r[col]]
+    assert lengths[0] == 32 and lengths[-1] == 64 and lengths == sorted(lengths)
+
+
+def test_max_time_stops(fasta, tmp_path):
+    out = tmp_path / "timed"
+    res = invoke("pretrain", "--fasta", fasta, *FAST, "--max-time", "3s", "--out", out, "-q")
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["stopped_by"] == "max_time" and m["steps"] >= 1
+    assert math.isfinite(m["val_loss"])
+
+
+@pytest.mark.parametrize("args,message", [
+    pytest.param(["--fasta", "x.fa", "--data", "y"], "either --fasta or --data", id="fasta+data"),
+    pytest.param(["--max-steps", "2", "--max-time", "1m"], "exclude each other", id="two-budgets"),
+    pytest.param(["--seq-len", "8"], "--seq-len must be at least 16", id="seq-len"),
+    pytest.param(["--max-time", "soon"], "--max-time", id="bad-duration"),
+    pytest.param(["--data", "no/such/store"], "no such token store", id="missing-store"),
+    pytest.param(["--fasta", "no/such.fa"], "no/such.fa", id="missing-fasta"),
+    pytest.param(["--resume"], "has no last.ckpt", id="resume-nothing"),
+    pytest.param(["--model-overrides", "[1]"], "JSON object", id="overrides"),
+    pytest.param(["--lr", "5"], "--lr", id="lr"),
+])
+def test_bad_flags_one_line(args, message, tmp_path):
+    res = CliRunner().invoke(main, ["pretrain", *args, "--out", str(tmp_path / "r")])
+    assert res.exit_code == 1, res.output
+    assert res.stderr.startswith("error: ") and message in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_genome_shorter_than_window(fasta, tmp_path):
+    res = CliRunner().invoke(main, ["pretrain", "--fasta", str(fasta), *FAST[2:], "--seq-len", "4096",
+                                    "--max-steps", "2", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 1
+    assert "too short for --seq-len 4,096" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_cpu_defaults_and_gpu_recipe(monkeypatch):
+    cpu = _plan(PretrainArgs(accelerator="cpu"))
+    assert cpu.budget == "max_time" and cpu.precision == "32-true" and cpu.num_workers == 0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    gpu = _plan(PretrainArgs(seq_len=2 ** 15))
+    assert gpu.tokens_per_step == 2 ** 20 and gpu.lr == 8e-3 and gpu.precision == "bf16-mixed"
+    assert gpu.micro_batch * gpu.accumulate == gpu.batch_size and gpu.accumulate > 1
+    ddp = _plan(PretrainArgs(seq_len=1024, devices="4"))
+    assert ddp.world == 4 and ddp.batch_size == 1024 and ddp.micro_batch * ddp.accumulate * 4 == 1024
+
+
+def test_bundled_genome_ships():
+    assert BUNDLED_FASTA.is_file() and BUNDLED_FASTA.stat().st_size > 1_000_000
+    with pytest.raises(UserError):
+        PretrainArgs(preset="huge")
