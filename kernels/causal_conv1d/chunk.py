@@ -64,7 +64,7 @@ def _conv_fwd_kernel(
     init_ptr += pid_b * D * (W - 1)
     acc = _pre_act(x_ptr, init_ptr, w_ptr, t, offs_d, md, bias, L, D, s_xl, W, HAS_INIT, BL, BD)
     if SILU:
-        acc = acc * tl.sigmoid(acc)
+        acc = acc * (1.0 / (1.0 + tl.exp(-acc)))
     tl.store(y_ptr + pid_b * L * D + t[:, None] * D + offs_d[None, :], acc.to(y_ptr.dtype.element_ty),
              mask=(t < L)[:, None] & md[None, :])
 
@@ -97,7 +97,7 @@ def _conv_bwd_kernel(
         g = tl.load(dy_ptr + t[:, None] * D + offs_d[None, :], mask=mt, other=0.0).to(tl.float32)
         if SILU:
             pre = _pre_act(x_ptr, init_ptr, w_ptr, t, offs_d, md, bias, L, D, s_xl, W, HAS_INIT, BL, BD)
-            s = tl.sigmoid(pre)
+            s = (1.0 / (1.0 + tl.exp(-pre)))
             g = g * s * (1.0 + pre * (1.0 - s))
         wk = tl.load(w_ptr + offs_d * W + k, mask=md, other=0.0).to(tl.float32)
         dxp += wk[None, :] * g

@@ -36,43 +36,18 @@ LOG2E = 1.4426950408889634
 
 
 # ----------------------------------------------------------------------------- helpers (jit)
-@triton.jit
-def _combine(a1, b1, a2, b2):
-    # (a1, b1) then (a2, b2): h -> a2 * (a1 * h + b1) + b2
-    return a1 * a2, a2 * b1 + b2
-
-
-@triton.jit
-def _softplus(x):
-    return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
-
-
-@triton.jit
-def _load_dt(delta_ptr, s_dl, offs_t, offs_d, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    """Returns (v, dt): v = delta + bias (pre-softplus), dt = softplus(v) or v; 0 where masked."""
-    v = tl.load(delta_ptr + offs_t[:, None] * s_dl + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        v = v + bias[None, :]
-    if SOFTPLUS:
-        dt = _softplus(v)
-    else:
-        dt = v
-    dt = tl.where(mask, dt, 0.0)
-    return v, dt
-
-
-@triton.jit
-def _load_tile(ptr, s_l, offs_t, offs_c, mask):
-    return tl.load(ptr + offs_t[:, None] * s_l + offs_c[None, :], mask=mask, other=0.0).to(tl.float32)
+# Helpers are written inline in the kernels below rather than as nested @triton.jit
+# functions: the CPU interpreter (CI) pays a large fixed cost on every nested call.
+# Row t of the inputs, used by every kernel:
+#   u = u[t, d];  v = delta[t, d] + bias[d];  dt = softplus(v) (or v), 0 off the mask;  B = B[t, n]
 
 
 # ----------------------------------------------------------------------------- kernels
 @triton.jit
 def _fwd_chunk_state_kernel(
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, hloc_ptr, dtsum_ptr,
-    L, D, N, NC, s_ub, s_ul, s_db, s_dl, s_bb, s_bl,
-    T: tl.constexpr, NT: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
-    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    L, D, N, NC, K, s_ub, s_ul, s_db, s_dl, s_bb, s_bl,
+    BD: tl.constexpr, NP: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
 ):
     """End state of chunk c (c < NC-1) started from zero, and sum_t dt_t over the chunk."""
     pid_c = tl.program_id(0).to(tl.int64)
@@ -81,30 +56,28 @@ def _fwd_chunk_state_kernel(
     offs_d = pid_d * BD + tl.arange(0, BD)
     offs_n = tl.arange(0, NP)
     md, mn = offs_d < D, offs_n < N
-    A2 = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=md[:, None] & mn[None, :], other=0.0) * LOG2E
+    mdn = md[:, None] & mn[None, :]
+    A2 = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mdn, other=0.0) * LOG2E
     bias = tl.zeros([BD], dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
     u_ptr += pid_b * s_ub
     delta_ptr += pid_b * s_db
     B_ptr += pid_b * s_bb
-    acc = tl.zeros([BD, NP], dtype=tl.float32)
+    h = tl.zeros([BD, NP], dtype=tl.float32)
     tot = tl.zeros([BD], dtype=tl.float32)
-    for j in range(NT):
-        offs_t = pid_c * (NT * T) + j * T + tl.arange(0, T)
-        mt = offs_t < L
-        m2 = mt[:, None] & md[None, :]
-        _, dt = _load_dt(delta_ptr, s_dl, offs_t, offs_d, m2, bias, HAS_BIAS, SOFTPLUS)
-        u = _load_tile(u_ptr, s_ul, offs_t, offs_d, m2)
-        Bt = _load_tile(B_ptr, s_bl, offs_t, offs_n, mt[:, None] & mn[None, :])
-        cum = tl.cumsum(dt, 0)
-        ts = tl.sum(dt, 0)
-        # h_end = sum_t exp(A * sum_{s>t} dt_s) * dt_t u_t B_t; every weight is <= 1
-        w = tl.exp2(A2[None, :, :] * (ts[None, :] - cum)[:, :, None])
-        acc = tl.exp2(A2 * ts[:, None]) * acc + tl.sum(w * (dt * u)[:, :, None] * Bt[:, None, :], 0)
-        tot += ts
+    for t in range(pid_c * K, tl.minimum(pid_c * K + K, L)):
+        u = tl.load(u_ptr + t * s_ul + offs_d, mask=md, other=0.0).to(tl.float32)
+        v = tl.load(delta_ptr + t * s_dl + offs_d, mask=md, other=0.0).to(tl.float32) + bias
+        if SOFTPLUS:
+            dt = tl.where(md, tl.where(v > 20.0, v, tl.log(1.0 + tl.exp(v))), 0.0)
+        else:
+            dt = v
+        Bt = tl.load(B_ptr + t * s_bl + offs_n, mask=mn, other=0.0).to(tl.float32)
+        h = tl.exp2(A2 * dt[:, None]) * h + (dt * u)[:, None] * Bt[None, :]
+        tot += dt
     row = (pid_b * NC + pid_c) * D + offs_d
-    tl.store(hloc_ptr + row[:, None] * N + offs_n[None, :], acc, mask=md[:, None] & mn[None, :])
+    tl.store(hloc_ptr + row[:, None] * N + offs_n[None, :], h, mask=mdn)
     tl.store(dtsum_ptr + row, tot, mask=md)
 
 
@@ -115,8 +88,8 @@ def _chunk_carry_kernel(
 ):
     """Chain chunk states, elementwise over (d, n).
 
-    Forward:  out[0] = h0,          out[c+1] = exp(A dtsum_c) out[c] + loc[c]
-    Reverse:  out[NC-1] = h0 (dh_final),  out[c-1] = exp(A dtsum_c) out[c] + loc[c]
+    Forward:  out[0] = h0,                out[c+1] = exp(A dtsum_c) out[c] + loc[c]
+    Reverse:  out[NC-1] = h0 (dfinal),    out[c-1] = exp(A dtsum_c) out[c] + loc[c]
     """
     pid = tl.program_id(0).to(tl.int64)
     pid_b = tl.program_id(1).to(tl.int64)
@@ -148,19 +121,19 @@ def _chunk_carry_kernel(
 def _fwd_chunk_scan_kernel(
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr,
     hc_ptr, hs_ptr, final_ptr,
-    L, D, N, NC, NS,
+    L, D, N, NC, NS, S, NSEG,
     s_ub, s_ul, s_db, s_dl, s_bb, s_bl, s_cb, s_cl, s_zb, s_zl,
-    T: tl.constexpr, NT: tl.constexpr, M: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
+    BD: tl.constexpr, NP: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     STORE_FINAL: tl.constexpr,
 ):
-    """Scan chunk c from its start state hc[b, c]; write y and the segment-start states hs."""
+    """Scan chunk c (NSEG segments of S steps) from its start state hc[b, c]; write y and
+    the state at every segment start into hs."""
     pid_c = tl.program_id(0).to(tl.int64)
     pid_d = tl.program_id(1).to(tl.int64)
     pid_b = tl.program_id(2).to(tl.int64)
     offs_d = pid_d * BD + tl.arange(0, BD)
     offs_n = tl.arange(0, NP)
-    rows = tl.arange(0, T)
     md, mn = offs_d < D, offs_n < N
     mdn = md[:, None] & mn[None, :]
     dn = offs_d[:, None] * N + offs_n[None, :]
@@ -178,31 +151,28 @@ def _fwd_chunk_scan_kernel(
     z_ptr += pid_b * s_zb
     y_ptr += pid_b * L * D
     h = tl.load(hc_ptr + (pid_b * NC + pid_c) * D * N + dn, mask=mdn, other=0.0)
-    for j in range(NT):
-        t0 = pid_c * (NT * T) + j * T
-        if j % M == 0:
-            seg = t0 // (M * T)
-            tl.store(hs_ptr + (pid_b * NS + seg) * D * N + dn, h, mask=mdn & ((dn * 0 + seg) < NS))
-        offs_t = t0 + rows
-        mt = offs_t < L
-        m2 = mt[:, None] & md[None, :]
-        _, dt = _load_dt(delta_ptr, s_dl, offs_t, offs_d, m2, bias, HAS_BIAS, SOFTPLUS)
-        u = _load_tile(u_ptr, s_ul, offs_t, offs_d, m2)
-        mtn = mt[:, None] & mn[None, :]
-        Bt = _load_tile(B_ptr, s_bl, offs_t, offs_n, mtn)
-        Ct = _load_tile(C_ptr, s_cl, offs_t, offs_n, mtn)
-        decay = tl.exp2(A2[None, :, :] * dt[:, :, None])                      # (T, BD, NP)
-        bu = (dt * u)[:, :, None] * Bt[:, None, :]
-        acum, hcum = tl.associative_scan((decay, bu), 0, _combine)
-        hall = hcum + acum * h[None, :, :]
-        y = tl.sum(hall * Ct[:, None, :], 2)                                  # (T, BD)
-        if HAS_D:
-            y += Dv[None, :] * u
-        if HAS_Z:
-            zt = _load_tile(z_ptr, s_zl, offs_t, offs_d, m2)
-            y *= zt * tl.sigmoid(zt)
-        tl.store(y_ptr + offs_t[:, None] * D + offs_d[None, :], y.to(y_ptr.dtype.element_ty), mask=m2)
-        h = tl.sum(tl.where(rows[:, None, None] == T - 1, hall, 0.0), 0)
+    for sg in range(NSEG):
+        seg = pid_c * NSEG + sg
+        t0 = seg * S
+        if t0 < L:
+            tl.store(hs_ptr + (pid_b * NS + seg) * D * N + dn, h, mask=mdn)
+        for t in range(t0, tl.minimum(t0 + S, L)):
+            u = tl.load(u_ptr + t * s_ul + offs_d, mask=md, other=0.0).to(tl.float32)
+            v = tl.load(delta_ptr + t * s_dl + offs_d, mask=md, other=0.0).to(tl.float32) + bias
+            if SOFTPLUS:
+                dt = tl.where(md, tl.where(v > 20.0, v, tl.log(1.0 + tl.exp(v))), 0.0)
+            else:
+                dt = v
+            Bt = tl.load(B_ptr + t * s_bl + offs_n, mask=mn, other=0.0).to(tl.float32)
+            Ct = tl.load(C_ptr + t * s_cl + offs_n, mask=mn, other=0.0).to(tl.float32)
+            h = tl.exp2(A2 * dt[:, None]) * h + (dt * u)[:, None] * Bt[None, :]
+            y = tl.sum(h * Ct[None, :], 1)
+            if HAS_D:
+                y += Dv * u
+            if HAS_Z:
+                zt = tl.load(z_ptr + t * s_zl + offs_d, mask=md, other=0.0).to(tl.float32)
+                y *= zt * (1.0 / (1.0 + tl.exp(-zt)))
+            tl.store(y_ptr + t * D + offs_d, y.to(y_ptr.dtype.element_ty), mask=md)
     if STORE_FINAL:
         if pid_c == NC - 1:
             tl.store(final_ptr + pid_b * D * N + dn, h, mask=mdn)
@@ -211,19 +181,19 @@ def _fwd_chunk_scan_kernel(
 @triton.jit
 def _bwd_chunk_state_kernel(
     delta_ptr, bias_ptr, A_ptr, C_ptr, z_ptr, dy_ptr, gloc_ptr, dtsum_ptr,
-    L, D, N, NC, s_db, s_dl, s_cb, s_cl, s_zb, s_zl,
-    T: tl.constexpr, NT: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
-    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_Z: tl.constexpr,
+    L, D, N, NC, K, s_db, s_dl, s_cb, s_cl, s_zb, s_zl,
+    BD: tl.constexpr, NP: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_Z: tl.constexpr,
 ):
-    """For chunk c >= 1 with zero gradient flowing in from later chunks: the gradient w.r.t.
-    the state just before the chunk, sum_t exp(A * sum_{s<=t} dt_s) C_t dy'_t, and sum_t dt_t."""
+    """Chunk c >= 1, with no gradient coming from later chunks: the gradient w.r.t. the state
+    just before the chunk (g <- exp(dt_t A) (g + C_t dy'_t), walking back), and sum_t dt_t."""
     pid_c = tl.program_id(0).to(tl.int64) + 1
     pid_d = tl.program_id(1).to(tl.int64)
     pid_b = tl.program_id(2).to(tl.int64)
     offs_d = pid_d * BD + tl.arange(0, BD)
     offs_n = tl.arange(0, NP)
     md, mn = offs_d < D, offs_n < N
-    A2 = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=md[:, None] & mn[None, :], other=0.0) * LOG2E
+    mdn = md[:, None] & mn[None, :]
+    A2 = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mdn, other=0.0) * LOG2E
     bias = tl.zeros([BD], dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
@@ -231,25 +201,26 @@ def _bwd_chunk_state_kernel(
     C_ptr += pid_b * s_cb
     z_ptr += pid_b * s_zb
     dy_ptr += pid_b * L * D
-    acc = tl.zeros([BD, NP], dtype=tl.float32)
-    pre = tl.zeros([BD], dtype=tl.float32)
-    for j in range(NT):
-        offs_t = pid_c * (NT * T) + j * T + tl.arange(0, T)
-        mt = offs_t < L
-        m2 = mt[:, None] & md[None, :]
-        _, dt = _load_dt(delta_ptr, s_dl, offs_t, offs_d, m2, bias, HAS_BIAS, SOFTPLUS)
-        dyp = _load_tile(dy_ptr, D, offs_t, offs_d, m2)
+    g = tl.zeros([BD, NP], dtype=tl.float32)
+    tot = tl.zeros([BD], dtype=tl.float32)
+    t_hi = tl.minimum(pid_c * K + K, L)
+    for i in range(t_hi - pid_c * K):
+        t = t_hi - 1 - i
+        v = tl.load(delta_ptr + t * s_dl + offs_d, mask=md, other=0.0).to(tl.float32) + bias
+        if SOFTPLUS:
+            dt = tl.where(md, tl.where(v > 20.0, v, tl.log(1.0 + tl.exp(v))), 0.0)
+        else:
+            dt = v
+        dyp = tl.load(dy_ptr + t * D + offs_d, mask=md, other=0.0).to(tl.float32)
         if HAS_Z:
-            zt = _load_tile(z_ptr, s_zl, offs_t, offs_d, m2)
-            dyp *= zt * tl.sigmoid(zt)
-        Ct = _load_tile(C_ptr, s_cl, offs_t, offs_n, mt[:, None] & mn[None, :])
-        cum = tl.cumsum(dt, 0) + pre[None, :]
-        w = tl.exp2(A2[None, :, :] * cum[:, :, None])
-        acc += tl.sum(w * dyp[:, :, None] * Ct[:, None, :], 0)
-        pre += tl.sum(dt, 0)
+            zt = tl.load(z_ptr + t * s_zl + offs_d, mask=md, other=0.0).to(tl.float32)
+            dyp *= zt * (1.0 / (1.0 + tl.exp(-zt)))
+        Ct = tl.load(C_ptr + t * s_cl + offs_n, mask=mn, other=0.0).to(tl.float32)
+        g = tl.exp2(A2 * dt[:, None]) * (g + dyp[:, None] * Ct[None, :])
+        tot += dt
     row = (pid_b * NC + pid_c) * D + offs_d
-    tl.store(gloc_ptr + row[:, None] * N + offs_n[None, :], acc, mask=md[:, None] & mn[None, :])
-    tl.store(dtsum_ptr + row, pre, mask=md)
+    tl.store(gloc_ptr + row[:, None] * N + offs_n[None, :], g, mask=mdn)
+    tl.store(dtsum_ptr + row, tot, mask=md)
 
 
 @triton.jit
@@ -257,20 +228,23 @@ def _bwd_chunk_kernel(
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dy_ptr,
     hs_ptr, gc_ptr, scr_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr,
-    L, D, N, NC, NS,
+    L, D, N, NC, NS, NSEG,
     s_ub, s_ul, s_db, s_dl, s_bb, s_bl, s_cb, s_cl, s_zb, s_zl,
-    T: tl.constexpr, M: tl.constexpr, NSEG: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
+    T: tl.constexpr, M: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     STORE_DH0: tl.constexpr,
 ):
-    """All gradients for chunk c, given gc[b, c] = dL/dh at the chunk's last step from later steps."""
+    """All gradients for chunk c, given gc[b, c] = dLoss/dh at the chunk's last step from later steps.
+
+    Per segment (back to front): from the saved segment state, store the start state of each of
+    its M tiles in scratch; per tile (back to front): store its T states h_t in scratch, then walk
+    back through it with dh_t = C_t dy'_t + g, g <- exp(dt_t A) dh_t."""
     pid_c = tl.program_id(0).to(tl.int64)
     pid_d = tl.program_id(1).to(tl.int64)
     pid_b = tl.program_id(2).to(tl.int64)
     n_d = tl.num_programs(1)
     offs_d = pid_d * BD + tl.arange(0, BD)
     offs_n = tl.arange(0, NP)
-    rows = tl.arange(0, T)
     md, mn = offs_d < D, offs_n < N
     mdn = md[:, None] & mn[None, :]
     dn = offs_d[:, None] * N + offs_n[None, :]
@@ -293,8 +267,9 @@ def _bwd_chunk_kernel(
     dz_ptr += pid_b * L * D
     dB_ptr += pid_b * L * N
     dC_ptr += pid_b * L * N
-    bdn = tl.arange(0, BD)[:, None] * NP + offs_n[None, :]
-    scr_ptr += ((pid_b * n_d + pid_d) * NC + pid_c) * (M * BD * NP)
+    local = tl.arange(0, BD)[:, None] * NP + offs_n[None, :]
+    scr_tile = scr_ptr + ((pid_b * n_d + pid_d) * NC + pid_c) * ((M + T) * BD * NP)
+    scr_step = scr_tile + M * BD * NP
 
     g = tl.load(gc_ptr + (pid_b * NC + pid_c) * D * N + dn, mask=mdn, other=0.0)
     dA_acc = tl.zeros([BD, NP], dtype=tl.float32)
@@ -303,75 +278,79 @@ def _bwd_chunk_kernel(
     for i in range(NSEG):
         seg = pid_c * NSEG + (NSEG - 1 - i)
         h = tl.load(hs_ptr + (pid_b * NS + seg) * D * N + dn, mask=mdn & ((dn * 0 + seg) < NS), other=0.0)
-        # recompute the start state of every tile in this segment
         for j in range(M):
-            tl.store(scr_ptr + j * BD * NP + bdn, h)
-            offs_t = seg * (M * T) + j * T + rows
-            mt = offs_t < L
-            m2 = mt[:, None] & md[None, :]
-            _, dt = _load_dt(delta_ptr, s_dl, offs_t, offs_d, m2, bias, HAS_BIAS, SOFTPLUS)
-            u = _load_tile(u_ptr, s_ul, offs_t, offs_d, m2)
-            Bt = _load_tile(B_ptr, s_bl, offs_t, offs_n, mt[:, None] & mn[None, :])
-            cum = tl.cumsum(dt, 0)
-            ts = tl.sum(dt, 0)
-            w = tl.exp2(A2[None, :, :] * (ts[None, :] - cum)[:, :, None])
-            h = tl.exp2(A2 * ts[:, None]) * h + tl.sum(w * (dt * u)[:, :, None] * Bt[:, None, :], 0)
-        tl.debug_barrier()
+            tl.store(scr_tile + j * BD * NP + local, h)
+            t0 = (seg * M + j) * T
+            t_end = tl.minimum(t0 + T, L)
+            if j == M - 1:
+                t_end = t0  # the last tile's end state is not needed
+            for t in range(t0, t_end):
+                u = tl.load(u_ptr + t * s_ul + offs_d, mask=md, other=0.0).to(tl.float32)
+                v = tl.load(delta_ptr + t * s_dl + offs_d, mask=md, other=0.0).to(tl.float32) + bias
+                if SOFTPLUS:
+                    dt = tl.where(md, tl.where(v > 20.0, v, tl.log(1.0 + tl.exp(v))), 0.0)
+                else:
+                    dt = v
+                Bt = tl.load(B_ptr + t * s_bl + offs_n, mask=mn, other=0.0).to(tl.float32)
+                h = tl.exp2(A2 * dt[:, None]) * h + (dt * u)[:, None] * Bt[None, :]
         for jj in range(M):
             j = M - 1 - jj
-            h0 = tl.load(scr_ptr + j * BD * NP + bdn)
-            offs_t = seg * (M * T) + j * T + rows
-            mt = offs_t < L
-            m2 = mt[:, None] & md[None, :]
-            mtn = mt[:, None] & mn[None, :]
-            v, dt = _load_dt(delta_ptr, s_dl, offs_t, offs_d, m2, bias, HAS_BIAS, SOFTPLUS)
-            mnext = ((offs_t + 1) < L)[:, None] & md[None, :]
-            _, dtn = _load_dt(delta_ptr, s_dl, offs_t + 1, offs_d, mnext, bias, HAS_BIAS, SOFTPLUS)
-            u = _load_tile(u_ptr, s_ul, offs_t, offs_d, m2)
-            Bt = _load_tile(B_ptr, s_bl, offs_t, offs_n, mtn)
-            Ct = _load_tile(C_ptr, s_cl, offs_t, offs_n, mtn)
-            dy = _load_tile(dy_ptr, D, offs_t, offs_d, m2)
-            # forward recompute of h_t inside the tile
-            decay = tl.exp2(A2[None, :, :] * dt[:, :, None])
-            dtu = dt * u
-            bu = dtu[:, :, None] * Bt[:, None, :]
-            acum, hcum = tl.associative_scan((decay, bu), 0, _combine)
-            hall = hcum + acum * h0[None, :, :]
-            if HAS_Z:
-                zt = _load_tile(z_ptr, s_zl, offs_t, offs_d, m2)
-                ypre = tl.sum(hall * Ct[:, None, :], 2)
+            t0 = (seg * M + j) * T
+            tl.debug_barrier()
+            h = tl.load(scr_tile + j * BD * NP + local)
+            for t in range(t0, tl.minimum(t0 + T, L)):
+                u = tl.load(u_ptr + t * s_ul + offs_d, mask=md, other=0.0).to(tl.float32)
+                v = tl.load(delta_ptr + t * s_dl + offs_d, mask=md, other=0.0).to(tl.float32) + bias
+                if SOFTPLUS:
+                    dt = tl.where(md, tl.where(v > 20.0, v, tl.log(1.0 + tl.exp(v))), 0.0)
+                else:
+                    dt = v
+                Bt = tl.load(B_ptr + t * s_bl + offs_n, mask=mn, other=0.0).to(tl.float32)
+                h = tl.exp2(A2 * dt[:, None]) * h + (dt * u)[:, None] * Bt[None, :]
+                tl.store(scr_step + (t - t0) * BD * NP + local, h)
+            tl.debug_barrier()
+            n_valid = tl.minimum(t0 + T, L) - t0
+            for k in range(n_valid):
+                t = t0 + n_valid - 1 - k
+                h = tl.load(scr_step + (t - t0) * BD * NP + local)
+                u = tl.load(u_ptr + t * s_ul + offs_d, mask=md, other=0.0).to(tl.float32)
+                v = tl.load(delta_ptr + t * s_dl + offs_d, mask=md, other=0.0).to(tl.float32) + bias
+                if SOFTPLUS:
+                    dt = tl.where(md, tl.where(v > 20.0, v, tl.log(1.0 + tl.exp(v))), 0.0)
+                else:
+                    dt = v
+                Bt = tl.load(B_ptr + t * s_bl + offs_n, mask=mn, other=0.0).to(tl.float32)
+                Ct = tl.load(C_ptr + t * s_cl + offs_n, mask=mn, other=0.0).to(tl.float32)
+                dy = tl.load(dy_ptr + t * D + offs_d, mask=md, other=0.0).to(tl.float32)
+                if HAS_Z:
+                    zt = tl.load(z_ptr + t * s_zl + offs_d, mask=md, other=0.0).to(tl.float32)
+                    ypre = tl.sum(h * Ct[None, :], 1)
+                    if HAS_D:
+                        ypre += Dv * u
+                    sz = (1.0 / (1.0 + tl.exp(-zt)))
+                    dz = dy * ypre * sz * (1.0 + zt * (1.0 - sz))
+                    tl.store(dz_ptr + t * D + offs_d, dz.to(dz_ptr.dtype.element_ty), mask=md)
+                    dy = dy * zt * sz
+                dtu = dt * u
+                dh = dy[:, None] * Ct[None, :] + g                              # (BD, NP)
+                # dh_t * exp(dt_t A) h_{t-1}, with exp(dt_t A) h_{t-1} = h_t - dt_t u_t B_t
+                dh_hprev = dh * (h - dtu[:, None] * Bt[None, :])
+                tl.atomic_add(dC_ptr + t * N + offs_n, tl.sum(h * dy[:, None], 0), mask=mn)
+                tl.atomic_add(dB_ptr + t * N + offs_n, tl.sum(dh * dtu[:, None], 0), mask=mn)
+                dhB = tl.sum(dh * Bt[None, :], 1)
+                dA_acc += dh_hprev * dt[:, None]
+                ddt = u * dhB + tl.sum(dh_hprev * A, 1)
+                du = dt * dhB
                 if HAS_D:
-                    ypre += Dv[None, :] * u
-                sz = tl.sigmoid(zt)
-                dz = dy * ypre * sz * (1.0 + zt * (1.0 - sz))
-                tl.store(dz_ptr + offs_t[:, None] * D + offs_d[None, :], dz.to(dz_ptr.dtype.element_ty), mask=m2)
-                dy = dy * zt * sz
-            # reverse scan: dh_t = C_t dy'_t + exp(dt_{t+1} A) dh_{t+1}; g enters at the last row
-            x = dy[:, :, None] * Ct[:, None, :]
-            x += tl.where(rows[:, None, None] == T - 1, g[None, :, :], 0.0)
-            decn = tl.exp2(A2[None, :, :] * dtn[:, :, None])
-            _, dh = tl.associative_scan((decn, x), 0, _combine, reverse=True)
-            g = tl.sum(tl.where(rows[:, None, None] == 0, decay * dh, 0.0), 0)
-            # gradients
-            dC = tl.sum(hall * dy[:, :, None], 1)                              # (T, NP)
-            dB = tl.sum(dh * dtu[:, :, None], 1)
-            tl.atomic_add(dC_ptr + offs_t[:, None] * N + offs_n[None, :], dC, mask=mtn)
-            tl.atomic_add(dB_ptr + offs_t[:, None] * N + offs_n[None, :], dB, mask=mtn)
-            dhB = tl.sum(dh * Bt[:, None, :], 2)                               # (T, BD)
-            dh_hprev = dh * (hall - bu)                                        # dh_t * exp(dt_t A) h_{t-1}
-            dA_acc += tl.sum(dh_hprev * dt[:, :, None], 0)
-            ddt = u * dhB + tl.sum(dh_hprev * A[None, :, :], 2)
-            du = dt * dhB
-            if HAS_D:
-                du += Dv[None, :] * dy
-                dD_acc += tl.sum(dy * u, 0)
-            if SOFTPLUS:
-                ddt = ddt * tl.sigmoid(v)
-            ddt = tl.where(m2, ddt, 0.0)
-            dbias_acc += tl.sum(ddt, 0)
-            tl.store(du_ptr + offs_t[:, None] * D + offs_d[None, :], du.to(du_ptr.dtype.element_ty), mask=m2)
-            tl.store(ddelta_ptr + offs_t[:, None] * D + offs_d[None, :], ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
-        tl.debug_barrier()
+                    du += Dv * dy
+                    dD_acc += dy * u
+                if SOFTPLUS:
+                    ddt = ddt * (1.0 / (1.0 + tl.exp(-v)))
+                ddt = tl.where(md, ddt, 0.0)
+                dbias_acc += ddt
+                tl.store(du_ptr + t * D + offs_d, du.to(du_ptr.dtype.element_ty), mask=md)
+                tl.store(ddelta_ptr + t * D + offs_d, ddt.to(ddelta_ptr.dtype.element_ty), mask=md)
+                g = tl.exp2(A2 * dt[:, None]) * dh
     row = (pid_b * NC + pid_c) * D + offs_d
     tl.store(dA_ptr + row[:, None] * N + offs_n[None, :], dA_acc, mask=mdn)
     tl.store(dD_ptr + row, dD_acc, mask=md)
@@ -393,18 +372,29 @@ def _bld(t):
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
+# Launch-parameter overrides, for tuning runs (benchmarks/bench_kernels.py): keys of _config.
+TUNE: dict = {}
+
+
 def _config(batch, length, d_inner, d_state, device):
-    NP = max(triton.next_power_of_2(d_state), 1)
-    T = 16
-    BD = max(1, min(triton.next_power_of_2(d_inner), 4096 // (T * NP), 64))
-    M = 8                                   # tiles per saved segment: S = 128 steps
+    """Block sizes and the chunking of the length.
+
+    BD channels x NP states per program; the backward stores states every T steps (tile) in
+    scratch and the forward saves one every S = T*M steps (segment); a chunk is NSEG segments
+    and NC chunks run in parallel, enough of them to fill the GPU."""
+    NP = triton.next_power_of_2(d_state)
+    interp = triton_interpret()
+    BD = TUNE.get("BD", 64 if interp else 32)
+    BD = max(1, min(triton.next_power_of_2(d_inner), BD))
+    T = TUNE.get("T", 16)
+    M = TUNE.get("M", 1 if interp else 8)
     n_d = triton.cdiv(d_inner, BD)
     n_seg = triton.cdiv(length, T * M)
-    target = 4 * _num_sms(device) if device.type == "cuda" else 8
+    target = TUNE.get("programs", 8 * _num_sms(device) if device.type == "cuda" else 8)
     nc_want = max(1, min(n_seg, triton.cdiv(target, batch * n_d)))
     NSEG = triton.cdiv(n_seg, nc_want)
-    NC = triton.cdiv(n_seg, NSEG)
-    num_warps = 4 if T * BD * NP >= 2048 else 2
+    NC = max(1, triton.cdiv(n_seg, NSEG))
+    num_warps = TUNE.get("num_warps", max(1, min(4, BD * NP // 512)))
     return dict(T=T, BD=BD, NP=NP, M=M, NSEG=NSEG, NC=NC, n_d=n_d, n_seg=n_seg, num_warps=num_warps)
 
 
@@ -413,7 +403,8 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, need_
     d_state = A.shape[1]
     cfg = _config(batch, length, d_inner, d_state, u.device)
     T, BD, NP, M, NSEG, NC, n_d = (cfg[k] for k in ("T", "BD", "NP", "M", "NSEG", "NC", "n_d"))
-    NS = cfg["n_seg"]
+    NS, S = cfg["n_seg"], T * M
+    K = S * NSEG
     f32 = dict(device=u.device, dtype=torch.float32)
     y = torch.empty(batch, length, d_inner, device=u.device, dtype=u.dtype)
     hs = torch.empty(batch, max(NS, 1), d_inner, d_state, **f32)
@@ -422,15 +413,16 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, need_
     bias = delta_bias if delta_bias is not None else A
     Dp = D if D is not None else A
     flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus)
+    nw = cfg["num_warps"]
     if NC == 1:
         hc = h0 if h0 is not None else torch.zeros(batch, d_inner, d_state, **f32)
     else:
         hloc = torch.empty(batch, NC, d_inner, d_state, **f32)
         dtsum = torch.empty(batch, NC, d_inner, **f32)
         _fwd_chunk_state_kernel[(NC - 1, n_d, batch)](
-            u, delta, bias, A, B, hloc, dtsum, length, d_inner, d_state, NC,
+            u, delta, bias, A, B, hloc, dtsum, length, d_inner, d_state, NC, K,
             u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
-            T=T, NT=NSEG * M, BD=BD, NP=NP, num_warps=cfg["num_warps"], **flags)
+            BD=BD, NP=NP, num_warps=nw, **flags)
         hc = torch.empty(batch, NC, d_inner, d_state, **f32)
         BLOCK = 256
         _chunk_carry_kernel[(triton.cdiv(d_inner * d_state, BLOCK), batch)](
@@ -439,11 +431,11 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, need_
         del hloc, dtsum
     if length > 0:
         _fwd_chunk_scan_kernel[(NC, n_d, batch)](
-            u, delta, bias, A, B, C, Dp, zz, y, hc, hs, final, length, d_inner, d_state, NC, NS,
+            u, delta, bias, A, B, C, Dp, zz, y, hc, hs, final, length, d_inner, d_state, NC, NS, S, NSEG,
             u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
             C.stride(0), C.stride(1), zz.stride(0), zz.stride(1),
-            T=T, NT=NSEG * M, M=M, BD=BD, NP=NP, HAS_D=D is not None, HAS_Z=z is not None,
-            STORE_FINAL=need_final, num_warps=cfg["num_warps"], **flags)
+            BD=BD, NP=NP, HAS_D=D is not None, HAS_Z=z is not None,
+            STORE_FINAL=need_final, num_warps=nw, **flags)
     elif need_final:
         final.copy_(hc if hc.dim() == 3 else hc[:, 0])
     return y, (final if need_final else None), hs
@@ -455,6 +447,8 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, hs, dy, d
     cfg = _config(batch, length, d_inner, d_state, u.device)
     T, BD, NP, M, NSEG, NC, n_d = (cfg[k] for k in ("T", "BD", "NP", "M", "NSEG", "NC", "n_d"))
     NS = cfg["n_seg"]
+    K = T * M * NSEG
+    nw = cfg["num_warps"]
     dev = u.device
     f32 = dict(device=dev, dtype=torch.float32)
     zz = z if z is not None else u
@@ -477,25 +471,26 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, hs, dy, d
         gloc = torch.empty(batch, NC, d_inner, d_state, **f32)
         dtsum = torch.empty(batch, NC, d_inner, **f32)
         _bwd_chunk_state_kernel[(NC - 1, n_d, batch)](
-            delta, bias, A, C, zz, dy, gloc, dtsum, length, d_inner, d_state, NC,
+            delta, bias, A, C, zz, dy, gloc, dtsum, length, d_inner, d_state, NC, K,
             delta.stride(0), delta.stride(1), C.stride(0), C.stride(1), zz.stride(0), zz.stride(1),
-            T=T, NT=NSEG * M, BD=BD, NP=NP, HAS_Z=z is not None, num_warps=cfg["num_warps"], **flags)
+            BD=BD, NP=NP, HAS_Z=z is not None, num_warps=nw, **flags)
         gc = torch.empty(batch, NC, d_inner, d_state, **f32)
         BLOCK = 256
         _chunk_carry_kernel[(triton.cdiv(d_inner * d_state, BLOCK), batch)](
             gloc, gc, dtsum, A, dfinal.float().contiguous() if dfinal is not None else gloc,
             d_inner, d_state, NC, BLOCK=BLOCK, HAS_H0=dfinal is not None, REVERSE=True)
         del gloc, dtsum
-    scratch = torch.empty(batch * n_d * NC * M * BD * NP, **f32)
+    # per-program scratch: M tile-start states + T step states, (BD, NP) fp32 each
+    scratch = torch.empty(batch * n_d * NC * (M + T) * BD * NP, **f32)
     if length > 0:
         _bwd_chunk_kernel[(NC, n_d, batch)](
             u, delta, bias, A, B, C, Dp, zz, dy, hs, gc, scratch,
             du, ddelta, dz, dB, dC, dA_part, dD_part, dbias_part, dh0,
-            length, d_inner, d_state, NC, NS,
+            length, d_inner, d_state, NC, NS, NSEG,
             u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
             C.stride(0), C.stride(1), zz.stride(0), zz.stride(1),
-            T=T, M=M, NSEG=NSEG, BD=BD, NP=NP, HAS_D=D is not None, HAS_Z=z is not None,
-            STORE_DH0=need_dh0, num_warps=cfg["num_warps"], **flags)
+            T=T, M=M, BD=BD, NP=NP, HAS_D=D is not None, HAS_Z=z is not None,
+            STORE_DH0=need_dh0, num_warps=nw, **flags)
     else:
         du.zero_(); ddelta.zero_(); dz.zero_(); dA_part.zero_(); dD_part.zero_(); dbias_part.zero_()
         if need_dh0:

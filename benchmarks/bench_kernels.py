@@ -1,0 +1,196 @@
+"""Benchmark the Triton selective scan (and causal conv1d) on one CUDA GPU.
+
+Prints, per shape: forward and backward time (median of ``triton.testing.do_bench``, CUDA
+events, after warm-up), achieved GB/s against a device-to-device copy measured in the same
+run, the PyTorch path's time where it is practical, mamba_ssm's time when it is importable,
+and peak memory for one forward + backward (``torch.cuda.max_memory_allocated``, inputs
+and gradients included).
+
+All shapes use bf16 u/delta/B/C/z, fp32 A/D/delta_bias, with z, D, bias and softplus on.
+
+    PYTHONPATH=. python benchmarks/bench_kernels.py            # the table
+    PYTHONPATH=. python benchmarks/bench_kernels.py --tune     # block-size sweep first
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+
+import torch
+import triton
+
+from mamba_genome.kernels import causal_conv1d, selective_scan
+from mamba_genome.kernels.selective_scan import chunk as scan_chunk
+
+GiB = 2**30
+SHAPES = [  # (batch, d_inner, d_state, length)
+    (1, 512, 16, 2**14),
+    (1, 512, 16, 2**17),
+    (1, 512, 16, 2**20),
+    (4, 256, 16, 2**20),
+    (8, 1536, 16, 4096),
+]
+# state-spaces/mamba CUDA kernel on one H100 (fwd ms, bwd ms), from the project brief
+MAMBA_REF = {(1, 512, 16, 2**14): (0.21, 1.06), (1, 512, 16, 2**17): (1.48, 7.45),
+             (1, 512, 16, 2**20): (12.0, 60.8), (4, 256, 16, 2**20): (22.9, 92.9),
+             (8, 1536, 16, 4096): (0.89, 3.70)}
+TORCH_MAX_ELEMS = 2**24  # B*L*D above which the PyTorch path is skipped (too slow to time)
+
+
+def bench(fn, rep=200):
+    return triton.testing.do_bench(fn, warmup=50, rep=rep, return_mode="median")
+
+
+def copy_bandwidth():
+    x = torch.empty(GiB // 2, dtype=torch.bfloat16, device="cuda").normal_()
+    y = torch.empty_like(x)
+    ms = bench(lambda: y.copy_(x))
+    return 2 * x.numel() * 2 / ms / 1e6  # GB/s, bytes read + written
+
+
+def make(batch, d, n, length):
+    dev, bf = "cuda", torch.bfloat16
+    return dict(
+        u=torch.randn(batch, length, d, device=dev, dtype=bf),
+        delta=(0.5 * torch.randn(batch, length, d, device=dev)).to(bf),
+        A=-(0.5 + torch.rand(d, n, device=dev)),
+        B=torch.randn(batch, length, n, device=dev, dtype=bf),
+        C=torch.randn(batch, length, n, device=dev, dtype=bf),
+        D=torch.randn(d, device=dev),
+        z=torch.randn(batch, length, d, device=dev, dtype=bf),
+        delta_bias=0.1 * torch.randn(d, device=dev),
+    )
+
+
+def time_scan(x, backend):
+    leaves = {k: v.detach().requires_grad_(True) for k, v in x.items()}
+
+    def fwd():
+        return selective_scan(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], D=leaves["D"],
+                              z=leaves["z"], delta_bias=leaves["delta_bias"], delta_softplus=True, backend=backend)
+
+    with torch.no_grad():
+        fwd_ms = bench(fwd)
+    y = fwd()
+    dy = torch.randn_like(y)
+    bwd_ms = bench(lambda: torch.autograd.grad(y, list(leaves.values()), dy, retain_graph=True))
+    del y
+    # peak memory of one forward + backward, inputs and dy included
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    y = fwd()
+    grads = torch.autograd.grad(y, list(leaves.values()), dy)
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() / GiB
+    del y, grads
+    return fwd_ms, bwd_ms, peak
+
+
+def time_mamba_ssm(x):
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except Exception:
+        return None
+    t = {k: v.detach() for k, v in x.items()}
+    args = [t["u"].transpose(1, 2).contiguous().requires_grad_(True), t["delta"].transpose(1, 2).contiguous(),
+            t["A"], t["B"].transpose(1, 2).contiguous(), t["C"].transpose(1, 2).contiguous()]
+    kw = dict(D=t["D"], z=t["z"].transpose(1, 2).contiguous(), delta_bias=t["delta_bias"], delta_softplus=True)
+    fwd_ms = bench(lambda: selective_scan_fn(*args, **kw))
+    y = selective_scan_fn(*args, **kw)
+    dy = torch.randn_like(y)
+    bwd_ms = bench(lambda: torch.autograd.grad(y, [args[0]], dy, retain_graph=True))
+    return fwd_ms, bwd_ms
+
+
+def scan_bytes(batch, d, n, length):
+    bld, bln = batch * length * d, batch * length * n
+    fwd = 2 * (4 * bld + 2 * bln)                  # read u, delta, z, B, C; write y (bf16)
+    bwd = 2 * (7 * bld + 4 * bln)                  # read u, delta, z, dy, B, C; write du, ddelta, dz, dB, dC
+    return fwd, bwd
+
+
+def tune(shapes):
+    configs = [dict(BD=16, num_warps=1), dict(BD=32, num_warps=1), dict(BD=32, num_warps=2),
+               dict(BD=64, num_warps=2), dict(BD=64, num_warps=4), dict(BD=32, num_warps=1, programs=4 * 132),
+               dict(BD=32, num_warps=1, programs=16 * 132), dict(BD=32, num_warps=1, M=16),
+               dict(BD=16, num_warps=1, programs=16 * 132)]
+    rows = []
+    for shape in shapes:
+        x = make(*shape)
+        for cfg in configs:
+            scan_chunk.TUNE.clear()
+            scan_chunk.TUNE.update(cfg)
+            try:
+                f, b, p = time_scan(x, "triton")
+            except Exception as e:  # a config that does not compile is reported, not fatal
+                print(f"tune {shape} {cfg}: FAILED {type(e).__name__}: {str(e)[:200]}", flush=True)
+                continue
+            rows.append((shape, cfg, f, b, p))
+            print(f"tune B{shape[0]}-D{shape[1]}-N{shape[2]}-L{shape[3]} {json.dumps(cfg)}: "
+                  f"fwd {f:.3f} ms  bwd {b:.3f} ms  peak {p:.2f} GiB", flush=True)
+        del x
+    scan_chunk.TUNE.clear()
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tune", action="store_true", help="sweep block sizes on two shapes first")
+    ap.add_argument("--tune-only", action="store_true")
+    ap.add_argument("--config", default=None, help="JSON dict of TUNE overrides for the table")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    dev = torch.cuda.get_device_name()
+    print(f"# {dev}, torch {torch.__version__}, triton {triton.__version__}, {datetime.date.today()}")
+    copy_gbs = copy_bandwidth()
+    print(f"copy bandwidth: {copy_gbs:.0f} GB/s (read + write)", flush=True)
+    if args.tune or args.tune_only:
+        tune([(1, 512, 16, 2**17), (8, 1536, 16, 4096)])
+        if args.tune_only:
+            return
+    if args.config:
+        scan_chunk.TUNE.update(json.loads(args.config))
+    header = ("| shape (B, D, N, L) | fwd ms | bwd ms | fwd+bwd ms | fwd GB/s (% copy) | bwd GB/s (% copy) "
+              "| peak GiB | torch fwd/bwd ms | mamba_ssm fwd/bwd ms | mamba ref (brief) fwd/bwd ms |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for shape in SHAPES:
+        batch, d, n, length = shape
+        x = make(*shape)
+        f, b, peak = time_scan(x, "triton")
+        fb, bb = scan_bytes(*shape)
+        if batch * length * d <= TORCH_MAX_ELEMS:
+            tf, tb, _ = time_scan(x, "torch")
+            torch_s = f"{tf:.2f} / {tb:.2f}"
+        else:
+            torch_s = "skipped (too slow)"
+        ms = time_mamba_ssm(x)
+        mamba_s = f"{ms[0]:.2f} / {ms[1]:.2f}" if ms else "not installed"
+        ref = MAMBA_REF.get(shape)
+        ref_s = f"{ref[0]} / {ref[1]}" if ref else "-"
+        line = (f"| {batch}, {d}, {n}, 2^{length.bit_length() - 1} ({length}) | {f:.2f} | {b:.2f} | {f + b:.2f} "
+                f"| {fb / f / 1e6:.0f} ({100 * fb / f / 1e6 / copy_gbs:.0f}%) "
+                f"| {bb / b / 1e6:.0f} ({100 * bb / b / 1e6 / copy_gbs:.0f}%) | {peak:.2f} | {torch_s} | {mamba_s} "
+                f"| {ref_s} |")
+        print(line, flush=True)
+        lines.append(line)
+        del x
+        torch.cuda.empty_cache()
+    # causal conv1d, bf16, width 4, silu
+    for batch, d, length in [(1, 1024, 2**20), (8, 3072, 4096)]:
+        xx = torch.randn(batch, length, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        w = torch.randn(d, 4, device="cuda", requires_grad=True)
+        bias = torch.randn(d, device="cuda", requires_grad=True)
+        with torch.no_grad():
+            f = bench(lambda: causal_conv1d(xx, w, bias, activation="silu", backend="triton"))
+        y = causal_conv1d(xx, w, bias, activation="silu", backend="triton")
+        dy = torch.randn_like(y)
+        b = bench(lambda: torch.autograd.grad(y, [xx, w, bias], dy, retain_graph=True))
+        nbytes = batch * length * d * 2
+        print(f"conv1d B{batch}-D{d}-L{length}-W4 bf16: fwd {f:.3f} ms ({2 * nbytes / f / 1e6:.0f} GB/s), "
+              f"bwd {b:.3f} ms ({3 * nbytes / b / 1e6:.0f} GB/s)", flush=True)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Selective scan: Triton and torch backends against the float64 loop reference.
+
+Every case compares y, the final state and the gradient of every input. On CPU the
+Triton kernels run in the interpreter (see conftest.py), so CPU cases stay small;
+the CUDA-only cases use model-sized shapes and one case above 2**31 elements.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mamba_genome.kernels import selective_scan
+
+from .conftest import DEVICE, DTYPE_NAME, TOL, assert_close, cuda_only
+
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
+ALL = dict(z=True, D=True, bias=True, softplus=True, h0=True)
+NONE = dict(z=False, D=False, bias=False, softplus=False, h0=False)
+
+
+def case(b, l, d, n, dtype, marks=(), **flags):
+    opts = {**ALL, **flags}
+    tag = "".join(k[0] if v else "" for k, v in (("z", opts["z"]), ("Dskip", opts["D"]), ("bias", opts["bias"]),
+                                                 ("softplus", opts["softplus"]), ("h0", opts["h0"])))
+    return pytest.param(dict(b=b, l=l, d=d, n=n, dtype=dtype, **opts),
+                        id=f"B{b}-L{l}-D{d}-N{n}-{DTYPE_NAME[dtype]}-{tag or 'plain'}", marks=marks)
+
+
+CPU_CASES = [  # small: on CPU each program walks its steps in the Triton interpreter
+    case(1, 1, 8, 16, torch.float32),
+    case(2, 63, 16, 16, torch.float32),
+    case(1, 63, 16, 1, torch.float32, **NONE),
+    case(3, 100, 32, 16, torch.float32, bias=False),
+    case(1, 500, 32, 16, torch.bfloat16),
+    case(1, 200, 24, 8, torch.float16, z=False, h0=False),
+    case(1, 2049, 4, 4, torch.float32),
+]
+CUDA_CASES = [
+    case(2, 4096, 512, 16, torch.bfloat16, marks=cuda_only),
+    case(2, 4096, 512, 16, torch.float32, marks=cuda_only),
+    case(3, 3001, 200, 16, torch.float32, marks=cuda_only, h0=False),
+    case(1, 8191, 64, 4, torch.bfloat16, marks=cuda_only, **NONE),
+]
+
+
+def make_inputs(b, l, d, n, dtype, z, D, bias, softplus, h0, device=DEVICE, sliced=False):
+    """Fresh random inputs. With ``sliced``, u/delta/z and B/C are views into one projection,
+    as the model produces them (non-contiguous rows)."""
+    g = dict(device=device)
+    if sliced:
+        proj = torch.randn(b, l, 3 * d + 2 * n, **g).to(dtype)
+        u, delta, zz = proj[..., :d], proj[..., d:2 * d] * 0.5, proj[..., 2 * d:3 * d]
+        Bm, Cm = proj[..., 3 * d:3 * d + n], proj[..., 3 * d + n:]
+        delta = delta.to(dtype)
+    else:
+        u = torch.randn(b, l, d, **g).to(dtype)
+        delta = (0.5 * torch.randn(b, l, d, **g)).to(dtype)
+        zz = torch.randn(b, l, d, **g).to(dtype)
+        Bm = torch.randn(b, l, n, **g).to(dtype)
+        Cm = torch.randn(b, l, n, **g).to(dtype)
+    if not softplus:
+        delta = delta.abs()  # keep dt positive so the recurrence decays
+    A = -(0.1 + torch.rand(d, n, **g))
+    return dict(
+        u=u, delta=delta, A=A, B=Bm, C=Cm,
+        D=torch.randn(d, **g) if D else None,
+        z=zz if z else None,
+        delta_bias=0.3 * torch.randn(d, **g) if bias else None,
+        initial_state=torch.randn(b, d, n, **g) if h0 else None,
+    )
+
+
+def run(inputs, softplus, backend, grad=True):
+    """Forward + backward of <y, gy> + <final, gf>; returns y, final and the input grads."""
+    leaves = {k: (v.detach().clone().requires_grad_(grad) if v is not None else None) for k, v in inputs.items()}
+    y, final = selective_scan(**{k: leaves[k] for k in ("u", "delta", "A", "B", "C")},
+                              D=leaves["D"], z=leaves["z"], delta_bias=leaves["delta_bias"],
+                              delta_softplus=softplus, initial_state=leaves["initial_state"],
+                              return_final_state=True, backend=backend)
+    if not grad:
+        return y, final, {}
+    gen = torch.Generator(device="cpu").manual_seed(1234)
+    gy = torch.randn(y.shape, generator=gen, dtype=torch.float64).to(y.device)
+    gf = torch.randn(final.shape, generator=gen, dtype=torch.float64).to(y.device)
+    ((y.double() * gy).sum() + (final.double() * gf).sum()).backward()
+    return y, final, {k: v.grad for k, v in leaves.items() if v is not None}
+
+
+def check(p, backend, sliced=False):
+    inputs = make_inputs(**p, sliced=sliced)
+    y_ref, f_ref, g_ref = run(inputs, p["softplus"], "reference")
+    y, f, g = run(inputs, p["softplus"], backend)
+    tol = TOL[p["dtype"]]
+    assert y.dtype == p["dtype"] and f.dtype == torch.float32
+    assert_close("y", y_ref, y, tol)
+    assert_close("final_state", f_ref, f, tol)
+    for name in NAMES:
+        if name in g_ref:
+            assert g[name].dtype == inputs[name].dtype, name
+            assert_close(f"d{name}", g_ref[name], g[name], tol)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("p", CPU_CASES + CUDA_CASES)
+def test_scan_matches_reference(p, backend):
+    check(p, backend)
+
+
+@pytest.mark.parametrize("p", [case(2, 130, 16, 8, torch.float32), case(2, 300, 32, 16, torch.bfloat16, marks=cuda_only)])
+def test_scan_sliced_inputs(p):
+    """u, delta, z, B, C as strided views of one (B, L, 3D + 2N) projection."""
+    check(p, "triton", sliced=True)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_scan_streaming(backend):
+    """scan([x1; x2]) == scan(x1) then scan(x2, initial_state=final1)."""
+    p = dict(b=2, l=300, d=16, n=8, dtype=torch.float32, **ALL)
+    x = make_inputs(**p)
+    kw = dict(delta_softplus=True, return_final_state=True, backend=backend)
+    cut = 137
+    y, f = selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], D=x["D"], z=x["z"],
+                          delta_bias=x["delta_bias"], initial_state=x["initial_state"], **kw)
+    parts = [selective_scan(x["u"][:, s], x["delta"][:, s], x["A"], x["B"][:, s], x["C"][:, s], D=x["D"],
+                            z=x["z"][:, s], delta_bias=x["delta_bias"], initial_state=h, **kw)
+             for s, h in [(slice(0, cut), x["initial_state"])]]
+    parts.append(selective_scan(x["u"][:, cut:], x["delta"][:, cut:], x["A"], x["B"][:, cut:], x["C"][:, cut:],
+                                D=x["D"], z=x["z"][:, cut:], delta_bias=x["delta_bias"],
+                                initial_state=parts[0][1], **kw))
+    assert_close("y", y, torch.cat([parts[0][0], parts[1][0]], 1), 1e-5)
+    assert_close("final_state", f, parts[1][1], 1e-5)
+
+
+@cuda_only
+def test_scan_64bit_offsets():
+    """B*L*D > 2**31: compare the tail against the torch path on a slice.
+
+    A huge dt at position ``cut`` makes exp(dt A) ~ 0, so the state restarts there and the
+    tail depends only on positions >= cut (gradients likewise, with dy zero before it)."""
+    b, d, n = 1, 1024, 16
+    length = 2**21 + 4096
+    assert b * length * d > 2**31
+    dev, bf = "cuda", torch.bfloat16
+    u = torch.randn(b, length, d, device=dev, dtype=bf)
+    delta = torch.randn(b, length, d, device=dev, dtype=bf)
+    A = -(0.5 + torch.rand(d, n, device=dev))
+    Bm = torch.randn(b, length, n, device=dev, dtype=bf)
+    Cm = torch.randn(b, length, n, device=dev, dtype=bf)
+    cut = length - 300
+    delta[:, cut] = 100.0
+    u.requires_grad_(True)
+    y = selective_scan(u, delta, A, Bm, Cm, delta_softplus=True, backend="triton")
+    dy = torch.zeros_like(y)
+    dy[:, cut + 1:] = torch.randn_like(dy[:, cut + 1:])
+    y.backward(dy)
+    du_tail = u.grad[:, cut + 1:].clone()
+    del y
+    u.grad = None
+    ut = u.detach()[:, cut:].clone().requires_grad_(True)
+    y_ref = selective_scan(ut, delta[:, cut:], A, Bm[:, cut:], Cm[:, cut:], delta_softplus=True, backend="torch")
+    y_ref.backward(dy[:, cut:])
+    y_tri = selective_scan(u.detach()[:, cut:], delta[:, cut:], A, Bm[:, cut:], Cm[:, cut:],
+                           delta_softplus=True, backend="triton")
+    assert_close("y_tail(slice run)", y_ref[:, 1:], y_tri[:, 1:], 2e-2)
+    y_full_tail = selective_scan(u.detach(), delta, A, Bm, Cm, delta_softplus=True, backend="triton")[:, cut + 1:]
+    assert_close("y_tail(full run)", y_ref[:, 1:], y_full_tail, 2e-2)
+    assert_close("du_tail", ut.grad[:, 1:], du_tail, 2e-2)
