@@ -32,7 +32,7 @@ import triton.language as tl
 
 from ..utils import triton_interpret
 
-LOG2E = 1.4426950408889634
+LOG2E = tl.constexpr(1.4426950408889634)
 
 
 # ----------------------------------------------------------------------------- helpers (jit)
