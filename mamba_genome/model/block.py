@@ -135,6 +135,18 @@ class Block(nn.Module):
         normed, residual = self.norm(hidden, residual, residual_in_fp32=self.config.residual_in_fp32)
         return self.mixer(normed, state=state), residual
 
+    def forward_residual(self, residual: torch.Tensor) -> torch.Tensor:
+        """Residual stream in -> residual stream out: residual + mixer(RMSNorm(residual)).
+
+        The activation-checkpointing unit: its only input is the (B, L, d_model) residual
+        stream, so one tensor per layer is kept for the backward instead of two (the
+        un-added mixer output and the residual). Same values as ``forward``: the add is
+        the same fp32 add, done after the mixer instead of inside the next norm.
+        """
+        normed, _ = self.norm(residual, None, residual_in_fp32=self.config.residual_in_fp32)
+        out = self.mixer(normed)
+        return residual + out
+
     def step(self, hidden, residual, state: LayerState):
         normed, residual = self.norm(hidden, residual, residual_in_fp32=self.config.residual_in_fp32)
         return self.mixer.step(normed, state), residual
