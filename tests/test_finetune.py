@@ -67,7 +67,7 @@ def test_run_directory(run):
     assert len(split["test_windows"]) == 8 and split["labels"] == ["COL", "N315"]
     model, meta = load_model(run)
     assert isinstance(model, MambaClassifier) and meta["extra"]["labels"] == ["COL", "N315"]
-    assert meta["extra"]["seq_len"] == 64 and model.pooling == "mean"
+    assert meta["extra"]["seq_len"] == 64 and model.pooling == "last"
 
 
 def test_classify_with_finetuned_run(run, tmp_path):

@@ -48,7 +48,7 @@ def _parse_overrides(text: str | None) -> dict:
               help="Steps between validations / sequence-length doublings [default: max-steps/10].")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate (cosine decay to 1e-6).")
 @click.option("--warmup-steps", type=int, default=None, help="Linear LR warmup steps [default: 10%% of max-steps].")
-@click.option("--pooling", type=click.Choice(["last", "mean"]), default="mean", show_default=True,
+@click.option("--pooling", type=click.Choice(["last", "mean"]), default="last", show_default=True,
               help="Pool the last token's or the mean hidden state.")
 @click.option("--freeze-backbone", is_flag=True, help="Train only the linear head.")
 @click.option("--no-seq-len-warmup", is_flag=True,

@@ -59,7 +59,7 @@ class FinetuneArgs:
     # --- model ----------------------------------------------------------------
     from_run: str | None = None  # pretrained LM (or classifier) run/model directory (--from); None = from scratch
     preset: str = "tiny"  # model size when training from scratch: tiny | 1.4m | 7m
-    pooling: str = "mean"  # "last" token or "mean" over positions
+    pooling: str = "last"  # "last" token (the paper's choice) or "mean" over positions
     freeze_backbone: bool = False  # train only the linear head
     # --- optimisation -----------------------------------------------------------
     seq_len: int = 1024  # window length in bases
