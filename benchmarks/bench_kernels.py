@@ -39,7 +39,7 @@ TORCH_MAX_ELEMS = 2**24  # B*L*D above which the PyTorch path is skipped (too sl
 
 
 def bench(fn, rep=200):
-    return triton.testing.do_bench(fn, warmup=50, rep=rep, return_mode="median")
+    return triton.testing.do_bench(fn, warmup=25, rep=rep, return_mode="median")
 
 
 def copy_bandwidth():
@@ -63,7 +63,7 @@ def make(batch, d, n, length):
     )
 
 
-def time_scan(x, backend):
+def time_scan(x, backend, rep=200):
     leaves = {k: v.detach().requires_grad_(True) for k, v in x.items()}
 
     def fwd():
@@ -71,10 +71,10 @@ def time_scan(x, backend):
                               z=leaves["z"], delta_bias=leaves["delta_bias"], delta_softplus=True, backend=backend)
 
     with torch.no_grad():
-        fwd_ms = bench(fwd)
+        fwd_ms = bench(fwd, rep)
     y = fwd()
     dy = torch.randn_like(y)
-    bwd_ms = bench(lambda: torch.autograd.grad(y, list(leaves.values()), dy, retain_graph=True))
+    bwd_ms = bench(lambda: torch.autograd.grad(y, list(leaves.values()), dy, retain_graph=True), rep)
     del y
     # peak memory of one forward + backward, inputs and dy included
     torch.cuda.synchronize()
@@ -111,27 +111,34 @@ def scan_bytes(batch, d, n, length):
 
 
 def tune(shapes):
-    configs = [dict(BD=16, num_warps=1), dict(BD=32, num_warps=1), dict(BD=32, num_warps=2),
-               dict(BD=64, num_warps=2), dict(BD=64, num_warps=4), dict(BD=32, num_warps=1, programs=4 * 132),
-               dict(BD=32, num_warps=1, programs=16 * 132), dict(BD=32, num_warps=1, M=16),
-               dict(BD=16, num_warps=1, programs=16 * 132)]
-    rows = []
+    """Time a few launch configurations; return the best one (sum of normalised fwd+bwd)."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    configs = [dict(BD=32, num_warps=1, programs=8 * sms), dict(BD=32, num_warps=1, programs=32 * sms),
+               dict(BD=16, num_warps=1, programs=32 * sms), dict(BD=64, num_warps=2, programs=16 * sms),
+               dict(BD=32, num_warps=2, programs=16 * sms), dict(BD=64, num_warps=4, programs=8 * sms),
+               dict(BD=32, num_warps=1, programs=32 * sms, M=16)]
+    times = {}
     for shape in shapes:
         x = make(*shape)
-        for cfg in configs:
+        for i, cfg in enumerate(configs):
             scan_chunk.TUNE.clear()
             scan_chunk.TUNE.update(cfg)
             try:
-                f, b, p = time_scan(x, "triton")
+                f, b, p = time_scan(x, "triton", rep=100)
             except Exception as e:  # a config that does not compile is reported, not fatal
-                print(f"tune {shape} {cfg}: FAILED {type(e).__name__}: {str(e)[:200]}", flush=True)
+                print(f"tune {shape} {cfg}: FAILED {type(e).__name__}: {str(e)[:300]}", flush=True)
                 continue
-            rows.append((shape, cfg, f, b, p))
+            times.setdefault(i, []).append(f + b)
             print(f"tune B{shape[0]}-D{shape[1]}-N{shape[2]}-L{shape[3]} {json.dumps(cfg)}: "
                   f"fwd {f:.3f} ms  bwd {b:.3f} ms  peak {p:.2f} GiB", flush=True)
         del x
     scan_chunk.TUNE.clear()
-    return rows
+    best_per_shape = [min(t[k] for t in times.values() if len(t) == len(shapes)) for k in range(len(shapes))]
+    score = {i: sum(t[k] / best_per_shape[k] for k in range(len(shapes)))
+             for i, t in times.items() if len(t) == len(shapes)}
+    best = configs[min(score, key=score.get)]
+    print(f"best config: {json.dumps(best)}", flush=True)
+    return best
 
 
 def main():
@@ -145,12 +152,16 @@ def main():
     print(f"# {dev}, torch {torch.__version__}, triton {triton.__version__}, {datetime.date.today()}")
     copy_gbs = copy_bandwidth()
     print(f"copy bandwidth: {copy_gbs:.0f} GB/s (read + write)", flush=True)
+    best = None
     if args.tune or args.tune_only:
-        tune([(1, 512, 16, 2**17), (8, 1536, 16, 4096)])
+        best = tune([(1, 512, 16, 2**17), (8, 1536, 16, 4096)])
         if args.tune_only:
             return
     if args.config:
-        scan_chunk.TUNE.update(json.loads(args.config))
+        best = json.loads(args.config)
+    if best:
+        scan_chunk.TUNE.update(best)
+    print(f"table config: {json.dumps(scan_chunk.TUNE) if scan_chunk.TUNE else 'defaults'}")
     header = ("| shape (B, D, N, L) | fwd ms | bwd ms | fwd+bwd ms | fwd GB/s (% copy) | bwd GB/s (% copy) "
               "| peak GiB | torch fwd/bwd ms | mamba_ssm fwd/bwd ms | mamba ref (brief) fwd/bwd ms |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]

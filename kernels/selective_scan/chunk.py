@@ -390,11 +390,12 @@ def _config(batch, length, d_inner, d_state, device):
     M = TUNE.get("M", 1 if interp else 8)
     n_d = triton.cdiv(d_inner, BD)
     n_seg = triton.cdiv(length, T * M)
-    target = TUNE.get("programs", 8 * _num_sms(device) if device.type == "cuda" else 8)
+    num_warps = TUNE.get("num_warps", max(1, min(4, BD * NP // 512)))
+    # one-warp programs: up to 32 resident per SM, so aim for ~32 warps per SM
+    target = TUNE.get("programs", 32 * _num_sms(device) // num_warps if device.type == "cuda" else 8)
     nc_want = max(1, min(n_seg, triton.cdiv(target, batch * n_d)))
     NSEG = triton.cdiv(n_seg, nc_want)
     NC = max(1, triton.cdiv(n_seg, NSEG))
-    num_warps = TUNE.get("num_warps", max(1, min(4, BD * NP // 512)))
     return dict(T=T, BD=BD, NP=NP, M=M, NSEG=NSEG, NC=NC, n_d=n_d, n_seg=n_seg, num_warps=num_warps)
 
 
