@@ -12,7 +12,7 @@ from .common import handle_errors, print_table
 
 EPILOG = """\b
 Examples:
-  mamba-genome pretrain                          # tiny model, bundled E. coli, ~4 min on a laptop CPU
+  mamba-genome pretrain                          # tiny model, bundled E. coli, < 5 min on a laptop CPU
   mamba-genome pretrain --fasta hg38.fa.gz --preset 7m --seq-len 131072 --max-time 4h
   mamba-genome pretrain --data hg38.mgstore --val-contigs chr8 --test-contigs chr9 --out runs/hg38-7m
   mamba-genome pretrain --out runs/hg38-7m --resume --max-steps 20000
@@ -22,7 +22,7 @@ Examples:
 Defaults follow Gu & Dao (2023): AdamW (0.9, 0.95), weight decay 0.1, lr 8e-3
 with 10% warmup and cosine decay, ~2^20 tokens per step on GPU (batch =
 2^20 / seq-len, gradient accumulation as needed), bf16-mixed, sequence-length
-warmup from 1024 doubling to --seq-len. On CPU: tiny windows, fp32, a 4-minute
+warmup from 1024 doubling to --seq-len. On CPU: tiny windows, fp32, a 3m45s
 budget. The run directory holds best/ and last/ models, last.ckpt (--resume),
 metrics.json, split.json, args.json, loss_curve.png and logs/.
 
@@ -46,11 +46,11 @@ def _csv(ctx, param, value):
 @click.option("--data", metavar="STORE", type=click.Path(), help="Token store from `mamba-genome ingest`.")
 @click.option("--preset", type=click.Choice(["tiny", "1.4m", "7m"]), default="tiny", show_default=True, help="Model size.")
 @click.option("--seq-len", type=int, help="Training window length in tokens [GPU 1024, CPU 512].")
-@click.option("--batch-size", type=int, help="Windows per optimizer step, all devices [GPU 2^20/seq-len, CPU 8 at 512].")
+@click.option("--batch-size", type=int, help="Windows per optimizer step, all devices [GPU 2^20/seq-len, CPU 4 at 512].")
 @click.option("--micro-batch-size", type=int, help="Windows per device per forward pass (gradient accumulation above it).")
 @click.option("--max-steps", type=int, help="Stop after this many optimizer steps [GPU 10000].")
 @click.option("--max-tokens", type=int, help="Stop after this many training tokens.")
-@click.option("--max-time", metavar="DURATION", help="Wall-clock budget, e.g. 4h, 90m, 270s, 1h30m; the LR schedule is fitted to it [CPU 4m].")
+@click.option("--max-time", metavar="DURATION", help="Wall-clock budget, e.g. 4h, 90m, 270s, 1h30m; the LR schedule is fitted to it [CPU 3m45s].")
 @click.option("--lr", type=float, help="Peak learning rate [GPU 8e-3, CPU 4e-3].")
 @click.option("--weight-decay", type=float, default=0.1, show_default=True, help="AdamW weight decay (not on A_log, D, norms, biases).")
 @click.option("-o", "--out", metavar="RUN_DIR", type=click.Path(file_okay=False), help="Run directory [runs/pretrain-<timestamp>].")

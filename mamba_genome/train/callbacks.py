@@ -119,7 +119,9 @@ class TimeBudget(Callback):
             total = max(step + 1, step + int(remaining / per_step))
             if self.val_every is None and self.n_val > 0:
                 # Validate about n_val times over the fitted run (and always at the end).
-                trainer.val_check_batch = max(1, total // self.n_val) * trainer.accumulate_grad_batches
+                # (both: Lightning re-derives val_check_batch from val_check_interval at each reload)
+                every = max(1, total // self.n_val) * trainer.accumulate_grad_batches
+                trainer.val_check_interval = trainer.val_check_batch = every
         stop = remaining < per_step
         if trainer.world_size > 1:  # every rank must take the same decision
             total, stop = trainer.strategy.broadcast((total, stop), src=0)

@@ -33,11 +33,13 @@ def _read_columns(csv_path) -> dict[str, list[tuple[float, float]]]:
     return out
 
 
-def _smooth(values: list[float], alpha: float = 0.1) -> list[float]:
-    out, acc = [], None
-    for v in values:
-        acc = v if acc is None else (1 - alpha) * acc + alpha * v
-        out.append(acc)
+def _smooth(values: list[float]) -> list[float]:
+    """Centred moving average over about 1/25 of the points (no lag, unlike an EMA)."""
+    half = max(0, len(values) // 50)
+    out = []
+    for i in range(len(values)):
+        window = values[max(0, i - half) : i + half + 1]
+        out.append(sum(window) / len(window))
     return out
 
 

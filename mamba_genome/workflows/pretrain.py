@@ -7,7 +7,7 @@ per optimizer step on GPU, and sequence-length warmup from 1024 tokens
 doubling up to ``--seq-len``. bf16-mixed on GPU (fp32 weights), fp32 on CPU.
 
 With no data argument it trains the ``tiny`` preset on the bundled E. coli
-K-12 MG1655 genome for about four minutes on a laptop CPU.
+K-12 MG1655 genome for under four minutes on a laptop CPU.
 
 A run directory holds::
 
@@ -44,9 +44,9 @@ GPU_LR = 8e-3
 GPU_MAX_STEPS = 10_000
 # CPU defaults for the out-of-the-box run (tiny preset, 2 cores, < 5 minutes).
 CPU_SEQ_LEN = 512
-CPU_BATCH = 8
+CPU_BATCH = 4
 CPU_LR = 4e-3
-CPU_MAX_TIME = "4m"
+CPU_MAX_TIME = "3m45s"
 CPU_VAL_WINDOWS = 48
 GPU_VAL_WINDOWS = 256
 
