@@ -173,3 +173,13 @@ def test_bundled_genome_ships():
     assert BUNDLED_FASTA.is_file() and BUNDLED_FASTA.stat().st_size > 1_000_000
     with pytest.raises(UserError):
         PretrainArgs(preset="huge")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a fasta\n", b">only_header\n"])
+def test_bad_input_leaves_no_run_directory(tmp_path, content):
+    bad = tmp_path / "bad.fa"
+    bad.write_bytes(content)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["pretrain", "--fasta", str(bad), "--out", str(out)])
+    assert res.exit_code == 1 and res.output.startswith("error:") and "Traceback" not in res.output
+    assert not out.exists()

@@ -241,8 +241,14 @@ def _default_run_dir() -> Path:
     return Path("runs") / f"pretrain-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def _prepare_run_dir(args: PretrainArgs) -> Path:
-    run_dir = Path(args.out) if args.out else _default_run_dir()
+def _prepare_run_dir(args: PretrainArgs, create: bool = True, run_dir: Path | None = None) -> Path:
+    """Check (and with ``create``, clear/make) the run directory.
+
+    Called once with ``create=False`` before any work, so a bad --out fails
+    fast, and again with ``create=True`` only after the data and split have
+    been validated, so a bad input never leaves an empty run directory behind.
+    """
+    run_dir = run_dir or (Path(args.out) if args.out else _default_run_dir())
     if args.resume:
         if not (run_dir / "last.ckpt").is_file():
             raise UserError(f"--resume: {run_dir} has no last.ckpt to continue from; check --out")
@@ -254,12 +260,16 @@ def _prepare_run_dir(args: PretrainArgs) -> Path:
             if not args.force:
                 raise UserError(f"run directory {run_dir} exists and is not empty; use --resume to continue it, "
                                 "--force to overwrite it, or another --out")
+            if not create:
+                return run_dir
             for name in RUN_FILES:
                 p = run_dir / name
                 if p.is_dir():
                     shutil.rmtree(p)
                 elif p.exists():
                     p.unlink()
+    if not create:
+        return run_dir
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -338,7 +348,7 @@ def pretrain(args: PretrainArgs) -> dict:
             window, an existing run directory without --resume/--force.
     """
     t_start = time.perf_counter()
-    run_dir = _prepare_run_dir(args)
+    run_dir = _prepare_run_dir(args, create=False)
     if args.resume:
         args = _merge_resume_args(args, run_dir)
     progress = not args.quiet
@@ -361,6 +371,7 @@ def pretrain(args: PretrainArgs) -> dict:
         which = "training" if longest_train < plan.seq_len else "validation"
         raise UserError(f"the genome is too short for --seq-len {plan.seq_len:,}: the longest {which} region is "
                         f"{min(longest_train, longest_val):,} bp ({split.describe()}); use a smaller --seq-len")
+    run_dir = _prepare_run_dir(args, create=True, run_dir=run_dir)
 
     import lightning as L
     import torch
