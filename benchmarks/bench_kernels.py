@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 
 import torch
 import triton
@@ -110,13 +111,27 @@ def scan_bytes(batch, d, n, length):
     return fwd, bwd
 
 
+def report_registers():
+    """Registers and spills of every compiled scan kernel (best effort: Triton internals)."""
+    for name in ("_fwd_chunk_scan_kernel", "_bwd_chunk_kernel", "_fwd_chunk_state_kernel", "_bwd_chunk_state_kernel"):
+        fn = getattr(scan_chunk, name)
+        try:
+            for cache in fn.device_caches.values():
+                for key, k in cache[0].items():
+                    c = getattr(k, "constants", None) or {}
+                    print(f"{name}: regs {k.n_regs} spills {k.n_spills} warps {k.metadata.num_warps} "
+                          f"{ {kk: v for kk, v in c.items() if isinstance(v, int)} if isinstance(c, dict) else ''}",
+                          flush=True)
+        except Exception as e:
+            print(f"{name}: register report unavailable ({type(e).__name__}: {e})", flush=True)
+
+
 def tune(shapes):
     """Time a few launch configurations; return the best one (sum of normalised fwd+bwd)."""
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    configs = [dict(BD=32, num_warps=1, programs=8 * sms), dict(BD=32, num_warps=1, programs=32 * sms),
-               dict(BD=16, num_warps=1, programs=32 * sms), dict(BD=64, num_warps=2, programs=16 * sms),
-               dict(BD=32, num_warps=2, programs=16 * sms), dict(BD=64, num_warps=4, programs=8 * sms),
-               dict(BD=32, num_warps=1, programs=32 * sms, M=16)]
+    configs = [dict(BD=32, num_warps=1, programs=32 * sms), dict(BD=32, num_warps=1, programs=16 * sms),
+               dict(BD=64, num_warps=2, programs=16 * sms), dict(BD=32, num_warps=1, programs=32 * sms, T=32, M=4),
+               dict(BD=16, num_warps=1, programs=32 * sms)]
     times = {}
     for shape in shapes:
         x = make(*shape)
@@ -133,6 +148,7 @@ def tune(shapes):
                   f"fwd {f:.3f} ms  bwd {b:.3f} ms  peak {p:.2f} GiB", flush=True)
         del x
     scan_chunk.TUNE.clear()
+    report_registers()
     best_per_shape = [min(t[k] for t in times.values() if len(t) == len(shapes)) for k in range(len(shapes))]
     score = {i: sum(t[k] / best_per_shape[k] for k in range(len(shapes)))
              for i, t in times.items() if len(t) == len(shapes)}
@@ -165,6 +181,7 @@ def main():
     header = ("| shape (B, D, N, L) | fwd ms | bwd ms | fwd+bwd ms | fwd GB/s (% copy) | bwd GB/s (% copy) "
               "| peak GiB | torch fwd/bwd ms | mamba_ssm fwd/bwd ms | mamba ref (brief) fwd/bwd ms |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    results = []
     for shape in SHAPES:
         batch, d, n, length = shape
         x = make(*shape)
@@ -185,6 +202,9 @@ def main():
                 f"| {ref_s} |")
         print(line, flush=True)
         lines.append(line)
+        results.append(dict(shape=dict(batch=batch, d_inner=d, d_state=n, length=length), fwd_ms=f, bwd_ms=b,
+                            peak_gib=peak, fwd_gbs=fb / f / 1e6, bwd_gbs=bb / b / 1e6, copy_gbs=copy_gbs,
+                            mamba_ssm_ms=ms, mamba_ref_ms=ref))
         del x
         torch.cuda.empty_cache()
     # causal conv1d, bf16, width 4, silu
@@ -201,6 +221,11 @@ def main():
         print(f"conv1d B{batch}-D{d}-L{length}-W4 bf16: fwd {f:.3f} ms ({2 * nbytes / f / 1e6:.0f} GB/s), "
               f"bwd {b:.3f} ms ({3 * nbytes / b / 1e6:.0f} GB/s)", flush=True)
     print("\n".join(lines))
+    out = os.environ.get("OUT")
+    if out:
+        with open(os.path.join(out, "bench_kernels.json"), "w") as fh:
+            json.dump(dict(device=dev, torch=torch.__version__, triton=triton.__version__,
+                           date=str(datetime.date.today()), config=dict(scan_chunk.TUNE), scan=results), fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -66,14 +66,25 @@ def _fwd_chunk_state_kernel(
     B_ptr += pid_b * s_bb
     h = tl.zeros([BD, NP], dtype=tl.float32)
     tot = tl.zeros([BD], dtype=tl.float32)
-    for t in range(pid_c * K, tl.minimum(pid_c * K + K, L)):
-        u = tl.load(u_ptr + t * s_ul + offs_d, mask=md, other=0.0).to(tl.float32)
-        v = tl.load(delta_ptr + t * s_dl + offs_d, mask=md, other=0.0).to(tl.float32) + bias
+    t_lo = pid_c * K
+    t_hi = tl.minimum(t_lo + K, L)
+    # software pipelining: the loads of step t+1 are issued before step t's arithmetic
+    u_n = tl.load(u_ptr + t_lo * s_ul + offs_d, mask=md & ((offs_d * 0 + t_lo) < t_hi), other=0.0).to(tl.float32)
+    v_n = tl.load(delta_ptr + t_lo * s_dl + offs_d, mask=md & ((offs_d * 0 + t_lo) < t_hi), other=0.0).to(tl.float32)
+    B_n = tl.load(B_ptr + t_lo * s_bl + offs_n, mask=mn & ((offs_n * 0 + t_lo) < t_hi), other=0.0).to(tl.float32)
+    for t in range(t_lo, t_hi):
+        u = u_n
+        v = v_n + bias
+        Bt = B_n
+        more_d = (offs_d * 0 + t + 1) < t_hi
+        more_n = (offs_n * 0 + t + 1) < t_hi
+        u_n = tl.load(u_ptr + (t + 1) * s_ul + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
+        v_n = tl.load(delta_ptr + (t + 1) * s_dl + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
+        B_n = tl.load(B_ptr + (t + 1) * s_bl + offs_n, mask=mn & more_n, other=0.0).to(tl.float32)
         if SOFTPLUS:
             dt = tl.where(md, tl.where(v > 20.0, v, tl.log(1.0 + tl.exp(v))), 0.0)
         else:
             dt = v
-        Bt = tl.load(B_ptr + t * s_bl + offs_n, mask=mn, other=0.0).to(tl.float32)
         h = tl.exp2(A2 * dt[:, None]) * h + (dt * u)[:, None] * Bt[None, :]
         tot += dt
     row = (pid_b * NC + pid_c) * D + offs_d
@@ -156,21 +167,39 @@ def _fwd_chunk_scan_kernel(
         t0 = seg * S
         if t0 < L:
             tl.store(hs_ptr + (pid_b * NS + seg) * D * N + dn, h, mask=mdn)
-        for t in range(t0, tl.minimum(t0 + S, L)):
-            u = tl.load(u_ptr + t * s_ul + offs_d, mask=md, other=0.0).to(tl.float32)
-            v = tl.load(delta_ptr + t * s_dl + offs_d, mask=md, other=0.0).to(tl.float32) + bias
+        t_hi = tl.minimum(t0 + S, L)
+        ok_d = (offs_d * 0 + t0) < t_hi
+        ok_n = (offs_n * 0 + t0) < t_hi
+        u_n = tl.load(u_ptr + t0 * s_ul + offs_d, mask=md & ok_d, other=0.0).to(tl.float32)
+        v_n = tl.load(delta_ptr + t0 * s_dl + offs_d, mask=md & ok_d, other=0.0).to(tl.float32)
+        z_n = tl.zeros([BD], dtype=tl.float32)
+        if HAS_Z:
+            z_n = tl.load(z_ptr + t0 * s_zl + offs_d, mask=md & ok_d, other=0.0).to(tl.float32)
+        B_n = tl.load(B_ptr + t0 * s_bl + offs_n, mask=mn & ok_n, other=0.0).to(tl.float32)
+        C_n = tl.load(C_ptr + t0 * s_cl + offs_n, mask=mn & ok_n, other=0.0).to(tl.float32)
+        for t in range(t0, t_hi):
+            u = u_n
+            v = v_n + bias
+            zt = z_n
+            Bt = B_n
+            Ct = C_n
+            more_d = (offs_d * 0 + t + 1) < t_hi
+            more_n = (offs_n * 0 + t + 1) < t_hi
+            u_n = tl.load(u_ptr + (t + 1) * s_ul + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
+            v_n = tl.load(delta_ptr + (t + 1) * s_dl + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
+            if HAS_Z:
+                z_n = tl.load(z_ptr + (t + 1) * s_zl + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
+            B_n = tl.load(B_ptr + (t + 1) * s_bl + offs_n, mask=mn & more_n, other=0.0).to(tl.float32)
+            C_n = tl.load(C_ptr + (t + 1) * s_cl + offs_n, mask=mn & more_n, other=0.0).to(tl.float32)
             if SOFTPLUS:
                 dt = tl.where(md, tl.where(v > 20.0, v, tl.log(1.0 + tl.exp(v))), 0.0)
             else:
                 dt = v
-            Bt = tl.load(B_ptr + t * s_bl + offs_n, mask=mn, other=0.0).to(tl.float32)
-            Ct = tl.load(C_ptr + t * s_cl + offs_n, mask=mn, other=0.0).to(tl.float32)
             h = tl.exp2(A2 * dt[:, None]) * h + (dt * u)[:, None] * Bt[None, :]
             y = tl.sum(h * Ct[None, :], 1)
             if HAS_D:
                 y += Dv * u
             if HAS_Z:
-                zt = tl.load(z_ptr + t * s_zl + offs_d, mask=md, other=0.0).to(tl.float32)
                 y *= zt * (1.0 / (1.0 + tl.exp(-zt)))
             tl.store(y_ptr + t * D + offs_d, y.to(y_ptr.dtype.element_ty), mask=md)
     if STORE_FINAL:
@@ -203,19 +232,35 @@ def _bwd_chunk_state_kernel(
     dy_ptr += pid_b * L * D
     g = tl.zeros([BD, NP], dtype=tl.float32)
     tot = tl.zeros([BD], dtype=tl.float32)
-    t_hi = tl.minimum(pid_c * K + K, L)
-    for i in range(t_hi - pid_c * K):
+    t_lo = pid_c * K
+    t_hi = tl.minimum(t_lo + K, L)
+    ok_d = (offs_d * 0 + t_lo) < t_hi
+    ok_n = (offs_n * 0 + t_lo) < t_hi
+    v_n = tl.load(delta_ptr + (t_hi - 1) * s_dl + offs_d, mask=md & ok_d, other=0.0).to(tl.float32)
+    dy_n = tl.load(dy_ptr + (t_hi - 1) * D + offs_d, mask=md & ok_d, other=0.0).to(tl.float32)
+    z_n = tl.zeros([BD], dtype=tl.float32)
+    if HAS_Z:
+        z_n = tl.load(z_ptr + (t_hi - 1) * s_zl + offs_d, mask=md & ok_d, other=0.0).to(tl.float32)
+    C_n = tl.load(C_ptr + (t_hi - 1) * s_cl + offs_n, mask=mn & ok_n, other=0.0).to(tl.float32)
+    for i in range(t_hi - t_lo):
         t = t_hi - 1 - i
-        v = tl.load(delta_ptr + t * s_dl + offs_d, mask=md, other=0.0).to(tl.float32) + bias
+        v = v_n + bias
+        dyp = dy_n
+        zt = z_n
+        Ct = C_n
+        more_d = (offs_d * 0 + t - 1) >= t_lo
+        more_n = (offs_n * 0 + t - 1) >= t_lo
+        v_n = tl.load(delta_ptr + (t - 1) * s_dl + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
+        dy_n = tl.load(dy_ptr + (t - 1) * D + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
+        if HAS_Z:
+            z_n = tl.load(z_ptr + (t - 1) * s_zl + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
+        C_n = tl.load(C_ptr + (t - 1) * s_cl + offs_n, mask=mn & more_n, other=0.0).to(tl.float32)
         if SOFTPLUS:
             dt = tl.where(md, tl.where(v > 20.0, v, tl.log(1.0 + tl.exp(v))), 0.0)
         else:
             dt = v
-        dyp = tl.load(dy_ptr + t * D + offs_d, mask=md, other=0.0).to(tl.float32)
         if HAS_Z:
-            zt = tl.load(z_ptr + t * s_zl + offs_d, mask=md, other=0.0).to(tl.float32)
             dyp *= zt * (1.0 / (1.0 + tl.exp(-zt)))
-        Ct = tl.load(C_ptr + t * s_cl + offs_n, mask=mn, other=0.0).to(tl.float32)
         g = tl.exp2(A2 * dt[:, None]) * (g + dyp[:, None] * Ct[None, :])
         tot += dt
     row = (pid_b * NC + pid_c) * D + offs_d
@@ -284,46 +329,88 @@ def _bwd_chunk_kernel(
             t_end = tl.minimum(t0 + T, L)
             if j == M - 1:
                 t_end = t0  # the last tile's end state is not needed
+            ok_d = (offs_d * 0 + t0) < t_end
+            ok_n = (offs_n * 0 + t0) < t_end
+            u_n = tl.load(u_ptr + t0 * s_ul + offs_d, mask=md & ok_d, other=0.0).to(tl.float32)
+            v_n = tl.load(delta_ptr + t0 * s_dl + offs_d, mask=md & ok_d, other=0.0).to(tl.float32)
+            B_n = tl.load(B_ptr + t0 * s_bl + offs_n, mask=mn & ok_n, other=0.0).to(tl.float32)
             for t in range(t0, t_end):
-                u = tl.load(u_ptr + t * s_ul + offs_d, mask=md, other=0.0).to(tl.float32)
-                v = tl.load(delta_ptr + t * s_dl + offs_d, mask=md, other=0.0).to(tl.float32) + bias
+                u = u_n
+                v = v_n + bias
+                Bt = B_n
+                more_d = (offs_d * 0 + t + 1) < t_end
+                more_n = (offs_n * 0 + t + 1) < t_end
+                u_n = tl.load(u_ptr + (t + 1) * s_ul + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
+                v_n = tl.load(delta_ptr + (t + 1) * s_dl + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
+                B_n = tl.load(B_ptr + (t + 1) * s_bl + offs_n, mask=mn & more_n, other=0.0).to(tl.float32)
                 if SOFTPLUS:
                     dt = tl.where(md, tl.where(v > 20.0, v, tl.log(1.0 + tl.exp(v))), 0.0)
                 else:
                     dt = v
-                Bt = tl.load(B_ptr + t * s_bl + offs_n, mask=mn, other=0.0).to(tl.float32)
                 h = tl.exp2(A2 * dt[:, None]) * h + (dt * u)[:, None] * Bt[None, :]
         for jj in range(M):
             j = M - 1 - jj
             t0 = (seg * M + j) * T
             tl.debug_barrier()
             h = tl.load(scr_tile + j * BD * NP + local)
-            for t in range(t0, tl.minimum(t0 + T, L)):
-                u = tl.load(u_ptr + t * s_ul + offs_d, mask=md, other=0.0).to(tl.float32)
-                v = tl.load(delta_ptr + t * s_dl + offs_d, mask=md, other=0.0).to(tl.float32) + bias
+            t_hi = tl.minimum(t0 + T, L)
+            ok_d = (offs_d * 0 + t0) < t_hi
+            ok_n = (offs_n * 0 + t0) < t_hi
+            u_n = tl.load(u_ptr + t0 * s_ul + offs_d, mask=md & ok_d, other=0.0).to(tl.float32)
+            v_n = tl.load(delta_ptr + t0 * s_dl + offs_d, mask=md & ok_d, other=0.0).to(tl.float32)
+            B_n = tl.load(B_ptr + t0 * s_bl + offs_n, mask=mn & ok_n, other=0.0).to(tl.float32)
+            for t in range(t0, t_hi):
+                u = u_n
+                v = v_n + bias
+                Bt = B_n
+                more_d = (offs_d * 0 + t + 1) < t_hi
+                more_n = (offs_n * 0 + t + 1) < t_hi
+                u_n = tl.load(u_ptr + (t + 1) * s_ul + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
+                v_n = tl.load(delta_ptr + (t + 1) * s_dl + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
+                B_n = tl.load(B_ptr + (t + 1) * s_bl + offs_n, mask=mn & more_n, other=0.0).to(tl.float32)
                 if SOFTPLUS:
                     dt = tl.where(md, tl.where(v > 20.0, v, tl.log(1.0 + tl.exp(v))), 0.0)
                 else:
                     dt = v
-                Bt = tl.load(B_ptr + t * s_bl + offs_n, mask=mn, other=0.0).to(tl.float32)
                 h = tl.exp2(A2 * dt[:, None]) * h + (dt * u)[:, None] * Bt[None, :]
                 tl.store(scr_step + (t - t0) * BD * NP + local, h)
             tl.debug_barrier()
-            n_valid = tl.minimum(t0 + T, L) - t0
+            n_valid = t_hi - t0
+            # walk back; the loads of step t-1 are issued before step t's arithmetic
+            tl_ = t_hi - 1
+            h_n = tl.load(scr_step + (tl_ - t0) * BD * NP + local, mask=(local * 0 + n_valid) > 0, other=0.0)
+            u_n = tl.load(u_ptr + tl_ * s_ul + offs_d, mask=md & ok_d, other=0.0).to(tl.float32)
+            v_n = tl.load(delta_ptr + tl_ * s_dl + offs_d, mask=md & ok_d, other=0.0).to(tl.float32)
+            B_n = tl.load(B_ptr + tl_ * s_bl + offs_n, mask=mn & ok_n, other=0.0).to(tl.float32)
+            C_n = tl.load(C_ptr + tl_ * s_cl + offs_n, mask=mn & ok_n, other=0.0).to(tl.float32)
+            dy_n = tl.load(dy_ptr + tl_ * D + offs_d, mask=md & ok_d, other=0.0).to(tl.float32)
+            z_n = tl.zeros([BD], dtype=tl.float32)
+            if HAS_Z:
+                z_n = tl.load(z_ptr + tl_ * s_zl + offs_d, mask=md & ok_d, other=0.0).to(tl.float32)
             for k in range(n_valid):
                 t = t0 + n_valid - 1 - k
-                h = tl.load(scr_step + (t - t0) * BD * NP + local)
-                u = tl.load(u_ptr + t * s_ul + offs_d, mask=md, other=0.0).to(tl.float32)
-                v = tl.load(delta_ptr + t * s_dl + offs_d, mask=md, other=0.0).to(tl.float32) + bias
+                h = h_n
+                u = u_n
+                v = v_n + bias
+                Bt = B_n
+                Ct = C_n
+                dy = dy_n
+                zt = z_n
+                more_d = (offs_d * 0 + t - 1) >= t0
+                more_n = (offs_n * 0 + t - 1) >= t0
+                h_n = tl.load(scr_step + (t - 1 - t0) * BD * NP + local, mask=(local * 0 + t - 1) >= t0, other=0.0)
+                u_n = tl.load(u_ptr + (t - 1) * s_ul + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
+                v_n = tl.load(delta_ptr + (t - 1) * s_dl + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
+                B_n = tl.load(B_ptr + (t - 1) * s_bl + offs_n, mask=mn & more_n, other=0.0).to(tl.float32)
+                C_n = tl.load(C_ptr + (t - 1) * s_cl + offs_n, mask=mn & more_n, other=0.0).to(tl.float32)
+                dy_n = tl.load(dy_ptr + (t - 1) * D + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
+                if HAS_Z:
+                    z_n = tl.load(z_ptr + (t - 1) * s_zl + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
                 if SOFTPLUS:
                     dt = tl.where(md, tl.where(v > 20.0, v, tl.log(1.0 + tl.exp(v))), 0.0)
                 else:
                     dt = v
-                Bt = tl.load(B_ptr + t * s_bl + offs_n, mask=mn, other=0.0).to(tl.float32)
-                Ct = tl.load(C_ptr + t * s_cl + offs_n, mask=mn, other=0.0).to(tl.float32)
-                dy = tl.load(dy_ptr + t * D + offs_d, mask=md, other=0.0).to(tl.float32)
                 if HAS_Z:
-                    zt = tl.load(z_ptr + t * s_zl + offs_d, mask=md, other=0.0).to(tl.float32)
                     ypre = tl.sum(h * Ct[None, :], 1)
                     if HAS_D:
                         ypre += Dv * u

@@ -86,8 +86,8 @@ def run(inputs, softplus, backend, grad=True):
     return y, final, {k: v.grad for k, v in leaves.items() if v is not None}
 
 
-def check(p, backend, sliced=False):
-    inputs = make_inputs(**p, sliced=sliced)
+def check(p, backend, sliced=False, inputs=None):
+    inputs = make_inputs(**p, sliced=sliced) if inputs is None else inputs
     y_ref, f_ref, g_ref = run(inputs, p["softplus"], "reference")
     y, f, g = run(inputs, p["softplus"], backend)
     tol = TOL[p["dtype"]]
@@ -110,6 +110,23 @@ def test_scan_matches_reference(p, backend):
 def test_scan_sliced_inputs(p):
     """u, delta, z, B, C as strided views of one (B, L, 3D + 2N) projection."""
     check(p, "triton", sliced=True)
+
+
+@pytest.mark.parametrize("length,d,tune", [(75, 20, dict(T=8, M=4, BD=8, programs=16)),
+                                           (45, 6, dict(T=4, M=1, BD=4, num_warps=1, programs=64))])
+def test_scan_tile_configs(length, d, tune, monkeypatch):
+    """Other tile / segment / channel-block sizes: partial tiles, many chunks, masked channels."""
+    from mamba_genome.kernels.selective_scan import chunk
+    monkeypatch.setattr(chunk, "TUNE", dict(tune))
+    check(dict(b=2, l=length, d=d, n=8, dtype=torch.float32, **ALL), "triton")
+
+
+def test_scan_large_dt():
+    """dt above the softplus cut-off (exp(dt A) ~ 0: the state restarts) stays finite and exact."""
+    p = dict(b=1, l=90, d=16, n=8, dtype=torch.float32, **ALL)
+    x = make_inputs(**p)
+    x["delta"][:, ::7] = 30.0
+    check(p, "triton", inputs=x)
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
