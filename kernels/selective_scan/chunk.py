@@ -7,8 +7,8 @@ Per batch element, channel d and state index n (see README.md in this folder):
 
 The length is cut three ways:
 
-    tile     T steps     one (T, BD, N) register block; inside it the recurrence is a
-                         ``tl.associative_scan`` over (decay, input) pairs
+    tile     T steps     the backward keeps the T states h_t of one tile in a small scratch
+                         and walks back over them
     segment  S = T*M     the state at every segment start is saved (fp32) for the backward
     chunk    K = S*NSEG  one program walks one chunk; chunks run in parallel
 
@@ -23,6 +23,9 @@ Backward runs the same three steps in reverse time on dh (the gradient w.r.t. h)
 segments back to front: it recomputes the tile-start states of the segment from the saved
 segment state (into a small per-program scratch), then per tile rescans h forward and dh
 backward and forms every gradient. (B, L, D, N) never exists in memory.
+
+Every per-step loop is software-pipelined by hand: the loads of the next step (t+1, or t-1
+walking back) are issued before the current step's arithmetic, so their latency overlaps it.
 """
 from __future__ import annotations
 
