@@ -10,6 +10,7 @@ import json
 
 import click
 
+from ..train.schedule import parse_duration
 from ..workflows.finetune import FinetuneArgs
 from ..workflows.finetune import finetune as run_finetune
 from ..workflows.finetune import summary_rows
@@ -42,8 +43,8 @@ def _parse_overrides(text: str | None) -> dict:
 @click.option("--seq-len", type=int, default=1024, show_default=True, help="Window length in bases.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--max-steps", type=int, default=300, show_default=True, help="Optimiser steps.")
-@click.option("--max-time", "max_time", type=float, default=None, metavar="SECONDS",
-              help="Stop training after this many seconds (the LR cosine follows the clock too).")
+@click.option("--max-time", "max_time", default=None, metavar="DURATION",
+              help="Wall-clock training budget, e.g. 2h, 90m, 270s or plain seconds (the LR cosine follows the clock too).")
 @click.option("--steps-per-epoch", type=int, default=None,
               help="Steps between validations / sequence-length doublings [default: max-steps/10].")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate (cosine decay to 1e-6).")
@@ -96,7 +97,7 @@ def finetune(classes, manifest, from_run, preset, seq_len, batch_size, max_steps
     overrides = _parse_overrides(model_overrides)
     args = FinetuneArgs(
         classes=classes, manifest=manifest, from_run=from_run, preset=preset, seq_len=seq_len, batch_size=batch_size,
-        max_steps=max_steps, max_time_s=max_time, steps_per_epoch=steps_per_epoch, lr=lr, warmup_steps=warmup_steps,
+        max_steps=max_steps, max_time_s=parse_duration(max_time) if max_time is not None else None, steps_per_epoch=steps_per_epoch, lr=lr, warmup_steps=warmup_steps,
         pooling=pooling,
         freeze_backbone=freeze_backbone, seq_len_warmup=not no_seq_len_warmup, val_windows=val_windows,
         test_windows=test_windows, val_fraction=val_fraction, test_fraction=test_fraction,
