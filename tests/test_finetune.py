@@ -148,3 +148,11 @@ def test_kmer_baseline_separates_composition():
     assert res["accuracy"] == 1.0 and res["macro_f1"] == 1.0 and res["n_train"] == 40
     f = kmer_frequencies(np.array([5, 6, 9, 7, 8, 5]), k=2)  # AC, GT, TA; the N breaks CN and NG
     assert f.sum() == pytest.approx(1.0) and np.count_nonzero(f) == 3
+
+
+def test_max_time_takes_durations_and_rejects_nonsense(tmp_path):
+    args = ["finetune", "--class", f"a={DATA / 'saureus_COL_8k.fa'}", "--class", f"b={DATA / 'saureus_N315_8k.fa'}",
+            "--out", str(tmp_path / "run"), "--max-time"]
+    res = CliRunner().invoke(main, [*args, "5x"])
+    assert res.exit_code == 1 and "--max-time" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "run").exists()
