@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from mamba_genome.cli import main
@@ -55,6 +56,14 @@ def test_bench_kernels_without_script_is_clear_error(monkeypatch):
     import mamba_genome.cli.bench as bench_mod
 
     monkeypatch.setattr(bench_mod, "_bench_kernels_script", lambda: None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     r = CliRunner().invoke(main, ["bench", "kernels"])
     assert r.exit_code == 1
     assert "error: benchmarks/bench_kernels.py not found" in r.output
+
+
+def test_bench_kernels_without_gpu_is_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    r = CliRunner().invoke(main, ["bench", "kernels"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.output.startswith("error: `bench kernels` times the Triton kernels on a CUDA GPU")

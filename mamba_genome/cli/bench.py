@@ -126,6 +126,11 @@ def kernels(args):
     Example:
       mamba-genome bench kernels -- --help
     """
+    import torch
+
+    if not torch.cuda.is_available() and not any(a in ("-h", "--help") for a in args):
+        raise UserError("`bench kernels` times the Triton kernels on a CUDA GPU and none is visible here; "
+                        "run it on a GPU machine (correctness on CPU: python -m pytest tests/kernels)")
     script = _bench_kernels_script()
     if script is None:
         raise UserError("benchmarks/bench_kernels.py not found: `bench kernels` needs a source checkout "
