@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .device import resolve_device as _resolve_device
 
 POOLS = ("mean", "last", None)
 PRECISIONS = ("fp32", "bf16")
@@ -93,18 +94,6 @@ class ScoreResult:
 
     def __getitem__(self, key):  # dict-style access for convenience
         return getattr(self, key)
-
-
-def _resolve_device(device) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise UserError(f"--device must be auto, cpu, cuda or cuda:N, got '{device}'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but no CUDA GPU is available; use --device cpu")
-    return dev
 
 
 def load(path, device=None) -> "GenomeModel":

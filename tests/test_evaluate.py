@@ -99,3 +99,14 @@ def test_bad_input_one_line(model_dir, fasta, args, message):
     assert res.exit_code == 1, res.output
     assert res.stderr.startswith("error: ") and message in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("device,message", [("banana", "--device must be"), ("cuda:7", "cuda")])
+def test_bad_device_is_one_line(tmp_path, device, message, monkeypatch):
+    from mamba_genome.device import resolve_device
+    from mamba_genome.errors import UserError
+
+    if device.startswith("cuda"):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match=message):
+        resolve_device(device)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, UserError
+from ..device import resolve_device as _device
 
 
 def tile_starts(length: int, seq_len: int) -> list[int]:
@@ -61,18 +62,6 @@ def load_classifier(model_path, device="cpu"):
     if not labels or len(labels) != model.num_classes:
         raise CheckpointError(f"{model_path}: config.json has no label list matching its {model.num_classes} classes")
     return model, list(labels), int(meta["extra"].get("seq_len", 1024))
-
-
-def _device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"--device must be cpu, cuda or cuda:N, got '{device}'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but no CUDA GPU is available; use --device cpu")
-    return dev
 
 
 def classify_fasta(sample, model_path, batch_size: int = 32, device: str | None = None, per_window: bool = False,

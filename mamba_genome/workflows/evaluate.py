@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..device import resolve_device
 
 LN2 = math.log(2.0)
 
@@ -83,8 +84,7 @@ def evaluate(model_path, fasta_or_store, seq_len: int = 1024, batch_size: int = 
         raise UserError(f"--seq-len must be at least 16, got {seq_len}")
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     model, meta = load_model(model_path, device=device)
     if meta.get("model_type") != "lm":
         raise UserError(f"{model_path} is a '{meta.get('model_type')}' model; evaluate needs a pretrained language model")
