@@ -8,15 +8,17 @@ one. Two entry points:
 - :func:`stream_fasta_tokens` turns a whole genome into per-contig blocks of
   token ids in constant memory, for :func:`mamba_genome.data.store.ingest`.
 
-Plain gzip (UCSC's ``hg38.fa.gz``) cannot be randomly accessed, so it is
-streamed once through zlib in big blocks: headers are found with
-``bytes.find(b">")`` and each block is stripped of line breaks and tokenized
-by a single ``bytes.translate`` call. Plain and BGZF FASTA are read through a
-pyfaidx ``.fai``/``.gzi`` index (samtools-compatible; the by-product lets other
-tools fetch regions); when the directory beside the FASTA is read-only the
-index goes to ``$MAMBA_GENOME_CACHE/index`` (default
-``~/.cache/mamba-genome/index``) through pyfaidx's ``indexname=`` and
-``gzi_indexname=`` keywords.
+Plain gzip (UCSC's ``hg38.fa.gz``) and BGZF (multi-member gzip) are streamed
+once through zlib in big blocks: headers are found with ``bytes.find(b">")``
+and each block is stripped of line breaks and tokenized by a single
+``bytes.translate`` call (ingest reads every byte once, so an index would buy
+nothing). Plain FASTA is read through a pyfaidx ``.fai`` index
+(samtools-compatible; the by-product lets other tools fetch regions, and
+pyfaidx's line-length check catches malformed files); when the directory
+beside the FASTA is read-only the index goes to ``$MAMBA_GENOME_CACHE/index``
+(default ``~/.cache/mamba-genome/index``) through pyfaidx's ``indexname=``
+keyword. :func:`open_faidx` also opens BGZF files (``.gzi`` index) for
+callers that need random access.
 
 Fatal (``InputFileError``, one line): missing, unreadable or empty file; not
 FASTA; a header with no sequence; duplicate record names; a truncated or
