@@ -33,7 +33,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..errors import InputFileError, UserError
-from .splits import make_splits
+from .splits import Region, make_splits
 from .store import TokenStore, ingest, is_store
 from .tokenizer import N, reverse_complement_tokens
 
@@ -143,19 +143,11 @@ def _check_class_count(sources, where: str) -> None:
 
 
 @dataclass(frozen=True)
-class LabelledRegion:
-    """A 0-based half-open region of one contig of one class's token store."""
+class LabelledRegion(Region):
+    """A :class:`Region` of one class's token store (0-based, half-open)."""
 
-    label: int  # index into ClassificationTask.labels
-    store: str  # token store directory
-    contig: str
-    start: int
-    end: int
-    split: str
-
-    @property
-    def length(self) -> int:
-        return self.end - self.start
+    label: int = field(kw_only=True)  # index into ClassificationTask.labels
+    store: str = field(kw_only=True)  # token store directory
 
 
 @dataclass
@@ -234,14 +226,14 @@ def build_task(sources: list[ClassSource], *, val_fraction: float = 0.1, test_fr
         if not usable:
             raise UserError(f"{s.where}: {s.fasta} has only all-N contigs; class '{s.label}' has no usable sequence")
         if s.split is not None:
-            regions += [LabelledRegion(k, str(store.path), c.name, 0, c.length, s.split) for c in usable]
+            regions += [LabelledRegion(c.name, 0, c.length, s.split, label=k, store=str(store.path)) for c in usable]
             what = f"{len(usable)} contig(s)" if s.contigs is not None else "all"
             methods[s.label].append(f"{s.fasta.name}: {what} {s.split}")
         else:
             plan = make_splits(store, val_fraction=val_fraction, test_fraction=test_fraction)
             keep = {c.name for c in usable}
             for split in SPLITS:
-                regions += [LabelledRegion(k, str(store.path), r.contig, r.start, r.end, split)
+                regions += [LabelledRegion(r.contig, r.start, r.end, split, label=k, store=str(store.path))
                             for r in plan.regions(split) if r.contig in keep]
             methods[s.label].append(f"{s.fasta.name}: tails (val {val_fraction:.0%}, test {test_fraction:.0%})")
     for k, name in enumerate(labels):
@@ -273,8 +265,7 @@ def _carve_val(regions: list[LabelledRegion], label: int, fraction: float) -> li
         n_val = int(r.length * fraction)
         if r.label == label and r.split == "train" and n_val > 0:
             cut = r.end - n_val
-            out += [LabelledRegion(r.label, r.store, r.contig, r.start, cut, "train"),
-                    LabelledRegion(r.label, r.store, r.contig, cut, r.end, "val")]
+            out += [replace(r, end=cut), replace(r, start=cut, split="val")]
         else:
             out.append(r)
     return out
