@@ -1,13 +1,15 @@
 """Causal depthwise conv1d (width 2-4): public functions and backend dispatch.
 
 Files: naive.py (float64 reference), parallel.py (PyTorch, CPU default),
-chunk.py (Triton forward/backward, CUDA default).
+chunk.py (Triton forward/backward, CUDA default), step.py (single-step
+decode update: torch + Triton).
 """
 from __future__ import annotations
 
 from ..utils import check_shape, resolve_backend
 from .naive import causal_conv1d_naive
-from .parallel import causal_conv1d_torch, causal_conv1d_update_torch
+from .parallel import causal_conv1d_torch
+from .step import causal_conv1d_update_torch
 
 __all__ = ["causal_conv1d", "causal_conv1d_update", "causal_conv1d_naive"]
 
@@ -50,5 +52,39 @@ def causal_conv1d(x, weight, bias=None, activation=None, initial_state=None, ret
 
 
 def causal_conv1d_update(x, conv_state, weight, bias=None, activation=None, backend=None):
-    """One streaming step: x (B, D); conv_state (B, D, W-1) updated in place. Returns y (B, D)."""
+    """One streaming step of :func:`causal_conv1d`, updating ``conv_state`` in place.
+
+    Args:
+        x: (B, D) input at this position.
+        conv_state: (B, D, W-1) the previous W-1 inputs, oldest first; shifted left
+            and x appended, in place.
+        weight: (D, W) filter per channel, W in 2..4.
+        bias: (D,) optional.
+        activation: None or "silu".
+        backend: "reference", "torch", "triton" or None.
+
+    Returns:
+        y (B, D) in x's dtype (float64 for the reference).
+    """
+    if x.dim() != 2:
+        raise ValueError(f"x must have shape (batch, dim), got {tuple(x.shape)}")
+    batch, dim = x.shape
+    check_shape("weight", weight, (dim, None))
+    width = weight.shape[1]
+    if not 2 <= width <= 4:
+        raise ValueError(f"conv width must be 2..4, got {width}")
+    if activation not in (None, "silu"):
+        raise ValueError(f"activation must be None or 'silu', got {activation!r}")
+    check_shape("bias", bias, (dim,), optional=True)
+    check_shape("conv_state", conv_state, (batch, dim, width - 1))
+    backend = resolve_backend(backend, x.device)
+    if backend == "reference":
+        y, final = causal_conv1d_naive(x.unsqueeze(1), weight, bias=bias, activation=activation,
+                                       initial_state=conv_state, return_final_state=True)
+        conv_state.copy_(final)
+        return y[:, 0]
+    if backend == "triton":
+        from .step import causal_conv1d_update_triton
+
+        return causal_conv1d_update_triton(x, conv_state, weight, bias=bias, activation=activation)
     return causal_conv1d_update_torch(x, conv_state, weight, bias=bias, activation=activation)

@@ -1,4 +1,7 @@
-"""PyTorch causal depthwise conv1d (CPU default): one grouped ``F.conv1d`` call."""
+"""PyTorch causal depthwise conv1d (CPU default): one grouped ``F.conv1d`` call.
+
+The single-step streaming update lives in ``step.py``.
+"""
 from __future__ import annotations
 
 import torch
@@ -24,14 +27,3 @@ def causal_conv1d_torch(x, weight, bias=None, activation=None, initial_state=Non
         return y, xp[:, :, xp.shape[2] - (width - 1):].contiguous()
     return y
 
-
-def causal_conv1d_update_torch(x, conv_state, weight, bias=None, activation=None):
-    """One step: x (B, D), conv_state (B, D, W-1) updated in place -> y (B, D)."""
-    window = torch.cat([conv_state, x.unsqueeze(-1).to(conv_state.dtype)], dim=-1)  # (B, D, W)
-    y = (window * weight.to(window.dtype)).sum(-1)
-    if bias is not None:
-        y = y + bias.to(y.dtype)
-    if activation == "silu":
-        y = F.silu(y)
-    conv_state.copy_(window[:, :, 1:])
-    return y.to(x.dtype)
