@@ -126,12 +126,32 @@ def report_registers():
             print(f"{name}: register report unavailable ({type(e).__name__}: {e})", flush=True)
 
 
-def tune(shapes):
+def profile(shape):
+    """Per-kernel CUDA time of one forward + backward (torch.profiler), for the current TUNE."""
+    x = make(*shape)
+    leaves = {k: v.detach().requires_grad_(True) for k, v in x.items()}
+    y = selective_scan(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], D=leaves["D"],
+                       z=leaves["z"], delta_bias=leaves["delta_bias"], delta_softplus=True, backend="triton")
+    dy = torch.randn_like(y)
+    torch.autograd.grad(y, list(leaves.values()), dy)
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            y = selective_scan(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], D=leaves["D"],
+                               z=leaves["z"], delta_bias=leaves["delta_bias"], delta_softplus=True, backend="triton")
+            torch.autograd.grad(y, list(leaves.values()), dy)
+        torch.cuda.synchronize()
+    print(f"profile B{shape[0]}-D{shape[1]}-N{shape[2]}-L{shape[3]} (3 fwd+bwd), TUNE={json.dumps(scan_chunk.TUNE)}")
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=50))
+
+
+def tune(shapes, configs=None):
     """Time a few launch configurations; return the best one (sum of normalised fwd+bwd)."""
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    configs = [dict(BD=32, num_warps=1, programs=32 * sms), dict(BD=32, num_warps=1, programs=16 * sms),
-               dict(BD=64, num_warps=2, programs=16 * sms), dict(BD=32, num_warps=1, programs=32 * sms, T=32, M=4),
-               dict(BD=16, num_warps=1, programs=32 * sms)]
+    configs = configs or [
+        dict(BD=32, num_warps=1, programs=32 * sms), dict(BD=32, num_warps=1, programs=16 * sms),
+        dict(BD=64, num_warps=2, programs=16 * sms), dict(BD=32, num_warps=1, programs=32 * sms, T=32, M=4),
+        dict(BD=16, num_warps=1, programs=32 * sms)]
     times = {}
     for shape in shapes:
         x = make(*shape)
@@ -162,6 +182,10 @@ def main():
     ap.add_argument("--tune", action="store_true", help="sweep block sizes on two shapes first")
     ap.add_argument("--tune-only", action="store_true")
     ap.add_argument("--config", default=None, help="JSON dict of TUNE overrides for the table")
+    ap.add_argument("--configs", default=None, help="JSON list of TUNE dicts for --tune to sweep")
+    ap.add_argument("--tune-shapes", default="1,512,16,131072;8,1536,16,4096",
+                    help="shapes for --tune, 'B,D,N,L' separated by ';'")
+    ap.add_argument("--profile", action="store_true", help="per-kernel CUDA times at the tune shapes")
     args = ap.parse_args()
     torch.manual_seed(0)
     dev = torch.cuda.get_device_name()
@@ -170,7 +194,14 @@ def main():
     print(f"copy bandwidth: {copy_gbs:.0f} GB/s (read + write)", flush=True)
     best = None
     if args.tune or args.tune_only:
-        best = tune([(1, 512, 16, 2**17), (8, 1536, 16, 4096)])
+        shapes = [tuple(int(v) for v in sh.split(",")) for sh in args.tune_shapes.split(";")]
+        best = tune(shapes, json.loads(args.configs) if args.configs else None)
+        if args.profile:
+            scan_chunk.TUNE.clear()
+            scan_chunk.TUNE.update(best)
+            for sh in shapes:
+                profile(sh)
+            scan_chunk.TUNE.clear()
         if args.tune_only:
             return
     if args.config:

@@ -36,6 +36,7 @@ import triton.language as tl
 from ..utils import triton_interpret
 
 LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
 
 
 # ----------------------------------------------------------------------------- helpers (jit)
@@ -280,7 +281,7 @@ def _bwd_chunk_kernel(
     s_ub, s_ul, s_db, s_dl, s_bb, s_bl, s_cb, s_cl, s_zb, s_zl,
     T: tl.constexpr, M: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-    STORE_DH0: tl.constexpr,
+    STORE_DH0: tl.constexpr, RELAXED: tl.constexpr,
 ):
     """All gradients for chunk c, given gc[b, c] = dLoss/dh at the chunk's last step from later steps.
 
@@ -296,8 +297,7 @@ def _bwd_chunk_kernel(
     md, mn = offs_d < D, offs_n < N
     mdn = md[:, None] & mn[None, :]
     dn = offs_d[:, None] * N + offs_n[None, :]
-    A = tl.load(A_ptr + dn, mask=mdn, other=0.0)
-    A2 = A * LOG2E
+    A2 = tl.load(A_ptr + dn, mask=mdn, other=0.0) * LOG2E
     bias = tl.zeros([BD], dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
@@ -411,6 +411,7 @@ def _bwd_chunk_kernel(
                     z_n = tl.load(z_ptr + (t - 1) * s_zl + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
                 if SOFTPLUS:
                     dt = tl.where(md, tl.where(v > 20.0, v, tl.log(1.0 + tl.exp(v))), 0.0)
+                    sg = 1.0 / (1.0 + tl.exp(-v))
                 else:
                     dt = v
                 if HAS_Z:
@@ -425,17 +426,23 @@ def _bwd_chunk_kernel(
                 dh = dy[:, None] * Ct[None, :] + g                              # (BD, NP)
                 # dh_t * exp(dt_t A) h_{t-1}, with exp(dt_t A) h_{t-1} = h_t - dt_t u_t B_t
                 dh_hprev = dh * (h - dtu[:, None] * Bt[None, :])
-                tl.atomic_add(dC_ptr + t * N + offs_n, tl.sum(h * dy[:, None], 0), mask=mn)
-                tl.atomic_add(dB_ptr + t * N + offs_n, tl.sum(dh * dtu[:, None], 0), mask=mn)
+                # dB, dC: sums over channels, so channel blocks add with atomics. "relaxed" lowers to a
+                # plain reduction; the default acq_rel fences every step (1.5x slower backward on H100).
+                if RELAXED:
+                    tl.atomic_add(dC_ptr + t * N + offs_n, tl.sum(h * dy[:, None], 0), mask=mn, sem="relaxed")
+                    tl.atomic_add(dB_ptr + t * N + offs_n, tl.sum(dh * dtu[:, None], 0), mask=mn, sem="relaxed")
+                else:
+                    tl.atomic_add(dC_ptr + t * N + offs_n, tl.sum(h * dy[:, None], 0), mask=mn)
+                    tl.atomic_add(dB_ptr + t * N + offs_n, tl.sum(dh * dtu[:, None], 0), mask=mn)
                 dhB = tl.sum(dh * Bt[None, :], 1)
                 dA_acc += dh_hprev * dt[:, None]
-                ddt = u * dhB + tl.sum(dh_hprev * A, 1)
+                ddt = u * dhB + tl.sum(dh_hprev * A2, 1) * LN2
                 du = dt * dhB
                 if HAS_D:
                     du += Dv * dy
                     dD_acc += dy * u
                 if SOFTPLUS:
-                    ddt = ddt * (1.0 / (1.0 + tl.exp(-v)))
+                    ddt = ddt * sg
                 ddt = tl.where(md, ddt, 0.0)
                 dbias_acc += ddt
                 tl.store(du_ptr + t * D + offs_d, du.to(du_ptr.dtype.element_ty), mask=md)
@@ -466,33 +473,43 @@ def _bld(t):
 TUNE: dict = {}
 
 
-def _config(batch, length, d_inner, d_state, device):
+def _config(batch, length, d_inner, d_state, device, fwd=False):
     """Block sizes and the chunking of the length.
 
     BD channels x NP states per program; the backward stores states every T steps (tile) in
     scratch and the forward saves one every S = T*M steps (segment); a chunk is NSEG segments
-    and NC chunks run in parallel, enough of them to fill the GPU."""
+    and NC chunks run in parallel, enough of them to fill the GPU. With ``fwd`` the keys
+    fwd_BD / fwd_num_warps / fwd_programs override BD / num_warps / programs (T and M are shared:
+    the backward reads the forward's segment states)."""
+
+    def knob(key, default):
+        return TUNE.get("fwd_" + key, TUNE.get(key, default)) if fwd else TUNE.get(key, default)
+
     NP = triton.next_power_of_2(d_state)
     interp = triton_interpret()
-    BD = TUNE.get("BD", 64 if interp else 32)
+    # GPU defaults from the H100 sweep (benchmarks/kernels_result.md): backward 32 channels per one-warp
+    # program, forward 64 channels per two-warp program; tiles of 8 steps, segments of 64
+    BD = knob("BD", 64 if interp else (64 if fwd else 32))
     BD = max(1, min(triton.next_power_of_2(d_inner), BD))
-    T = TUNE.get("T", 16)
+    T = TUNE.get("T", 16 if interp else 8)
     M = TUNE.get("M", 1 if interp else 8)
     n_d = triton.cdiv(d_inner, BD)
     n_seg = triton.cdiv(length, T * M)
-    num_warps = TUNE.get("num_warps", max(1, min(4, BD * NP // 512)))
-    # one-warp programs: up to 32 resident per SM, so aim for ~32 warps per SM
-    target = TUNE.get("programs", 32 * _num_sms(device) // num_warps if device.type == "cuda" else 8)
+    num_warps = knob("num_warps", max(1, min(4, BD * NP // 512)))
+    # about 32 programs per SM: the per-step loops are latency bound, so oversubscribe
+    target = knob("programs", 32 * _num_sms(device) if device.type == "cuda" else 8)
     nc_want = max(1, min(n_seg, triton.cdiv(target, batch * n_d)))
     NSEG = triton.cdiv(n_seg, nc_want)
     NC = max(1, triton.cdiv(n_seg, NSEG))
-    return dict(T=T, BD=BD, NP=NP, M=M, NSEG=NSEG, NC=NC, n_d=n_d, n_seg=n_seg, num_warps=num_warps)
+    launch = {"maxnreg": TUNE["maxnreg"]} if TUNE.get("maxnreg") else {}
+    return dict(T=T, BD=BD, NP=NP, M=M, NSEG=NSEG, NC=NC, n_d=n_d, n_seg=n_seg, num_warps=num_warps,
+                relaxed=TUNE.get("relaxed", True), launch=launch)
 
 
 def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, need_final):
     batch, length, d_inner = u.shape
     d_state = A.shape[1]
-    cfg = _config(batch, length, d_inner, d_state, u.device)
+    cfg = _config(batch, length, d_inner, d_state, u.device, fwd=True)
     T, BD, NP, M, NSEG, NC, n_d = (cfg[k] for k in ("T", "BD", "NP", "M", "NSEG", "NC", "n_d"))
     NS, S = cfg["n_seg"], T * M
     K = S * NSEG
@@ -572,7 +589,8 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, hs, dy, d
             d_inner, d_state, NC, BLOCK=BLOCK, HAS_H0=dfinal is not None, REVERSE=True)
         del gloc, dtsum
     # per-program scratch: M tile-start states + T step states, (BD, NP) fp32 each
-    scratch = torch.empty(batch * n_d * NC * (M + T) * BD * NP, **f32)
+    per_prog = (M + T) * BD * NP
+    scratch = torch.empty(batch * n_d * NC * per_prog, **f32)
     if length > 0:
         _bwd_chunk_kernel[(NC, n_d, batch)](
             u, delta, bias, A, B, C, Dp, zz, dy, hs, gc, scratch,
@@ -581,7 +599,8 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, hs, dy, d
             u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
             C.stride(0), C.stride(1), zz.stride(0), zz.stride(1),
             T=T, M=M, BD=BD, NP=NP, HAS_D=D is not None, HAS_Z=z is not None,
-            STORE_DH0=need_dh0, num_warps=nw, **flags)
+            STORE_DH0=need_dh0, num_warps=nw, RELAXED=cfg["relaxed"],
+            **cfg["launch"], **flags)
     else:
         du.zero_(); ddelta.zero_(); dz.zero_(); dA_part.zero_(); dD_part.zero_(); dbias_part.zero_()
         if need_dh0:
