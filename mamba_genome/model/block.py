@@ -112,7 +112,8 @@ class MambaMixer(nn.Module):
         """One token: hidden (B, d_model) -> (B, d_model); ``state`` updated in place."""
         c = self.config
         x, z = self.in_proj(hidden).chunk(2, dim=-1)                       # (B, d_inner) each
-        x = causal_conv1d_update(x, state.conv, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
+        x = causal_conv1d_update(x, state.conv, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu",
+                                 backend=c.scan_backend)
         dt, B, C = torch.split(self.x_proj(x), [c.dt_rank, c.d_state, c.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)
         A = -torch.exp(self.A_log.float())
