@@ -177,6 +177,28 @@ def tune(shapes, configs=None):
     return best
 
 
+def conv_sweep(configs):
+    """Time causal conv1d (width 4, SiLU, bf16) forward and backward per launch configuration."""
+    from mamba_genome.kernels.causal_conv1d import chunk as conv_chunk
+
+    for batch, d, length in [(1, 512, 2**20), (8, 3072, 4096)]:
+        xx = torch.randn(batch, length, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        w = torch.randn(d, 4, device="cuda", requires_grad=True)
+        bias = torch.randn(d, device="cuda", requires_grad=True)
+        nbytes = batch * length * d * 2
+        for cfg in configs:
+            conv_chunk.TUNE.clear()
+            conv_chunk.TUNE.update(cfg)
+            with torch.no_grad():
+                f = bench(lambda: causal_conv1d(xx, w, bias, activation="silu", backend="triton"), 100)
+            y = causal_conv1d(xx, w, bias, activation="silu", backend="triton")
+            dy = torch.randn_like(y)
+            b = bench(lambda: torch.autograd.grad(y, [xx, w, bias], dy, retain_graph=True), 100)
+            print(f"conv B{batch}-D{d}-L{length} {json.dumps(cfg)}: fwd {f:.3f} ms ({2 * nbytes / f / 1e6:.0f} GB/s)"
+                  f"  bwd {b:.3f} ms ({3 * nbytes / b / 1e6:.0f} GB/s)", flush=True)
+        conv_chunk.TUNE.clear()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tune", action="store_true", help="sweep block sizes on two shapes first")
@@ -186,6 +208,8 @@ def main():
     ap.add_argument("--tune-shapes", default="1,512,16,131072;8,1536,16,4096",
                     help="shapes for --tune, 'B,D,N,L' separated by ';'")
     ap.add_argument("--profile", action="store_true", help="per-kernel CUDA times at the tune shapes")
+    ap.add_argument("--conv-configs", default=None,
+                    help="JSON list of causal-conv1d TUNE dicts: time each, print, exit")
     args = ap.parse_args()
     torch.manual_seed(0)
     dev = torch.cuda.get_device_name()
@@ -193,6 +217,9 @@ def main():
     copy_gbs = copy_bandwidth()
     print(f"copy bandwidth: {copy_gbs:.0f} GB/s (read + write)", flush=True)
     best = None
+    if args.conv_configs:
+        conv_sweep(json.loads(args.conv_configs))
+        return
     if args.tune or args.tune_only:
         shapes = [tuple(int(v) for v in sh.split(",")) for sh in args.tune_shapes.split(";")]
         best = tune(shapes, json.loads(args.configs) if args.configs else None)

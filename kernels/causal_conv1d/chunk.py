@@ -120,29 +120,38 @@ def _conv_bwd_kernel(
                  mask=(p < W - 1)[:, None] & md[None, :])
 
 
-def _blocks(length, dim):
-    BD = min(64, triton.next_power_of_2(max(dim, 1)))
-    BL = 64 if not triton_interpret() else 128
-    return BL, BD
+# Launch-parameter overrides for tuning runs (benchmarks/bench_kernels.py --conv-configs):
+# keys BL, BD, num_warps and bwd_BL, bwd_BD, bwd_num_warps.
+TUNE: dict = {}
+
+
+def _blocks(length, dim, bwd=False):
+    """(BL positions, BD channels, num_warps) per program."""
+    def knob(key, default):
+        return TUNE.get("bwd_" + key, TUNE.get(key, default)) if bwd else TUNE.get(key, default)
+
+    BD = min(knob("BD", 64), triton.next_power_of_2(max(dim, 1)))
+    BL = knob("BL", 64 if not triton_interpret() else 128)
+    return BL, BD, knob("num_warps", 4)
 
 
 def _conv_fwd(x, w, b, init, silu):
     batch, length, dim = x.shape
     width = w.shape[1]
-    BL, BD = _blocks(length, dim)
+    BL, BD, nw = _blocks(length, dim)
     y = torch.empty(batch, length, dim, device=x.device, dtype=x.dtype)
     if length > 0:
         _conv_fwd_kernel[(triton.cdiv(length, BL), triton.cdiv(dim, BD), batch)](
             x, w, b if b is not None else w, init if init is not None else w, y, length, dim,
             x.stride(0), x.stride(1), W=width, BL=BL, BD=BD,
-            HAS_BIAS=b is not None, HAS_INIT=init is not None, SILU=silu)
+            HAS_BIAS=b is not None, HAS_INIT=init is not None, SILU=silu, num_warps=nw)
     return y
 
 
 def _conv_bwd(x, w, b, init, silu, dy, dfinal):
     batch, length, dim = x.shape
     width = w.shape[1]
-    BL, BD = _blocks(length, dim)
+    BL, BD, nw = _blocks(length, dim, bwd=True)
     n_l = triton.cdiv(length + width - 1, BL)
     f32 = dict(device=x.device, dtype=torch.float32)
     dx = torch.empty(batch, length, dim, device=x.device, dtype=x.dtype)
@@ -153,7 +162,8 @@ def _conv_bwd(x, w, b, init, silu, dy, dfinal):
         x, w, b if b is not None else w, init if init is not None else w, dy,
         dfinal if dfinal is not None else w, dx, dinit if dinit is not None else w, dw_part, db_part,
         length, dim, x.stride(0), x.stride(1), W=width, BL=BL, BD=BD,
-        HAS_BIAS=b is not None, HAS_INIT=init is not None, SILU=silu, HAS_DFINAL=dfinal is not None)
+        HAS_BIAS=b is not None, HAS_INIT=init is not None, SILU=silu, HAS_DFINAL=dfinal is not None,
+        num_warps=nw)
     return dx, dw_part.sum((0, 1)), db_part.sum((0, 1)), dinit
 
 
