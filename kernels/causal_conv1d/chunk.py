@@ -130,8 +130,10 @@ def _blocks(length, dim, bwd=False):
     def knob(key, default):
         return TUNE.get("bwd_" + key, TUNE.get(key, default)) if bwd else TUNE.get(key, default)
 
-    BD = min(knob("BD", 64), triton.next_power_of_2(max(dim, 1)))
-    BL = knob("BL", 64 if not triton_interpret() else 128)
+    # H100 sweep (benchmarks/kernels_result.md): forward 32 x 128 tiles (1.46x faster than 64 x 64 at
+    # (1, 2^20, 512)), backward 64 x 64 (every other shape tried was slower)
+    BD = min(knob("BD", 64 if bwd else 128), triton.next_power_of_2(max(dim, 1)))
+    BL = knob("BL", 128 if triton_interpret() else (64 if bwd else 32))
     return BL, BD, knob("num_warps", 4)
 
 
