@@ -112,6 +112,20 @@ def bench_config(model, device, precision, batch, length, warmup, repeats, api=F
     return row
 
 
+def profile_forward(model, device, precision, batch, length) -> None:
+    """torch.profiler table of one forward (after one warm-up forward)."""
+    x = torch.randint(5, 9, (batch, length), device=device)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    with torch.no_grad(), amp:
+        model.backbone(x)
+        torch.cuda.synchronize(device)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            model.backbone(x)
+            torch.cuda.synchronize(device)
+    print(f"profile {model.preset} {precision} B={batch} L={length}:", flush=True)
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60), flush=True)
+
+
 def _fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
@@ -141,6 +155,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-api", action="store_true", help="skip the end-to-end GenomeModel.embed rows")
     ap.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     ap.add_argument("--smoke", action="store_true", help="tiny model, short inputs, CPU: checks the script in < 1 min")
+    ap.add_argument("--profile", action="store_true",
+                    help="print the top CUDA kernels of one forward of each preset at the first length and batch")
     ap.add_argument("--json", default=None, help="JSON output path [default: $OUT/bench_embed.json if $OUT is set]")
     args = ap.parse_args(argv)
 
@@ -162,6 +178,8 @@ def main(argv=None) -> int:
         cfg = MambaConfig.from_preset(preset, d_model=32, n_layer=2) if args.smoke else MambaConfig.from_preset(preset)
         model = MambaLM(cfg).to(device).eval()
         model.preset = preset
+        if args.profile and device.type == "cuda":
+            profile_forward(model, device, precisions[0], batches[0], lengths[0])
         for precision in precisions:
             for length in lengths:
                 for batch in batches:

@@ -119,15 +119,24 @@ def _chunk_carry_kernel(
     if REVERSE:
         first = NC - 1
     tl.store(out_ptr + (pid_b * NC + first) * D * N + j, h, mask=m)
+    # the loads of chunk i+1 are issued before chunk i's update (only h is a dependency chain)
+    src = first
+    loc_n = tl.load(loc_ptr + (pid_b * NC + src) * D * N + j, mask=m & ((j * 0 + NC) > 1), other=0.0)
+    dts_n = tl.load(dtsum_ptr + (pid_b * NC + src) * D + d, mask=m & ((j * 0 + NC) > 1), other=0.0)
     for i in range(NC - 1):
         if REVERSE:
             src = NC - 1 - i
             dst = src - 1
+            nxt = src - 1
         else:
             src = i
             dst = i + 1
-        loc = tl.load(loc_ptr + (pid_b * NC + src) * D * N + j, mask=m, other=0.0)
-        dts = tl.load(dtsum_ptr + (pid_b * NC + src) * D + d, mask=m, other=0.0)
+            nxt = src + 1
+        loc = loc_n
+        dts = dts_n
+        more = m & ((j * 0 + i + 1) < NC - 1)
+        loc_n = tl.load(loc_ptr + (pid_b * NC + nxt) * D * N + j, mask=more, other=0.0)
+        dts_n = tl.load(dtsum_ptr + (pid_b * NC + nxt) * D + d, mask=more, other=0.0)
         h = tl.exp2(A2 * dts) * h + loc
         tl.store(out_ptr + (pid_b * NC + dst) * D * N + j, h, mask=m)
 
@@ -471,6 +480,9 @@ def _bld(t):
 
 # Launch-parameter overrides, for tuning runs (benchmarks/bench_kernels.py): keys of _config.
 TUNE: dict = {}
+# (d, n) elements per program of the sequential chunk-carry kernel: small, so D*N/128 programs
+# share its NC dependent steps
+CARRY_BLOCK = 128
 
 
 def _config(batch, length, d_inner, d_state, device, fwd=False):
@@ -532,7 +544,7 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, need_
             u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
             BD=BD, NP=NP, num_warps=nw, **flags)
         hc = torch.empty(batch, NC, d_inner, d_state, **f32)
-        BLOCK = 256
+        BLOCK = CARRY_BLOCK
         _chunk_carry_kernel[(triton.cdiv(d_inner * d_state, BLOCK), batch)](
             hloc, hc, dtsum, A, h0 if h0 is not None else hloc, d_inner, d_state, NC,
             BLOCK=BLOCK, HAS_H0=h0 is not None, REVERSE=False)
@@ -583,7 +595,7 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, hs, dy, d
             delta.stride(0), delta.stride(1), C.stride(0), C.stride(1), zz.stride(0), zz.stride(1),
             BD=BD, NP=NP, HAS_Z=z is not None, num_warps=nw, **flags)
         gc = torch.empty(batch, NC, d_inner, d_state, **f32)
-        BLOCK = 256
+        BLOCK = CARRY_BLOCK
         _chunk_carry_kernel[(triton.cdiv(d_inner * d_state, BLOCK), batch)](
             gloc, gc, dtsum, A, dfinal.float().contiguous() if dfinal is not None else gloc,
             d_inner, d_state, NC, BLOCK=BLOCK, HAS_H0=dfinal is not None, REVERSE=True)
