@@ -68,7 +68,8 @@ def _is_oom(exc: BaseException) -> bool:
 
 def _row(cfg: BenchTrainConfig, res=None, status="ok") -> dict:
     row = {"preset": cfg.preset, "seq_len": cfg.seq_len, "batch": cfg.batch_size,
-           "ckpt": "on" if cfg.grad_checkpointing else "off", "status": status}
+           "ckpt": ("bf16" if cfg.checkpoint_bf16 else "on") if cfg.grad_checkpointing else "off",
+           "status": status}
     if res is not None:
         row.update({
             "Mtok/s": round(res.tokens_per_s / 1e6, 3), "step_ms": round(res.step_ms, 1),
@@ -122,6 +123,9 @@ def sweep_configs(args) -> list[BenchTrainConfig]:
             b = max(1, args.tokens_per_step // L)
             for ck in ((False, True) if L >= args.ckpt_from else (False,)):
                 cfgs.append(BenchTrainConfig(preset=preset, seq_len=L, batch_size=b, grad_checkpointing=ck, **base))
+                if ck and args.ckpt_bf16:
+                    cfgs.append(BenchTrainConfig(preset=preset, seq_len=L, batch_size=b, grad_checkpointing=True,
+                                                 checkpoint_bf16=True, **base))
     # the baseline table's other rows: 7m batch 1 at 2^17, 1.4m batch 4 at 2^20 with checkpointing
     if not args.no_extra:
         if 17 in args.seq_exps and "7m" in args.presets:
@@ -415,6 +419,7 @@ def main(argv=None) -> int:
     p.add_argument("--seq-exps", nargs="+", type=int, default=[14, 17, 20], help="log2 of the sequence lengths")
     p.add_argument("--tokens-per-step", type=int, default=1 << 20)
     p.add_argument("--ckpt-from", type=int, default=1 << 20, help="also run checkpointing on from this length")
+    p.add_argument("--ckpt-bf16", action="store_true", help="also run checkpointed rows with bf16 checkpoints")
     p.add_argument("--no-extra", action="store_true", help="skip the 1.4m batch-4 2^20 checkpointed row")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)

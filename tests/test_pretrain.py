@@ -142,6 +142,7 @@ def test_max_time_stops(fasta, tmp_path):
     pytest.param(["--resume"], "has no last.ckpt", id="resume-nothing"),
     pytest.param(["--model-overrides", "[1]"], "JSON object", id="overrides"),
     pytest.param(["--lr", "5"], "--lr", id="lr"),
+    pytest.param(["--checkpoint-bf16"], "only applies with --grad-checkpointing", id="bf16-ckpt-alone"),
 ])
 def test_bad_flags_one_line(args, message, tmp_path):
     res = CliRunner().invoke(main, ["pretrain", *args, "--out", str(tmp_path / "r")])

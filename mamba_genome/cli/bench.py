@@ -41,6 +41,7 @@ def bench():
               help="Unmeasured steps first (Triton compilation and autotuning).")
 @click.option("--grad-checkpointing/--no-grad-checkpointing", default=False, show_default=True,
               help="Recompute each block in backward: less memory, ~1 extra forward.")
+@click.option("--checkpoint-bf16", is_flag=True, help="With --grad-checkpointing: bf16 checkpoints (half their memory).")
 @click.option("--precision", type=click.Choice(["bf16-mixed", "32"]), default="bf16-mixed", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto (cuda if available), cuda, cuda:N or cpu.")
 @click.option("--backend", type=click.Choice(["reference", "torch", "triton"]), default=None,
@@ -51,8 +52,8 @@ def bench():
               help="Also write the result as JSON to this file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @handle_errors
-def train(preset, seq_len, batch_size, steps, warmup, grad_checkpointing, precision, device, backend,
-          scan_share, json_out, quiet):
+def train(preset, seq_len, batch_size, steps, warmup, grad_checkpointing, checkpoint_bf16, precision, device,
+          backend, scan_share, json_out, quiet):
     """Time full training steps (forward, loss, backward, AdamW) on random tokens.
 
     No data is needed. Prints tokens/s, median step time (CUDA events), the
@@ -69,7 +70,8 @@ def train(preset, seq_len, batch_size, steps, warmup, grad_checkpointing, precis
     from ..workflows.bench_train import BenchTrainConfig, run_bench_train
 
     cfg = BenchTrainConfig(preset=preset, seq_len=seq_len, batch_size=batch_size, steps=steps, warmup=warmup,
-                           grad_checkpointing=grad_checkpointing, precision=precision, device=device,
+                           grad_checkpointing=grad_checkpointing, checkpoint_bf16=checkpoint_bf16,
+                           precision=precision, device=device,
                            scan_backend=backend, scan_share=scan_share)
     bar = None
     if not quiet:

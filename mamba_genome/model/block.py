@@ -148,6 +148,13 @@ class Block(nn.Module):
         out = self.mixer(normed)
         return residual + out
 
+    def mixer_of_residual(self, residual: torch.Tensor) -> torch.Tensor:
+        """mixer(RMSNorm(residual)) without the add: the checkpointing unit when the
+        checkpoint is kept in bf16 (``MambaConfig.checkpoint_bf16``): the bf16 input is
+        upcast first, so the block computes as in ``forward_residual``."""
+        normed, _ = self.norm(residual.float(), None, residual_in_fp32=self.config.residual_in_fp32)
+        return self.mixer(normed)
+
     def step(self, hidden, residual, state: LayerState):
         normed, residual = self.norm(hidden, residual, residual_in_fp32=self.config.residual_in_fp32)
         return self.mixer.step(normed, state), residual

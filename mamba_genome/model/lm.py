@@ -74,9 +74,16 @@ class MambaLM(nn.Module):
             # layer (fp32: 1 GiB per layer for 7m at 2^20), not two (1.5 GiB).
             # No dropout anywhere, so the RNG state need not be saved and restored.
             residual = hidden.float() if self.config.residual_in_fp32 else hidden
+            lowp = self.config.checkpoint_bf16 and residual.dtype == torch.float32
             for i in range(stop):
-                residual = checkpoint(self.layers[i].forward_residual, residual, use_reentrant=False,
-                                      preserve_rng_state=False)
+                if lowp:
+                    # only the bf16 copy is saved; the fp32 add keeps the stream's precision
+                    out = checkpoint(self.layers[i].mixer_of_residual, residual.to(torch.bfloat16),
+                                     use_reentrant=False, preserve_rng_state=False)
+                    residual = residual + out
+                else:
+                    residual = checkpoint(self.layers[i].forward_residual, residual, use_reentrant=False,
+                                          preserve_rng_state=False)
             normed, _ = self.norm_f(residual, None, residual_in_fp32=self.config.residual_in_fp32)
             return normed
         residual = None

@@ -45,6 +45,7 @@ class BenchTrainConfig:
     steps: int = 10                 # measured steps after warm-up (--steps)
     warmup: int = 3                 # unmeasured steps first: compilation, autotuning (--warmup)
     grad_checkpointing: bool = False  # recompute each block in backward (--grad-checkpointing)
+    checkpoint_bf16: bool = False   # keep the per-layer checkpoints in bf16 (--checkpoint-bf16)
     precision: str = "bf16-mixed"   # "bf16-mixed" (autocast) or "32" (--precision)
     device: str = "auto"            # "auto" (cuda if available), "cuda", "cuda:1", "cpu" (--device)
     lr: float = 8e-3                # AdamW learning rate (the paper's DNA value)
@@ -194,7 +195,7 @@ def build_model(cfg: BenchTrainConfig, device: torch.device):
 
     torch.manual_seed(cfg.seed)
     mcfg = MambaConfig.from_preset(cfg.preset, gradient_checkpointing=cfg.grad_checkpointing,
-                                   scan_backend=cfg.scan_backend)
+                                   checkpoint_bf16=cfg.checkpoint_bf16, scan_backend=cfg.scan_backend)
     return MambaLM(mcfg).to(device)
 
 

@@ -90,6 +90,7 @@ class PretrainArgs:
     seq_warmup: bool = True             # --no-seq-warmup switches sequence-length warmup off
     seq_warmup_start: int = 1024        # --seq-warmup-start: first warmup length (paper: 1024)
     gradient_checkpointing: bool = False  # --grad-checkpointing: recompute blocks in backward
+    checkpoint_bf16: bool = False       # --checkpoint-bf16: keep those checkpoints in bf16 (half the memory)
     val_every: int | None = None        # --val-every: validate every N optimizer steps
     val_windows: int | None = None      # --val-windows: validation windows (evenly spaced)
     num_workers: int | None = None      # --num-workers: DataLoader workers [0 on CPU, 4 on GPU]
@@ -119,6 +120,8 @@ class PretrainArgs:
             self.max_time = parse_duration(self.max_time)
         if self.lr is not None and not (0 < self.lr < 1):
             raise UserError(f"--lr must be in (0, 1), got {self.lr}")
+        if self.checkpoint_bf16 and not self.gradient_checkpointing:
+            raise UserError("--checkpoint-bf16 only applies with --grad-checkpointing; add that flag")
         if not 0 <= self.weight_decay < 1:
             raise UserError(f"--weight-decay must be in [0, 1), got {self.weight_decay}")
         if not 0 <= self.warmup_fraction < 1:
@@ -392,7 +395,7 @@ def pretrain(args: PretrainArgs) -> dict:
     else:
         accelerator = "gpu" if plan.on_gpu else args.accelerator
     config = MambaConfig.from_preset(args.preset, gradient_checkpointing=args.gradient_checkpointing,
-                                     **args.model_overrides)
+                                     checkpoint_bf16=args.checkpoint_bf16, **args.model_overrides)
     schedule = TrainSchedule(total_steps=plan.total_steps, final_seq_len=plan.seq_len, lr=plan.lr,
                              warmup_fraction=args.warmup_fraction, min_lr_ratio=args.min_lr_ratio,
                              seq_warmup=args.seq_warmup, start_seq_len=args.seq_warmup_start)
