@@ -184,3 +184,35 @@ def test_bad_input_leaves_no_run_directory(tmp_path, content):
     res = CliRunner().invoke(main, ["pretrain", "--fasta", str(bad), "--out", str(out)])
     assert res.exit_code == 1 and res.output.startswith("error:") and "Traceback" not in res.output
     assert not out.exists()
+
+
+def test_other_ranks_reuse_rank0_run_dir(tmp_path, monkeypatch):
+    """`--devices 2` makes Lightning re-run the command line for rank 1 after rank 0 has created the
+    run directory: rank 1 must take that directory as it is, not refuse it as non-empty."""
+    from mamba_genome.workflows import pretrain as wf
+
+    run = tmp_path / "run"
+    for k in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_NTASKS", wf.RUN_DIR_ENV):
+        monkeypatch.delenv(k, raising=False)
+    assert wf.launch_rank() == 0
+    made = wf._prepare_run_dir(PretrainArgs(out=str(run)), create=True)
+    (made / "args.json").write_text("{}")
+    with pytest.raises(UserError, match="not empty"):            # a second rank-0 run is refused
+        wf._prepare_run_dir(PretrainArgs(out=str(run)), create=False)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert wf.launch_rank() == 1
+    for create in (False, True):
+        got = wf._prepare_run_dir(PretrainArgs(out=None), create=create)   # no --out: uses rank 0's
+        assert got.resolve() == run.resolve()
+    assert (run / "args.json").read_text() == "{}"
+
+
+def test_several_processes_need_out(monkeypatch):
+    from mamba_genome.workflows import pretrain as wf
+
+    for k in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK", "SLURM_NTASKS", wf.RUN_DIR_ENV):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(UserError, match="give --out"):
+        wf._prepare_run_dir(PretrainArgs(out=None), create=False)

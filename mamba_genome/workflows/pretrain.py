@@ -244,6 +244,32 @@ def _default_run_dir() -> Path:
     return Path("runs") / f"pretrain-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+# Rank 0 publishes its run directory here before Lightning starts the other ranks, which
+# re-run the same command line (``--devices N`` on one machine) and must not re-check it.
+RUN_DIR_ENV = "MAMBA_GENOME_RUN_DIR"
+
+
+def launch_rank() -> int:
+    """0 for the process that owns the run directory; non-zero for the other ranks of a
+    multi-process launch (Lightning's re-launched children, torchrun, srun)."""
+    for key in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK"):
+        try:
+            if int(os.environ.get(key) or 0) != 0:
+                return int(os.environ[key])
+        except ValueError:
+            continue
+    return 0
+
+
+def _world_size_from_env() -> int:
+    for key in ("WORLD_SIZE", "SLURM_NTASKS"):
+        try:
+            return int(os.environ[key])
+        except (KeyError, ValueError):
+            continue
+    return 1
+
+
 def _prepare_run_dir(args: PretrainArgs, create: bool = True, run_dir: Path | None = None) -> Path:
     """Check (and with ``create``, clear/make) the run directory.
 
@@ -251,6 +277,15 @@ def _prepare_run_dir(args: PretrainArgs, create: bool = True, run_dir: Path | No
     fast, and again with ``create=True`` only after the data and split have
     been validated, so a bad input never leaves an empty run directory behind.
     """
+    if launch_rank() != 0:
+        # another rank of a multi-process run: rank 0 has checked and prepared the directory
+        run_dir = Path(os.environ.get(RUN_DIR_ENV) or run_dir or args.out or _default_run_dir())
+        if create:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+    if not args.out and _world_size_from_env() > 1 and not os.environ.get(RUN_DIR_ENV):
+        raise UserError("this is one of several processes (torchrun / srun): give --out so that every rank "
+                        "uses the same run directory")
     run_dir = run_dir or (Path(args.out) if args.out else _default_run_dir())
     if args.resume:
         if not (run_dir / "last.ckpt").is_file():
@@ -277,6 +312,7 @@ def _prepare_run_dir(args: PretrainArgs, create: bool = True, run_dir: Path | No
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create run directory {run_dir} ({exc.strerror}); choose another --out") from None
+    os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     return run_dir
 
 
@@ -409,7 +445,7 @@ def pretrain(args: PretrainArgs) -> dict:
     args_record = {"args": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(args).items()},
                    "resolved": dataclasses.asdict(plan), "model_config": config.to_dict(), "source": source,
                    "store": str(store.path)}
-    if not args.resume:
+    if not args.resume and launch_rank() == 0:
         _write_json(run_dir / "args.json", args_record)
         (run_dir / "split.json").write_text(split.to_json() + "\n")
 
