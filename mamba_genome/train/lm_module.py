@@ -76,6 +76,18 @@ class LMModule(L.LightningModule):
         return torch.optim.AdamW(param_groups(self.model, self.weight_decay), lr=self.schedule.lr,
                                  betas=self.betas, eps=1e-8)
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Clip by global norm. Under FSDP the norm must be taken over all shards, through the
+        wrapped root's ``clip_grad_norm_`` (Lightning's FSDP precision plugin refuses norm clipping)."""
+        if not gradient_clip_val:
+            return
+        wrapped = self.trainer.model if self._trainer is not None else None
+        if type(wrapped).__name__ == "FullyShardedDataParallel" and hasattr(wrapped, "clip_grad_norm_"):
+            wrapped.clip_grad_norm_(gradient_clip_val)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val,
+                                gradient_clip_algorithm=gradient_clip_algorithm)
+
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
         lr = self.schedule.lr_at(self.global_step)
         for group in optimizer.param_groups:
