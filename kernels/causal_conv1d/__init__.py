@@ -14,6 +14,18 @@ from .step import causal_conv1d_update_torch
 __all__ = ["causal_conv1d", "causal_conv1d_update", "causal_conv1d_naive"]
 
 
+def _check_filter(weight, bias, activation, dim: int) -> int:
+    """Check weight (D, W) with W in 2..4, bias (D,) and activation; return W."""
+    check_shape("weight", weight, (dim, None))
+    width = weight.shape[1]
+    if not 2 <= width <= 4:
+        raise ValueError(f"conv width must be 2..4, got {width}")
+    if activation not in (None, "silu"):
+        raise ValueError(f"activation must be None or 'silu', got {activation!r}")
+    check_shape("bias", bias, (dim,), optional=True)
+    return width
+
+
 def causal_conv1d(x, weight, bias=None, activation=None, initial_state=None, return_final_state=False, backend=None):
     """Causal depthwise convolution along the length axis, batch-first.
 
@@ -32,13 +44,7 @@ def causal_conv1d(x, weight, bias=None, activation=None, initial_state=None, ret
     if x.dim() != 3:
         raise ValueError(f"x must have shape (batch, length, dim), got {tuple(x.shape)}")
     batch, length, dim = x.shape
-    check_shape("weight", weight, (dim, None))
-    width = weight.shape[1]
-    if not 2 <= width <= 4:
-        raise ValueError(f"conv width must be 2..4, got {width}")
-    if activation not in (None, "silu"):
-        raise ValueError(f"activation must be None or 'silu', got {activation!r}")
-    check_shape("bias", bias, (dim,), optional=True)
+    width = _check_filter(weight, bias, activation, dim)
     check_shape("initial_state", initial_state, (batch, dim, width - 1), optional=True)
     backend = resolve_backend(backend, x.device)
     kw = dict(bias=bias, activation=activation, initial_state=initial_state, return_final_state=return_final_state)
@@ -69,13 +75,7 @@ def causal_conv1d_update(x, conv_state, weight, bias=None, activation=None, back
     if x.dim() != 2:
         raise ValueError(f"x must have shape (batch, dim), got {tuple(x.shape)}")
     batch, dim = x.shape
-    check_shape("weight", weight, (dim, None))
-    width = weight.shape[1]
-    if not 2 <= width <= 4:
-        raise ValueError(f"conv width must be 2..4, got {width}")
-    if activation not in (None, "silu"):
-        raise ValueError(f"activation must be None or 'silu', got {activation!r}")
-    check_shape("bias", bias, (dim,), optional=True)
+    width = _check_filter(weight, bias, activation, dim)
     check_shape("conv_state", conv_state, (batch, dim, width - 1))
     backend = resolve_backend(backend, x.device)
     if backend == "reference":
