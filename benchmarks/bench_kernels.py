@@ -177,23 +177,28 @@ def tune(shapes, configs=None):
     return best
 
 
+def time_conv(batch, d, length, rep=200):
+    """(fwd ms, bwd ms, minimum bytes of one pass) of causal conv1d, width 4, SiLU, bf16, Triton."""
+    xx = torch.randn(batch, length, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w = torch.randn(d, 4, device="cuda", requires_grad=True)
+    bias = torch.randn(d, device="cuda", requires_grad=True)
+    with torch.no_grad():
+        f = bench(lambda: causal_conv1d(xx, w, bias, activation="silu", backend="triton"), rep)
+    y = causal_conv1d(xx, w, bias, activation="silu", backend="triton")
+    dy = torch.randn_like(y)
+    b = bench(lambda: torch.autograd.grad(y, [xx, w, bias], dy, retain_graph=True), rep)
+    return f, b, batch * length * d * 2
+
+
 def conv_sweep(configs):
     """Time causal conv1d (width 4, SiLU, bf16) forward and backward per launch configuration."""
     from mamba_genome.kernels.causal_conv1d import chunk as conv_chunk
 
     for batch, d, length in [(1, 512, 2**20), (8, 3072, 4096)]:
-        xx = torch.randn(batch, length, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-        w = torch.randn(d, 4, device="cuda", requires_grad=True)
-        bias = torch.randn(d, device="cuda", requires_grad=True)
-        nbytes = batch * length * d * 2
         for cfg in configs:
             conv_chunk.TUNE.clear()
             conv_chunk.TUNE.update(cfg)
-            with torch.no_grad():
-                f = bench(lambda: causal_conv1d(xx, w, bias, activation="silu", backend="triton"), 100)
-            y = causal_conv1d(xx, w, bias, activation="silu", backend="triton")
-            dy = torch.randn_like(y)
-            b = bench(lambda: torch.autograd.grad(y, [xx, w, bias], dy, retain_graph=True), 100)
+            f, b, nbytes = time_conv(batch, d, length, rep=100)
             print(f"conv B{batch}-D{d}-L{length} {json.dumps(cfg)}: fwd {f:.3f} ms ({2 * nbytes / f / 1e6:.0f} GB/s)"
                   f"  bwd {b:.3f} ms ({3 * nbytes / b / 1e6:.0f} GB/s)", flush=True)
         conv_chunk.TUNE.clear()
@@ -267,15 +272,7 @@ def main():
         torch.cuda.empty_cache()
     # causal conv1d, bf16, width 4, silu
     for batch, d, length in [(1, 1024, 2**20), (8, 3072, 4096)]:
-        xx = torch.randn(batch, length, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-        w = torch.randn(d, 4, device="cuda", requires_grad=True)
-        bias = torch.randn(d, device="cuda", requires_grad=True)
-        with torch.no_grad():
-            f = bench(lambda: causal_conv1d(xx, w, bias, activation="silu", backend="triton"))
-        y = causal_conv1d(xx, w, bias, activation="silu", backend="triton")
-        dy = torch.randn_like(y)
-        b = bench(lambda: torch.autograd.grad(y, [xx, w, bias], dy, retain_graph=True))
-        nbytes = batch * length * d * 2
+        f, b, nbytes = time_conv(batch, d, length)
         print(f"conv1d B{batch}-D{d}-L{length}-W4 bf16: fwd {f:.3f} ms ({2 * nbytes / f / 1e6:.0f} GB/s), "
               f"bwd {b:.3f} ms ({3 * nbytes / b / 1e6:.0f} GB/s)", flush=True)
     print("\n".join(lines))

@@ -144,15 +144,14 @@ class Block(nn.Module):
         un-added mixer output and the residual). Same values as ``forward``: the add is
         the same fp32 add, done after the mixer instead of inside the next norm.
         """
-        normed, _ = self.norm(residual, None, residual_in_fp32=self.config.residual_in_fp32)
-        out = self.mixer(normed)
-        return residual + out
+        return residual + self.mixer_of_residual(residual)
 
-    def mixer_of_residual(self, residual: torch.Tensor) -> torch.Tensor:
-        """mixer(RMSNorm(residual)) without the add: the checkpointing unit when the
-        checkpoint is kept in bf16 (``MambaConfig.checkpoint_bf16``): the bf16 input is
-        upcast first, so the block computes as in ``forward_residual``."""
-        normed, _ = self.norm(residual.float(), None, residual_in_fp32=self.config.residual_in_fp32)
+    def mixer_of_residual(self, residual: torch.Tensor, upcast: bool = False) -> torch.Tensor:
+        """mixer(RMSNorm(residual)) without the add. With ``upcast`` (the checkpointing unit
+        when the checkpoint is kept in bf16, ``MambaConfig.checkpoint_bf16``) the bf16 input
+        is made fp32 first, so the block computes as in ``forward_residual``."""
+        normed, _ = self.norm(residual.float() if upcast else residual, None,
+                              residual_in_fp32=self.config.residual_in_fp32)
         return self.mixer(normed)
 
     def step(self, hidden, residual, state: LayerState):

@@ -78,7 +78,7 @@ class MambaLM(nn.Module):
             for i in range(stop):
                 if lowp:
                     # only the bf16 copy is saved; the fp32 add keeps the stream's precision
-                    out = checkpoint(self.layers[i].mixer_of_residual, residual.to(torch.bfloat16),
+                    out = checkpoint(self.layers[i].mixer_of_residual, residual.to(torch.bfloat16), True,
                                      use_reentrant=False, preserve_rng_state=False)
                     residual = residual + out
                 else:
