@@ -149,10 +149,10 @@ def _fwd_chunk_scan_kernel(
     s_ub, s_ul, s_db, s_dl, s_bb, s_bl, s_cb, s_cl, s_zb, s_zl,
     BD: tl.constexpr, NP: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-    STORE_FINAL: tl.constexpr,
+    STORE_FINAL: tl.constexpr, STORE_HS: tl.constexpr,
 ):
     """Scan chunk c (NSEG segments of S steps) from its start state hc[b, c]; write y and
-    the state at every segment start into hs."""
+    the state at every segment start into hs (with ``STORE_HS``: only the backward reads it)."""
     pid_c = tl.program_id(0).to(tl.int64)
     pid_d = tl.program_id(1).to(tl.int64)
     pid_b = tl.program_id(2).to(tl.int64)
@@ -178,7 +178,7 @@ def _fwd_chunk_scan_kernel(
     for sg in range(NSEG):
         seg = pid_c * NSEG + sg
         t0 = seg * S
-        if t0 < L:
+        if STORE_HS and t0 < L:
             tl.store(hs_ptr + (pid_b * NS + seg) * D * N + dn, h, mask=mdn)
         t_hi = tl.minimum(t0 + S, L)
         ok_d = (offs_d * 0 + t0) < t_hi
@@ -518,7 +518,9 @@ def _config(batch, length, d_inner, d_state, device, fwd=False):
                 relaxed=TUNE.get("relaxed", True), launch=launch)
 
 
-def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, need_final):
+def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, need_final, need_hs=True):
+    """y, the final state or None, and hs: the segment-start states the backward reads (a
+    placeholder when ``need_hs`` is False: inference skips that store)."""
     batch, length, d_inner = u.shape
     d_state = A.shape[1]
     cfg = _config(batch, length, d_inner, d_state, u.device, fwd=True)
@@ -527,7 +529,7 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, need_
     K = S * NSEG
     f32 = dict(device=u.device, dtype=torch.float32)
     y = torch.empty(batch, length, d_inner, device=u.device, dtype=u.dtype)
-    hs = torch.empty(batch, max(NS, 1), d_inner, d_state, **f32)
+    hs = torch.empty(batch, max(NS, 1) if need_hs else 1, d_inner, d_state, **f32)
     final = torch.empty(batch, d_inner, d_state, **f32) if need_final else hs
     zz = z if z is not None else u
     bias = delta_bias if delta_bias is not None else A
@@ -555,7 +557,7 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, need_
             u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
             C.stride(0), C.stride(1), zz.stride(0), zz.stride(1),
             BD=BD, NP=NP, HAS_D=D is not None, HAS_Z=z is not None,
-            STORE_FINAL=need_final, num_warps=nw, **flags)
+            STORE_FINAL=need_final, STORE_HS=need_hs, num_warps=nw, **flags)
     elif need_final:
         final.copy_(hc if hc.dim() == 3 else hc[:, 0])
     return y, (final if need_final else None), hs
@@ -627,7 +629,8 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, hs, dy, d
 # ----------------------------------------------------------------------------- autograd
 class SelectiveScanFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, return_final_state):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, return_final_state,
+                need_grad=True):
         dtypes = [t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias, initial_state)]
         u, delta, B, C = _bld(u), _bld(delta), _bld(B), _bld(C)
         z = _bld(z) if z is not None else None
@@ -635,7 +638,8 @@ class SelectiveScanFn(torch.autograd.Function):
         Df = D.float().contiguous() if D is not None else None
         bf = delta_bias.float().contiguous() if delta_bias is not None else None
         h0 = initial_state.float().contiguous() if initial_state is not None else None
-        y, final, hs = _selective_scan_fwd(u, delta, Af, B, C, Df, z, bf, delta_softplus, h0, return_final_state)
+        y, final, hs = _selective_scan_fwd(u, delta, Af, B, C, Df, z, bf, delta_softplus, h0, return_final_state,
+                                           need_hs=need_grad)
         ctx.save_for_backward(u, delta, Af, B, C, Df, z, bf, hs)
         ctx.delta_softplus = delta_softplus
         ctx.dtypes = dtypes
@@ -652,7 +656,7 @@ class SelectiveScanFn(torch.autograd.Function):
                                     ctx.has_h0 and ctx.needs_input_grad[8])
         out = [g.to(dt) if g is not None and dt is not None and g.dtype != dt else g
                for g, dt in zip(grads, ctx.dtypes)]
-        return (*out, None, None)
+        return (*out, None, None, None)
 
 
 # ----------------------------------------------------------------------------- public
@@ -674,5 +678,8 @@ def selective_scan_triton(
     """
     if u.device.type != "cuda" and not triton_interpret():
         raise ValueError("selective_scan_triton needs CUDA tensors (or TRITON_INTERPRET=1)")
+    # without autograd (inference, embedding) the segment states for the backward are not stored
+    need_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias, initial_state))
     return SelectiveScanFn.apply(u, delta, A, B, C, D, z, delta_bias, initial_state,
-                                 bool(delta_softplus), bool(return_final_state))
+                                 bool(delta_softplus), bool(return_final_state), need_grad)

@@ -129,6 +129,21 @@ def test_scan_large_dt():
     check(p, "triton", inputs=x)
 
 
+@pytest.mark.parametrize("p", [case(2, 300, 24, 16, torch.float32),
+                               case(2, 4096, 512, 16, torch.bfloat16, marks=cuda_only)])
+def test_scan_inference_path(p):
+    """Without autograd the forward skips saving segment states; y and the final state are
+    unchanged against the reference (and against the training-mode forward, bit for bit)."""
+    inputs = make_inputs(**p)
+    y_ref, f_ref, _ = run(inputs, p["softplus"], "reference", grad=False)
+    y_train, f_train, _ = run(inputs, p["softplus"], "triton", grad=True)
+    with torch.no_grad():
+        y, f, _ = run(inputs, p["softplus"], "triton", grad=False)
+    assert_close("y", y_ref, y, TOL[p["dtype"]])
+    assert_close("final_state", f_ref, f, TOL[p["dtype"]])
+    assert torch.equal(y, y_train) and torch.equal(f, f_train)
+
+
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_scan_streaming(backend):
     """scan([x1; x2]) == scan(x1) then scan(x2, initial_state=final1)."""
