@@ -398,3 +398,30 @@ def test_cli_bad_input_is_one_error_line(tmp_path, name):
 def test_cli_help_has_example():
     res = _cli(["ingest", "--help"])
     assert res.exit_code == 0 and "mamba-genome ingest hg38.fa.gz" in res.output
+
+
+def test_many_contigs_keep_few_files_open(tmp_path):
+    """A store of thousands of short records (reads, a fragmented assembly, a synthetic task)
+    stays readable under a low open-file limit: only the recently used contig memmaps stay open."""
+    import subprocess
+    import sys
+    n = 3 * store_mod.MAX_OPEN_CONTIGS
+    fa = tmp_path / "many.fa"
+    rng = np.random.default_rng(0)
+    with open(fa, "w") as fh:
+        for i in range(n):
+            fh.write(f">r{i}\n" + "".join(rng.choice(list("ACGT"), 50)) + "\n")
+    ingest(fa, tmp_path / "many.mgstore", progress=False)
+    script = (
+        "import resource, sys\n"
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({store_mod.MAX_OPEN_CONTIGS + 100}, "
+        "resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+        "from mamba_genome.data.store import TokenStore\n"
+        f"s = TokenStore.open({str(tmp_path / 'many.mgstore')!r})\n"
+        "for rep in range(2):\n"
+        f"    for i in range({n}):\n"
+        "        assert s.fetch(f'r{i}', 0, 50).size == 50\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

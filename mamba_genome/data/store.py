@@ -27,6 +27,7 @@ import re
 import shutil
 import sys
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,8 @@ MANIFEST = "manifest.json"
 STORE_SUFFIX = ".mgstore"
 _FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas", ".seq")
 _GZ_SUFFIXES = (".gz", ".bgz", ".bgzf")
+# contig memmaps a TokenStore keeps open (the least recently used are dropped)
+MAX_OPEN_CONTIGS = 256
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,9 @@ class TokenStore:
         self._path = Path(path)
         self._manifest = manifest
         self._by_name = {c["name"]: c for c in manifest["contigs"]}
-        self._maps: dict[str, np.memmap] = {}
+        # most recently used contig memmaps; each holds an open file descriptor, so a store of
+        # thousands of small contigs (reads, a fragmented assembly) must not keep them all
+        self._maps: OrderedDict[str, np.memmap] = OrderedDict()
         self.ingest_stats: IngestStats | None = None
 
     @classmethod
@@ -125,7 +130,7 @@ class TokenStore:
     # Memmaps are not pickled: a DataLoader worker reopens them lazily.
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_maps"] = {}
+        state["_maps"] = OrderedDict()
         return state
 
     def __repr__(self) -> str:
@@ -169,6 +174,10 @@ class TokenStore:
             c = self._contig(name)
             mm = np.memmap(self._path / c["file"], dtype=np.uint8, mode="r", shape=(c["length"],))
             self._maps[name] = mm
+            if len(self._maps) > MAX_OPEN_CONTIGS:
+                self._maps.popitem(last=False)  # closed once no caller holds it
+        else:
+            self._maps.move_to_end(name)
         return mm
 
     def fetch(self, name: str, start: int, end: int) -> np.ndarray:
