@@ -46,6 +46,19 @@ def test_streamed_equals_one_pass(gm, seqs, pool, chunk, batch):
     _close(out, ref)
 
 
+def test_default_chunk_keeps_positions_in_flight(gm, seqs, monkeypatch):
+    """chunk_size=None: CHUNK_TOKENS / sequences per batch, at least DEFAULT_CHUNK_SIZE; results
+    still equal one pass."""
+    from mamba_genome import api
+    monkeypatch.setattr(api, "DEFAULT_CHUNK_SIZE", 4)
+    monkeypatch.setattr(api, "CHUNK_TOKENS", 24)
+    lengths = [len(s) for s in seqs]
+    chunks = {len(idx): reader.chunk for idx, _, reader in gm._batches(seqs, lengths, None, 2, rc=False)}
+    assert chunks[2] == 12 and all(c == (24 if n == 1 else 12) for n, c in chunks.items())
+    assert [r.chunk for *_, r in gm._batches(seqs, lengths, None, 8, rc=False)] == [max(4, 24 // len(seqs))]
+    _close(gm.embed(seqs, pool=None, batch_size=2), gm.embed(seqs, pool=None, chunk_size=ONE_PASS, batch_size=1))
+
+
 def test_chunk_of_one_base(gm, seqs):
     short = [seqs[2], seqs[1][:9]]
     _close(gm.embed(short, pool=None, chunk_size=1, batch_size=2), gm.embed(short, pool=None, chunk_size=ONE_PASS))

@@ -33,6 +33,20 @@ class _Window:
     length: int
 
 
+class _StoreRecords:
+    """``records[i]`` -> contig ``names[i]``'s memmap, opened on use: a store of thousands of
+    contigs must not hold every memmap (and its file descriptor) at once."""
+
+    def __init__(self, store, names: list[str]):
+        self.store, self.names = store, names
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.store.tokens(self.names[i])
+
+
 def _load_sequences(fasta_or_store, progress: bool) -> tuple[list[str], list[np.ndarray], str]:
     """(names, token arrays, description) of a FASTA or a token store."""
     from ..data.store import TokenStore, is_store
@@ -45,7 +59,7 @@ def _load_sequences(fasta_or_store, progress: bool) -> tuple[list[str], list[np.
             raise UserError(f"--fasta {p} is a directory but not a token store")
         store = TokenStore.open(p)
         names = [c.name for c in store.contigs if not c.all_n]
-        return names, [store.tokens(n) for n in names], f"store {p}"
+        return names, _StoreRecords(store, names), f"store {p}"
     from ..data.fasta import iter_fasta_records
     from ..data.tokenizer import encode
 
