@@ -42,8 +42,8 @@ from .device import resolve_device as _resolve_device
 
 POOLS = ("mean", "last", None)
 PRECISIONS = ("fp32", "bf16")
-#: Positions per streamed chunk when ``chunk_size=None``: at least this, and more when fewer
-#: sequences share a batch, so that about ``CHUNK_TOKENS`` positions are in flight either way.
+#: Positions per streamed chunk when ``chunk_size=None``: at least this, and more while fewer
+#: sequences of a batch are still running, so that about ``CHUNK_TOKENS`` positions are in flight.
 DEFAULT_CHUNK_SIZE = 1 << 17
 #: Positions in flight per streamed step with ``chunk_size=None`` (a full batch of 8 at
 #: ``DEFAULT_CHUNK_SIZE``, or one long record in 2^20 chunks): one 7m forward at 2^20 keeps
@@ -156,8 +156,8 @@ class GenomeModel:
                 (per-base embeddings).
             layer: block index k (0-based; negative counts from the end) whose
                 residual stream is returned, RMS-normed; ``None`` = final layer.
-            chunk_size: positions per streamed chunk (``None``: ``CHUNK_TOKENS`` / the
-                batch's sequence count, at least ``DEFAULT_CHUNK_SIZE``). Results equal a single pass.
+            chunk_size: positions per streamed chunk (``None``: ``CHUNK_TOKENS`` / the batch's
+                sequences still running, at least ``DEFAULT_CHUNK_SIZE``). Results equal a single pass.
             batch_size: sequences run together.
             rc_average: average with the reverse complement's embedding (per
                 base: the RC output is flipped back to forward coordinates).
@@ -287,8 +287,7 @@ class GenomeModel:
         for k in range(0, len(order), batch_size):
             idx = order[k: k + batch_size]
             blens = [lengths[i] for i in idx]
-            chunk = (int(chunk_size) if chunk_size is not None
-                     else max(DEFAULT_CHUNK_SIZE, CHUNK_TOKENS // len(idx)))
+            chunk = int(chunk_size) if chunk_size is not None else None
             yield idx, blens, _ChunkReader([toks[i] for i in idx], blens, chunk, rc)
 
     def _run(self, chunks, blens, layer, precision, bar):
@@ -362,13 +361,19 @@ def _still_running(active, blens, e, device) -> torch.Tensor:
 class _ChunkReader:
     """Reads (B_active, c) int64 chunks of a batch from strings' tokens or memmaps, RC on the fly."""
 
-    def __init__(self, toks, lengths, chunk: int, rc: bool):
+    def __init__(self, toks, lengths, chunk: int | None, rc: bool):
         self.toks, self.lengths, self.chunk, self.rc = toks, lengths, chunk, rc
 
     def spans(self) -> Iterable[tuple[int, int]]:
+        """(start, end) of each streamed step: ``chunk`` positions, or with ``chunk`` None
+        CHUNK_TOKENS / (sequences still running), at least DEFAULT_CHUNK_SIZE, so the
+        steps stay large as the shorter sequences of a batch finish."""
         Lmax = max(self.lengths)
-        for s in range(0, Lmax, self.chunk):
-            yield s, min(s + self.chunk, Lmax)
+        s = 0
+        while s < Lmax:
+            c = self.chunk or max(DEFAULT_CHUNK_SIZE, CHUNK_TOKENS // sum(L > s for L in self.lengths))
+            yield s, min(s + c, Lmax)
+            s += c
 
     def read(self, s: int, e: int, active: list[int]) -> np.ndarray:
         from .data.tokenizer import COMPLEMENT, PAD

@@ -47,15 +47,18 @@ def test_streamed_equals_one_pass(gm, seqs, pool, chunk, batch):
 
 
 def test_default_chunk_keeps_positions_in_flight(gm, seqs, monkeypatch):
-    """chunk_size=None: CHUNK_TOKENS / sequences per batch, at least DEFAULT_CHUNK_SIZE; results
-    still equal one pass."""
+    """chunk_size=None: each step is CHUNK_TOKENS / sequences still running, at least
+    DEFAULT_CHUNK_SIZE; results still equal one pass."""
     from mamba_genome import api
     monkeypatch.setattr(api, "DEFAULT_CHUNK_SIZE", 4)
     monkeypatch.setattr(api, "CHUNK_TOKENS", 24)
-    lengths = [len(s) for s in seqs]
-    chunks = {len(idx): reader.chunk for idx, _, reader in gm._batches(seqs, lengths, None, 2, rc=False)}
-    assert chunks[2] == 12 and all(c == (24 if n == 1 else 12) for n, c in chunks.items())
-    assert [r.chunk for *_, r in gm._batches(seqs, lengths, None, 8, rc=False)] == [max(4, 24 // len(seqs))]
+    lengths = [len(s) for s in seqs]                                  # 101, 37, 5, 64
+    (_, _, reader), = gm._batches(seqs, lengths, None, 8, rc=False)
+    # 4 running -> steps of 6 until 5 ends; 3 -> 8 until 37; 2 -> 12 until 64; then 1 -> 24
+    assert list(reader.spans()) == [(0, 6), (6, 14), (14, 22), (22, 30), (30, 38), (38, 50), (50, 62),
+                                    (62, 74), (74, 98), (98, 101)]
+    (_, _, fixed), = gm._batches(seqs, lengths, 7, 8, rc=False)
+    assert list(fixed.spans())[:2] == [(0, 7), (7, 14)]
     _close(gm.embed(seqs, pool=None, batch_size=2), gm.embed(seqs, pool=None, chunk_size=ONE_PASS, batch_size=1))
 
 

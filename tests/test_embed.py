@@ -91,6 +91,28 @@ def test_large_fasta_goes_through_token_store(tmp_path, run_dir, monkeypatch):
         np.testing.assert_array_equal(x, y)
 
 
+def test_store_of_many_records_under_a_low_file_limit(tmp_path, run_dir):
+    """Thousands of short records in a token store: each is read into memory, so no memmap (and
+    its file descriptor) stays open per record."""
+    from mamba_genome.data.store import MAX_OPEN_CONTIGS, ingest
+    n = 3 * MAX_OPEN_CONTIGS
+    rng = np.random.default_rng(0)
+    fa = tmp_path / "reads.fa"
+    fa.write_text("".join(f">r{i}\n" + "".join(rng.choice(list("ACGT"), 40)) + "\n" for i in range(n)))
+    ingest(fa, tmp_path / "reads.mgstore", progress=False)
+    script = textwrap.dedent(f"""
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, ({MAX_OPEN_CONTIGS + 100}, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        from mamba_genome.workflows.embed import embed_file
+        res = embed_file({str(tmp_path / "reads.mgstore")!r}, {str(run_dir)!r}, {str(tmp_path / "e.npz")!r},
+                         progress=False, device="cpu")
+        print(res.records)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == str(n), out.stderr[-2000:]
+    assert read_embeddings(tmp_path / "e.npz").embeddings.shape == (n, 16)
+
+
 def _assert_one_error_line(res, match):
     assert res.exit_code == 1, res.output
     err = res.stderr.strip().splitlines()

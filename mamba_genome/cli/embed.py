@@ -33,8 +33,9 @@ from .common import handle_errors, print_table
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
               help="bf16 autocast is ~2x faster on recent GPUs; embeddings are written as float32.")
 @click.option("--chunk-size", type=int, default=None,
-              help="Bases per streamed chunk [default: 2^20 / records in the batch, at least 131072]; "
-                   "memory is bounded by this, not by the record length. Results do not depend on it.")
+              help="Bases per streamed chunk [default: 2^20 / records still running in the batch, "
+                   "at least 131072]; memory is bounded by this, not by the record length. "
+                   "Results do not depend on it.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary table.")
 @handle_errors
 def embed(input_fa, model, out, bed, pool, stride, layer, rc_average, batch_size, device, precision, chunk_size,

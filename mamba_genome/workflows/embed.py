@@ -60,6 +60,11 @@ def parse_pool(pool: str | None) -> str | None:
     return pool
 
 
+#: records (or BED regions) shorter than this are read into memory; longer ones stream from
+#: their contig's memmap
+COPY_BELOW = 1 << 20
+
+
 def _load_sequences(input_fa, progress: bool):
     """(lengths {name: L}, tokens {name: 1-D uint8 array or memmap}, kind) for a FASTA or a store."""
     from ..data.store import TokenStore, is_store, open_or_ingest
@@ -106,7 +111,7 @@ def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", l
         batch_size: records embedded together.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or None (GPU if available).
         precision: ``"fp32"`` or ``"bf16"``.
-        chunk_size: bases per streamed chunk (None: ``api.CHUNK_TOKENS`` / records per batch,
+        chunk_size: bases per streamed chunk (None: ``api.CHUNK_TOKENS`` / records still running,
             at least ``api.DEFAULT_CHUNK_SIZE``).
         progress: tqdm bar in base pairs on stderr.
 
@@ -149,7 +154,10 @@ def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", l
             seen[r.id] = r.line
     else:
         records = [RecordInfo(name, name, 0, n) for name, n in lengths.items()]
-    seqs = [tokens[r.contig][r.start: r.end] for r in records]
+    # short records are copied out of the store: a memmap view would keep the contig's file open,
+    # and a FASTA of many thousands of records would run out of file descriptors
+    seqs = [np.array(tokens[r.contig][r.start: r.end]) if r.end - r.start < COPY_BELOW
+            else tokens[r.contig][r.start: r.end] for r in records]
 
     model = load(model_path, device=device)
     attrs = {"model": str(model_path), "pool": "none" if pool is None else pool, "layer": layer,
