@@ -41,7 +41,7 @@ from .errors import UserError
 from .device import resolve_device as _resolve_device
 
 POOLS = ("mean", "last", None)
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 autocast on a CUDA GPU that supports it, else fp32
 #: Positions per streamed chunk when ``chunk_size=None``: at least this, and more while fewer
 #: sequences of a batch are still running, so that about ``CHUNK_TOKENS`` positions are in flight.
 DEFAULT_CHUNK_SIZE = 1 << 17
@@ -143,7 +143,7 @@ class GenomeModel:
 
     # ---------------------------------------------------------------- public
     def embed(self, seqs, pool: str | None = "mean", layer: int | None = None, chunk_size: int | None = None,
-              batch_size: int = 8, rc_average: bool = False, precision: str = "fp32", progress: bool = False,
+              batch_size: int = 8, rc_average: bool = False, precision: str = "auto", progress: bool = False,
               stride: int = 1, sink: PerBaseSink | None = None):
         """Embeddings of one or many sequences.
 
@@ -161,7 +161,8 @@ class GenomeModel:
             batch_size: sequences run together.
             rc_average: average with the reverse complement's embedding (per
                 base: the RC output is flipped back to forward coordinates).
-            precision: ``"fp32"`` or ``"bf16"`` (autocast; output is float32).
+            precision: ``"auto"`` (bf16 on a CUDA GPU that supports it, else fp32), ``"fp32"``
+                or ``"bf16"`` (autocast; output is float32).
             progress: tqdm bar in base pairs on stderr.
             stride: per-base only: keep every ``stride``-th position (0, s, 2s, ...).
             sink: per-base only: a :class:`PerBaseSink` receiving the rows
@@ -204,7 +205,7 @@ class GenomeModel:
         pooled = pooled.astype(np.float32)
         return pooled[0] if single else pooled
 
-    def score(self, seqs, chunk_size: int | None = None, batch_size: int = 8, precision: str = "fp32",
+    def score(self, seqs, chunk_size: int | None = None, batch_size: int = 8, precision: str = "auto",
               progress: bool = False) -> ScoreResult:
         """Per-base log-probabilities and total log-likelihood (nats) under the LM.
 
@@ -237,7 +238,7 @@ class GenomeModel:
         ll = np.array([float(np.nansum(p[1:], dtype=np.float64)) for p in per_base])
         return ScoreResult(ll, per_base, np.array([max(n - 1, 0) for n in lengths], dtype=np.int64))
 
-    def classify(self, seqs, chunk_size: int | None = None, batch_size: int = 8, precision: str = "fp32",
+    def classify(self, seqs, chunk_size: int | None = None, batch_size: int = 8, precision: str = "auto",
                  progress: bool = False) -> np.ndarray:
         """Class probabilities (n, num_classes) of a fine-tuned classifier (whole sequences, streamed).
 
@@ -290,10 +291,18 @@ class GenomeModel:
             chunk = int(chunk_size) if chunk_size is not None else None
             yield idx, blens, _ChunkReader([toks[i] for i in idx], blens, chunk, rc)
 
+    def resolve_precision(self, precision: str) -> str:
+        """``"fp32"`` or ``"bf16"``: ``"auto"`` is bf16 on a CUDA device that supports it."""
+        if precision not in PRECISIONS:
+            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}; got '{precision}'")
+        if precision == "auto":
+            cuda = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+            return "bf16" if cuda else "fp32"
+        return precision
+
     def _run(self, chunks, blens, layer, precision, bar):
         """Stream one batch: yield (start, end, ids (B_act, c), active batch positions, hidden (B_act, c, d))."""
-        if precision not in PRECISIONS:
-            raise UserError(f"--precision must be fp32 or bf16, got '{precision}'")
+        precision = self.resolve_precision(precision)
         dev = self.device
         amp = (torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext())
         active = list(range(len(blens)))

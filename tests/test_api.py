@@ -46,6 +46,13 @@ def test_streamed_equals_one_pass(gm, seqs, pool, chunk, batch):
     _close(out, ref)
 
 
+def test_precision_auto_is_fp32_on_cpu(gm, seqs):
+    assert gm.resolve_precision("auto") == "fp32" and gm.resolve_precision("bf16") == "bf16"
+    np.testing.assert_array_equal(gm.embed(seqs), gm.embed(seqs, precision="fp32"))
+    with pytest.raises(UserError, match="--precision must be one of auto, fp32, bf16"):
+        gm.embed(seqs, precision="fp16")
+
+
 def test_default_chunk_keeps_positions_in_flight(gm, seqs, monkeypatch):
     """chunk_size=None: each step is CHUNK_TOKENS / sequences still running, at least
     DEFAULT_CHUNK_SIZE; results still equal one pass."""

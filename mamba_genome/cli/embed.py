@@ -30,8 +30,9 @@ from .common import handle_errors, print_table
 @click.option("--rc-average", is_flag=True, help="Average with the reverse complement's embedding.")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Records embedded together.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
-              help="bf16 autocast is ~2x faster on recent GPUs; embeddings are written as float32.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="auto: bf16 autocast on a CUDA GPU that supports it (about 2x faster than fp32 on an "
+                   "H100), else fp32. Embeddings are written as float32.")
 @click.option("--chunk-size", type=int, default=None,
               help="Bases per streamed chunk [default: 2^20 / records still running in the batch, "
                    "at least 131072]; memory is bounded by this, not by the record length. "

@@ -96,7 +96,7 @@ class _StoreTokens:
 
 def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", layer: int | None = None,
                stride: int = 1, rc_average: bool = False, batch_size: int = 8, device: str | None = None,
-               precision: str = "fp32", chunk_size: int | None = None, progress: bool = True) -> EmbedResult:
+               precision: str = "auto", chunk_size: int | None = None, progress: bool = True) -> EmbedResult:
     """Embed every record of ``input_fa`` (or every region of ``bed``) and write ``out``.
 
     Args:
@@ -110,7 +110,7 @@ def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", l
         rc_average: average with the reverse complement's embeddings.
         batch_size: records embedded together.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or None (GPU if available).
-        precision: ``"fp32"`` or ``"bf16"``.
+        precision: ``"auto"`` (bf16 on a CUDA GPU that supports it, else fp32), ``"fp32"`` or ``"bf16"``.
         chunk_size: bases per streamed chunk (None: ``api.CHUNK_TOKENS`` / records still running,
             at least ``api.DEFAULT_CHUNK_SIZE``).
         progress: tqdm bar in base pairs on stderr.
@@ -133,7 +133,7 @@ def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", l
     if stride != 1 and pool is not None:
         raise UserError("--stride only applies to per-base output (--pool none)")
     if precision not in PRECISIONS:
-        raise UserError(f"--precision must be fp32 or bf16, got '{precision}'")
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}; got '{precision}'")
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     if chunk_size is not None and chunk_size < 1:
@@ -160,6 +160,7 @@ def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", l
             else tokens[r.contig][r.start: r.end] for r in records]
 
     model = load(model_path, device=device)
+    precision = model.resolve_precision(precision)
     attrs = {"model": str(model_path), "pool": "none" if pool is None else pool, "layer": layer,
              "rc_average": bool(rc_average), "precision": precision, "input": str(input_fa),
              "bed": str(bed) if bed is not None else None, "mamba_genome_version": __version__}
