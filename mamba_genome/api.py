@@ -232,7 +232,9 @@ class GenomeModel:
                     for j, b in enumerate(active):
                         n = min(e, blens[b]) - s
                         per_base[idx[b]][s: s + n] = lp[j, :n]
-                    carry = carry[_still_running(active, blens, e, carry.device)]
+                    rows = _rows_still_running(active, blens, e, carry.device)
+                    if rows is not None:
+                        carry = carry[rows]
         finally:
             bar.close()
         ll = np.array([float(np.nansum(p[1:], dtype=np.float64)) for p in per_base])
@@ -314,17 +316,17 @@ class GenomeModel:
                 yield s, e, ids, active, hidden
                 if bar is not None:
                     bar.update(sum(min(e, blens[b]) - s for b in active))
-                keep = _still_running(active, blens, e, dev)
-                if not bool(keep.all()):
-                    state = [type(st)(conv=st.conv[keep], ssm=st.ssm[keep]) for st in state]
+                rows = _rows_still_running(active, blens, e, dev)
+                if rows is not None:
+                    state = [type(st)(conv=st.conv[rows], ssm=st.ssm[rows]) for st in state]
                     active = [b for b in active if blens[b] > e]
 
     def _embed_pass(self, toks, lengths, pool, layer, chunk_size, batch_size, rc, precision, bar, stride, sink):
         for idx, blens, chunks in self._batches(toks, lengths, chunk_size, batch_size, rc):
             acc = torch.zeros(len(idx), self.d_model, dtype=torch.float64, device=self.device)
             for s, e, _ids, active, hidden in self._run(chunks, blens, layer, precision, bar):
-                sel = torch.as_tensor(active, device=hidden.device)
-                n = torch.tensor([min(e, blens[b]) - s for b in active], device=hidden.device)
+                # while every record of the batch runs, no index tensor (a host-to-device copy) is built
+                sel = slice(None) if len(active) == len(idx) else torch.tensor(active, device=hidden.device)
                 if pool == "mean":
                     if all(blens[b] >= e for b in active):   # no padding in this chunk: one reduction
                         acc[sel] += hidden.sum(1, dtype=torch.float32).double()
@@ -334,8 +336,8 @@ class GenomeModel:
                 elif pool == "last":
                     ends = [j for j, b in enumerate(active) if blens[b] <= e]
                     if ends:
-                        rows = hidden[ends, (n[ends] - 1)].double()
-                        acc[sel[ends]] = rows
+                        last = [min(e, blens[active[j]]) - s - 1 for j in ends]
+                        acc[[active[j] for j in ends]] = hidden[ends, last].double()
                 else:
                     self._write_per_base(hidden, s, active, blens, idx, rc, stride, sink)
             if pool is not None:
@@ -363,8 +365,11 @@ class GenomeModel:
                            "mean" if rc else "set")
 
 
-def _still_running(active, blens, e, device) -> torch.Tensor:
-    return torch.tensor([blens[b] > e for b in active], dtype=torch.bool, device=device)
+def _rows_still_running(active, blens, e, device) -> torch.Tensor | None:
+    """Rows of the active batch whose records go past ``e``, or None while all do. Decided on
+    the host from the lengths, so a streamed step needs no device sync unless a record ends."""
+    keep = [j for j, b in enumerate(active) if blens[b] > e]
+    return None if len(keep) == len(active) else torch.tensor(keep, dtype=torch.long, device=device)
 
 
 class _ChunkReader:
