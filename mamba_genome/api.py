@@ -42,8 +42,8 @@ from .device import resolve_device as _resolve_device
 
 POOLS = ("mean", "last", None)
 PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 autocast on a CUDA GPU that supports it, else fp32
-#: Positions per streamed chunk when ``chunk_size=None``: at least this, and more while fewer
-#: sequences of a batch are still running, so that about ``CHUNK_TOKENS`` positions are in flight.
+#: Positions per streamed chunk when ``chunk_size=None``. On a GPU at least this, and more while
+#: fewer sequences of a batch are still running, so that about ``CHUNK_TOKENS`` are in flight.
 DEFAULT_CHUNK_SIZE = 1 << 17
 #: Positions in flight per streamed step with ``chunk_size=None`` (a full batch of 8 at
 #: ``DEFAULT_CHUNK_SIZE``, or one long record in 2^20 chunks): one 7m forward at 2^20 keeps
@@ -156,8 +156,9 @@ class GenomeModel:
                 (per-base embeddings).
             layer: block index k (0-based; negative counts from the end) whose
                 residual stream is returned, RMS-normed; ``None`` = final layer.
-            chunk_size: positions per streamed chunk (``None``: ``CHUNK_TOKENS`` / the batch's
-                sequences still running, at least ``DEFAULT_CHUNK_SIZE``). Results equal a single pass.
+            chunk_size: positions per streamed chunk (``None``: on a GPU ``CHUNK_TOKENS`` / the
+                batch's sequences still running, at least ``DEFAULT_CHUNK_SIZE``; on CPU
+                ``DEFAULT_CHUNK_SIZE``). Results equal a single pass.
             batch_size: sequences run together.
             rc_average: average with the reverse complement's embedding (per
                 base: the RC output is flipped back to forward coordinates).
@@ -290,7 +291,10 @@ class GenomeModel:
         for k in range(0, len(order), batch_size):
             idx = order[k: k + batch_size]
             blens = [lengths[i] for i in idx]
-            chunk = int(chunk_size) if chunk_size is not None else None
+            if chunk_size is not None:
+                chunk = int(chunk_size)
+            else:  # GPU: adaptive (see CHUNK_TOKENS); CPU: fixed, to keep a laptop's peak memory small
+                chunk = None if self.device.type == "cuda" else DEFAULT_CHUNK_SIZE
             yield idx, blens, _ChunkReader([toks[i] for i in idx], blens, chunk, rc)
 
     def resolve_precision(self, precision: str) -> str:

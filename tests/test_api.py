@@ -54,18 +54,21 @@ def test_precision_auto_is_fp32_on_cpu(gm, seqs):
 
 
 def test_default_chunk_keeps_positions_in_flight(gm, seqs, monkeypatch):
-    """chunk_size=None: each step is CHUNK_TOKENS / sequences still running, at least
-    DEFAULT_CHUNK_SIZE; results still equal one pass."""
+    """chunk_size=None on a GPU: each step is CHUNK_TOKENS / sequences still running, at least
+    DEFAULT_CHUNK_SIZE (on CPU: DEFAULT_CHUNK_SIZE); results still equal one pass."""
     from mamba_genome import api
     monkeypatch.setattr(api, "DEFAULT_CHUNK_SIZE", 4)
     monkeypatch.setattr(api, "CHUNK_TOKENS", 24)
+    from mamba_genome.api import _ChunkReader
     lengths = [len(s) for s in seqs]                                  # 101, 37, 5, 64
-    (_, _, reader), = gm._batches(seqs, lengths, None, 8, rc=False)
+    reader = _ChunkReader(seqs, lengths, None, rc=False)              # what a GPU model streams
     # 4 running -> steps of 6 until 5 ends; 3 -> 8 until 37; 2 -> 12 until 64; then 1 -> 24
     assert list(reader.spans()) == [(0, 6), (6, 14), (14, 22), (22, 30), (30, 38), (38, 50), (50, 62),
                                     (62, 74), (74, 98), (98, 101)]
     (_, _, fixed), = gm._batches(seqs, lengths, 7, 8, rc=False)
     assert list(fixed.spans())[:2] == [(0, 7), (7, 14)]
+    (_, _, cpu), = gm._batches(seqs, lengths, None, 8, rc=False)     # CPU: fixed DEFAULT_CHUNK_SIZE
+    assert list(cpu.spans())[:2] == [(0, 4), (4, 8)]
     _close(gm.embed(seqs, pool=None, batch_size=2), gm.embed(seqs, pool=None, chunk_size=ONE_PASS, batch_size=1))
 
 

@@ -34,8 +34,8 @@ from .common import handle_errors, print_table
               help="auto: bf16 autocast on a CUDA GPU that supports it (about 2x faster than fp32 on an "
                    "H100), else fp32. Embeddings are written as float32.")
 @click.option("--chunk-size", type=int, default=None,
-              help="Bases per streamed chunk [default: 2^20 / records still running in the batch, "
-                   "at least 131072]; memory is bounded by this, not by the record length. "
+              help="Bases per streamed chunk [default on a GPU: 2^20 / records still running in the batch, "
+                   "at least 131072; on CPU 131072]; memory is bounded by this, not by the record length. "
                    "Results do not depend on it.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary table.")
 @handle_errors

@@ -111,8 +111,8 @@ def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", l
         batch_size: records embedded together.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or None (GPU if available).
         precision: ``"auto"`` (bf16 on a CUDA GPU that supports it, else fp32), ``"fp32"`` or ``"bf16"``.
-        chunk_size: bases per streamed chunk (None: ``api.CHUNK_TOKENS`` / records still running,
-            at least ``api.DEFAULT_CHUNK_SIZE``).
+        chunk_size: bases per streamed chunk (None: on a GPU ``api.CHUNK_TOKENS`` / records still running,
+            at least ``api.DEFAULT_CHUNK_SIZE``; on CPU ``api.DEFAULT_CHUNK_SIZE``).
         progress: tqdm bar in base pairs on stderr.
 
     Returns:
