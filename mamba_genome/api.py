@@ -49,6 +49,8 @@ DEFAULT_CHUNK_SIZE = 1 << 17
 #: ``DEFAULT_CHUNK_SIZE``, or one long record in 2^20 chunks): one 7m forward at 2^20 keeps
 #: the GPU busy (single 2^17 chunks run about 15% slower on an H100) within about 11 GiB.
 CHUNK_TOKENS = 8 * DEFAULT_CHUNK_SIZE
+#: Sequences per batch on CPU, and the least per batch on a GPU, when ``batch_size=None``.
+DEFAULT_BATCH_SIZE = 8
 
 
 class PerBaseSink(Protocol):
@@ -143,7 +145,8 @@ class GenomeModel:
 
     # ---------------------------------------------------------------- public
     def embed(self, seqs, pool: str | None = "mean", layer: int | None = None, chunk_size: int | None = None,
-              batch_size: int = 8, rc_average: bool = False, precision: str = "auto", progress: bool = False,
+              batch_size: int | None = None, rc_average: bool = False, precision: str = "auto",
+              progress: bool = False,
               stride: int = 1, sink: PerBaseSink | None = None):
         """Embeddings of one or many sequences.
 
@@ -159,7 +162,8 @@ class GenomeModel:
             chunk_size: positions per streamed chunk (``None``: on a GPU ``CHUNK_TOKENS`` / the
                 batch's sequences still running, at least ``DEFAULT_CHUNK_SIZE``; on CPU
                 ``DEFAULT_CHUNK_SIZE``). Results equal a single pass.
-            batch_size: sequences run together.
+            batch_size: sequences run together (``None``: on a GPU as many as fill about
+                ``CHUNK_TOKENS`` positions, at least ``DEFAULT_BATCH_SIZE``; on CPU ``DEFAULT_BATCH_SIZE``).
             rc_average: average with the reverse complement's embedding (per
                 base: the RC output is flipped back to forward coordinates).
             precision: ``"auto"`` (bf16 on a CUDA GPU that supports it, else fp32), ``"fp32"``
@@ -206,7 +210,7 @@ class GenomeModel:
         pooled = pooled.astype(np.float32)
         return pooled[0] if single else pooled
 
-    def score(self, seqs, chunk_size: int | None = None, batch_size: int = 8, precision: str = "auto",
+    def score(self, seqs, chunk_size: int | None = None, batch_size: int | None = None, precision: str = "auto",
               progress: bool = False) -> ScoreResult:
         """Per-base log-probabilities and total log-likelihood (nats) under the LM.
 
@@ -241,7 +245,7 @@ class GenomeModel:
         ll = np.array([float(np.nansum(p[1:], dtype=np.float64)) for p in per_base])
         return ScoreResult(ll, per_base, np.array([max(n - 1, 0) for n in lengths], dtype=np.int64))
 
-    def classify(self, seqs, chunk_size: int | None = None, batch_size: int = 8, precision: str = "auto",
+    def classify(self, seqs, chunk_size: int | None = None, batch_size: int | None = None, precision: str = "auto",
                  progress: bool = False) -> np.ndarray:
         """Class probabilities (n, num_classes) of a fine-tuned classifier (whole sequences, streamed).
 
@@ -281,20 +285,32 @@ class GenomeModel:
                     leave=False, dynamic_ncols=True)
 
     def _batches(self, toks, lengths, chunk_size, batch_size, rc):
-        """Yield (original indices, lengths, chunk reader) per batch, longest sequences first."""
-        if batch_size < 1:
+        """Yield (original indices, lengths, chunk reader) per batch, longest sequences first.
+
+        ``batch_size=None``: on a GPU, each batch takes as many sequences as fill about
+        CHUNK_TOKENS positions at its first (longest) sequence's step length, at least
+        DEFAULT_BATCH_SIZE, so short records (BED regions, tiles, reads) run hundreds at a time;
+        on CPU, DEFAULT_BATCH_SIZE."""
+        if batch_size is not None and batch_size < 1:
             raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+        gpu = self.device.type == "cuda"
         if chunk_size is not None and int(chunk_size) < 1:
             raise UserError(f"--chunk-size must be >= 1, got {chunk_size}")
         order = sorted(range(len(toks)), key=lambda i: -lengths[i])
         order = [i for i in order if lengths[i] > 0]
-        for k in range(0, len(order), batch_size):
-            idx = order[k: k + batch_size]
+        k = 0
+        while k < len(order):
+            n = batch_size
+            if n is None:
+                step = min(lengths[order[k]], chunk_size or DEFAULT_CHUNK_SIZE)
+                n = max(DEFAULT_BATCH_SIZE, CHUNK_TOKENS // step) if gpu else DEFAULT_BATCH_SIZE
+            idx = order[k: k + n]
+            k += n
             blens = [lengths[i] for i in idx]
             if chunk_size is not None:
                 chunk = int(chunk_size)
             else:  # GPU: adaptive (see CHUNK_TOKENS); CPU: fixed, to keep a laptop's peak memory small
-                chunk = None if self.device.type == "cuda" else DEFAULT_CHUNK_SIZE
+                chunk = None if gpu else DEFAULT_CHUNK_SIZE
             yield idx, blens, _ChunkReader([toks[i] for i in idx], blens, chunk, rc)
 
     def resolve_precision(self, precision: str) -> str:
@@ -442,5 +458,5 @@ def _as_token_list(seqs) -> tuple[bool, list]:
     return False, toks
 
 
-__all__ = ["load", "GenomeModel", "ScoreResult", "PerBaseSink", "DEFAULT_CHUNK_SIZE", "CHUNK_TOKENS", "POOLS",
+__all__ = ["load", "GenomeModel", "ScoreResult", "PerBaseSink", "DEFAULT_CHUNK_SIZE", "CHUNK_TOKENS", "DEFAULT_BATCH_SIZE", "POOLS",
            "PRECISIONS"]

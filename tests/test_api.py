@@ -46,6 +46,21 @@ def test_streamed_equals_one_pass(gm, seqs, pool, chunk, batch):
     _close(out, ref)
 
 
+def test_default_batch_fills_positions_on_gpu(gm, monkeypatch):
+    """batch_size=None: on a GPU as many records as fill CHUNK_TOKENS at the batch's first
+    (longest) record's step, at least DEFAULT_BATCH_SIZE; on CPU DEFAULT_BATCH_SIZE."""
+    from mamba_genome import api
+    for name, value in (("DEFAULT_CHUNK_SIZE", 4), ("CHUNK_TOKENS", 24), ("DEFAULT_BATCH_SIZE", 2)):
+        monkeypatch.setattr(api, name, value)
+    lengths = [100, 3, 3, 3, 3, 3, 3, 3, 3, 3, 2, 2]
+    toks = [np.zeros(n, dtype=np.uint8) for n in lengths]
+    assert [len(i) for i, *_ in gm._batches(toks, lengths, None, None, rc=False)] == [2] * 6   # CPU
+    monkeypatch.setattr(api.GenomeModel, "device", property(lambda self: torch.device("cuda")))
+    # longest 100 -> step 4 -> 24 // 4 = 6 records; then longest 3 -> 8 records (6 left)
+    assert [len(i) for i, *_ in gm._batches(toks, lengths, None, None, rc=False)] == [6, 6]
+    assert [len(i) for i, *_ in gm._batches(toks, lengths, None, 5, rc=False)] == [5, 5, 2]
+
+
 def test_precision_auto_is_fp32_on_cpu(gm, seqs):
     assert gm.resolve_precision("auto") == "fp32" and gm.resolve_precision("bf16") == "bf16"
     np.testing.assert_array_equal(gm.embed(seqs), gm.embed(seqs, precision="fp32"))

@@ -28,7 +28,9 @@ from .common import handle_errors, print_table
 @click.option("--layer", type=int, default=None,
               help="Read block LAYER (0-based; negative counts from the end) instead of the final layer.")
 @click.option("--rc-average", is_flag=True, help="Average with the reverse complement's embedding.")
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Records embedded together.")
+@click.option("--batch-size", type=int, default=None,
+              help="Records embedded together [default on a GPU: as many as fill about 2^20 positions, "
+                   "at least 8; on CPU 8].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="auto: bf16 autocast on a CUDA GPU that supports it (about 2x faster than fp32 on an "

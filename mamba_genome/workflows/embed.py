@@ -95,7 +95,7 @@ class _StoreTokens:
 
 
 def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", layer: int | None = None,
-               stride: int = 1, rc_average: bool = False, batch_size: int = 8, device: str | None = None,
+               stride: int = 1, rc_average: bool = False, batch_size: int | None = None, device: str | None = None,
                precision: str = "auto", chunk_size: int | None = None, progress: bool = True) -> EmbedResult:
     """Embed every record of ``input_fa`` (or every region of ``bed``) and write ``out``.
 
@@ -108,7 +108,7 @@ def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", l
         layer: block index (0-based) to read instead of the final layer.
         stride: per-base only: keep every ``stride``-th position of each record.
         rc_average: average with the reverse complement's embeddings.
-        batch_size: records embedded together.
+        batch_size: records embedded together (None: see :meth:`mamba_genome.api.GenomeModel.embed`).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or None (GPU if available).
         precision: ``"auto"`` (bf16 on a CUDA GPU that supports it, else fp32), ``"fp32"`` or ``"bf16"``.
         chunk_size: bases per streamed chunk (None: on a GPU ``api.CHUNK_TOKENS`` / records still running,
@@ -134,7 +134,7 @@ def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", l
         raise UserError("--stride only applies to per-base output (--pool none)")
     if precision not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}; got '{precision}'")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     if chunk_size is not None and chunk_size < 1:
         raise UserError(f"--chunk-size must be >= 1, got {chunk_size}")
