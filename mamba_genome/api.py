@@ -458,5 +458,5 @@ def _as_token_list(seqs) -> tuple[bool, list]:
     return False, toks
 
 
-__all__ = ["load", "GenomeModel", "ScoreResult", "PerBaseSink", "DEFAULT_CHUNK_SIZE", "CHUNK_TOKENS", "DEFAULT_BATCH_SIZE", "POOLS",
-           "PRECISIONS"]
+__all__ = ["load", "GenomeModel", "ScoreResult", "PerBaseSink", "DEFAULT_CHUNK_SIZE", "CHUNK_TOKENS",
+           "DEFAULT_BATCH_SIZE", "POOLS", "PRECISIONS"]

@@ -102,7 +102,8 @@ def test_store_of_many_records_under_a_low_file_limit(tmp_path, run_dir):
     ingest(fa, tmp_path / "reads.mgstore", progress=False)
     script = textwrap.dedent(f"""
         import resource
-        resource.setrlimit(resource.RLIMIT_NOFILE, ({MAX_OPEN_CONTIGS + 100}, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        limit = ({MAX_OPEN_CONTIGS + 100}, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        resource.setrlimit(resource.RLIMIT_NOFILE, limit)
         from mamba_genome.workflows.embed import embed_file
         res = embed_file({str(tmp_path / "reads.mgstore")!r}, {str(run_dir)!r}, {str(tmp_path / "e.npz")!r},
                          progress=False, device="cpu")
