@@ -9,9 +9,12 @@ The backward is written over xp so that x and initial_state are one case:
     dxp_p = sum_{k<W} w_k dy'_{p-k}  (+ dfinal_{p-L} for p >= L),   dy' = dy * act'(pre-activation)
     dw_k  = sum_{b,t} dy'_t xp_{t+k},   dbias = sum_{b,t} dy'_t
 
-Both kernels tile (BL positions, BD channels); the pre-activation is recomputed in the
-backward (nothing but the inputs is saved). dw and dbias are reduced per tile into small
-fp32 partial buffers and summed in the launcher.
+Every kernel tiles (BL positions, BD channels); nothing but the inputs is saved for the
+backward. The backward runs in two passes: ``_conv_bwd_g_kernel`` recomputes the
+pre-activation once per output position, stores dy' (in x's dtype) and reduces dw and dbias
+per tile into small fp32 partial buffers (summed in the launcher); ``_conv_bwd_dx_kernel``
+then sums the W shifted tiles of dy'. (A single fused kernel recomputed the pre-activation at
+all W shifts of every tile and ran at about 485 GB/s on an H100.)
 """
 from __future__ import annotations
 
@@ -70,44 +73,61 @@ def _conv_fwd_kernel(
 
 
 @triton.jit
-def _conv_bwd_kernel(
-    x_ptr, w_ptr, b_ptr, init_ptr, dy_ptr, dfinal_ptr, dx_ptr, dinit_ptr, dw_ptr, db_ptr,
+def _conv_bwd_g_kernel(
+    x_ptr, w_ptr, b_ptr, init_ptr, dy_ptr, g_ptr, dw_ptr, db_ptr,
     L, D, s_xb, s_xl,
     W: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr,
-    HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, SILU: tl.constexpr, HAS_DFINAL: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_INIT: tl.constexpr, SILU: tl.constexpr,
 ):
-    """One (BL positions of xp) x (BD channels) tile of dxp, plus its dw / dbias partials."""
+    """Backward, pass 1, on a (BL output positions) x (BD channels) tile: dy' = dy * act'(pre),
+    stored once for pass 2, and this tile's dw / dbias partials."""
     pid_l = tl.program_id(0).to(tl.int64)
     pid_d = tl.program_id(1).to(tl.int64)
     pid_b = tl.program_id(2).to(tl.int64)
     n_l = tl.num_programs(0)
-    p = pid_l * BL + tl.arange(0, BL)                  # positions in xp
+    t = pid_l * BL + tl.arange(0, BL)
     offs_d = pid_d * BD + tl.arange(0, BD)
     md = offs_d < D
+    mt = (t < L)[:, None] & md[None, :]
     bias = tl.zeros([BD], dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(b_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
     x_ptr += pid_b * s_xb
     init_ptr += pid_b * D * (W - 1)
-    dy_ptr += pid_b * L * D
+    g = tl.load(dy_ptr + pid_b * L * D + t[:, None] * D + offs_d[None, :], mask=mt, other=0.0).to(tl.float32)
+    if SILU:
+        pre = _pre_act(x_ptr, init_ptr, w_ptr, t, offs_d, md, bias, L, D, s_xl, W, HAS_INIT, BL, BD)
+        sg = 1.0 / (1.0 + tl.exp(-pre))
+        g = g * sg * (1.0 + pre * (1.0 - sg))
+    tl.store(g_ptr + pid_b * L * D + t[:, None] * D + offs_d[None, :], g.to(g_ptr.dtype.element_ty), mask=mt)
+    # dw_j += dy'_t xp_{t+j}, dbias += dy'_t over this tile's output positions
+    part = (pid_b * n_l + pid_l) * D + offs_d
+    tl.store(db_ptr + part, tl.sum(g, 0), mask=md)
+    for j in tl.static_range(W):
+        xj = _load_xp(x_ptr, init_ptr, t + j, offs_d, md, L, D, s_xl, W, HAS_INIT)
+        tl.store(dw_ptr + part * W + j, tl.sum(g * xj, 0), mask=md)
+
+
+@triton.jit
+def _conv_bwd_dx_kernel(
+    g_ptr, w_ptr, dfinal_ptr, dx_ptr, dinit_ptr, L, D,
+    W: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr, HAS_INIT: tl.constexpr, HAS_DFINAL: tl.constexpr,
+):
+    """Backward, pass 2, on a (BL positions of xp) x (BD channels) tile: dxp_p = sum_k w_k dy'_{p-k}."""
+    pid_l = tl.program_id(0).to(tl.int64)
+    pid_d = tl.program_id(1).to(tl.int64)
+    pid_b = tl.program_id(2).to(tl.int64)
+    p = pid_l * BL + tl.arange(0, BL)                  # positions in xp
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    md = offs_d < D
+    g_ptr += pid_b * L * D
     dxp = tl.zeros([BL, BD], dtype=tl.float32)
     for k in tl.static_range(W):
         t = p - k                                      # output positions that read xp_p through w_k
-        mt = ((t >= 0) & (t < L))[:, None] & md[None, :]
-        g = tl.load(dy_ptr + t[:, None] * D + offs_d[None, :], mask=mt, other=0.0).to(tl.float32)
-        if SILU:
-            pre = _pre_act(x_ptr, init_ptr, w_ptr, t, offs_d, md, bias, L, D, s_xl, W, HAS_INIT, BL, BD)
-            s = (1.0 / (1.0 + tl.exp(-pre)))
-            g = g * s * (1.0 + pre * (1.0 - s))
+        g = tl.load(g_ptr + t[:, None] * D + offs_d[None, :], mask=((t >= 0) & (t < L))[:, None] & md[None, :],
+                    other=0.0).to(tl.float32)
         wk = tl.load(w_ptr + offs_d * W + k, mask=md, other=0.0).to(tl.float32)
         dxp += wk[None, :] * g
-        if k == 0:
-            # dw_j += dy'_t xp_{t+j} over the output positions t = p of this tile
-            part = (pid_b * n_l + pid_l) * D + offs_d
-            tl.store(db_ptr + part, tl.sum(g, 0), mask=md)
-            for j in tl.static_range(W):
-                xj = _load_xp(x_ptr, init_ptr, p + j, offs_d, md, L, D, s_xl, W, HAS_INIT)
-                tl.store(dw_ptr + part * W + j, tl.sum(g * xj, 0), mask=md)
     if HAS_DFINAL:
         q = p - L
         dxp += tl.load(dfinal_ptr + pid_b * D * (W - 1) + offs_d[None, :] * (W - 1) + q[:, None],
@@ -130,10 +150,11 @@ def _blocks(length, dim, bwd=False):
     def knob(key, default):
         return TUNE.get("bwd_" + key, TUNE.get(key, default)) if bwd else TUNE.get(key, default)
 
-    # H100 sweep (benchmarks/kernels_result.md): forward 32 x 128 tiles (1.46x faster than 64 x 64 at
-    # (1, 2^20, 512)), backward 64 x 64 (every other shape tried was slower)
+    # H100 sweeps (benchmarks/kernels_result.md): forward 32 x 128 tiles (1.46x faster than 64 x 64 at
+    # (1, 2^20, 512)); two-pass backward 128 x 64 (3.51 ms there, against 3.98 for 64 x 64 and
+    # 4.0-6.4 for 64 x 128, 32 x 128, 32 x 64)
     BD = min(knob("BD", 64 if bwd else 128), triton.next_power_of_2(max(dim, 1)))
-    BL = knob("BL", 128 if triton_interpret() else (64 if bwd else 32))
+    BL = knob("BL", 128 if triton_interpret() else (128 if bwd else 32))
     return BL, BD, knob("num_warps", 4)
 
 
@@ -154,18 +175,24 @@ def _conv_bwd(x, w, b, init, silu, dy, dfinal):
     batch, length, dim = x.shape
     width = w.shape[1]
     BL, BD, nw = _blocks(length, dim, bwd=True)
-    n_l = triton.cdiv(length + width - 1, BL)
     f32 = dict(device=x.device, dtype=torch.float32)
     dx = torch.empty(batch, length, dim, device=x.device, dtype=x.dtype)
     dinit = torch.empty(batch, dim, width - 1, **f32) if init is not None else None
-    dw_part = torch.empty(batch, n_l, dim, width, **f32)
-    db_part = torch.empty(batch, n_l, dim, **f32)
-    _conv_bwd_kernel[(n_l, triton.cdiv(dim, BD), batch)](
-        x, w, b if b is not None else w, init if init is not None else w, dy,
-        dfinal if dfinal is not None else w, dx, dinit if dinit is not None else w, dw_part, db_part,
-        length, dim, x.stride(0), x.stride(1), W=width, BL=BL, BD=BD,
-        HAS_BIAS=b is not None, HAS_INIT=init is not None, SILU=silu, HAS_DFINAL=dfinal is not None,
-        num_warps=nw)
+    # dy' in x's dtype (fp32 for fp32 inputs); dw and dbias are summed from it in fp32 registers
+    g = torch.empty(batch, length, dim, device=x.device, dtype=x.dtype)
+    n_t = triton.cdiv(length, BL)
+    dw_part = torch.empty(batch, max(n_t, 1), dim, width, **f32)
+    db_part = torch.empty(batch, max(n_t, 1), dim, **f32)
+    if length > 0:
+        _conv_bwd_g_kernel[(n_t, triton.cdiv(dim, BD), batch)](
+            x, w, b if b is not None else w, init if init is not None else w, dy, g, dw_part, db_part,
+            length, dim, x.stride(0), x.stride(1), W=width, BL=BL, BD=BD,
+            HAS_BIAS=b is not None, HAS_INIT=init is not None, SILU=silu, num_warps=nw)
+    else:
+        dw_part.zero_(); db_part.zero_()
+    _conv_bwd_dx_kernel[(triton.cdiv(length + width - 1, BL), triton.cdiv(dim, BD), batch)](
+        g, w, dfinal if dfinal is not None else w, dx, dinit if dinit is not None else w, length, dim,
+        W=width, BL=BL, BD=BD, HAS_INIT=init is not None, HAS_DFINAL=dfinal is not None, num_warps=nw)
     return dx, dw_part.sum((0, 1)), db_part.sum((0, 1)), dinit
 
 
