@@ -20,7 +20,7 @@ __all__ = ["selective_scan", "selective_state_update", "selective_scan_naive"]
 
 def selective_scan(
     u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-    initial_state=None, return_final_state=False, backend=None,
+    initial_state=None, return_final_state=False, backend=None, delta_proj_weight=None,
 ):
     """Selective scan over a whole sequence, batch-first.
 
@@ -37,6 +37,10 @@ def selective_scan(
         initial_state: (B, D, N) optional starting state h_{-1} (zeros if None).
         return_final_state: also return h_{L-1}, (B, D, N) float32.
         backend:  "reference", "torch", "triton" or None (fastest available).
+        delta_proj_weight: (D, R) optional; then ``delta`` is the (B, L, R) low-rank time-step
+                  and the scan uses delta @ delta_proj_weight.T in delta's dtype (Mamba's dt_proj,
+                  without its bias: pass that as ``delta_bias``). The Triton backend recomputes this
+                  projection in the backward instead of saving the (B, L, D) result.
 
     Returns:
         y (B, L, D) in u's dtype (float64 for the reference), or
@@ -52,7 +56,11 @@ def selective_scan(
     batch, length, d_inner = u.shape
     check_shape("A", A, (d_inner, None))
     d_state = A.shape[1]
-    check_shape("delta", delta, (batch, length, d_inner))
+    if delta_proj_weight is not None:
+        check_shape("delta_proj_weight", delta_proj_weight, (d_inner, None))
+        check_shape("delta", delta, (batch, length, delta_proj_weight.shape[1]))
+    else:
+        check_shape("delta", delta, (batch, length, d_inner))
     check_shape("B", B, (batch, length, d_state))
     check_shape("C", C, (batch, length, d_state))
     check_shape("D", D, (d_inner,), optional=True)
@@ -62,12 +70,16 @@ def selective_scan(
     backend = resolve_backend(backend, u.device)
     kw = dict(D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
               initial_state=initial_state, return_final_state=return_final_state)
-    if backend == "reference":
-        return selective_scan_naive(u, delta, A, B, C, **kw)
     if backend == "triton":
         from .chunk import selective_scan_triton
 
-        return selective_scan_triton(u, delta, A, B, C, **kw)
+        return selective_scan_triton(u, delta, A, B, C, delta_proj_weight=delta_proj_weight, **kw)
+    if backend == "reference":
+        if delta_proj_weight is not None:
+            delta = torch.nn.functional.linear(delta.double(), delta_proj_weight.double())
+        return selective_scan_naive(u, delta, A, B, C, **kw)
+    if delta_proj_weight is not None:  # in delta's dtype, as the Triton backend does
+        delta = torch.nn.functional.linear(delta, delta_proj_weight.to(delta.dtype))
     return selective_scan_torch(u, delta, A, B, C, **kw)
 
 

@@ -97,10 +97,11 @@ class MambaMixer(nn.Module):
                                          backend=c.scan_backend)
         x_dbl = self.x_proj(x)                                             # (B, L, R + 2N)
         dt, B, C = torch.split(x_dbl, [c.dt_rank, c.d_state, c.d_state], dim=-1)
-        dt = F.linear(dt, self.dt_proj.weight)                             # (B, L, d_inner), bias fused in scan
         A = -torch.exp(self.A_log.float())                                 # (d_inner, N)
+        # dt_proj runs inside the scan (weight here, bias as delta_bias): the Triton backward
+        # recomputes the (B, L, d_inner) time-step instead of keeping it alive
         kw = dict(D=self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-                  backend=c.scan_backend)
+                  backend=c.scan_backend, delta_proj_weight=self.dt_proj.weight)
         if state is None:
             y = selective_scan(x, dt, A, B, C, **kw)
         else:

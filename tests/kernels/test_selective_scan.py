@@ -145,6 +145,40 @@ def test_scan_inference_path(p):
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("p", [case(2, 130, 16, 8, torch.float32), case(1, 200, 16, 8, torch.bfloat16),
+                               case(2, 4096, 512, 16, torch.bfloat16, marks=cuda_only)])
+def test_scan_fused_delta_projection(p, backend):
+    """delta_proj_weight: delta = dt_low @ W.T inside the scan (recomputed in the Triton backward):
+    y, final state and every gradient, dt_low's and W's included, against the float64 reference."""
+    inputs = make_inputs(**p)
+    b, l, d, rank = p["b"], p["l"], p["d"], 4
+    inputs["delta"] = (0.5 * torch.randn(b, l, rank, device=DEVICE)).to(p["dtype"])
+    inputs["delta_proj_weight"] = 0.4 * torch.randn(d, rank, device=DEVICE)
+
+    def go(bk):
+        leaves = {k: (v.detach().clone().requires_grad_(True) if v is not None else None) for k, v in inputs.items()}
+        y, final = selective_scan(**{k: leaves[k] for k in ("u", "delta", "A", "B", "C")}, D=leaves["D"],
+                                  z=leaves["z"], delta_bias=leaves["delta_bias"], delta_softplus=True,
+                                  initial_state=leaves["initial_state"], return_final_state=True,
+                                  delta_proj_weight=leaves["delta_proj_weight"], backend=bk)
+        gen = torch.Generator(device="cpu").manual_seed(7)
+        gy = torch.randn(y.shape, generator=gen, dtype=torch.float64).to(y.device)
+        gf = torch.randn(final.shape, generator=gen, dtype=torch.float64).to(y.device)
+        ((y.double() * gy).sum() + (final.double() * gf).sum()).backward()
+        return y, final, {k: v.grad for k, v in leaves.items() if v is not None}
+
+    y_ref, f_ref, g_ref = go("reference")
+    y, f, g = go(backend)
+    tol = TOL[p["dtype"]]
+    assert_close("y", y_ref, y, tol)
+    assert_close("final_state", f_ref, f, tol)
+    for name in (*NAMES, "delta_proj_weight"):
+        if name in g_ref:
+            assert g[name].dtype == inputs[name].dtype, name
+            assert_close(f"d{name}", g_ref[name], g[name], tol)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_scan_streaming(backend):
     """scan([x1; x2]) == scan(x1) then scan(x2, initial_state=final1)."""
     p = dict(b=2, l=300, d=16, n=8, dtype=torch.float32, **ALL)
