@@ -296,27 +296,24 @@ class GenomeModel:
         gpu = self.device.type == "cuda"
         if chunk_size is not None and int(chunk_size) < 1:
             raise UserError(f"--chunk-size must be >= 1, got {chunk_size}")
+        # GPU default: adaptive steps (see CHUNK_TOKENS); CPU: fixed, to keep a laptop's peak memory small
+        chunk = int(chunk_size) if chunk_size is not None else (None if gpu else DEFAULT_CHUNK_SIZE)
         order = sorted(range(len(toks)), key=lambda i: -lengths[i])
         order = [i for i in order if lengths[i] > 0]
         k = 0
         while k < len(order):
             n = batch_size
             if n is None:
-                step = min(lengths[order[k]], chunk_size or DEFAULT_CHUNK_SIZE)
+                step = min(lengths[order[k]], chunk or DEFAULT_CHUNK_SIZE)
                 n = max(DEFAULT_BATCH_SIZE, CHUNK_TOKENS // step) if gpu else DEFAULT_BATCH_SIZE
             idx = order[k: k + n]
             k += n
             blens = [lengths[i] for i in idx]
-            if chunk_size is not None:
-                chunk = int(chunk_size)
-            else:  # GPU: adaptive (see CHUNK_TOKENS); CPU: fixed, to keep a laptop's peak memory small
-                chunk = None if gpu else DEFAULT_CHUNK_SIZE
             yield idx, blens, _ChunkReader([toks[i] for i in idx], blens, chunk, rc)
 
     def resolve_precision(self, precision: str) -> str:
         """``"fp32"`` or ``"bf16"``: ``"auto"`` is bf16 on a CUDA device that supports it."""
-        if precision not in PRECISIONS:
-            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}; got '{precision}'")
+        check_precision(precision)
         if precision == "auto":
             cuda = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
             return "bf16" if cuda else "fp32"
@@ -345,10 +342,10 @@ class GenomeModel:
         for idx, blens, chunks in self._batches(toks, lengths, chunk_size, batch_size, rc):
             acc = torch.zeros(len(idx), self.d_model, dtype=torch.float64, device=self.device)
             for s, e, _ids, active, hidden in self._run(chunks, blens, layer, precision, bar):
-                # while every record of the batch runs, no index tensor (a host-to-device copy) is built
-                sel = slice(None) if len(active) == len(idx) else torch.tensor(active, device=hidden.device)
                 if pool == "mean":
                     if all(blens[b] >= e for b in active):   # no padding in this chunk: one reduction
+                        # while every record of the batch runs, no index tensor (a host-to-device copy)
+                        sel = slice(None) if len(active) == len(idx) else torch.tensor(active, device=hidden.device)
                         acc[sel] += hidden.sum(1, dtype=torch.float32).double()
                     else:
                         for j, b in enumerate(active):
@@ -383,6 +380,12 @@ class GenomeModel:
             if len(rows):
                 sink.write(idx[b], (first + off) // stride, np.ascontiguousarray(rows),
                            "mean" if rc else "set")
+
+
+def check_precision(precision: str) -> None:
+    """Raise ``UserError`` unless ``precision`` is one of PRECISIONS."""
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}; got '{precision}'")
 
 
 def _rows_still_running(active, blens, e, device) -> torch.Tensor | None:

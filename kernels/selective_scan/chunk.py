@@ -639,11 +639,10 @@ class SelectiveScanFn(torch.autograd.Function):
         dtypes = [t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias, initial_state)]
         u, B, C = _bld(u), _bld(B), _bld(C)
         z = _bld(z) if z is not None else None
-        ctx.proj_dtype = None
-        saved_delta = delta
+        dt_low = delta
         if W is not None:
             # in delta's dtype (W cast to it), or the autocast dtype; the backward repeats it explicitly
-            delta = F.linear(delta, W.to(delta.dtype))
+            delta = F.linear(dt_low, W.to(dt_low.dtype))
             ctx.proj_dtype = delta.dtype
         delta = _bld(delta)
         Af = A.float().contiguous()
@@ -652,9 +651,7 @@ class SelectiveScanFn(torch.autograd.Function):
         h0 = initial_state.float().contiguous() if initial_state is not None else None
         y, final, hs = _selective_scan_fwd(u, delta, Af, B, C, Df, z, bf, delta_softplus, h0, return_final_state,
                                            need_hs=need_grad)
-        if W is None:
-            saved_delta = delta
-        ctx.save_for_backward(u, saved_delta, Af, B, C, Df, z, bf, hs, W)
+        ctx.save_for_backward(u, dt_low if W is not None else delta, Af, B, C, Df, z, bf, hs, W)
         ctx.delta_softplus = delta_softplus
         ctx.dtypes = dtypes
         ctx.has_h0 = initial_state is not None
@@ -673,7 +670,7 @@ class SelectiveScanFn(torch.autograd.Function):
         grads = list(_selective_scan_bwd(u, delta, Af, B, C, Df, z, bf, ctx.delta_softplus, hs, dy, dfinal,
                                          ctx.has_h0 and ctx.needs_input_grad[8]))
         if W is not None:
-            ddelta = grads[1].to(ctx.proj_dtype)
+            ddelta = grads[1]                                                           # in proj_dtype
             grads[1] = ddelta @ Wc                                                      # (B, L, R)
             dW = (ddelta.reshape(-1, ddelta.shape[-1]).t() @ dt_low.reshape(-1, dt_low.shape[-1])).to(W.dtype)
         out = [g.to(dt) if g is not None and dt is not None and g.dtype != dt else g

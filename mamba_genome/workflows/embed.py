@@ -122,7 +122,7 @@ def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", l
         UserError (or subclasses): bad options, unwritable ``out``, bad FASTA
         or BED, missing/incomplete model files (``CheckpointError``).
     """
-    from ..api import PRECISIONS, load
+    from ..api import check_precision, load
     from ..data.bed import read_bed
     from ..io import EmbeddingWriter, RecordInfo, check_output
 
@@ -132,8 +132,7 @@ def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", l
         raise UserError(f"--stride must be >= 1, got {stride}")
     if stride != 1 and pool is not None:
         raise UserError("--stride only applies to per-base output (--pool none)")
-    if precision not in PRECISIONS:
-        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}; got '{precision}'")
+    check_precision(precision)
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     if chunk_size is not None and chunk_size < 1:
