@@ -328,7 +328,12 @@ class GenomeModel:
         state = self.lm.allocate_state(len(blens), dev)
         with torch.no_grad(), amp:
             for s, e in chunks.spans():
-                ids = torch.from_numpy(chunks.read(s, e, active)).to(dev, non_blocking=True)
+                host = torch.from_numpy(chunks.read(s, e, active))     # uint8 tokens
+                if dev.type == "cuda":
+                    # pinned, so the copy is queued behind the running step and the host goes on
+                    # reading the next chunk instead of waiting for the GPU (no sync per step)
+                    host = host.pin_memory()
+                ids = host.to(dev, non_blocking=True).long()
                 hidden = self.lm.backbone(ids, state=state, output_layer=layer)   # (B_act, c, d)
                 yield s, e, ids, active, hidden
                 if bar is not None:
@@ -396,7 +401,7 @@ def _rows_still_running(active, blens, e, device) -> torch.Tensor | None:
 
 
 class _ChunkReader:
-    """Reads (B_active, c) int64 chunks of a batch from strings' tokens or memmaps, RC on the fly."""
+    """Reads (B_active, c) uint8 chunks of a batch from strings' tokens or memmaps, RC on the fly."""
 
     def __init__(self, toks, lengths, chunk: int | None, rc: bool):
         self.toks, self.lengths, self.chunk, self.rc = toks, lengths, chunk, rc
@@ -415,7 +420,7 @@ class _ChunkReader:
     def read(self, s: int, e: int, active: list[int]) -> np.ndarray:
         from .data.tokenizer import COMPLEMENT, PAD
 
-        out = np.full((len(active), e - s), PAD, dtype=np.int64)
+        out = np.full((len(active), e - s), PAD, dtype=np.uint8)   # token ids < VOCAB_SIZE <= 256
         for j, b in enumerate(active):
             L = self.lengths[b]
             hi = min(e, L)

@@ -542,8 +542,8 @@ def _config(batch, length, d_inner, d_state, device, fwd=False):
     NC = max(1, triton.cdiv(n_seg, NSEG))
     launch = {"maxnreg": TUNE["maxnreg"]} if TUNE.get("maxnreg") else {}
     # the forward's chunk-state pass only shares the chunking (NC) with the scan pass; its channel
-    # block is its own (it keeps no y, so it needs fewer registers)
-    sBD = max(1, min(triton.next_power_of_2(d_inner), TUNE.get("state_BD", BD)))
+    # block is its own: 32 channels per one-warp program on a GPU (H100 sweep, kernels_result.md)
+    sBD = max(1, min(triton.next_power_of_2(d_inner), TUNE.get("state_BD", BD if interp else 32)))
     s_warps = TUNE.get("state_num_warps", max(1, min(4, sBD * NP // 512)))
     return dict(T=T, BD=BD, NP=NP, M=M, NSEG=NSEG, NC=NC, n_d=n_d, n_seg=n_seg, num_warps=num_warps,
                 relaxed=TUNE.get("relaxed", True), launch=launch, state_BD=sBD, state_num_warps=s_warps)
