@@ -87,6 +87,49 @@ def test_default_chunk_keeps_positions_in_flight(gm, seqs, monkeypatch):
     _close(gm.embed(seqs, pool=None, batch_size=2), gm.embed(seqs, pool=None, chunk_size=ONE_PASS, batch_size=1))
 
 
+def test_chunk_reader_reads_uint8_padded_chunks(seqs):
+    """Chunks travel to the device as uint8 token ids (1 byte a base), PAD past a record's end,
+    reverse-complemented on the fly with rc."""
+    from mamba_genome.api import _ChunkReader
+    from mamba_genome.data.tokenizer import PAD
+    toks = [encode(seqs[0]), encode(seqs[2])]                        # 101 and 5 bases
+    reader = _ChunkReader(toks, [101, 5], 8, rc=False)
+    chunk = reader.read(0, 8, [0, 1])
+    assert chunk.dtype == np.uint8 and chunk.shape == (2, 8)
+    np.testing.assert_array_equal(chunk[0], toks[0][:8])
+    np.testing.assert_array_equal(chunk[1], np.r_[toks[1], [PAD] * 3])
+    rc = _ChunkReader(toks, [101, 5], 8, rc=True).read(0, 8, [1])
+    np.testing.assert_array_equal(rc[0, :5], encode(reverse_complement(seqs[2])))
+
+
+def test_progress_counts_finished_bases(gm, seqs):
+    """The bar advances by the bases embedded (on CPU at once; on a GPU when each step's event
+    completes) and ends at the total."""
+    from mamba_genome.api import _PendingProgress
+
+    class Bar:
+        n = 0
+
+        def update(self, k):
+            self.n += k
+    bar = Bar()
+    p = _PendingProgress(bar, torch.device("cpu"))
+    p.add(7)
+    p.add(5)
+    p.flush()
+    assert bar.n == 12
+    _PendingProgress(None, torch.device("cpu")).add(3)              # no bar: a no-op
+    seen = []
+    orig = gm._bar
+    gm._bar = lambda progress, total, desc: type("B", (), {"update": lambda self, k: seen.append(k),
+                                                            "close": lambda self: None})()
+    try:
+        gm.embed(seqs, chunk_size=16, progress=True)
+    finally:
+        gm._bar = orig
+    assert sum(seen) == sum(len(s) for s in seqs)
+
+
 def test_chunk_of_one_base(gm, seqs):
     short = [seqs[2], seqs[1][:9]]
     _close(gm.embed(short, pool=None, chunk_size=1, batch_size=2), gm.embed(short, pool=None, chunk_size=ONE_PASS))
