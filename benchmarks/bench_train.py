@@ -229,7 +229,7 @@ def _count_host_syncs(args, ckpt: bool) -> dict:
 
 
 def profile_step(args) -> dict:
-    """torch.profiler over one step: CUDA time per kernel, top 20, at --profile-preset / --profile-exp."""
+    """torch.profiler over one step: CUDA time per kernel, top 30, at --profile-preset / --profile-exp."""
     from torch.profiler import ProfilerActivity, profile
 
     cfg = BenchTrainConfig(preset=args.profile_preset, seq_len=1 << args.profile_exp, batch_size=1,
@@ -254,7 +254,7 @@ def profile_step(args) -> dict:
             k[0] += t
             k[1] += 1
     total = sum(v[0] for v in kern.values()) or 1.0
-    top = sorted(kern.items(), key=lambda kv: -kv[1][0])[:20]
+    top = sorted(kern.items(), key=lambda kv: -kv[1][0])[:30]
     rows = [{"kernel": n[:90], "calls": c, "ms": round(t / 1000, 2), "share": f"{100 * t / total:.1f}%"}
             for n, (t, c) in top]
     md = (f"CUDA kernel time in one step ({cfg.preset}, L={cfg.seq_len}, bf16, no ckpt): "
