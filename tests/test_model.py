@@ -147,26 +147,3 @@ def test_gradient_checkpointing_gives_same_grads():
     m2.loss(x).backward()
     for (n, p1), p2 in zip(m1.named_parameters(), m2.parameters()):
         torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-5, atol=1e-6, msg=n)
-
-
-@pytest.mark.parametrize("bias", [False, True])
-def test_in_proj_split_under_autograd_matches_one_gemm(bias):
-    """With grad on, in_proj runs as two half GEMMs (no cat in the backward); outputs and the
-    gradients of the weight, the bias and the input equal the single GEMM + chunk."""
-    from mamba_genome.model.block import MambaMixer
-    torch.manual_seed(0)
-    mixer = MambaMixer(MambaConfig(d_model=16, n_layer=1, bias=bias)).double()
-    h = torch.randn(2, 7, 16, dtype=torch.float64, requires_grad=True)
-    gx, gz = torch.randn(2, 7, 32, dtype=torch.float64), torch.randn(2, 7, 32, dtype=torch.float64)
-    x, z = mixer._in_proj(h)
-    grads = torch.autograd.grad((x * gx).sum() + (z * gz).sum(), [h, *mixer.in_proj.parameters()])
-    x2, z2 = mixer.in_proj(h).chunk(2, dim=-1)
-    ref = torch.autograd.grad((x2 * gx).sum() + (z2 * gz).sum(), [h, *mixer.in_proj.parameters()])
-    torch.testing.assert_close(x, x2)
-    torch.testing.assert_close(z, z2)
-    for g, r in zip(grads, ref):
-        torch.testing.assert_close(g, r)
-    with torch.no_grad():
-        x3, z3 = mixer._in_proj(h)
-    torch.testing.assert_close(x3, x2)
-    torch.testing.assert_close(z3, z2)

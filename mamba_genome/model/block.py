@@ -86,7 +86,8 @@ class MambaMixer(nn.Module):
     def forward(self, hidden: torch.Tensor, state: LayerState | None = None) -> torch.Tensor:
         """hidden (B, L, d_model) -> (B, L, d_model). If ``state`` is given it is read and updated."""
         c = self.config
-        x, z = self._in_proj(hidden)                                       # (B, L, d_inner) each
+        xz = self.in_proj(hidden)                                          # (B, L, 2*d_inner)
+        x, z = xz.chunk(2, dim=-1)
         conv_w = self.conv1d.weight.squeeze(1)                             # (d_inner, W)
         if state is None:
             x = causal_conv1d(x, conv_w, self.conv1d.bias, activation="silu", backend=c.scan_backend)
@@ -108,26 +109,10 @@ class MambaMixer(nn.Module):
             state.conv, state.ssm = conv_tail.detach(), ssm.detach()
         return self.out_proj(y.to(hidden.dtype) if y.dtype != hidden.dtype else y)
 
-    def _in_proj(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, z) = in_proj(hidden), split in two.
-
-        Under autograd the two halves are separate GEMMs on the two halves of the weight: the
-        backward of ``xz.chunk(2)`` is a ``torch.cat`` that writes the whole (B, L, 2 d_inner)
-        gradient while dx and dz are still alive, the peak of a checkpointed layer's backward
-        (2 GiB for 7m at 2^20), and it also moves more bytes than the two dgrad GEMMs plus one
-        add that replace it. Inference keeps the single GEMM (it reads ``hidden`` once)."""
-        if not torch.is_grad_enabled():
-            return self.in_proj(hidden).chunk(2, dim=-1)
-        d = self.config.d_inner
-        w, b = self.in_proj.weight, self.in_proj.bias
-        x = F.linear(hidden, w[:d], None if b is None else b[:d])
-        z = F.linear(hidden, w[d:], None if b is None else b[d:])
-        return x, z
-
     def step(self, hidden: torch.Tensor, state: LayerState) -> torch.Tensor:
         """One token: hidden (B, d_model) -> (B, d_model); ``state`` updated in place."""
         c = self.config
-        x, z = self._in_proj(hidden)                                       # (B, d_inner) each
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)                       # (B, d_inner) each
         x = causal_conv1d_update(x, state.conv, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu",
                                  backend=c.scan_backend)
         dt, B, C = torch.split(self.x_proj(x), [c.dt_rank, c.d_state, c.d_state], dim=-1)
