@@ -107,7 +107,12 @@ class MambaMixer(nn.Module):
         else:
             y, ssm = selective_scan(x, dt, A, B, C, initial_state=state.ssm, return_final_state=True, **kw)
             state.conv, state.ssm = conv_tail.detach(), ssm.detach()
-        return self.out_proj(y.to(hidden.dtype) if y.dtype != hidden.dtype else y)
+        # Under autocast the GEMM casts y itself. Casting y to the block input's dtype first (fp32
+        # inside a checkpointed layer) made a (B, L, d_inner) fp32 copy that autocast then cast
+        # back: 3 GiB of transient copies at the peak of a checkpointed 7m step at 2^20.
+        if not torch.is_autocast_enabled(y.device.type) and y.dtype != self.out_proj.weight.dtype:
+            y = y.to(self.out_proj.weight.dtype)
+        return self.out_proj(y)
 
     def step(self, hidden: torch.Tensor, state: LayerState) -> torch.Tensor:
         """One token: hidden (B, d_model) -> (B, d_model); ``state`` updated in place."""
