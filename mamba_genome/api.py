@@ -411,6 +411,7 @@ class _PendingProgress:
     def __init__(self, bar, device: torch.device):
         self.bar = bar
         self.cuda = bar is not None and device.type == "cuda"
+        self.stream = torch.cuda.current_stream(device) if self.cuda else None
         self.queue: deque = deque()
 
     def add(self, n: int) -> None:
@@ -420,7 +421,7 @@ class _PendingProgress:
             self.bar.update(n)
             return
         ev = torch.cuda.Event()
-        ev.record()
+        ev.record(self.stream)
         self.queue.append((ev, n))
         while self.queue and self.queue[0][0].query():
             self.bar.update(self.queue.popleft()[1])
