@@ -6,7 +6,9 @@ parallel prefix over the pairs (a, b), which only multiplies decays in (0, 1]
 and so never overflows; the state is carried from chunk to chunk. Each chunk
 runs under activation checkpointing, so autograd keeps only the chunk-boundary
 states: memory is O(B * L * D) plus O(B * chunk * D * N) for the chunk being
-(re)computed, never (B, L, D, N) for the whole sequence.
+(re)computed, never (B, L, D, N) for the whole sequence. Without autograd (inference),
+each chunk runs the recurrence step by step instead (``_scan_chunk_steps``), which is
+several times faster on CPU.
 """
 from __future__ import annotations
 
@@ -59,6 +61,24 @@ def _scan_chunk(h0, u, dt, A, B, C):
     return y, h[:, -1]
 
 
+# Without autograd, chunks of this many steps run the recurrence itself, step by step, over
+# (B, D, N) tensors: no exponentials of cumulative sums, no float64, and 2-5x faster on CPU
+# than the closed form below (which autograd needs: its backward is a few large ops).
+SEQ_CHUNK = 256
+
+
+def _scan_chunk_steps(h0, u, dt, A, B, C):
+    """One chunk by the plain recurrence (no autograd): same contract as ``_scan_chunk``."""
+    dA = torch.exp(dt.unsqueeze(-1) * A)                             # (B, T, D, N)
+    b = (dt * u).unsqueeze(-1) * B.unsqueeze(2)                      # (B, T, D, N)
+    hs = torch.empty_like(b)
+    h = h0
+    for b_t, dA_t, out_t in zip(b.unbind(1), dA.unbind(1), hs.unbind(1)):
+        h = torch.addcmul(b_t, dA_t, h, out=out_t)
+    y = torch.einsum("btdn,btn->btd", hs, C)
+    return y, h.clone()
+
+
 def selective_scan_torch(
     u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
     initial_state=None, return_final_state=False, chunk_size: int = 64,
@@ -85,13 +105,14 @@ def selective_scan_torch(
     ys = []
     # split (not slicing in a loop): its backward is one concatenation instead of
     # a full-size zero tensor per chunk.
-    pieces = zip(*(t.split(chunk_size, dim=1) for t in (uf, dt, Bf, Cf)))
+    step = chunk_size if need_grad else max(chunk_size, SEQ_CHUNK)
+    pieces = zip(*(t.split(step, dim=1) for t in (uf, dt, Bf, Cf)))
     for u_c, dt_c, B_c, C_c in pieces:
         args = (h, u_c, dt_c, Af, B_c, C_c)
         if need_grad:
             y_c, h = checkpoint(_scan_chunk, *args, use_reentrant=False)
         else:
-            y_c, h = _scan_chunk(*args)
+            y_c, h = _scan_chunk_steps(*args)
         ys.append(y_c)
     y = torch.cat(ys, dim=1) if ys else uf.new_zeros(batch, 0, d_inner)
     if D is not None:
