@@ -67,11 +67,18 @@ def _scan_chunk(h0, u, dt, A, B, C):
 SEQ_CHUNK = 256
 
 
-def _scan_chunk_steps(h0, u, dt, A, B, C):
-    """One chunk by the plain recurrence (no autograd): same contract as ``_scan_chunk``."""
-    dA = torch.exp(dt.unsqueeze(-1) * A)                             # (B, T, D, N)
-    b = (dt * u).unsqueeze(-1) * B.unsqueeze(2)                      # (B, T, D, N)
-    hs = torch.empty_like(b)
+def _scan_chunk_steps(h0, u, dt, A, B, C, work=None):
+    """One chunk by the plain recurrence (no autograd): same contract as ``_scan_chunk``.
+
+    ``work``: three (B, >= T, D, N) buffers reused from chunk to chunk, so each chunk does not
+    allocate (and page in) fresh memory for dA, b and the states."""
+    bsz, T, D = u.shape
+    if work is None:
+        work = [u.new_empty(bsz, T, D, A.shape[1]) for _ in range(3)]
+    dA, b, hs = (w[:, :T] for w in work)
+    torch.mul(dt.unsqueeze(-1), A, out=dA)
+    dA.exp_()                                                        # (B, T, D, N)
+    torch.mul((dt * u).unsqueeze(-1), B.unsqueeze(2), out=b)         # (B, T, D, N)
     h = h0
     for b_t, dA_t, out_t in zip(b.unbind(1), dA.unbind(1), hs.unbind(1)):
         h = torch.addcmul(b_t, dA_t, h, out=out_t)
@@ -107,12 +114,14 @@ def selective_scan_torch(
     # a full-size zero tensor per chunk.
     step = chunk_size if need_grad else max(chunk_size, SEQ_CHUNK)
     pieces = zip(*(t.split(step, dim=1) for t in (uf, dt, Bf, Cf)))
+    work = None if need_grad else [uf.new_empty(batch, min(step, max(length, 1)), d_inner, d_state)
+                                   for _ in range(3)]
     for u_c, dt_c, B_c, C_c in pieces:
         args = (h, u_c, dt_c, Af, B_c, C_c)
         if need_grad:
             y_c, h = checkpoint(_scan_chunk, *args, use_reentrant=False)
         else:
-            y_c, h = _scan_chunk_steps(*args)
+            y_c, h = _scan_chunk_steps(*args, work=work)
         ys.append(y_c)
     y = torch.cat(ys, dim=1) if ys else uf.new_zeros(batch, 0, d_inner)
     if D is not None:
