@@ -147,8 +147,8 @@ def test_scan_inference_path(p):
 @pytest.mark.parametrize("p", [case(2, 300, 24, 16, torch.float32), case(1, 517, 8, 4, torch.float32, h0=False),
                                case(2, 70, 16, 8, torch.bfloat16)])
 def test_torch_scan_without_autograd(p):
-    """The PyTorch path without autograd runs the recurrence step by step (chunks of
-    SEQ_CHUNK); it matches the float64 reference and the closed form used under autograd."""
+    """The PyTorch path without autograd runs the recurrence step by step in chunks of
+    SEQ_CHUNK with reused buffers; it matches the float64 reference and the autograd path."""
     inputs = make_inputs(**p)
     y_ref, f_ref, _ = run(inputs, p["softplus"], "reference", grad=False)
     y_grad, f_grad, _ = run(inputs, p["softplus"], "torch", grad=True)
@@ -156,7 +156,35 @@ def test_torch_scan_without_autograd(p):
         y, f, _ = run(inputs, p["softplus"], "torch", grad=False)
     assert_close("y", y_ref, y, TOL[p["dtype"]])
     assert_close("final_state", f_ref, f, TOL[p["dtype"]])
-    assert_close("y vs closed form", y_grad.detach(), y, TOL[p["dtype"]])
+    assert_close("y vs autograd path", y_grad.detach(), y, TOL[p["dtype"]])
+
+
+@pytest.mark.parametrize("scale", [0.1, 30.0])      # 30: |sum dt A| passes the closed form's limit
+def test_torch_chunk_closed_form_matches_steps(scale):
+    """The closed form (``_scan_chunk``, the torch path for CUDA tensors) and the step loop
+    (``_scan_chunk_steps``, the CPU path) agree on one chunk, values and gradients, including
+    the parallel-prefix fallback for large |sum dt A|."""
+    import importlib
+    par = importlib.import_module("mamba_genome.kernels.selective_scan.parallel")
+    g = torch.Generator().manual_seed(5)
+    b, t, d, n = 2, 64, 6, 4
+    leaves = [torch.randn(b, d, n, generator=g, dtype=torch.float64),             # h0
+              torch.randn(b, t, d, generator=g, dtype=torch.float64),             # u
+              torch.rand(b, t, d, generator=g, dtype=torch.float64) * scale,      # dt
+              -torch.rand(d, n, generator=g, dtype=torch.float64) * 4 - 0.5,      # A
+              torch.randn(b, t, n, generator=g, dtype=torch.float64),             # B
+              torch.randn(b, t, n, generator=g, dtype=torch.float64)]             # C
+    outs = []
+    for fn in (par._scan_chunk, par._scan_chunk_steps):
+        xs = [x.clone().requires_grad_() for x in leaves]
+        y, h = fn(*xs)
+        grads = torch.autograd.grad(y.sum() + h.sum(), xs)
+        outs.append((y, h, grads))
+    (y1, h1, g1), (y2, h2, g2) = outs
+    torch.testing.assert_close(y1, y2, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(h1, h2, rtol=1e-9, atol=1e-9)
+    for a, c in zip(g1, g2):
+        torch.testing.assert_close(a, c, rtol=1e-8, atol=1e-8)
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
