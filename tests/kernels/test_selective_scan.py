@@ -129,18 +129,25 @@ def test_scan_large_dt():
     check(p, "triton", inputs=x)
 
 
+def _inference_vs_reference(p, backend):
+    """y and final state without autograd, checked against the float64 reference; returns them
+    with the forward run under autograd (training mode)."""
+    inputs = make_inputs(**p)
+    y_ref, f_ref, _ = run(inputs, p["softplus"], "reference", grad=False)
+    y_train, f_train, _ = run(inputs, p["softplus"], backend, grad=True)
+    with torch.no_grad():
+        y, f, _ = run(inputs, p["softplus"], backend, grad=False)
+    assert_close("y", y_ref, y, TOL[p["dtype"]])
+    assert_close("final_state", f_ref, f, TOL[p["dtype"]])
+    return y, f, y_train.detach(), f_train.detach()
+
+
 @pytest.mark.parametrize("p", [case(2, 300, 24, 16, torch.float32),
                                case(2, 4096, 512, 16, torch.bfloat16, marks=cuda_only)])
 def test_scan_inference_path(p):
-    """Without autograd the forward skips saving segment states; y and the final state are
-    unchanged against the reference (and against the training-mode forward, bit for bit)."""
-    inputs = make_inputs(**p)
-    y_ref, f_ref, _ = run(inputs, p["softplus"], "reference", grad=False)
-    y_train, f_train, _ = run(inputs, p["softplus"], "triton", grad=True)
-    with torch.no_grad():
-        y, f, _ = run(inputs, p["softplus"], "triton", grad=False)
-    assert_close("y", y_ref, y, TOL[p["dtype"]])
-    assert_close("final_state", f_ref, f, TOL[p["dtype"]])
+    """Without autograd the Triton forward skips saving segment states; y and the final state
+    are unchanged against the reference (and against the training-mode forward, bit for bit)."""
+    y, f, y_train, f_train = _inference_vs_reference(p, "triton")
     assert torch.equal(y, y_train) and torch.equal(f, f_train)
 
 
@@ -149,14 +156,8 @@ def test_scan_inference_path(p):
 def test_torch_scan_without_autograd(p):
     """The PyTorch path without autograd runs the recurrence step by step in chunks of
     SEQ_CHUNK with reused buffers; it matches the float64 reference and the autograd path."""
-    inputs = make_inputs(**p)
-    y_ref, f_ref, _ = run(inputs, p["softplus"], "reference", grad=False)
-    y_grad, f_grad, _ = run(inputs, p["softplus"], "torch", grad=True)
-    with torch.no_grad():
-        y, f, _ = run(inputs, p["softplus"], "torch", grad=False)
-    assert_close("y", y_ref, y, TOL[p["dtype"]])
-    assert_close("final_state", f_ref, f, TOL[p["dtype"]])
-    assert_close("y vs autograd path", y_grad.detach(), y, TOL[p["dtype"]])
+    y, _, y_train, _ = _inference_vs_reference(p, "torch")
+    assert_close("y vs autograd path", y_train, y, TOL[p["dtype"]])
 
 
 @pytest.mark.parametrize("scale", [0.1, 30.0])      # 30: |sum dt A| passes the closed form's limit
