@@ -71,9 +71,10 @@ SEQ_CHUNK = 256
 def _scan_chunk_steps(h0, u, dt, A, B, C, work=None):
     """One chunk by the plain recurrence: same contract as ``_scan_chunk``.
 
-    Without autograd, ``work`` holds three (B, >= T, D, N) buffers reused from chunk to chunk,
-    so a chunk does not allocate (and page in) fresh memory for dA, b and the states."""
-    if torch.is_grad_enabled() or work is None:
+    ``work`` (only without autograd: ``out=`` ops are not differentiable): three (B, >= T, D, N)
+    buffers reused from chunk to chunk, so a chunk does not allocate (and page in) fresh memory
+    for dA, b and the states."""
+    if work is None:
         dA = torch.exp(dt.unsqueeze(-1) * A)
         b = (dt * u).unsqueeze(-1) * B.unsqueeze(2)                  # (B, T, D, N)
         h, hs = h0, []
@@ -119,20 +120,18 @@ def selective_scan_torch(
     # split (not slicing in a loop): its backward is one concatenation instead of
     # a full-size zero tensor per chunk.
     stepwise = uf.device.type == "cpu"
-    step = max(chunk_size, SEQ_CHUNK) if stepwise and not need_grad else chunk_size
-    pieces = zip(*(t.split(step, dim=1) for t in (uf, dt, Bf, Cf)))
-    work = None
-    if stepwise and not need_grad:
-        work = [uf.new_empty(batch, min(step, max(length, 1)), d_inner, d_state) for _ in range(3)]
     chunk_fn = _scan_chunk_steps if stepwise else _scan_chunk
+    step, kw = chunk_size, {}
+    if stepwise and not need_grad:
+        step = max(chunk_size, SEQ_CHUNK)
+        kw["work"] = [uf.new_empty(batch, min(step, max(length, 1)), d_inner, d_state) for _ in range(3)]
+    pieces = zip(*(t.split(step, dim=1) for t in (uf, dt, Bf, Cf)))
     for u_c, dt_c, B_c, C_c in pieces:
         args = (h, u_c, dt_c, Af, B_c, C_c)
         if need_grad:
             y_c, h = checkpoint(chunk_fn, *args, use_reentrant=False)
-        elif work is not None:
-            y_c, h = _scan_chunk_steps(*args, work=work)
         else:
-            y_c, h = _scan_chunk(*args)
+            y_c, h = chunk_fn(*args, **kw)
         ys.append(y_c)
     y = torch.cat(ys, dim=1) if ys else uf.new_zeros(batch, 0, d_inner)
     if D is not None:
