@@ -6,6 +6,7 @@ path (the CPU default) and Triton kernels (the CUDA default):
     selective_scan   Mamba-1 selective scan, full sequence (+ ``selective_state_update`` step)
     causal_conv1d    causal depthwise conv1d with optional streaming state
     rmsnorm          RMSNorm with optional fused residual add
+    mamba_inner      the mixer from in_proj to out_proj as one op (conv, x_proj, scan, out_proj)
 
 ``backend=None`` picks the fastest available implementation; pass
 ``"reference"``, ``"torch"`` or ``"triton"`` to force one.
@@ -14,6 +15,7 @@ from .utils import available_backends, resolve_backend
 from .selective_scan import selective_scan, selective_state_update
 from .causal_conv1d import causal_conv1d, causal_conv1d_update
 from .rmsnorm import rms_norm
+from .mamba_inner import ReplayCache, mamba_inner
 
 __all__ = [
     "selective_scan",
@@ -21,6 +23,8 @@ __all__ = [
     "causal_conv1d",
     "causal_conv1d_update",
     "rms_norm",
+    "mamba_inner",
+    "ReplayCache",
     "available_backends",
     "resolve_backend",
 ]

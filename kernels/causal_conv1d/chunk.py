@@ -110,7 +110,7 @@ def _conv_bwd_g_kernel(
 
 @triton.jit
 def _conv_bwd_dx_kernel(
-    g_ptr, w_ptr, dfinal_ptr, dx_ptr, dinit_ptr, L, D,
+    g_ptr, w_ptr, dfinal_ptr, dx_ptr, dinit_ptr, L, D, s_dxb, s_dxl,
     W: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr, HAS_INIT: tl.constexpr, HAS_DFINAL: tl.constexpr,
 ):
     """Backward, pass 2, on a (BL positions of xp) x (BD channels) tile: dxp_p = sum_k w_k dy'_{p-k}."""
@@ -133,7 +133,7 @@ def _conv_bwd_dx_kernel(
         dxp += tl.load(dfinal_ptr + pid_b * D * (W - 1) + offs_d[None, :] * (W - 1) + q[:, None],
                        mask=((q >= 0) & (q < W - 1))[:, None] & md[None, :], other=0.0)
     t = p - (W - 1)
-    tl.store(dx_ptr + pid_b * L * D + t[:, None] * D + offs_d[None, :], dxp.to(dx_ptr.dtype.element_ty),
+    tl.store(dx_ptr + pid_b * s_dxb + t[:, None] * s_dxl + offs_d[None, :], dxp.to(dx_ptr.dtype.element_ty),
              mask=((t >= 0) & (t < L))[:, None] & md[None, :])
     if HAS_INIT:
         tl.store(dinit_ptr + pid_b * D * (W - 1) + offs_d[None, :] * (W - 1) + p[:, None], dxp,
@@ -171,12 +171,15 @@ def _conv_fwd(x, w, b, init, silu):
     return y
 
 
-def _conv_bwd(x, w, b, init, silu, dy, dfinal):
+def _conv_bwd(x, w, b, init, silu, dy, dfinal, dx_out=None):
+    """dx, dw, dbias, dinit. ``dx_out``: a (B, L, D) buffer for dx with unit last stride (a slice
+    of a wider gradient is fine)."""
     batch, length, dim = x.shape
     width = w.shape[1]
     BL, BD, nw = _blocks(length, dim, bwd=True)
     f32 = dict(device=x.device, dtype=torch.float32)
-    dx = torch.empty(batch, length, dim, device=x.device, dtype=x.dtype)
+    dx = dx_out if dx_out is not None else torch.empty(batch, length, dim, device=x.device, dtype=x.dtype)
+    assert dx.stride(-1) == 1
     dinit = torch.empty(batch, dim, width - 1, **f32) if init is not None else None
     # dy' in x's dtype (fp32 for fp32 inputs); dw and dbias are summed from it in fp32 registers
     g = torch.empty(batch, length, dim, device=x.device, dtype=x.dtype)
@@ -192,7 +195,7 @@ def _conv_bwd(x, w, b, init, silu, dy, dfinal):
         dw_part.zero_(); db_part.zero_()
     _conv_bwd_dx_kernel[(triton.cdiv(length + width - 1, BL), triton.cdiv(dim, BD), batch)](
         g, w, dfinal if dfinal is not None else w, dx, dinit if dinit is not None else w, length, dim,
-        W=width, BL=BL, BD=BD, HAS_INIT=init is not None, HAS_DFINAL=dfinal is not None, num_warps=nw)
+        dx.stride(0), dx.stride(1), W=width, BL=BL, BD=BD, HAS_INIT=init is not None, HAS_DFINAL=dfinal is not None, num_warps=nw)
     return dx, dw_part.sum((0, 1)), db_part.sum((0, 1)), dinit
 
 

@@ -306,18 +306,19 @@ def _bwd_chunk_state_kernel(
 def _bwd_chunk_kernel(
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dy_ptr,
     hs_ptr, gc_ptr, scr_ptr,
-    du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr, y_ptr,
     L, D, N, NC, NS, NSEG,
-    s_ub, s_ul, s_db, s_dl, s_bb, s_bl, s_cb, s_cl, s_zb, s_zl,
+    s_ub, s_ul, s_db, s_dl, s_bb, s_bl, s_cb, s_cl, s_zb, s_zl, s_dzb, s_dzl,
     T: tl.constexpr, M: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-    STORE_DH0: tl.constexpr, RELAXED: tl.constexpr,
+    STORE_DH0: tl.constexpr, RELAXED: tl.constexpr, STORE_Y: tl.constexpr,
 ):
     """All gradients for chunk c, given gc[b, c] = dLoss/dh at the chunk's last step from later steps.
 
     Per segment (back to front): from the saved segment state, store the start state of each of
     its M tiles in scratch; per tile (back to front): store its T states h_t in scratch, then walk
-    back through it with dh_t = C_t dy'_t + g, g <- exp(dt_t A) dh_t."""
+    back through it with dh_t = C_t dy'_t + g, g <- exp(dt_t A) dh_t. With STORE_Y the forward's
+    output y_t is written as well (the walk-back has h_t in hand), so a caller need not keep y."""
     pid_c = tl.program_id(0).to(tl.int64)
     pid_d = tl.program_id(1).to(tl.int64)
     pid_b = tl.program_id(2).to(tl.int64)
@@ -342,7 +343,8 @@ def _bwd_chunk_kernel(
     dy_ptr += pid_b * L * D
     du_ptr += pid_b * L * D
     ddelta_ptr += pid_b * L * D
-    dz_ptr += pid_b * L * D
+    dz_ptr += pid_b * s_dzb
+    y_ptr += pid_b * L * D
     dB_ptr += pid_b * L * N
     dC_ptr += pid_b * L * N
     local = tl.arange(0, BD)[:, None] * NP + offs_n[None, :]
@@ -456,8 +458,15 @@ def _bwd_chunk_kernel(
                         ypre += Dv * u
                     sz = (1.0 / (1.0 + tl.exp2(-zt * LOG2E)))
                     dz = dy * ypre * sz * (1.0 + zt * (1.0 - sz))
-                    tl.store(dz_ptr + t * D + offs_d, dz.to(dz_ptr.dtype.element_ty), mask=md)
+                    tl.store(dz_ptr + t * s_dzl + offs_d, dz.to(dz_ptr.dtype.element_ty), mask=md)
+                    if STORE_Y:
+                        tl.store(y_ptr + t * D + offs_d, (ypre * zt * sz).to(y_ptr.dtype.element_ty), mask=md)
                     dy = dy * zt * sz
+                elif STORE_Y:
+                    ypre = tl.sum(h * Ct[None, :], 1)
+                    if HAS_D:
+                        ypre += Dv * u
+                    tl.store(y_ptr + t * D + offs_d, ypre.to(y_ptr.dtype.element_ty), mask=md)
                 dtu = dt * u
                 dh = dy[:, None] * Ct[None, :] + g                              # (BD, NP)
                 # dh_t * exp(dt_t A) h_{t-1}, with exp(dt_t A) h_{t-1} = h_t - dt_t u_t B_t
@@ -596,10 +605,12 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, need_
 
 
 def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, hs, dy, dfinal, need_dh0,
-                        ddelta_out=None):
+                        ddelta_out=None, dz_out=None, y_out=None):
     """All input gradients. ``ddelta_out``: a buffer for ddelta, which may be ``delta`` itself.
     Each program reads delta[t] for its own rows and channels only, and never after it has
-    written ddelta[t] (it walks back in time and prefetches t - 1), so ddelta can overwrite delta."""
+    written ddelta[t] (it walks back in time and prefetches t - 1), so ddelta can overwrite delta.
+    ``dz_out``: a (B, L, D) buffer for dz with unit last stride (a slice of a wider gradient is
+    fine). ``y_out``: a contiguous (B, L, D) buffer that receives the forward's output y."""
     batch, length, d_inner = u.shape
     d_state = A.shape[1]
     cfg = _config(batch, length, d_inner, d_state, u.device)
@@ -617,7 +628,12 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, hs, dy, d
     ddelta = ddelta_out
     if ddelta is None:
         ddelta = torch.empty(batch, length, d_inner, device=dev, dtype=delta.dtype)
-    dz = torch.empty(batch, length, d_inner, device=dev, dtype=z.dtype) if z is not None else du
+    dz = du
+    if z is not None:
+        dz = dz_out if dz_out is not None else torch.empty(batch, length, d_inner, device=dev, dtype=z.dtype)
+        assert dz.stride(-1) == 1
+    if y_out is not None:
+        assert y_out.is_contiguous() and y_out.shape == u.shape
     dB = torch.zeros(batch, length, d_state, **f32)
     dC = torch.zeros(batch, length, d_state, **f32)
     dA_part = torch.empty(batch, NC, d_inner, d_state, **f32)
@@ -646,15 +662,17 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, hs, dy, d
     if length > 0:
         _bwd_chunk_kernel[(NC, n_d, batch)](
             u, delta, bias, A, B, C, Dp, zz, dy, hs, gc, scratch,
-            du, ddelta, dz, dB, dC, dA_part, dD_part, dbias_part, dh0,
+            du, ddelta, dz, dB, dC, dA_part, dD_part, dbias_part, dh0, y_out if y_out is not None else du,
             length, d_inner, d_state, NC, NS, NSEG,
             u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
-            C.stride(0), C.stride(1), zz.stride(0), zz.stride(1),
+            C.stride(0), C.stride(1), zz.stride(0), zz.stride(1), dz.stride(0), dz.stride(1),
             T=T, M=M, BD=BD, NP=NP, HAS_D=D is not None, HAS_Z=z is not None,
-            STORE_DH0=need_dh0, num_warps=nw, RELAXED=cfg["relaxed"],
+            STORE_DH0=need_dh0, num_warps=nw, RELAXED=cfg["relaxed"], STORE_Y=y_out is not None,
             **cfg["launch"], **flags)
     else:
         du.zero_(); ddelta.zero_(); dz.zero_(); dA_part.zero_(); dD_part.zero_(); dbias_part.zero_()
+        if y_out is not None:
+            y_out.zero_()
         if need_dh0:
             dh0.copy_(gc if gc.dim() == 3 else gc[:, 0])
     dA = dA_part.sum((0, 1))

@@ -41,7 +41,7 @@ def bench():
               help="Unmeasured steps first (Triton compilation and autotuning).")
 @click.option("--grad-checkpointing/--no-grad-checkpointing", default=False, show_default=True,
               help="Recompute each block in backward: less memory, ~1 extra forward.")
-@click.option("--checkpoint-bf16", is_flag=True, help="With --grad-checkpointing: bf16 checkpoints (half their memory).")
+@click.option("--checkpoint-bf16", is_flag=True, help="With --grad-checkpointing, the least memory: bf16 checkpoints, scan recomputed.")
 @click.option("--precision", type=click.Choice(["bf16-mixed", "32"]), default="bf16-mixed", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto (cuda if available), cuda, cuda:N or cpu.")
 @click.option("--backend", type=click.Choice(["reference", "torch", "triton"]), default=None,

@@ -69,8 +69,8 @@ def _csv(ctx, param, value):
 @click.option("--seq-warmup-start", type=int, default=1024, show_default=True, help="First length of the sequence-length warmup.")
 @click.option("--grad-checkpointing", is_flag=True, help="Recompute blocks in backward (less memory at long --seq-len).")
 @click.option("--checkpoint-bf16", is_flag=True,
-              help="With --grad-checkpointing: keep the per-layer checkpoints in bf16 (half their memory; "
-                   "the residual adds stay fp32).")
+              help="With --grad-checkpointing, the least memory: keep the per-layer checkpoints in bf16 (half "
+                   "their memory; the residual adds stay fp32) and recompute the scan rather than keep its states.")
 @click.option("--val-every", type=int, help="Validate every N optimizer steps [about 8 times per run].")
 @click.option("--val-windows", type=int, help="Validation windows, evenly spaced over the val split [GPU 256, CPU 48].")
 @click.option("--num-workers", type=int, help="DataLoader worker processes [GPU 4, CPU 0].")

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mamba_genome.kernels import (
-    causal_conv1d, causal_conv1d_update, rms_norm, selective_scan, selective_state_update,
+    causal_conv1d, causal_conv1d_update, mamba_inner, rms_norm, selective_scan, selective_state_update,
 )
 
 from .config import MambaConfig
@@ -83,30 +83,29 @@ class MambaMixer(nn.Module):
             ssm=torch.zeros(batch, c.d_inner, c.d_state, device=device or w.device, dtype=torch.float32),
         )
 
-    def forward(self, hidden: torch.Tensor, state: LayerState | None = None) -> torch.Tensor:
-        """hidden (B, L, d_model) -> (B, L, d_model). If ``state`` is given it is read and updated."""
+    def forward(self, hidden: torch.Tensor, state: LayerState | None = None, replay=None) -> torch.Tensor:
+        """hidden (B, L, d_model) -> (B, L, d_model). If ``state`` is given it is read and updated.
+        ``replay``: ``(ReplayCache, key)`` when this call is an activation-checkpointing unit."""
         c = self.config
         xz = self.in_proj(hidden)                                          # (B, L, 2*d_inner)
+        A = -torch.exp(self.A_log.float())                                 # (d_inner, N)
+        if state is None:
+            # steps 2-5 as one op (kernels/mamba_inner): on the Triton backend its backward
+            # recomputes the conv output and the scan output instead of keeping them
+            return mamba_inner(xz, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.x_proj.weight,
+                               self.dt_proj.weight, self.dt_proj.bias.float(), A, self.D.float(),
+                               self.out_proj.weight, self.out_proj.bias, backend=c.scan_backend, replay=replay)
         x, z = xz.chunk(2, dim=-1)
         conv_w = self.conv1d.weight.squeeze(1)                             # (d_inner, W)
-        if state is None:
-            x = causal_conv1d(x, conv_w, self.conv1d.bias, activation="silu", backend=c.scan_backend)
-        else:
-            x, conv_tail = causal_conv1d(x, conv_w, self.conv1d.bias, activation="silu",
-                                         initial_state=state.conv, return_final_state=True,
-                                         backend=c.scan_backend)
+        x, conv_tail = causal_conv1d(x, conv_w, self.conv1d.bias, activation="silu",
+                                     initial_state=state.conv, return_final_state=True, backend=c.scan_backend)
         x_dbl = self.x_proj(x)                                             # (B, L, R + 2N)
         dt, B, C = torch.split(x_dbl, [c.dt_rank, c.d_state, c.d_state], dim=-1)
-        A = -torch.exp(self.A_log.float())                                 # (d_inner, N)
-        # dt_proj runs inside the scan (weight here, bias as delta_bias): the Triton backward
-        # recomputes the (B, L, d_inner) time-step instead of keeping it alive
-        kw = dict(D=self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-                  backend=c.scan_backend, delta_proj_weight=self.dt_proj.weight)
-        if state is None:
-            y = selective_scan(x, dt, A, B, C, **kw)
-        else:
-            y, ssm = selective_scan(x, dt, A, B, C, initial_state=state.ssm, return_final_state=True, **kw)
-            state.conv, state.ssm = conv_tail.detach(), ssm.detach()
+        # dt_proj runs inside the scan (weight here, bias as delta_bias)
+        y, ssm = selective_scan(x, dt, A, B, C, D=self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
+                                delta_softplus=True, backend=c.scan_backend, delta_proj_weight=self.dt_proj.weight,
+                                initial_state=state.ssm, return_final_state=True)
+        state.conv, state.ssm = conv_tail.detach(), ssm.detach()
         # Under autocast the GEMM casts y itself. Casting y to the block input's dtype first (fp32
         # inside a checkpointed layer) made a (B, L, d_inner) fp32 copy that autocast then cast
         # back: 3 GiB of transient copies at the peak of a checkpointed 7m step at 2^20.
@@ -142,7 +141,7 @@ class Block(nn.Module):
         normed, residual = self.norm(hidden, residual, residual_in_fp32=self.config.residual_in_fp32)
         return self.mixer(normed, state=state), residual
 
-    def forward_residual(self, residual: torch.Tensor) -> torch.Tensor:
+    def forward_residual(self, residual: torch.Tensor, replay=None) -> torch.Tensor:
         """Residual stream in -> residual stream out: residual + mixer(RMSNorm(residual)).
 
         The activation-checkpointing unit: its only input is the (B, L, d_model) residual
@@ -150,15 +149,15 @@ class Block(nn.Module):
         un-added mixer output and the residual). Same values as ``forward``: the add is
         the same fp32 add, done after the mixer instead of inside the next norm.
         """
-        return residual + self.mixer_of_residual(residual)
+        return residual + self.mixer_of_residual(residual, replay=replay)
 
-    def mixer_of_residual(self, residual: torch.Tensor, upcast: bool = False) -> torch.Tensor:
+    def mixer_of_residual(self, residual: torch.Tensor, upcast: bool = False, replay=None) -> torch.Tensor:
         """mixer(RMSNorm(residual)) without the add. With ``upcast`` (the checkpointing unit
         when the checkpoint is kept in bf16, ``MambaConfig.checkpoint_bf16``) the bf16 input
         is made fp32 first, so the block computes as in ``forward_residual``."""
         normed, _ = self.norm(residual.float() if upcast else residual, None,
                               residual_in_fp32=self.config.residual_in_fp32)
-        return self.mixer(normed)
+        return self.mixer(normed, replay=replay)
 
     def step(self, hidden, residual, state: LayerState):
         normed, residual = self.norm(hidden, residual, residual_in_fp32=self.config.residual_in_fp32)

@@ -40,6 +40,11 @@ class MambaConfig:
     # (half the saved memory: 0.5 instead of 1 GiB per layer for 7m at 2^20). The residual adds stay
     # fp32; each block reads its input rounded to bf16, as its RMSNorm output already is.
     checkpoint_bf16: bool = False
+    # with gradient_checkpointing (Triton backend): keep each layer's scan segment states and x_proj
+    # output from the forward (fp32 (L/64) x d_inner x d_state + bf16 (L, dt_rank + 2 d_state): 0.6 GiB
+    # per 7m layer at 2^20), so the recomputation in the backward skips the conv, x_proj, the scan and
+    # out_proj. False recomputes them: the least memory (the CLI's --checkpoint-bf16 turns it off).
+    checkpoint_keep_scan: bool = True
     scan_backend: str | None = None  # "reference" | "torch" | "triton" | None (fastest available)
 
     def __post_init__(self):

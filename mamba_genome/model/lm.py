@@ -15,6 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from mamba_genome.kernels import ReplayCache
+
 from .block import Block, LayerState, RMSNorm
 from .config import MambaConfig
 
@@ -75,15 +77,20 @@ class MambaLM(nn.Module):
             # No dropout anywhere, so the RNG state need not be saved and restored.
             residual = hidden.float() if self.config.residual_in_fp32 else hidden
             lowp = self.config.checkpoint_bf16 and residual.dtype == torch.float32
+            # one cache per forward pass: each layer's scan states wait there for its recomputation
+            cache = ReplayCache() if self.config.checkpoint_keep_scan else None
             for i in range(stop):
+                replay = (cache, i) if cache is not None else None
                 if lowp:
                     # only the bf16 copy is saved; the fp32 add keeps the stream's precision
-                    out = checkpoint(self.layers[i].mixer_of_residual, residual.to(torch.bfloat16), True,
+                    out = checkpoint(self.layers[i].mixer_of_residual, residual.to(torch.bfloat16), True, replay,
                                      use_reentrant=False, preserve_rng_state=False)
                     residual = residual + out
                 else:
-                    residual = checkpoint(self.layers[i].forward_residual, residual, use_reentrant=False,
+                    residual = checkpoint(self.layers[i].forward_residual, residual, replay, use_reentrant=False,
                                           preserve_rng_state=False)
+            if cache is not None:
+                cache.arm()
             normed, _ = self.norm_f(residual, None, residual_in_fp32=self.config.residual_in_fp32)
             return normed
         residual = None

@@ -195,7 +195,8 @@ def build_model(cfg: BenchTrainConfig, device: torch.device):
 
     torch.manual_seed(cfg.seed)
     mcfg = MambaConfig.from_preset(cfg.preset, gradient_checkpointing=cfg.grad_checkpointing,
-                                   checkpoint_bf16=cfg.checkpoint_bf16, scan_backend=cfg.scan_backend)
+                                   checkpoint_bf16=cfg.checkpoint_bf16,
+                                   checkpoint_keep_scan=not cfg.checkpoint_bf16, scan_backend=cfg.scan_backend)
     return MambaLM(mcfg).to(device)
 
 

@@ -431,7 +431,8 @@ def pretrain(args: PretrainArgs) -> dict:
     else:
         accelerator = "gpu" if plan.on_gpu else args.accelerator
     config = MambaConfig.from_preset(args.preset, gradient_checkpointing=args.gradient_checkpointing,
-                                     checkpoint_bf16=args.checkpoint_bf16, **args.model_overrides)
+                                     checkpoint_bf16=args.checkpoint_bf16,
+                                     checkpoint_keep_scan=not args.checkpoint_bf16, **args.model_overrides)
     schedule = TrainSchedule(total_steps=plan.total_steps, final_seq_len=plan.seq_len, lr=plan.lr,
                              warmup_fraction=args.warmup_fraction, min_lr_ratio=args.min_lr_ratio,
                              seq_warmup=args.seq_warmup, start_seq_len=args.seq_warmup_start)

@@ -32,3 +32,43 @@ def test_triton_model_matches_torch_model():
             g, r = p.grad, grads[n]
             assert torch.isfinite(g).all(), n
             assert (g - r).norm() <= 1e-4 * r.norm() + 1e-7, (n, float((g - r).norm() / r.norm()))
+
+
+def test_triton_checkpointing_with_kept_scan_states(monkeypatch):
+    """gradient_checkpointing on the Triton backend: with the scan states kept (the default) each
+    layer's scan forward runs once per step instead of twice, and the gradients are those of the
+    un-checkpointed model; with checkpoint_keep_scan=False it runs twice, same gradients."""
+    import importlib
+
+    chunk = importlib.import_module("mamba_genome.kernels.selective_scan.chunk")
+    calls = {"n": 0}
+    real = chunk._selective_scan_fwd
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(chunk, "_selective_scan_fwd", counting)
+    torch.manual_seed(1)
+    cfg = dict(d_model=16, n_layer=3, scan_backend="triton")
+    models = {"plain": MambaLM(MambaConfig.from_preset("tiny", **cfg)).to(DEVICE).train()}
+    models["kept"] = MambaLM(MambaConfig.from_preset("tiny", gradient_checkpointing=True, **cfg)).to(DEVICE).train()
+    models["recomputed"] = MambaLM(MambaConfig.from_preset("tiny", gradient_checkpointing=True,
+                                                           checkpoint_keep_scan=False, **cfg)).to(DEVICE).train()
+    for m in models.values():
+        m.load_state_dict(models["plain"].state_dict())
+    x = torch.randint(0, 8, (2, 50), device=DEVICE)
+    counts, losses = {}, {}
+    for name, m in models.items():
+        calls["n"] = 0
+        loss = m.loss(x)
+        loss.backward()
+        counts[name], losses[name] = calls["n"], loss.item()
+    assert counts == {"plain": 3, "kept": 3, "recomputed": 6}
+    assert losses["kept"] == losses["plain"] == losses["recomputed"]
+    ref = dict(models["plain"].named_parameters())
+    for name in ("kept", "recomputed"):
+        for n, p in models[name].named_parameters():
+            g, r = p.grad, ref[n].grad
+            assert torch.isfinite(g).all(), (name, n)
+            assert (g - r).norm() <= 1e-5 * r.norm() + 1e-7, (name, n, float((g - r).norm() / r.norm()))
