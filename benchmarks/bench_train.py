@@ -69,7 +69,7 @@ def _is_oom(exc: BaseException) -> bool:
 def _row(cfg: BenchTrainConfig, res=None, status="ok") -> dict:
     row = {"preset": cfg.preset, "seq_len": cfg.seq_len, "batch": cfg.batch_size,
            "ckpt": ("bf16" if cfg.checkpoint_bf16 else "on") if cfg.grad_checkpointing else "off",
-           "status": status}
+           "state_every": cfg.scan_state_every, "status": status}
     if res is not None:
         row.update({
             "Mtok/s": round(res.tokens_per_s / 1e6, 3), "step_ms": round(res.step_ms, 1),
@@ -115,9 +115,10 @@ def sweep_configs(args) -> list[BenchTrainConfig]:
         base = dict(steps=2, warmup=1, device=args.device or "cpu", precision="32")
         return [BenchTrainConfig(preset="tiny", seq_len=256, batch_size=2, **base),
                 BenchTrainConfig(preset="tiny", seq_len=512, batch_size=1, grad_checkpointing=True, **base)]
-    base = dict(steps=args.steps, warmup=args.warmup, device=args.device or "auto")
     cfgs = []
-    for preset in args.presets:
+    for preset, every in ((p, e) for p in args.presets for e in args.scan_state_every):
+        base = dict(steps=args.steps, warmup=args.warmup, device=args.device or "auto", scan_state_every=every,
+                    checkpoint_skip=args.ckpt_skip)
         for exp in args.seq_exps:
             L = 1 << exp
             b = max(1, args.tokens_per_step // L)
@@ -233,7 +234,8 @@ def profile_step(args) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     cfg = BenchTrainConfig(preset=args.profile_preset, seq_len=1 << args.profile_exp, batch_size=1,
-                           device="cuda")
+                           device="cuda", grad_checkpointing=args.profile_ckpt,
+                           scan_state_every=args.scan_state_every[0])
     device = cfg.resolve_device()
     model = build_model(cfg, device)
     opt = make_optimizer(model, cfg, device)
@@ -257,7 +259,8 @@ def profile_step(args) -> dict:
     top = sorted(kern.items(), key=lambda kv: -kv[1][0])[:30]
     rows = [{"kernel": n[:90], "calls": c, "ms": round(t / 1000, 2), "share": f"{100 * t / total:.1f}%"}
             for n, (t, c) in top]
-    md = (f"CUDA kernel time in one step ({cfg.preset}, L={cfg.seq_len}, bf16, no ckpt): "
+    md = (f"CUDA kernel time in one step ({cfg.preset}, L={cfg.seq_len}, bf16, "
+          f"{'checkpointing' if cfg.grad_checkpointing else 'no ckpt'}, scan states every {cfg.scan_state_every}): "
           f"{total / 1000:.1f} ms total\n\n" + _markdown(rows, ["kernel", "calls", "ms", "share"]))
     return {"total_ms": total / 1000, "top": rows, "markdown": md}
 
@@ -422,12 +425,16 @@ def main(argv=None) -> int:
     p.add_argument("--ckpt-bf16", action="store_true", help="also run checkpointed rows with bf16 checkpoints")
     p.add_argument("--no-extra", action="store_true", help="skip the 1.4m batch-4 2^20 checkpointed row")
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--scan-state-every", type=int, nargs="+", default=[64],
+                   help="steps between saved scan states; several values: rows for each")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--budget-s", type=float, default=420.0, help="skip remaining sweep rows after this")
     p.add_argument("--check-syncs", action="store_true", help="count host syncs in one step (GPU)")
     p.add_argument("--profile", action="store_true", help="top CUDA kernels of one step (GPU)")
     p.add_argument("--profile-preset", default="7m")
     p.add_argument("--profile-exp", type=int, default=17)
+    p.add_argument("--profile-ckpt", action="store_true", help="profile with activation checkpointing")
+    p.add_argument("--ckpt-skip", type=int, default=0, help="checkpointed rows: leave the last N layers plain")
     # warm-up run
     p.add_argument("--preset", default="7m", help="--warmup-run model preset")
     p.add_argument("--start-exp", type=int, default=10)

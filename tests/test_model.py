@@ -147,3 +147,48 @@ def test_gradient_checkpointing_gives_same_grads():
     m2.loss(x).backward()
     for (n, p1), p2 in zip(m1.named_parameters(), m2.parameters()):
         torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-5, atol=1e-6, msg=n)
+
+
+def test_checkpoint_skip_leaves_last_layers_plain():
+    """checkpoint_skip=N runs the last N layers without checkpointing: same loss and gradients."""
+    torch.manual_seed(6)
+    x = torch.randint(5, 10, (2, 30))
+    m1 = MambaLM(small(gradient_checkpointing=True))
+    m2 = MambaLM(small(gradient_checkpointing=True, checkpoint_skip=1))
+    m2.load_state_dict(m1.state_dict())
+    m1.loss(x).backward()
+    m2.loss(x).backward()
+    for (n, p1), p2 in zip(m1.named_parameters(), m2.parameters()):
+        torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-5, atol=1e-6, msg=n)
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(checkpoint_bf16=True), dict(checkpoint_skip=1)])
+def test_checkpointing_keeps_one_stream_tensor_per_layer(overrides):
+    """Activation checkpointing keeps one (B, L, d_model) tensor per checkpointed layer (the
+    residual stream): one more layer adds exactly one saved tensor of that size, where a plain
+    layer adds many. checkpoint_skip=1 leaves the last layer plain."""
+    torch.manual_seed(7)
+    x = torch.randint(5, 10, (2, 24))
+
+    def count(n_layer, **kw):
+        model = MambaLM(MambaConfig.from_preset("tiny", d_model=32, n_layer=n_layer, **kw))
+        n = 0
+
+        def pack(t):
+            nonlocal n
+            if t.numel() >= x.shape[0] * (x.shape[1] - 1) * model.config.d_model:
+                n += 1
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = model.loss(x)
+        loss.backward()
+        return n
+
+    per_plain_layer = count(3) - count(2)
+    assert per_plain_layer > 3
+    ckpt = dict(gradient_checkpointing=True, **overrides)
+    assert count(3, **ckpt) - count(2, **ckpt) == 1
+    if overrides.get("checkpoint_skip"):
+        assert count(2, **ckpt) - count(1, **ckpt) == 1      # the added layer is checkpointed, the last stays plain
+        assert count(1, **ckpt) - count(1, gradient_checkpointing=True) == per_plain_layer - 1

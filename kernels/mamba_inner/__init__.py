@@ -19,7 +19,7 @@ __all__ = ["mamba_inner", "mamba_inner_composed", "ReplayCache"]
 
 
 def mamba_inner(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A, D,
-                out_proj_weight, out_proj_bias=None, backend=None, replay=None):
+                out_proj_weight, out_proj_bias=None, backend=None, replay=None, state_every=None):
     """Mamba mixer from the in_proj output to the out_proj output (Gu & Dao 2023, Alg. 2).
 
     Args:
@@ -32,6 +32,9 @@ def mamba_inner(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_pr
         backend: "reference", "torch", "triton" or None (fastest available).
         replay: optional ``(ReplayCache, key)`` for activation checkpointing (Triton backend;
             ignored by the others): see :class:`ReplayCache`.
+        state_every: steps between the scan states saved for the backward (Triton backend; a
+            multiple of its 8-step tile; None: 64). 16 makes the scan backward about 10% faster
+            at 4x the memory for those states: (L / state_every) x D x N fp32 per sequence.
 
     Returns:
         (B, L, d_model), in xz's dtype on the Triton backend (as autocast gives on the others).
@@ -54,5 +57,5 @@ def mamba_inner(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_pr
 
         if xz.stride(-1) != 1:
             xz = xz.contiguous()
-        return mamba_inner_triton(xz, *args[1:], replay=replay)
+        return mamba_inner_triton(xz, *args[1:], replay=replay, state_every=state_every)
     return mamba_inner_composed(*args, backend=backend)

@@ -34,7 +34,7 @@ def _linear(x, w, b=None):
 
 class MambaInnerFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xz, conv_w, conv_b, x_proj_w, dt_proj_w, dt_proj_b, A, D, out_w, out_b, replay):
+    def forward(ctx, xz, conv_w, conv_b, x_proj_w, dt_proj_w, dt_proj_b, A, D, out_w, out_b, replay, state_every):
         d_inner = A.shape[0]
         x, z = xz[..., :d_inner], xz[..., d_inner:]
         Af, Df = A.float().contiguous(), D.float().contiguous()
@@ -50,13 +50,15 @@ class MambaInnerFn(torch.autograd.Function):
                 x_dbl = _linear(u, x_proj_w)
                 dt, B, C = _split(x_dbl, dt_proj_w.shape[1], A.shape[1])
                 delta = _linear(dt, dt_proj_w)
-                y, _, hs = _chunk("selective_scan")._selective_scan_fwd(u, delta, Af, B, C, Df, z, bias, True, None, False)
+                y, _, hs = _chunk("selective_scan")._selective_scan_fwd(u, delta, Af, B, C, Df, z, bias, True, None, False,
+                                                                       state_every=state_every)
                 del u, delta
                 out = _linear(y, out_w, out_b)
                 if replay is not None:
                     replay[0].put(replay[1], hs, x_dbl)
         ctx.save_for_backward(xz, conv_wc, conv_b, x_dbl, x_proj_w, dt_proj_w, Af, Df, bias, out_w, out_b, hs)
         ctx.dtypes = (A.dtype, D.dtype, dt_proj_b.dtype)
+        ctx.state_every = state_every
         return out
 
     @staticmethod
@@ -77,7 +79,7 @@ class MambaInnerFn(torch.autograd.Function):
             y = torch.empty_like(u)
             du, ddelta, dA, dB, dC, dD, _, dbias, _ = _chunk("selective_scan")._selective_scan_bwd(
                 u, delta, Af, B, C, Df, z, bias, True, hs, dy, None, False,
-                ddelta_out=delta, dz_out=dxz[..., d_inner:], y_out=y)
+                ddelta_out=delta, dz_out=dxz[..., d_inner:], y_out=y, state_every=ctx.state_every)
             del dy
             d_model = out_w.shape[0]
             dout2 = dout.reshape(-1, d_model)
@@ -95,7 +97,7 @@ class MambaInnerFn(torch.autograd.Function):
                                                      dx_out=dxz[..., :d_inner])
         a_dt, d_dt, b_dt = ctx.dtypes
         return (dxz, dconv_w.to(conv_w.dtype), dconv_b.to(conv_b.dtype) if conv_b is not None else None,
-                dx_proj_w, ddt_w, dbias.to(b_dt), dA.to(a_dt), dD.to(d_dt), dout_w, dout_b, None)
+                dx_proj_w, ddt_w, dbias.to(b_dt), dA.to(a_dt), dD.to(d_dt), dout_w, dout_b, None, None)
 
 
 def _split(x_dbl, dt_rank, d_state):
@@ -103,7 +105,7 @@ def _split(x_dbl, dt_rank, d_state):
 
 
 def mamba_inner_triton(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A, D,
-                       out_proj_weight, out_proj_bias=None, replay=None):
+                       out_proj_weight, out_proj_bias=None, replay=None, state_every=None):
     """Triton path of :func:`mamba_genome.kernels.mamba_inner` (see there)."""
     return MambaInnerFn.apply(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A, D,
-                              out_proj_weight, out_proj_bias, replay)
+                              out_proj_weight, out_proj_bias, replay, state_every)

@@ -111,10 +111,11 @@ def _rows(t: torch.Tensor, d: int) -> torch.Tensor:
     return t2 if t2.stride(-1) == 1 else t2.contiguous()
 
 
-def _rms_norm_fwd(x2, r2, w, eps, res_dtype, store_res):
+def _rms_norm_fwd(x2, r2, w, eps, res_dtype, store_res, y_dtype=None):
+    """(y, res_out, rstd); y in ``y_dtype`` (default x's)."""
     m, d = x2.shape
     block_m, block_n, num_warps = _block_sizes(d)
-    y = torch.empty_like(x2)
+    y = torch.empty_like(x2, dtype=y_dtype or x2.dtype)
     res = torch.empty(m, d, device=x2.device, dtype=res_dtype) if store_res else x2
     rstd = torch.empty(m, device=x2.device, dtype=torch.float32)
     if m > 0:

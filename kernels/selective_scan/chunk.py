@@ -29,6 +29,9 @@ walking back) are issued before the current step's arithmetic, so their latency 
 """
 from __future__ import annotations
 
+import json
+import os
+
 import torch
 import torch.nn.functional as F
 import triton
@@ -515,20 +518,22 @@ def _bld(t):
 
 
 # Launch-parameter overrides, for tuning runs (benchmarks/bench_kernels.py): keys of _config.
-TUNE: dict = {}
+# $MAMBA_GENOME_SCAN_TUNE (a JSON dict) sets them for a whole process, e.g. for bench_train.py.
+TUNE: dict = json.loads(os.environ.get("MAMBA_GENOME_SCAN_TUNE") or "{}")
 # (d, n) elements per program of the sequential chunk-carry kernel: small, so D*N/128 programs
 # share its NC dependent steps
 CARRY_BLOCK = 128
 
 
-def _config(batch, length, d_inner, d_state, device, fwd=False):
+def _config(batch, length, d_inner, d_state, device, fwd=False, state_every=None):
     """Block sizes and the chunking of the length.
 
     BD channels x NP states per program; the backward stores states every T steps (tile) in
     scratch and the forward saves one every S = T*M steps (segment); a chunk is NSEG segments
     and NC chunks run in parallel, enough of them to fill the GPU. With ``fwd`` the keys
     fwd_BD / fwd_num_warps / fwd_programs override BD / num_warps / programs (T and M are shared:
-    the backward reads the forward's segment states)."""
+    the backward reads the forward's segment states). ``state_every``: the segment length S in
+    steps, rounded down to a multiple of T (at least T); None: the default (64 on a GPU)."""
 
     def knob(key, default):
         return TUNE.get("fwd_" + key, TUNE.get(key, default)) if fwd else TUNE.get(key, default)
@@ -541,6 +546,8 @@ def _config(batch, length, d_inner, d_state, device, fwd=False):
     BD = max(1, min(triton.next_power_of_2(d_inner), BD))
     T = TUNE.get("T", 16 if interp else 8)
     M = TUNE.get("M", 1 if interp else 8)
+    if state_every:
+        M = max(1, int(state_every) // T)
     n_d = triton.cdiv(d_inner, BD)
     n_seg = triton.cdiv(length, T * M)
     num_warps = knob("num_warps", max(1, min(4, BD * NP // 512)))
@@ -554,16 +561,22 @@ def _config(batch, length, d_inner, d_state, device, fwd=False):
     # block is its own: 32 channels per one-warp program on a GPU (H100 sweep, kernels_result.md)
     sBD = max(1, min(triton.next_power_of_2(d_inner), TUNE.get("state_BD", BD if interp else 32)))
     s_warps = TUNE.get("state_num_warps", max(1, min(4, sBD * NP // 512)))
+    # likewise the backward's chunk-state pass: 64 channels per one-warp program on a GPU (two per
+    # thread; H100 sweep, kernels_result.md: 36.18 -> 35.24 ms backward at (1, 512, 16, 2^20))
+    bBD = max(1, min(triton.next_power_of_2(d_inner), TUNE.get("bstate_BD", BD if interp else 64)))
+    b_warps = TUNE.get("bstate_num_warps", max(1, min(4, bBD * NP // 512)) if interp else 1)
     return dict(T=T, BD=BD, NP=NP, M=M, NSEG=NSEG, NC=NC, n_d=n_d, n_seg=n_seg, num_warps=num_warps,
-                relaxed=TUNE.get("relaxed", True), launch=launch, state_BD=sBD, state_num_warps=s_warps)
+                relaxed=TUNE.get("relaxed", True), launch=launch, state_BD=sBD, state_num_warps=s_warps,
+                bstate_BD=bBD, bstate_num_warps=b_warps)
 
 
-def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, need_final, need_hs=True):
+def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, need_final, need_hs=True,
+                        state_every=None):
     """y, the final state or None, and hs: the segment-start states the backward reads (a
     placeholder when ``need_hs`` is False: inference skips that store)."""
     batch, length, d_inner = u.shape
     d_state = A.shape[1]
-    cfg = _config(batch, length, d_inner, d_state, u.device, fwd=True)
+    cfg = _config(batch, length, d_inner, d_state, u.device, fwd=True, state_every=state_every)
     T, BD, NP, M, NSEG, NC, n_d = (cfg[k] for k in ("T", "BD", "NP", "M", "NSEG", "NC", "n_d"))
     NS, S = cfg["n_seg"], T * M
     K = S * NSEG
@@ -605,15 +618,16 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, need_
 
 
 def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, hs, dy, dfinal, need_dh0,
-                        ddelta_out=None, dz_out=None, y_out=None):
+                        ddelta_out=None, dz_out=None, y_out=None, state_every=None):
     """All input gradients. ``ddelta_out``: a buffer for ddelta, which may be ``delta`` itself.
     Each program reads delta[t] for its own rows and channels only, and never after it has
     written ddelta[t] (it walks back in time and prefetches t - 1), so ddelta can overwrite delta.
     ``dz_out``: a (B, L, D) buffer for dz with unit last stride (a slice of a wider gradient is
-    fine). ``y_out``: a contiguous (B, L, D) buffer that receives the forward's output y."""
+    fine). ``y_out``: a contiguous (B, L, D) buffer that receives the forward's output y.
+    ``state_every``: as given to the forward that saved ``hs``."""
     batch, length, d_inner = u.shape
     d_state = A.shape[1]
-    cfg = _config(batch, length, d_inner, d_state, u.device)
+    cfg = _config(batch, length, d_inner, d_state, u.device, state_every=state_every)
     T, BD, NP, M, NSEG, NC, n_d = (cfg[k] for k in ("T", "BD", "NP", "M", "NSEG", "NC", "n_d"))
     NS = cfg["n_seg"]
     K = T * M * NSEG
@@ -646,10 +660,10 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, hs, dy, d
     else:
         gloc = torch.empty(batch, NC, d_inner, d_state, **f32)
         dtsum = torch.empty(batch, NC, d_inner, **f32)
-        _bwd_chunk_state_kernel[(NC - 1, n_d, batch)](
+        _bwd_chunk_state_kernel[(NC - 1, triton.cdiv(d_inner, cfg["bstate_BD"]), batch)](
             delta, bias, A, C, zz, dy, gloc, dtsum, length, d_inner, d_state, NC, K,
             delta.stride(0), delta.stride(1), C.stride(0), C.stride(1), zz.stride(0), zz.stride(1),
-            BD=BD, NP=NP, HAS_Z=z is not None, num_warps=nw, **flags)
+            BD=cfg["bstate_BD"], NP=NP, HAS_Z=z is not None, num_warps=cfg["bstate_num_warps"], **flags)
         gc = torch.empty(batch, NC, d_inner, d_state, **f32)
         BLOCK = CARRY_BLOCK
         _chunk_carry_kernel[(triton.cdiv(d_inner * d_state, BLOCK), batch)](

@@ -94,7 +94,8 @@ class MambaMixer(nn.Module):
             # recomputes the conv output and the scan output instead of keeping them
             return mamba_inner(xz, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.x_proj.weight,
                                self.dt_proj.weight, self.dt_proj.bias.float(), A, self.D.float(),
-                               self.out_proj.weight, self.out_proj.bias, backend=c.scan_backend, replay=replay)
+                               self.out_proj.weight, self.out_proj.bias, backend=c.scan_backend, replay=replay,
+                               state_every=c.scan_state_every)
         x, z = xz.chunk(2, dim=-1)
         conv_w = self.conv1d.weight.squeeze(1)                             # (d_inner, W)
         x, conv_tail = causal_conv1d(x, conv_w, self.conv1d.bias, activation="silu",

@@ -45,6 +45,13 @@ class MambaConfig:
     # per 7m layer at 2^20), so the recomputation in the backward skips the conv, x_proj, the scan and
     # out_proj. False recomputes them: the least memory (the CLI's --checkpoint-bf16 turns it off).
     checkpoint_keep_scan: bool = True
+    # with gradient_checkpointing: leave the last N layers un-checkpointed. Each keeps its activations
+    # (about 2.4 GiB per 7m layer at 2^20 in bf16) and saves its recomputation in the backward.
+    checkpoint_skip: int = 0
+    # steps between the scan states the Triton forward saves for the backward (fp32 d_inner x d_state
+    # each). The backward rebuilds every state between two saved ones, so 16 makes it ~10% faster
+    # (H100, 2^20) for 4x their memory: 1 GiB instead of 0.25 per 1.4m layer at 2^20 (2x for 7m).
+    scan_state_every: int = 64
     scan_backend: str | None = None  # "reference" | "torch" | "triton" | None (fastest available)
 
     def __post_init__(self):
@@ -55,6 +62,8 @@ class MambaConfig:
                 raise ValueError(f"MambaConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 2 <= self.d_conv <= 4:
             raise ValueError(f"MambaConfig.d_conv must be in 2..4, got {self.d_conv}")
+        if self.scan_state_every < 8 or self.scan_state_every % 8:
+            raise ValueError(f"MambaConfig.scan_state_every must be a multiple of 8, got {self.scan_state_every}")
         if not 0 < self.dt_min <= self.dt_max:
             raise ValueError("MambaConfig needs 0 < dt_min <= dt_max")
 

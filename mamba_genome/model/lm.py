@@ -18,6 +18,7 @@ from torch.utils.checkpoint import checkpoint
 from mamba_genome.kernels import ReplayCache
 
 from .block import Block, LayerState, RMSNorm
+from .recompute import checkpointed_block
 from .config import MambaConfig
 
 
@@ -72,33 +73,53 @@ class MambaLM(nn.Module):
             raise ValueError(f"output_layer must be in [0, {n - 1}], got {output_layer}")
         hidden = self.embedding(input_ids)                                 # (B, L, d_model)
         if self.config.gradient_checkpointing and self.training and state is None and torch.is_grad_enabled():
-            # Checkpoint on the residual stream alone: one (B, L, d_model) tensor saved per
-            # layer (fp32: 1 GiB per layer for 7m at 2^20), not two (1.5 GiB).
-            # No dropout anywhere, so the RNG state need not be saved and restored.
-            residual = hidden.float() if self.config.residual_in_fp32 else hidden
-            lowp = self.config.checkpoint_bf16 and residual.dtype == torch.float32
-            # one cache per forward pass: each layer's scan states wait there for its recomputation
-            cache = ReplayCache() if self.config.checkpoint_keep_scan else None
-            for i in range(stop):
-                replay = (cache, i) if cache is not None else None
-                if lowp:
-                    # only the bf16 copy is saved; the fp32 add keeps the stream's precision
-                    out = checkpoint(self.layers[i].mixer_of_residual, residual.to(torch.bfloat16), True, replay,
-                                     use_reentrant=False, preserve_rng_state=False)
-                    residual = residual + out
-                else:
-                    residual = checkpoint(self.layers[i].forward_residual, residual, replay, use_reentrant=False,
-                                          preserve_rng_state=False)
-            if cache is not None:
-                cache.arm()
-            normed, _ = self.norm_f(residual, None, residual_in_fp32=self.config.residual_in_fp32)
-            return normed
+            return self._backbone_checkpointed(hidden, stop)
         residual = None
         for i in range(stop):
             layer = self.layers[i]
             st = state[i] if state is not None else None
             hidden, residual = layer(hidden, residual, state=st)
         normed, _ = self.norm_f(hidden, residual, residual_in_fp32=self.config.residual_in_fp32)
+        return normed
+
+    def _backbone_checkpointed(self, hidden: torch.Tensor, stop: int) -> torch.Tensor:
+        """``backbone`` with activation checkpointing: one saved residual-stream tensor per layer.
+
+        Default: each block runs as in the plain loop (the residual add fused into its norm) and
+        keeps only its output residual stream, fp32 (1 GiB per 7m layer at 2^20); see
+        ``recompute.py``. With ``checkpoint_bf16`` the unit is residual -> residual +
+        mixer(norm(residual)) and its input is kept in bf16 (half that memory). With
+        ``checkpoint_keep_scan`` each layer's scan states wait in a ``ReplayCache`` for its
+        recomputation. No dropout anywhere, so no RNG state is saved and restored.
+        """
+        c = self.config
+        cache = ReplayCache() if c.checkpoint_keep_scan else None
+        first_plain = max(0, stop - c.checkpoint_skip)
+        residual = None
+        lowp = c.checkpoint_bf16 and c.residual_in_fp32
+        if lowp:
+            residual = hidden.float()
+        for i in range(stop):
+            layer = self.layers[i]
+            replay = (cache, i) if cache is not None else None
+            if lowp:
+                if i >= first_plain:
+                    residual = layer.forward_residual(residual)
+                else:
+                    # only the bf16 copy is saved; the fp32 add keeps the stream's precision
+                    out = checkpoint(layer.mixer_of_residual, residual.to(torch.bfloat16), True, replay,
+                                     use_reentrant=False, preserve_rng_state=False)
+                    residual = residual + out
+            elif i >= first_plain:
+                hidden, residual = layer(hidden, residual)
+            else:
+                hidden, residual = checkpointed_block(layer, hidden, residual, replay)
+        if cache is not None:
+            cache.arm()
+        if lowp:
+            normed, _ = self.norm_f(residual, None, residual_in_fp32=c.residual_in_fp32)
+        else:
+            normed, _ = self.norm_f(hidden, residual, residual_in_fp32=c.residual_in_fp32)
         return normed
 
     def forward(self, input_ids: torch.Tensor, state: list[LayerState] | None = None) -> torch.Tensor:

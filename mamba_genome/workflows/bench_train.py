@@ -46,6 +46,8 @@ class BenchTrainConfig:
     warmup: int = 3                 # unmeasured steps first: compilation, autotuning (--warmup)
     grad_checkpointing: bool = False  # recompute each block in backward (--grad-checkpointing)
     checkpoint_bf16: bool = False   # keep the per-layer checkpoints in bf16 (--checkpoint-bf16)
+    scan_state_every: int = 64      # steps between scan states kept for the backward (--scan-state-every)
+    checkpoint_skip: int = 0        # with checkpointing: the last N layers are not checkpointed
     precision: str = "bf16-mixed"   # "bf16-mixed" (autocast) or "32" (--precision)
     device: str = "auto"            # "auto" (cuda if available), "cuda", "cuda:1", "cpu" (--device)
     lr: float = 8e-3                # AdamW learning rate (the paper's DNA value)
@@ -69,6 +71,8 @@ class BenchTrainConfig:
             raise UserError(f"--warmup must be >= 0, got {self.warmup}")
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.scan_state_every < 8 or self.scan_state_every % 8:
+            raise UserError(f"--scan-state-every must be a positive multiple of 8, got {self.scan_state_every}")
 
     def resolve_device(self) -> torch.device:
         if self.device == "auto":
@@ -196,7 +200,8 @@ def build_model(cfg: BenchTrainConfig, device: torch.device):
     torch.manual_seed(cfg.seed)
     mcfg = MambaConfig.from_preset(cfg.preset, gradient_checkpointing=cfg.grad_checkpointing,
                                    checkpoint_bf16=cfg.checkpoint_bf16,
-                                   checkpoint_keep_scan=not cfg.checkpoint_bf16, scan_backend=cfg.scan_backend)
+                                   checkpoint_keep_scan=not cfg.checkpoint_bf16, scan_backend=cfg.scan_backend,
+                                   scan_state_every=cfg.scan_state_every, checkpoint_skip=cfg.checkpoint_skip)
     return MambaLM(mcfg).to(device)
 
 

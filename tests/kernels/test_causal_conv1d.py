@@ -82,3 +82,23 @@ def test_conv_sliced_input():
     x, w = proj[..., 8:40], torch.randn(32, 4, device=DEVICE)
     ref = causal_conv1d(x, w, activation="silu", backend="reference")
     assert_close("y", ref, causal_conv1d(x, w, activation="silu", backend="triton"), 1e-5)
+
+
+@pytest.mark.parametrize("p,tune", [
+    (case(2, 300, 24, 4, torch.float32), dict(g_BL=16, g_BD=16, g_programs=3)),    # strips of 7 tiles, some past L
+    (case(1, 77, 8, 3, torch.float32, h0=False), dict(g_BL=8, g_programs=1)),        # one strip of 10 tiles
+    (case(2, 45, 6, 2, torch.float32, bias=False), dict(g_BL=16, g_programs=64)),    # one tile per strip
+])
+def test_conv_backward_strips(p, tune, monkeypatch):
+    """The backward's first pass walks strips of tiles and reduces dw / dbias once per strip:
+    several tiles per strip, partial last tiles and strips that run past the end."""
+    import importlib
+
+    chunk = importlib.import_module("mamba_genome.kernels.causal_conv1d.chunk")
+    monkeypatch.setattr(chunk, "TUNE", dict(tune))
+    p = p.values[0]
+    inputs = make_inputs(**p)
+    _, _, g_ref = run(inputs, p["silu"], "reference")
+    _, _, g = run(inputs, p["silu"], "triton")
+    for name, ref in g_ref.items():
+        assert_close(f"d{name}", ref, g[name], TOL[p["dtype"]])
