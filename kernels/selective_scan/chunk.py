@@ -117,14 +117,24 @@ def _fwd_chunk_state_kernel(
 
 
 @triton.jit
+def _lin_combine(a1, b1, a2, b2):
+    """Compose h -> a1 h + b1, then h -> a2 h + b2."""
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
 def _chunk_carry_kernel(
     loc_ptr, out_ptr, dtsum_ptr, A_ptr, h0_ptr, D, N, NC,
-    BLOCK: tl.constexpr, HAS_H0: tl.constexpr, REVERSE: tl.constexpr,
+    BLOCK: tl.constexpr, K: tl.constexpr, HAS_H0: tl.constexpr, REVERSE: tl.constexpr,
 ):
     """Chain chunk states, elementwise over (d, n).
 
     Forward:  out[0] = h0,                out[c+1] = exp(A dtsum_c) out[c] + loc[c]
     Reverse:  out[NC-1] = h0 (dfinal),    out[c-1] = exp(A dtsum_c) out[c] + loc[c]
+
+    K chunks at a time: one (K, BLOCK) load, a prefix scan of the affine maps over the K rows,
+    then one multiply-add with the incoming state. The dependency chain is NC / K steps long
+    instead of NC, which is what bounds this kernel (one batch row at 2^20 has ~500 chunks).
     """
     pid = tl.program_id(0).to(tl.int64)
     pid_b = tl.program_id(1).to(tl.int64)
@@ -139,26 +149,23 @@ def _chunk_carry_kernel(
     if REVERSE:
         first = NC - 1
     tl.store(out_ptr + (pid_b * NC + first) * D * N + j, h, mask=m)
-    # the loads of chunk i+1 are issued before chunk i's update (only h is a dependency chain)
-    src = first
-    loc_n = tl.load(loc_ptr + (pid_b * NC + src) * D * N + j, mask=m & ((j * 0 + NC) > 1), other=0.0)
-    dts_n = tl.load(dtsum_ptr + (pid_b * NC + src) * D + d, mask=m & ((j * 0 + NC) > 1), other=0.0)
-    for i in range(NC - 1):
+    rows = tl.arange(0, K)
+    for base in range(0, NC - 1, K):
+        i = base + rows                                   # step i moves chunk src's state to dst
         if REVERSE:
             src = NC - 1 - i
             dst = src - 1
-            nxt = src - 1
         else:
             src = i
             dst = i + 1
-            nxt = src + 1
-        loc = loc_n
-        dts = dts_n
-        more = m & ((j * 0 + i + 1) < NC - 1)
-        loc_n = tl.load(loc_ptr + (pid_b * NC + nxt) * D * N + j, mask=more, other=0.0)
-        dts_n = tl.load(dtsum_ptr + (pid_b * NC + nxt) * D + d, mask=more, other=0.0)
-        h = tl.exp2(A2 * dts) * h + loc
-        tl.store(out_ptr + (pid_b * NC + dst) * D * N + j, h, mask=m)
+        mk = (i < NC - 1)[:, None] & m[None, :]
+        loc = tl.load(loc_ptr + (pid_b * NC + src)[:, None] * D * N + j[None, :], mask=mk, other=0.0)
+        dts = tl.load(dtsum_ptr + (pid_b * NC + src)[:, None] * D + d[None, :], mask=mk, other=0.0)
+        a = tl.where(mk, tl.exp2(A2[None, :] * dts), 1.0)  # rows past the end: identity maps
+        P, S = tl.associative_scan((a, loc), 0, _lin_combine)
+        hk = P * h[None, :] + S
+        tl.store(out_ptr + (pid_b * NC + dst)[:, None] * D * N + j[None, :], hk, mask=mk)
+        h = tl.sum(tl.where((rows == K - 1)[:, None], hk, 0.0), 0)
 
 
 @triton.jit
@@ -520,9 +527,9 @@ def _bld(t):
 # Launch-parameter overrides, for tuning runs (benchmarks/bench_kernels.py): keys of _config.
 # $MAMBA_GENOME_SCAN_TUNE (a JSON dict) sets them for a whole process, e.g. for bench_train.py.
 TUNE: dict = json.loads(os.environ.get("MAMBA_GENOME_SCAN_TUNE") or "{}")
-# (d, n) elements per program of the sequential chunk-carry kernel: small, so D*N/128 programs
-# share its NC dependent steps
+# (d, n) elements per program of the chunk-carry kernel, and chunks per step of its chain
 CARRY_BLOCK = 128
+CARRY_K = 16
 
 
 def _config(batch, length, d_inner, d_state, device, fwd=False, state_every=None):
@@ -600,10 +607,10 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, need_
             u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
             BD=sBD, NP=NP, num_warps=cfg["state_num_warps"], **flags)
         hc = torch.empty(batch, NC, d_inner, d_state, **f32)
-        BLOCK = CARRY_BLOCK
+        BLOCK = TUNE.get("carry_BLOCK", CARRY_BLOCK)
         _chunk_carry_kernel[(triton.cdiv(d_inner * d_state, BLOCK), batch)](
             hloc, hc, dtsum, A, h0 if h0 is not None else hloc, d_inner, d_state, NC,
-            BLOCK=BLOCK, HAS_H0=h0 is not None, REVERSE=False)
+            BLOCK=BLOCK, K=TUNE.get("carry_K", CARRY_K), HAS_H0=h0 is not None, REVERSE=False)
         del hloc, dtsum
     if length > 0:
         _fwd_chunk_scan_kernel[(NC, n_d, batch)](
@@ -665,10 +672,11 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, hs, dy, d
             delta.stride(0), delta.stride(1), C.stride(0), C.stride(1), zz.stride(0), zz.stride(1),
             BD=cfg["bstate_BD"], NP=NP, HAS_Z=z is not None, num_warps=cfg["bstate_num_warps"], **flags)
         gc = torch.empty(batch, NC, d_inner, d_state, **f32)
-        BLOCK = CARRY_BLOCK
+        BLOCK = TUNE.get("carry_BLOCK", CARRY_BLOCK)
         _chunk_carry_kernel[(triton.cdiv(d_inner * d_state, BLOCK), batch)](
             gloc, gc, dtsum, A, dfinal.float().contiguous() if dfinal is not None else gloc,
-            d_inner, d_state, NC, BLOCK=BLOCK, HAS_H0=dfinal is not None, REVERSE=True)
+            d_inner, d_state, NC, BLOCK=BLOCK, K=TUNE.get("carry_K", CARRY_K), HAS_H0=dfinal is not None,
+            REVERSE=True)
         del gloc, dtsum
     # per-program scratch: M tile-start states + T step states, (BD, NP) fp32 each
     per_prog = (M + T) * BD * NP
