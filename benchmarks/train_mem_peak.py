@@ -15,6 +15,7 @@ import collections
 import sys
 
 import torch
+import torch.utils.checkpoint
 
 from mamba_genome.workflows.bench_train import (
     BenchTrainConfig, _autocast, build_model, lm_loss, make_optimizer, random_tokens,
@@ -47,7 +48,10 @@ def main() -> int:
     ids = random_tokens(1, cfg.seq_len + 1, dev)
 
     def step():
-        with _autocast(dev, cfg.precision):
+        # PyTorch's checkpoint stops a recomputation early by raising from a saved-tensor hook; with
+        # the allocator's history recording on, that exception out of a custom Function's forward
+        # comes back as a SystemError (torch 2.11), so recompute in full here (same peak)
+        with _autocast(dev, cfg.precision), torch.utils.checkpoint.set_checkpoint_early_stop(False):
             loss = lm_loss(model, ids)
         loss.backward()
         opt.step()

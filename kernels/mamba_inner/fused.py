@@ -75,15 +75,18 @@ class MambaInnerFn(torch.autograd.Function):
             delta = F.linear(dt, Wdt)
             dout = dout.to(dtype).contiguous()
             dy = dout @ out_w.to(dtype)                                         # (B, L, D)
+            # one (B, L, 2D) buffer for dxz; until the conv backward writes dx into its first half,
+            # that half holds y. du overwrites dy, ddelta overwrites delta (see _selective_scan_bwd):
+            # three (B, L, D) tensors fewer at the peak of the layer's backward
             dxz = torch.empty_like(xz, memory_format=torch.contiguous_format)
-            y = torch.empty_like(u)
+            y = dxz[..., :d_inner]
             du, ddelta, dA, dB, dC, dD, _, dbias, _ = _chunk("selective_scan")._selective_scan_bwd(
                 u, delta, Af, B, C, Df, z, bias, True, hs, dy, None, False,
-                ddelta_out=delta, dz_out=dxz[..., d_inner:], y_out=y, state_every=ctx.state_every)
+                ddelta_out=delta, dz_out=dxz[..., d_inner:], y_out=y, state_every=ctx.state_every, du_out=dy)
             del dy
             d_model = out_w.shape[0]
             dout2 = dout.reshape(-1, d_model)
-            dout_w = (dout2.t() @ y.reshape(-1, d_inner)).to(out_w.dtype)
+            dout_w = (dout2.t() @ dxz.view(-1, 2 * d_inner)[:, :d_inner]).to(out_w.dtype)
             dout_b = dout2.sum(0, dtype=torch.float32).to(out_b.dtype) if out_b is not None else None
             del y, dout, dout2
             ddt = ddelta @ Wdt                                                 # (B, L, R)

@@ -318,7 +318,7 @@ def _bwd_chunk_kernel(
     hs_ptr, gc_ptr, scr_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr, y_ptr,
     L, D, N, NC, NS, NSEG,
-    s_ub, s_ul, s_db, s_dl, s_bb, s_bl, s_cb, s_cl, s_zb, s_zl, s_dzb, s_dzl,
+    s_ub, s_ul, s_db, s_dl, s_bb, s_bl, s_cb, s_cl, s_zb, s_zl, s_dzb, s_dzl, s_yb, s_yl,
     T: tl.constexpr, M: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     STORE_DH0: tl.constexpr, RELAXED: tl.constexpr, STORE_Y: tl.constexpr,
@@ -354,7 +354,7 @@ def _bwd_chunk_kernel(
     du_ptr += pid_b * L * D
     ddelta_ptr += pid_b * L * D
     dz_ptr += pid_b * s_dzb
-    y_ptr += pid_b * L * D
+    y_ptr += pid_b * s_yb
     dB_ptr += pid_b * L * N
     dC_ptr += pid_b * L * N
     local = tl.arange(0, BD)[:, None] * NP + offs_n[None, :]
@@ -470,13 +470,13 @@ def _bwd_chunk_kernel(
                     dz = dy * ypre * sz * (1.0 + zt * (1.0 - sz))
                     tl.store(dz_ptr + t * s_dzl + offs_d, dz.to(dz_ptr.dtype.element_ty), mask=md)
                     if STORE_Y:
-                        tl.store(y_ptr + t * D + offs_d, (ypre * zt * sz).to(y_ptr.dtype.element_ty), mask=md)
+                        tl.store(y_ptr + t * s_yl + offs_d, (ypre * zt * sz).to(y_ptr.dtype.element_ty), mask=md)
                     dy = dy * zt * sz
                 elif STORE_Y:
                     ypre = tl.sum(h * Ct[None, :], 1)
                     if HAS_D:
                         ypre += Dv * u
-                    tl.store(y_ptr + t * D + offs_d, ypre.to(y_ptr.dtype.element_ty), mask=md)
+                    tl.store(y_ptr + t * s_yl + offs_d, ypre.to(y_ptr.dtype.element_ty), mask=md)
                 dtu = dt * u
                 dh = dy[:, None] * Ct[None, :] + g                              # (BD, NP)
                 # dh_t * exp(dt_t A) h_{t-1}, with exp(dt_t A) h_{t-1} = h_t - dt_t u_t B_t
@@ -528,7 +528,7 @@ def _bld(t):
 # $MAMBA_GENOME_SCAN_TUNE (a JSON dict) sets them for a whole process, e.g. for bench_train.py.
 TUNE: dict = json.loads(os.environ.get("MAMBA_GENOME_SCAN_TUNE") or "{}")
 # (d, n) elements per program of the chunk-carry kernel, and chunks per step of its chain
-CARRY_BLOCK = 128
+CARRY_BLOCK = 32
 CARRY_K = 16
 
 
@@ -625,13 +625,15 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, need_
 
 
 def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, hs, dy, dfinal, need_dh0,
-                        ddelta_out=None, dz_out=None, y_out=None, state_every=None):
+                        ddelta_out=None, dz_out=None, y_out=None, state_every=None, du_out=None):
     """All input gradients. ``ddelta_out``: a buffer for ddelta, which may be ``delta`` itself.
     Each program reads delta[t] for its own rows and channels only, and never after it has
     written ddelta[t] (it walks back in time and prefetches t - 1), so ddelta can overwrite delta.
     ``dz_out``: a (B, L, D) buffer for dz with unit last stride (a slice of a wider gradient is
-    fine). ``y_out``: a contiguous (B, L, D) buffer that receives the forward's output y.
-    ``state_every``: as given to the forward that saved ``hs``."""
+    fine). ``y_out``: a (B, L, D) buffer with unit last stride that receives the forward's output y.
+    ``du_out``: a contiguous buffer for du, which may be ``dy`` itself (each program reads dy[t] of its
+    own rows and channels once, before it writes du[t]). ``state_every``: as given to the forward
+    that saved ``hs``."""
     batch, length, d_inner = u.shape
     d_state = A.shape[1]
     cfg = _config(batch, length, d_inner, d_state, u.device, state_every=state_every)
@@ -645,7 +647,8 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, hs, dy, d
     bias = delta_bias if delta_bias is not None else A
     Dp = D if D is not None else A
     flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus)
-    du = torch.empty(batch, length, d_inner, device=dev, dtype=u.dtype)
+    du = du_out if du_out is not None else torch.empty(batch, length, d_inner, device=dev, dtype=u.dtype)
+    assert du.is_contiguous() and du.dtype == u.dtype
     ddelta = ddelta_out
     if ddelta is None:
         ddelta = torch.empty(batch, length, d_inner, device=dev, dtype=delta.dtype)
@@ -654,7 +657,7 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, hs, dy, d
         dz = dz_out if dz_out is not None else torch.empty(batch, length, d_inner, device=dev, dtype=z.dtype)
         assert dz.stride(-1) == 1
     if y_out is not None:
-        assert y_out.is_contiguous() and y_out.shape == u.shape
+        assert y_out.stride(-1) == 1 and y_out.shape == u.shape
     dB = torch.zeros(batch, length, d_state, **f32)
     dC = torch.zeros(batch, length, d_state, **f32)
     dA_part = torch.empty(batch, NC, d_inner, d_state, **f32)
@@ -688,6 +691,7 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, hs, dy, d
             length, d_inner, d_state, NC, NS, NSEG,
             u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
             C.stride(0), C.stride(1), zz.stride(0), zz.stride(1), dz.stride(0), dz.stride(1),
+            (y_out if y_out is not None else du).stride(0), (y_out if y_out is not None else du).stride(1),
             T=T, M=M, BD=BD, NP=NP, HAS_D=D is not None, HAS_Z=z is not None,
             STORE_DH0=need_dh0, num_warps=nw, RELAXED=cfg["relaxed"], STORE_Y=y_out is not None,
             **cfg["launch"], **flags)
