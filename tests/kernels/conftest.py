@@ -52,3 +52,18 @@ def assert_close(name, ref, out, ratio):
 
 TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 5e-3}
 DTYPE_NAME = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+@pytest.fixture
+def scan_fwd_calls(monkeypatch):
+    """{"n": calls} of the Triton scan forward launcher, to check what a recomputation reruns."""
+    chunk = importlib.import_module("mamba_genome.kernels.selective_scan.chunk")
+    calls = {"n": 0}
+    real = chunk._selective_scan_fwd
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(chunk, "_selective_scan_fwd", counting)
+    return calls

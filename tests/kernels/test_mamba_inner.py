@@ -3,8 +3,6 @@ output and every gradient, fp32 and bf16, lengths that are not multiples of any 
 checkpoint replay (``ReplayCache``), which must give the same gradients with one scan forward."""
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -84,18 +82,10 @@ def test_torch_backend_is_the_composition():
         assert torch.equal(g[name], g_ref[name]), name
 
 
-def test_checkpoint_replay_skips_the_scan_and_keeps_the_gradients(monkeypatch):
+def test_checkpoint_replay_skips_the_scan_and_keeps_the_gradients(scan_fwd_calls):
     """Two checkpointed layers: with a ReplayCache each layer's scan forward runs once (not twice)
     and the gradients match the un-checkpointed fused op."""
-    chunk = importlib.import_module("mamba_genome.kernels.selective_scan.chunk")
-    calls = {"n": 0}
-    real = chunk._selective_scan_fwd
-
-    def counting(*a, **k):
-        calls["n"] += 1
-        return real(*a, **k)
-
-    monkeypatch.setattr(chunk, "_selective_scan_fwd", counting)
+    calls = scan_fwd_calls
     p = dict(b=2, l=77, d=8, n=4, r=3, dm=8, width=4, out_bias=False)
     layers = [make_inputs(**p, seed=s) for s in (1, 2)]
     x0 = torch.randn(2, 77, 8, generator=torch.Generator().manual_seed(5)).to(DEVICE)

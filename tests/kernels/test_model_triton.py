@@ -34,21 +34,11 @@ def test_triton_model_matches_torch_model():
             assert (g - r).norm() <= 1e-4 * r.norm() + 1e-7, (n, float((g - r).norm() / r.norm()))
 
 
-def test_triton_checkpointing_with_kept_scan_states(monkeypatch):
+def test_triton_checkpointing_with_kept_scan_states(scan_fwd_calls):
     """gradient_checkpointing on the Triton backend: with the scan states kept (the default) each
     layer's scan forward runs once per step instead of twice, and the gradients are those of the
     un-checkpointed model; with checkpoint_keep_scan=False it runs twice, same gradients."""
-    import importlib
-
-    chunk = importlib.import_module("mamba_genome.kernels.selective_scan.chunk")
-    calls = {"n": 0}
-    real = chunk._selective_scan_fwd
-
-    def counting(*a, **k):
-        calls["n"] += 1
-        return real(*a, **k)
-
-    monkeypatch.setattr(chunk, "_selective_scan_fwd", counting)
+    calls = scan_fwd_calls
     torch.manual_seed(1)
     cfg = dict(d_model=16, n_layer=3, scan_backend="triton")
     models = {"plain": MambaLM(MambaConfig.from_preset("tiny", **cfg)).to(DEVICE).train()}
