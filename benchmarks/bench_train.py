@@ -233,13 +233,13 @@ def profile_step(args) -> dict:
     """torch.profiler over one step: CUDA time per kernel, top 30, at --profile-preset / --profile-exp."""
     from torch.profiler import ProfilerActivity, profile
 
-    cfg = BenchTrainConfig(preset=args.profile_preset, seq_len=1 << args.profile_exp, batch_size=1,
+    cfg = BenchTrainConfig(preset=args.profile_preset, seq_len=1 << args.profile_exp, batch_size=args.profile_batch,
                            device="cuda", grad_checkpointing=args.profile_ckpt,
                            scan_state_every=args.scan_state_every[0])
     device = cfg.resolve_device()
     model = build_model(cfg, device)
     opt = make_optimizer(model, cfg, device)
-    ids = random_tokens(1, cfg.seq_len + 1, device)
+    ids = random_tokens(cfg.batch_size, cfg.seq_len + 1, device)
     for _ in range(2):
         _one_step(model, opt, ids, cfg.precision, device)
     torch.cuda.synchronize()
@@ -259,7 +259,7 @@ def profile_step(args) -> dict:
     top = sorted(kern.items(), key=lambda kv: -kv[1][0])[:30]
     rows = [{"kernel": n[:90], "calls": c, "ms": round(t / 1000, 2), "share": f"{100 * t / total:.1f}%"}
             for n, (t, c) in top]
-    md = (f"CUDA kernel time in one step ({cfg.preset}, L={cfg.seq_len}, bf16, "
+    md = (f"CUDA kernel time in one step ({cfg.preset}, {cfg.batch_size} x L={cfg.seq_len}, bf16, "
           f"{'checkpointing' if cfg.grad_checkpointing else 'no ckpt'}, scan states every {cfg.scan_state_every}): "
           f"{total / 1000:.1f} ms total\n\n" + _markdown(rows, ["kernel", "calls", "ms", "share"]))
     return {"total_ms": total / 1000, "top": rows, "markdown": md}
@@ -434,6 +434,7 @@ def main(argv=None) -> int:
     p.add_argument("--profile-preset", default="7m")
     p.add_argument("--profile-exp", type=int, default=17)
     p.add_argument("--profile-ckpt", action="store_true", help="profile with activation checkpointing")
+    p.add_argument("--profile-batch", type=int, default=1, help="sequences in the profiled step")
     p.add_argument("--ckpt-skip", type=int, default=0, help="checkpointed rows: leave the last N layers plain")
     # warm-up run
     p.add_argument("--preset", default="7m", help="--warmup-run model preset")

@@ -144,6 +144,7 @@ def test_max_time_stops(fasta, tmp_path):
     pytest.param(["--lr", "5"], "--lr", id="lr"),
     pytest.param(["--checkpoint-bf16"], "only applies with --grad-checkpointing", id="bf16-ckpt-alone"),
     pytest.param(["--scan-state-every", "12"], "--scan-state-every must be a positive multiple of 8", id="state-every"),
+    pytest.param(["--checkpoint-skip", "2"], "only applies with --grad-checkpointing", id="skip-alone"),
 ])
 def test_bad_flags_one_line(args, message, tmp_path):
     res = CliRunner().invoke(main, ["pretrain", *args, "--out", str(tmp_path / "r")])
@@ -224,9 +225,10 @@ def test_checkpointed_training_runs(fasta, tmp_path):
     pretrain command: it trains, validates and saves like a plain run."""
     out = tmp_path / "ckpt"
     res = invoke("pretrain", "--fasta", fasta, *FAST, "--max-steps", 3, "--val-every", 3, "--grad-checkpointing",
-                 "--scan-state-every", 16, "--out", out, "-q")
+                 "--scan-state-every", 16, "--checkpoint-skip", 1, "--out", out, "-q")
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())
     assert m["steps"] == 3 and math.isfinite(m["val_loss"])
     cfg = json.loads((out / "best" / "config.json").read_text())
     assert cfg["config"]["gradient_checkpointing"] is True and cfg["config"]["scan_state_every"] == 16
+    assert cfg["config"]["checkpoint_skip"] == 1

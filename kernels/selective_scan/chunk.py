@@ -70,10 +70,11 @@ def _fwd_chunk_state_kernel(
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, hloc_ptr, dtsum_ptr,
     L, D, N, NC, K, s_ub, s_ul, s_db, s_dl, s_bb, s_bl,
     BD: tl.constexpr, NP: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    DFIRST: tl.constexpr,
 ):
     """End state of chunk c (c < NC-1) started from zero, and sum_t dt_t over the chunk."""
-    pid_c = tl.program_id(0).to(tl.int64)
-    pid_d = tl.program_id(1).to(tl.int64)
+    pid_c = tl.program_id(1 if DFIRST else 0).to(tl.int64)
+    pid_d = tl.program_id(0 if DFIRST else 1).to(tl.int64)
     pid_b = tl.program_id(2).to(tl.int64)
     offs_d = pid_d * BD + tl.arange(0, BD)
     offs_n = tl.arange(0, NP)
@@ -177,11 +178,12 @@ def _fwd_chunk_scan_kernel(
     BD: tl.constexpr, NP: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     STORE_FINAL: tl.constexpr, STORE_HS: tl.constexpr,
+    DFIRST: tl.constexpr,
 ):
     """Scan chunk c (NSEG segments of S steps) from its start state hc[b, c]; write y and
     the state at every segment start into hs (with ``STORE_HS``: only the backward reads it)."""
-    pid_c = tl.program_id(0).to(tl.int64)
-    pid_d = tl.program_id(1).to(tl.int64)
+    pid_c = tl.program_id(1 if DFIRST else 0).to(tl.int64)
+    pid_d = tl.program_id(0 if DFIRST else 1).to(tl.int64)
     pid_b = tl.program_id(2).to(tl.int64)
     offs_d = pid_d * BD + tl.arange(0, BD)
     offs_n = tl.arange(0, NP)
@@ -254,11 +256,12 @@ def _bwd_chunk_state_kernel(
     delta_ptr, bias_ptr, A_ptr, C_ptr, z_ptr, dy_ptr, gloc_ptr, dtsum_ptr,
     L, D, N, NC, K, s_db, s_dl, s_cb, s_cl, s_zb, s_zl,
     BD: tl.constexpr, NP: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_Z: tl.constexpr,
+    DFIRST: tl.constexpr,
 ):
     """Chunk c >= 1, with no gradient coming from later chunks: the gradient w.r.t. the state
     just before the chunk (g <- exp(dt_t A) (g + C_t dy'_t), walking back), and sum_t dt_t."""
-    pid_c = tl.program_id(0).to(tl.int64) + 1
-    pid_d = tl.program_id(1).to(tl.int64)
+    pid_c = tl.program_id(1 if DFIRST else 0).to(tl.int64) + 1
+    pid_d = tl.program_id(0 if DFIRST else 1).to(tl.int64)
     pid_b = tl.program_id(2).to(tl.int64)
     offs_d = pid_d * BD + tl.arange(0, BD)
     offs_n = tl.arange(0, NP)
@@ -322,6 +325,7 @@ def _bwd_chunk_kernel(
     T: tl.constexpr, M: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     STORE_DH0: tl.constexpr, RELAXED: tl.constexpr, STORE_Y: tl.constexpr,
+    DFIRST: tl.constexpr,
 ):
     """All gradients for chunk c, given gc[b, c] = dLoss/dh at the chunk's last step from later steps.
 
@@ -329,10 +333,12 @@ def _bwd_chunk_kernel(
     its M tiles in scratch; per tile (back to front): store its T states h_t in scratch, then walk
     back through it with dh_t = C_t dy'_t + g, g <- exp(dt_t A) dh_t. With STORE_Y the forward's
     output y_t is written as well (the walk-back has h_t in hand), so a caller need not keep y."""
-    pid_c = tl.program_id(0).to(tl.int64)
-    pid_d = tl.program_id(1).to(tl.int64)
+    # DFIRST: channel blocks vary fastest in the launch order, so the programs resident together walk
+    # the same rows of B, C (shared by all channels) and whole rows of u, delta, dy, z
+    pid_c = tl.program_id(1 if DFIRST else 0).to(tl.int64)
+    pid_d = tl.program_id(0 if DFIRST else 1).to(tl.int64)
     pid_b = tl.program_id(2).to(tl.int64)
-    n_d = tl.num_programs(1)
+    n_d = tl.num_programs(0 if DFIRST else 1)
     offs_d = pid_d * BD + tl.arange(0, BD)
     offs_n = tl.arange(0, NP)
     md, mn = offs_d < D, offs_n < N
@@ -532,6 +538,15 @@ CARRY_BLOCK = 32
 CARRY_K = 16
 
 
+def _dfirst() -> bool:
+    """Launch order of the per-chunk kernels: channel blocks fastest (default) or chunks fastest."""
+    return bool(TUNE.get("dfirst", True))
+
+
+def _grid(n_chunks, n_dblocks, batch):
+    return (n_dblocks, n_chunks, batch) if _dfirst() else (n_chunks, n_dblocks, batch)
+
+
 def _config(batch, length, d_inner, d_state, device, fwd=False, state_every=None):
     """Block sizes and the chunking of the length.
 
@@ -602,10 +617,10 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, need_
         hloc = torch.empty(batch, NC, d_inner, d_state, **f32)
         dtsum = torch.empty(batch, NC, d_inner, **f32)
         sBD = cfg["state_BD"]
-        _fwd_chunk_state_kernel[(NC - 1, triton.cdiv(d_inner, sBD), batch)](
+        _fwd_chunk_state_kernel[_grid(NC - 1, triton.cdiv(d_inner, sBD), batch)](
             u, delta, bias, A, B, hloc, dtsum, length, d_inner, d_state, NC, K,
             u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
-            BD=sBD, NP=NP, num_warps=cfg["state_num_warps"], **flags)
+            BD=sBD, NP=NP, num_warps=cfg["state_num_warps"], DFIRST=_dfirst(), **flags)
         hc = torch.empty(batch, NC, d_inner, d_state, **f32)
         BLOCK = TUNE.get("carry_BLOCK", CARRY_BLOCK)
         _chunk_carry_kernel[(triton.cdiv(d_inner * d_state, BLOCK), batch)](
@@ -613,12 +628,12 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, need_
             BLOCK=BLOCK, K=TUNE.get("carry_K", CARRY_K), HAS_H0=h0 is not None, REVERSE=False)
         del hloc, dtsum
     if length > 0:
-        _fwd_chunk_scan_kernel[(NC, n_d, batch)](
+        _fwd_chunk_scan_kernel[_grid(NC, n_d, batch)](
             u, delta, bias, A, B, C, Dp, zz, y, hc, hs, final, length, d_inner, d_state, NC, NS, S, NSEG,
             u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
             C.stride(0), C.stride(1), zz.stride(0), zz.stride(1),
             BD=BD, NP=NP, HAS_D=D is not None, HAS_Z=z is not None,
-            STORE_FINAL=need_final, STORE_HS=need_hs, num_warps=nw, **flags)
+            STORE_FINAL=need_final, STORE_HS=need_hs, num_warps=nw, DFIRST=_dfirst(), **flags)
     elif need_final:
         final.copy_(hc if hc.dim() == 3 else hc[:, 0])
     return y, (final if need_final else None), hs
@@ -670,10 +685,11 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, hs, dy, d
     else:
         gloc = torch.empty(batch, NC, d_inner, d_state, **f32)
         dtsum = torch.empty(batch, NC, d_inner, **f32)
-        _bwd_chunk_state_kernel[(NC - 1, triton.cdiv(d_inner, cfg["bstate_BD"]), batch)](
+        _bwd_chunk_state_kernel[_grid(NC - 1, triton.cdiv(d_inner, cfg["bstate_BD"]), batch)](
             delta, bias, A, C, zz, dy, gloc, dtsum, length, d_inner, d_state, NC, K,
             delta.stride(0), delta.stride(1), C.stride(0), C.stride(1), zz.stride(0), zz.stride(1),
-            BD=cfg["bstate_BD"], NP=NP, HAS_Z=z is not None, num_warps=cfg["bstate_num_warps"], **flags)
+            BD=cfg["bstate_BD"], NP=NP, HAS_Z=z is not None, num_warps=cfg["bstate_num_warps"], DFIRST=_dfirst(),
+            **flags)
         gc = torch.empty(batch, NC, d_inner, d_state, **f32)
         BLOCK = TUNE.get("carry_BLOCK", CARRY_BLOCK)
         _chunk_carry_kernel[(triton.cdiv(d_inner * d_state, BLOCK), batch)](
@@ -685,7 +701,7 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, hs, dy, d
     per_prog = (M + T) * BD * NP
     scratch = torch.empty(batch * n_d * NC * per_prog, **f32)
     if length > 0:
-        _bwd_chunk_kernel[(NC, n_d, batch)](
+        _bwd_chunk_kernel[_grid(NC, n_d, batch)](
             u, delta, bias, A, B, C, Dp, zz, dy, hs, gc, scratch,
             du, ddelta, dz, dB, dC, dA_part, dD_part, dbias_part, dh0, y_out if y_out is not None else du,
             length, d_inner, d_state, NC, NS, NSEG,
@@ -693,7 +709,7 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, hs, dy, d
             C.stride(0), C.stride(1), zz.stride(0), zz.stride(1), dz.stride(0), dz.stride(1),
             (y_out if y_out is not None else du).stride(0), (y_out if y_out is not None else du).stride(1),
             T=T, M=M, BD=BD, NP=NP, HAS_D=D is not None, HAS_Z=z is not None,
-            STORE_DH0=need_dh0, num_warps=nw, RELAXED=cfg["relaxed"], STORE_Y=y_out is not None,
+            STORE_DH0=need_dh0, num_warps=nw, RELAXED=cfg["relaxed"], STORE_Y=y_out is not None, DFIRST=_dfirst(),
             **cfg["launch"], **flags)
     else:
         du.zero_(); ddelta.zero_(); dz.zero_(); dA_part.zero_(); dD_part.zero_(); dbias_part.zero_()

@@ -71,6 +71,7 @@ def _csv(ctx, param, value):
 @click.option("--checkpoint-bf16", is_flag=True,
               help="With --grad-checkpointing, the least memory: keep the per-layer checkpoints in bf16 (half "
                    "their memory; the residual adds stay fp32) and recompute the scan rather than keep its states.")
+@click.option("--checkpoint-skip", type=int, default=0, show_default=True, help="With --grad-checkpointing: leave the last N layers un-checkpointed (faster; each keeps its activations, ~0.5-1.3 GiB per 1.4m layer at 2^20).")
 @click.option("--scan-state-every", type=int, default=64, show_default=True, help="Steps between the scan states saved for the backward (multiple of 8). 16: ~10% faster scan backward, 4x the memory for those states (1 GiB per 1.4m layer at 2^20).")
 @click.option("--val-every", type=int, help="Validate every N optimizer steps [about 8 times per run].")
 @click.option("--val-windows", type=int, help="Validation windows, evenly spaced over the val split [GPU 256, CPU 48].")
@@ -81,7 +82,7 @@ def _csv(ctx, param, value):
 def pretrain(fasta, data, preset, seq_len, batch_size, micro_batch_size, max_steps, max_tokens, max_time, lr,
              weight_decay, out, resume, force, devices, num_nodes, strategy, precision, accelerator, seed,
              val_contigs, test_contigs, split_bed, no_seq_warmup, seq_warmup_start, grad_checkpointing, checkpoint_bf16,
-             scan_state_every, val_every, val_windows, num_workers, quiet, model_overrides):
+             checkpoint_skip, scan_state_every, val_every, val_windows, num_workers, quiet, model_overrides):
     """Pretrain a Mamba DNA language model (next-base prediction) on a genome.
 
     With no --fasta/--data, trains the tiny model on the bundled E. coli
@@ -97,7 +98,7 @@ def pretrain(fasta, data, preset, seq_len, batch_size, micro_batch_size, max_ste
         strategy=strategy, precision=precision, accelerator=accelerator, seed=seed, val_contigs=val_contigs,
         test_contigs=test_contigs, split_bed=split_bed, seq_warmup=not no_seq_warmup, seq_warmup_start=seq_warmup_start,
         gradient_checkpointing=grad_checkpointing, checkpoint_bf16=checkpoint_bf16,
-        scan_state_every=scan_state_every, val_every=val_every, val_windows=val_windows,
+        checkpoint_skip=checkpoint_skip, scan_state_every=scan_state_every, val_every=val_every, val_windows=val_windows,
         num_workers=num_workers, quiet=quiet, model_overrides=_parse_overrides(model_overrides),
     )
     metrics = run_pretrain(args)

@@ -62,6 +62,8 @@ class MambaConfig:
                 raise ValueError(f"MambaConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 2 <= self.d_conv <= 4:
             raise ValueError(f"MambaConfig.d_conv must be in 2..4, got {self.d_conv}")
+        if self.checkpoint_skip < 0:
+            raise ValueError(f"MambaConfig.checkpoint_skip must be >= 0, got {self.checkpoint_skip}")
         if self.scan_state_every < 8 or self.scan_state_every % 8:
             raise ValueError(f"MambaConfig.scan_state_every must be a multiple of 8, got {self.scan_state_every}")
         if not 0 < self.dt_min <= self.dt_max:

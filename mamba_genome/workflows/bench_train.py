@@ -71,6 +71,8 @@ class BenchTrainConfig:
             raise UserError(f"--warmup must be >= 0, got {self.warmup}")
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.checkpoint_skip < 0:
+            raise UserError(f"--checkpoint-skip must be >= 0, got {self.checkpoint_skip}")
         if self.scan_state_every < 8 or self.scan_state_every % 8:
             raise UserError(f"--scan-state-every must be a positive multiple of 8, got {self.scan_state_every}")
 

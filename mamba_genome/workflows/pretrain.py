@@ -92,6 +92,7 @@ class PretrainArgs:
     gradient_checkpointing: bool = False  # --grad-checkpointing: recompute blocks in backward
     checkpoint_bf16: bool = False       # --checkpoint-bf16: keep those checkpoints in bf16 (half the memory)
     scan_state_every: int = 64          # --scan-state-every: steps between scan states kept for the backward
+    checkpoint_skip: int = 0            # --checkpoint-skip: last N layers not checkpointed
     val_every: int | None = None        # --val-every: validate every N optimizer steps
     val_windows: int | None = None      # --val-windows: validation windows (evenly spaced)
     num_workers: int | None = None      # --num-workers: DataLoader workers [0 on CPU, 4 on GPU]
@@ -123,6 +124,10 @@ class PretrainArgs:
             raise UserError(f"--lr must be in (0, 1), got {self.lr}")
         if self.checkpoint_bf16 and not self.gradient_checkpointing:
             raise UserError("--checkpoint-bf16 only applies with --grad-checkpointing; add that flag")
+        if self.checkpoint_skip < 0:
+            raise UserError(f"--checkpoint-skip must be >= 0, got {self.checkpoint_skip}")
+        if self.checkpoint_skip and not self.gradient_checkpointing:
+            raise UserError("--checkpoint-skip only applies with --grad-checkpointing; add that flag")
         if self.scan_state_every < 8 or self.scan_state_every % 8:
             raise UserError(f"--scan-state-every must be a positive multiple of 8, got {self.scan_state_every}")
         if not 0 <= self.weight_decay < 1:
@@ -436,7 +441,8 @@ def pretrain(args: PretrainArgs) -> dict:
     config = MambaConfig.from_preset(args.preset, gradient_checkpointing=args.gradient_checkpointing,
                                      checkpoint_bf16=args.checkpoint_bf16,
                                      checkpoint_keep_scan=not args.checkpoint_bf16,
-                                     scan_state_every=args.scan_state_every, **args.model_overrides)
+                                     scan_state_every=args.scan_state_every,
+                                     checkpoint_skip=args.checkpoint_skip, **args.model_overrides)
     schedule = TrainSchedule(total_steps=plan.total_steps, final_seq_len=plan.seq_len, lr=plan.lr,
                              warmup_fraction=args.warmup_fraction, min_lr_ratio=args.min_lr_ratio,
                              seq_warmup=args.seq_warmup, start_seq_len=args.seq_warmup_start)

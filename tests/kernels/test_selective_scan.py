@@ -113,7 +113,7 @@ def test_scan_sliced_inputs(p):
 
 
 @pytest.mark.parametrize("length,d,tune", [(75, 20, dict(T=8, M=4, BD=8, programs=16, state_BD=16, bstate_BD=4)),
-                                           (45, 6, dict(T=4, M=1, BD=4, num_warps=1, programs=64)),
+                                           (45, 6, dict(T=4, M=1, BD=4, num_warps=1, programs=64, dfirst=False)),
                                            (150, 4, dict(T=2, M=1, BD=4, programs=256))])
 def test_scan_tile_configs(length, d, tune, monkeypatch):
     """Other tile / segment / channel-block sizes: partial tiles, many chunks, masked channels.
