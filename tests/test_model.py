@@ -192,3 +192,12 @@ def test_checkpointing_keeps_one_stream_tensor_per_layer(overrides):
     if overrides.get("checkpoint_skip"):
         assert count(2, **ckpt) - count(1, **ckpt) == 1      # the added layer is checkpointed, the last stays plain
         assert count(1, **ckpt) - count(1, gradient_checkpointing=True) == per_plain_layer - 1
+
+
+def test_keep_scan_follows_checkpoint_bf16_unless_set():
+    """checkpoint_keep_scan defaults to on, and to off with checkpoint_bf16 (the least-memory mode);
+    an explicit value wins and survives a config round trip."""
+    assert small().checkpoint_keep_scan is True
+    assert small(checkpoint_bf16=True).checkpoint_keep_scan is False
+    cfg = small(checkpoint_bf16=True, checkpoint_keep_scan=True)
+    assert MambaConfig.from_dict(cfg.to_dict()).checkpoint_keep_scan is True

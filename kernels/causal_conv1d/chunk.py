@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..utils import triton_interpret
+from ..utils import num_sms, triton_interpret
 
 
 @triton.jit
@@ -200,8 +200,7 @@ def _g_blocks(batch, length, dim, device):
     BL = TUNE.get("g_BL", 128 if interp else 16)
     nw = TUNE.get("g_num_warps", 4)
     n_t = max(1, triton.cdiv(length, BL))
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 2
-    target = TUNE.get("g_programs", 8 * sms if not interp else 4)
+    target = TUNE.get("g_programs", 8 * num_sms(device) if not interp else 4)
     n_strip = max(1, min(n_t, triton.cdiv(target, batch * triton.cdiv(dim, BD))))
     tiles = triton.cdiv(n_t, n_strip)
     return BL, BD, nw, tiles, triton.cdiv(n_t, tiles)

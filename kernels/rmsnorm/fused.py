@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..utils import triton_interpret
+from ..utils import num_sms, triton_interpret
 
 __all__ = ["rms_norm_triton"]
 
@@ -130,8 +130,7 @@ def _rms_norm_fwd(x2, r2, w, eps, res_dtype, store_res, y_dtype=None):
 def _num_programs(m: int, block_m: int, device) -> int:
     blocks = triton.cdiv(m, block_m)
     if device.type == "cuda":
-        sms = torch.cuda.get_device_properties(device).multi_processor_count
-        return max(1, min(blocks, 8 * sms))
+        return max(1, min(blocks, 8 * num_sms(device)))
     return max(1, min(blocks, 4))
 
 

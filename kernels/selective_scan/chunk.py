@@ -37,7 +37,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ..utils import triton_interpret
+from ..utils import num_sms, triton_interpret
 
 LOG2E = tl.constexpr(1.4426950408889634)
 LN2 = tl.constexpr(0.6931471805599453)
@@ -519,12 +519,6 @@ def _bwd_chunk_kernel(
 
 
 # ----------------------------------------------------------------------------- launchers
-def _num_sms(device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 2
-
-
 def _bld(t):
     """(B, L, X) tensor with unit stride on the last axis (a slice of a projection is fine)."""
     return t if t.stride(-1) == 1 else t.contiguous()
@@ -574,7 +568,7 @@ def _config(batch, length, d_inner, d_state, device, fwd=False, state_every=None
     n_seg = triton.cdiv(length, T * M)
     num_warps = knob("num_warps", max(1, min(4, BD * NP // 512)))
     # about 32 programs per SM: the per-step loops are latency bound, so oversubscribe
-    target = knob("programs", 32 * _num_sms(device) if device.type == "cuda" else 8)
+    target = knob("programs", 32 * num_sms(device) if device.type == "cuda" else 8)
     nc_want = max(1, min(n_seg, triton.cdiv(target, batch * n_d)))
     NSEG = triton.cdiv(n_seg, nc_want)
     NC = max(1, triton.cdiv(n_seg, NSEG))

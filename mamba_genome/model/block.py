@@ -107,9 +107,7 @@ class MambaMixer(nn.Module):
                                 delta_softplus=True, backend=c.scan_backend, delta_proj_weight=self.dt_proj.weight,
                                 initial_state=state.ssm, return_final_state=True)
         state.conv, state.ssm = conv_tail.detach(), ssm.detach()
-        # Under autocast the GEMM casts y itself. Casting y to the block input's dtype first (fp32
-        # inside a checkpointed layer) made a (B, L, d_inner) fp32 copy that autocast then cast
-        # back: 3 GiB of transient copies at the peak of a checkpointed 7m step at 2^20.
+        # under autocast the GEMM casts y itself; outside it, y meets the weight's dtype
         if not torch.is_autocast_enabled(y.device.type) and y.dtype != self.out_proj.weight.dtype:
             y = y.to(self.out_proj.weight.dtype)
         return self.out_proj(y)
@@ -142,15 +140,14 @@ class Block(nn.Module):
         normed, residual = self.norm(hidden, residual, residual_in_fp32=self.config.residual_in_fp32)
         return self.mixer(normed, state=state), residual
 
-    def forward_residual(self, residual: torch.Tensor, replay=None) -> torch.Tensor:
+    def forward_residual(self, residual: torch.Tensor) -> torch.Tensor:
         """Residual stream in -> residual stream out: residual + mixer(RMSNorm(residual)).
 
-        The activation-checkpointing unit: its only input is the (B, L, d_model) residual
-        stream, so one tensor per layer is kept for the backward instead of two (the
-        un-added mixer output and the residual). Same values as ``forward``: the add is
-        the same fp32 add, done after the mixer instead of inside the next norm.
+        The layer shape of the bf16-checkpoint path (``MambaConfig.checkpoint_bf16``), whose
+        unit's only input is the residual stream. Same values as ``forward``: the add is the
+        same fp32 add, done after the mixer instead of inside the next norm.
         """
-        return residual + self.mixer_of_residual(residual, replay=replay)
+        return residual + self.mixer_of_residual(residual)
 
     def mixer_of_residual(self, residual: torch.Tensor, upcast: bool = False, replay=None) -> torch.Tensor:
         """mixer(RMSNorm(residual)) without the add. With ``upcast`` (the checkpointing unit

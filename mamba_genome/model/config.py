@@ -43,8 +43,9 @@ class MambaConfig:
     # with gradient_checkpointing (Triton backend): keep each layer's scan segment states and x_proj
     # output from the forward (fp32 (L/64) x d_inner x d_state + bf16 (L, dt_rank + 2 d_state): 0.6 GiB
     # per 7m layer at 2^20), so the recomputation in the backward skips the conv, x_proj, the scan and
-    # out_proj. False recomputes them: the least memory (the CLI's --checkpoint-bf16 turns it off).
-    checkpoint_keep_scan: bool = True
+    # out_proj. False recomputes them: the least memory. None (default): on, unless checkpoint_bf16
+    # asks for the least memory.
+    checkpoint_keep_scan: bool | None = None
     # with gradient_checkpointing: leave the last N layers un-checkpointed. Each keeps its activations
     # (about 2.4 GiB per 7m layer at 2^20 in bf16) and saves its recomputation in the backward.
     checkpoint_skip: int = 0
@@ -62,6 +63,8 @@ class MambaConfig:
                 raise ValueError(f"MambaConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 2 <= self.d_conv <= 4:
             raise ValueError(f"MambaConfig.d_conv must be in 2..4, got {self.d_conv}")
+        if self.checkpoint_keep_scan is None:
+            self.checkpoint_keep_scan = not self.checkpoint_bf16
         if self.checkpoint_skip < 0:
             raise ValueError(f"MambaConfig.checkpoint_skip must be >= 0, got {self.checkpoint_skip}")
         if self.scan_state_every < 8 or self.scan_state_every % 8:

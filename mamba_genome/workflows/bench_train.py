@@ -202,7 +202,7 @@ def build_model(cfg: BenchTrainConfig, device: torch.device):
     torch.manual_seed(cfg.seed)
     mcfg = MambaConfig.from_preset(cfg.preset, gradient_checkpointing=cfg.grad_checkpointing,
                                    checkpoint_bf16=cfg.checkpoint_bf16,
-                                   checkpoint_keep_scan=not cfg.checkpoint_bf16, scan_backend=cfg.scan_backend,
+                                   scan_backend=cfg.scan_backend,
                                    scan_state_every=cfg.scan_state_every, checkpoint_skip=cfg.checkpoint_skip)
     return MambaLM(mcfg).to(device)
 

@@ -440,7 +440,6 @@ def pretrain(args: PretrainArgs) -> dict:
         accelerator = "gpu" if plan.on_gpu else args.accelerator
     config = MambaConfig.from_preset(args.preset, gradient_checkpointing=args.gradient_checkpointing,
                                      checkpoint_bf16=args.checkpoint_bf16,
-                                     checkpoint_keep_scan=not args.checkpoint_bf16,
                                      scan_state_every=args.scan_state_every,
                                      checkpoint_skip=args.checkpoint_skip, **args.model_overrides)
     schedule = TrainSchedule(total_steps=plan.total_steps, final_seq_len=plan.seq_len, lr=plan.lr,
