@@ -355,8 +355,7 @@ def _merge_resume_args(args: PretrainArgs, run_dir: Path) -> PretrainArgs:
 
 
 def _open_data(args: PretrainArgs, progress: bool):
-    from ..data.fasta import cache_dir
-    from ..data.store import TokenStore, ingest, is_store
+    from ..data.store import TokenStore, cached_store_path, ingest, is_store
 
     if args.data:
         p = Path(args.data)
@@ -370,7 +369,8 @@ def _open_data(args: PretrainArgs, progress: bool):
         return store, f"FASTA {Path(args.fasta).resolve()}"
     if not BUNDLED_FASTA.is_file():
         raise UserError(f"the bundled genome {BUNDLED_FASTA} is missing from this installation; pass --fasta or --data")
-    store = ingest(BUNDLED_FASTA, cache_dir("stores") / "bundled-ecoli_k12.mgstore", progress=progress)
+    # keyed by content, so every install of the package shares one store of the bundled genome
+    store = ingest(BUNDLED_FASTA, cached_store_path(BUNDLED_FASTA), progress=progress)
     return store, "bundled E. coli K-12 MG1655 (mamba_genome/bundled/ecoli_k12.fa.gz)"
 
 
