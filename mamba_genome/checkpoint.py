@@ -113,13 +113,31 @@ def resolve_model_dir(path) -> Path:
 
 
 def read_meta(path) -> dict:
+    """The checkpoint's ``config.json`` as a dict, or a one-line ``CheckpointError``.
+
+    Catches what a damaged or foreign file can raise: unreadable, not UTF-8
+    (``UnicodeDecodeError``), not JSON, not a JSON object, or missing or
+    wrongly typed ``config``/``model_type``/``init_kwargs``.
+    """
     d = resolve_model_dir(path)
+    f = d / CONFIG_NAME
     try:
-        meta = json.loads((d / CONFIG_NAME).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{d / CONFIG_NAME} is not valid JSON: {exc}") from None
-    if "config" not in meta or "model_type" not in meta:
-        raise CheckpointError(f"{d / CONFIG_NAME} lacks 'config'/'model_type': not a mamba-genome checkpoint")
+        text = f.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise CheckpointError(f"{f} cannot be read ({exc.strerror}); check its permissions") from None
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{f} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}): "
+                              "the file is corrupt or not a mamba-genome checkpoint") from None
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{f} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict) or "config" not in meta or "model_type" not in meta:
+        raise CheckpointError(f"{f} lacks 'config'/'model_type': not a mamba-genome checkpoint")
+    if not isinstance(meta["config"], dict) or not isinstance(meta.get("init_kwargs", {}), dict) \
+            or not isinstance(meta["model_type"], str):
+        raise CheckpointError(f"{f}: 'config' and 'init_kwargs' must be objects and 'model_type' a string; "
+                              "the file is corrupt or not a mamba-genome checkpoint")
     return meta
 
 
@@ -132,7 +150,10 @@ def load_model(path, device=None, **config_overrides):
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{d / CONFIG_NAME}: bad model config ({exc})") from None
     cls = _model_class(meta["model_type"])
-    model = cls(config, **meta.get("init_kwargs", {}))
+    try:
+        model = cls(config, **meta.get("init_kwargs", {}))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{d / CONFIG_NAME}: bad init_kwargs for a {meta['model_type']} model ({exc})") from None
     try:
         state = load_file(str(d / WEIGHTS_NAME))
     except Exception as exc:  # safetensors raises several types on corrupt files

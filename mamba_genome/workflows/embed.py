@@ -8,7 +8,10 @@ Owns choosing the records to embed and wiring input, model and writer:
   :func:`mamba_genome.data.store.ingest`) whose memory-mapped contigs are
   sliced chunk by chunk, so a 250 Mbp chromosome is never loaded whole;
 - records: every FASTA record, or every BED region (id = the BED name column,
-  else ``contig:start-end``);
+  else ``contig:start-end``, with ``(+)``/``(-)`` for a stranded one); a ``-``
+  region is embedded as its reverse complement (per-base rows then run from
+  ``end - 1`` down to ``start``) and the output's ``strand`` attribute holds
+  one character per record (``+``, ``-`` or ``.``);
 - model: :func:`mamba_genome.api.load`, streaming each record through the
   model ``chunk_size`` bases at a time (see :mod:`mamba_genome.api`);
 - output: :class:`mamba_genome.io.EmbeddingWriter` (format from ``out``'s
@@ -157,12 +160,20 @@ def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", l
     # and a FASTA of many thousands of records would run out of file descriptors
     seqs = [np.array(tokens[r.contig][r.start: r.end]) if r.end - r.start < COPY_BELOW
             else tokens[r.contig][r.start: r.end] for r in records]
+    strands = "".join(r.strand for r in regions) if bed is not None else None
+    if strands and "-" in strands:
+        from ..data.tokenizer import reverse_complement_tokens
+
+        # the minus strand reads the reverse complement (a copy in memory, even for a long region)
+        seqs = [reverse_complement_tokens(s) if c == "-" else s for s, c in zip(seqs, strands)]
 
     model = load(model_path, device=device)
     precision = model.resolve_precision(precision)
     attrs = {"model": str(model_path), "pool": "none" if pool is None else pool, "layer": layer,
              "rc_average": bool(rc_average), "precision": precision, "input": str(input_fa),
              "bed": str(bed) if bed is not None else None, "mamba_genome_version": __version__}
+    if strands is not None:
+        attrs["strand"] = strands  # one character per record, in record order
     kw = dict(layer=layer, chunk_size=chunk_size, batch_size=batch_size, rc_average=rc_average,
               precision=precision, progress=progress)
     with EmbeddingWriter(out, records, model.d_model, per_base=pool is None, stride=stride, attrs=attrs) as writer:
