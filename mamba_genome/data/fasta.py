@@ -685,7 +685,7 @@ def fai_problem(path: str | os.PathLike, fai: str | os.PathLike, fmt: str = "pla
             words = header[1:].split(None, 1)
             if not words or words[0].decode("utf-8", "replace") != name:
                 return f"the header at byte {pos:,} is not '{name}'"
-            if length > lb and text[offset - pos + lb :] != b"\r\n\n"[3 - (lw - lb) :]:
+            if length > lb and text[offset - pos + lb :] != (b"\n" if lw - lb == 1 else b"\r\n"):
                 return f"record '{name}' does not have lines of {lb} bases"
             full, rest = divmod(length, lb) if length else (0, 0)
             pos = offset + full * lw + (rest + lw - lb if rest else 0)

@@ -60,6 +60,9 @@ _GZ_SUFFIXES = (".gz", ".bgz", ".bgzf")
 MAX_OPEN_CONTIGS = 256
 # file identities (path, inode, times) remembered per store as "verified by sha256"
 MAX_SEEN = 8
+# a file changed less than this before it was hashed is not remembered: on a file system with
+# coarse timestamps a later edit in the same tick would keep the same times (git's "racy clean")
+_RACY_NS = 2_000_000_000
 _TOKEN_FILE = re.compile(r"^\d{5}_[A-Za-z0-9._-]*\.bin$")
 
 
@@ -253,8 +256,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _identity(ref: Path, st: os.stat_result) -> dict:
-    """What must be unchanged for a file's bytes to be unchanged (without reading them)."""
+def _identity(ref: Path, st: os.stat_result) -> dict | None:
+    """What must be unchanged for a file's bytes to be unchanged (without reading them).
+
+    None if the file changed too recently for its times to be trusted (see ``_RACY_NS``).
+    """
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < _RACY_NS:
+        return None
     return {"path": str(ref), "size": st.st_size, "dev": st.st_dev, "ino": st.st_ino,
             "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
 
@@ -270,11 +278,12 @@ def _up_to_date(out: Path, ref: Path) -> TokenStore | None:
     if src.get("size") != st.st_size or not src.get("sha256"):
         return None
     ident = _identity(ref, st)
-    if ident in src.get("seen", []):
+    if ident is not None and ident in src.get("seen", []):
         return store  # same file, not written since it was hashed
     if _sha256(ref) != src["sha256"]:
         return None
-    _remember(store, ident)
+    if ident is not None:
+        _remember(store, ident)
     return store
 
 
@@ -383,7 +392,7 @@ def ingest(ref: str | os.PathLike, out: str | os.PathLike | None = None, *, forc
                 "path": str(ref), "size": st.st_size, "mtime": st.st_mtime, "mtime_ns": st.st_mtime_ns,
                 "sha256": stream.sha256, "format": stream.format,
                 # the file as it was hashed; if it changed while we read it, this will not match it
-                "seen": [_identity(ref, st0)],
+                "seen": [x for x in [_identity(ref, st0)] if x is not None],
             },
             "contigs": contigs,
             "total_length": sum(c["length"] for c in contigs),
