@@ -330,11 +330,12 @@ def _parse(path: Path, chunks: Iterator[bytes]) -> Iterator[tuple[int, object]]:
         data = pending + chunk if pending else chunk
         pending = b""
         pos, n = 0, len(data)
+        first = -1  # where the first header starts: whitespace before it, even on its line, is skipped
         if not started:
             stripped = data.lstrip()
             if not stripped:
                 continue
-            pos = n - len(stripped)
+            pos = first = n - len(stripped)
             if data[pos] != 0x3E:
                 raise _not_fasta(path, data, pos)
             started = True
@@ -343,7 +344,7 @@ def _parse(path: Path, chunks: Iterator[bytes]) -> Iterator[tuple[int, object]]:
             if i < 0:
                 yield _SEQ, data[pos:] if pos else data
                 break
-            if (data[i - 1] if i > 0 else prev_last) != 10:
+            if i != first and (data[i - 1] if i > 0 else prev_last) != 10:
                 yield _SEQ, data[pos : i + 1]  # '>' inside a line: invalid base
                 pos = i + 1
                 continue
