@@ -18,8 +18,11 @@ identity and times are the ones recorded (``source.seen``: path, size,
 device, inode, mtime and ctime; ctime cannot be set back by ``touch`` or
 ``cp -p``, so a same-size edit with its mtime restored is still seen). When
 they differ (a touched file, a copy, a second install) the file is hashed
-once (sha256 runs at about 1.3 GB/s on one core: ~2.5 s for a 3 GB FASTA, plus
-reading it) and, if it matches, its identity is added to the manifest.
+once and, if it matches, its identity is added to the manifest. That costs
+one read of the file: sha256 ran at 0.2-1.3 GB/s on our shared 2-core dev
+machine (Dec 2026), i.e. 2.5-15 s for a 3 GB FASTA, plus the disk read. A file
+changed less than 2 s before it was hashed is not remembered by its times
+(coarse file-system clocks could hide a later edit in the same tick).
 
 Stores in the cache (:func:`cached_store_path`) are named by a content
 fingerprint, not by the FASTA's path, so two installs of the package (two
