@@ -192,9 +192,9 @@ def test_fai_check_accepts_the_index_pyfaidx_builds(tmp_path, name):
     assert fai_problem(src, f"{src}.fai") is None
 
 
-def test_fai_check_accepts_a_file_without_final_newline(tmp_path):
+def test_fai_check_accepts_blank_lines_and_no_final_newline(tmp_path):
     src = tmp_path / "x.fa"
-    src.write_bytes(b">a\nACGTACGT\nACG\n>b desc\nACGTAC\nAC")
+    src.write_bytes(b">a\nACGTACGT\nACG\n\n>b desc\nACGTAC\nAC")  # and a blank line ending "a"
     open_faidx(src).close()
     assert fai_problem(src, f"{src}.fai") is None
 

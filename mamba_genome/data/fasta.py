@@ -652,8 +652,8 @@ def fai_problem(path: str | os.PathLike, fai: str | os.PathLike, fmt: str = "pla
     Cheap checks, a few hundred bytes read per record whatever the file size:
     the index is newer than the FASTA's last change (mtime and ctime); every
     row parses; and, for plain FASTA, each record's header starts where the
-    previous record ends, carries the indexed name and ends at the indexed
-    offset, the first sequence line has the indexed width, and only blank
+    previous record ends (after blank lines), carries the indexed name and ends
+    at the indexed offset, the first sequence line has the indexed width, and only blank
     lines follow the last record. Interior line widths are not re-read (that
     is a full pass; pyfaidx does it when it builds the index). For BGZF only
     the times and the rows are checked (the offsets are into decompressed text).
@@ -680,12 +680,12 @@ def fai_problem(path: str | os.PathLike, fai: str | os.PathLike, fmt: str = "pla
                 return f"record '{name}' is not where the index says"
             fh.seek(pos)
             text = fh.read(offset - pos + (lw if length > lb else 0))
-            header = text[: offset - pos]
+            header = text[: offset - pos].lstrip()  # blank lines may end the previous record
             if not header.startswith(b">") or not header.endswith(b"\n") or b"\n" in header[:-1]:
                 return f"record '{name}' does not start where the index says"
             words = header[1:].split(None, 1)
             if not words or words[0].decode("utf-8", "replace") != name:
-                return f"the header at byte {pos:,} is not '{name}'"
+                return f"the header before byte {offset:,} is not '{name}'"
             if length > lb and text[offset - pos + lb :] != (b"\n" if lw - lb == 1 else b"\r\n"):
                 return f"record '{name}' does not have lines of {lb} bases"
             full, rest = divmod(length, lb) if length else (0, 0)
