@@ -505,3 +505,26 @@ def test_input_errors_stay_exit_1(tmp_path):
     res = _cli("ingest", tmp_path / "missing.fa")
     _one_error_line(res, "no such file", code=1)
     assert issubclass(InputFileError, UserError)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m.update(source=5), lambda m: m.update(contigs=3), lambda m: m["contigs"][0].update(file=7),
+    lambda m: m["contigs"][0].update(file="../../etc/passwd"), lambda m: m["source"].update(seen={"a": 1}),
+])
+def test_damaged_manifest_means_rebuild_or_one_error_line(tmp_path, edit):
+    src = _copy(tmp_path)
+    out = tmp_path / "s.mgstore"
+    ingest(src, out, progress=False)
+    m = json.loads((out / "manifest.json").read_text())
+    edit(m)
+    (out / "manifest.json").write_text(json.dumps(m))
+    try:
+        TokenStore.open(out)
+    except InputFileError as exc:
+        assert "\n" not in str(exc)
+    res = _cli("ingest", src, "-o", out, "-q")
+    assert res.exit_code in (0, 1) and "Traceback" not in res.output
+    if res.exit_code == 1:
+        _one_error_line(res)
+    else:
+        assert TokenStore.open(out).total_length == 3600

@@ -132,6 +132,8 @@ class TokenStore:
             manifest = json.loads(mpath.read_text())
             contigs = manifest["contigs"]
             fmt, tok = manifest["format_version"], manifest["tokenizer_version"]
+            if not isinstance(contigs, list):
+                raise TypeError("'contigs' is not a list")
         except (ValueError, KeyError, TypeError) as exc:
             raise InputFileError(f"{mpath}: unreadable store manifest ({exc}); re-run `mamba-genome ingest --force`") from exc
         if fmt != FORMAT_VERSION:
@@ -142,8 +144,14 @@ class TokenStore:
                 "re-run `mamba-genome ingest --force`"
             )
         for c in contigs:
-            f = p / c["file"]
-            if not f.is_file() or f.stat().st_size != c["length"]:
+            try:
+                f = p / c["file"]
+                ok = (isinstance(c["name"], str) and bool(_TOKEN_FILE.match(c["file"])) and f.is_file()
+                      and f.stat().st_size == c["length"])
+            except (KeyError, TypeError) as exc:
+                raise InputFileError(f"{mpath}: unreadable store manifest (bad contig entry: {exc}); "
+                                     "re-run `mamba-genome ingest --force`") from exc
+            if not ok:
                 raise InputFileError(
                     f"{p}: token file {c['file']} for contig '{c['name']}' is missing or the wrong size; "
                     "re-run `mamba-genome ingest --force`"
@@ -276,12 +284,13 @@ def _up_to_date(out: Path, ref: Path) -> TokenStore | None:
         store = TokenStore.open(out)
     except InputFileError:
         return None
-    src = store.manifest.get("source", {})
+    src = store.manifest.get("source")
     st = ref.stat()
-    if src.get("size") != st.st_size or not src.get("sha256"):
+    if not isinstance(src, dict) or src.get("size") != st.st_size or not isinstance(src.get("sha256"), str):
         return None
+    seen = src.get("seen") if isinstance(src.get("seen"), list) else []
     ident = _identity(ref, st)
-    if ident is not None and ident in src.get("seen", []):
+    if ident is not None and ident in seen:
         return store  # same file, not written since it was hashed
     if _sha256(ref) != src["sha256"]:
         return None
@@ -293,7 +302,7 @@ def _up_to_date(out: Path, ref: Path) -> TokenStore | None:
 def _remember(store: TokenStore, ident: dict) -> None:
     """Add a file identity verified by sha256 to the manifest (best effort, atomic)."""
     m = store.manifest
-    seen = [x for x in m["source"].get("seen", []) if x.get("path") != ident["path"]]
+    seen = [x for x in m["source"].get("seen") or [] if isinstance(x, dict) and x.get("path") != ident["path"]]
     m["source"]["seen"] = ([ident] + seen)[:MAX_SEEN]
     tmp = store.path / f".{MANIFEST}.tmp-{os.getpid()}"
     try:
@@ -367,7 +376,8 @@ def ingest(ref: str | os.PathLike, out: str | os.PathLike | None = None, *, forc
             raise UserError(f"{why}; it is left untouched, even with --force: choose another -o/--out, "
                             "or move its contents away")
         if not force and (out / MANIFEST).is_file() and out.parent != cache_dir("stores").resolve():
-            old_src = json.loads((out / MANIFEST).read_text()).get("source", {}).get("path")
+            old_src = json.loads((out / MANIFEST).read_text()).get("source")
+            old_src = old_src.get("path") if isinstance(old_src, dict) else None
             if old_src and old_src != str(ref):
                 raise UserError(f"{out}: is a store built from {old_src}, not {ref}; use --force to overwrite it or choose another -o")
     try:
