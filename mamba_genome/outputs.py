@@ -256,13 +256,32 @@ class OutputTarget:
         return str(self.path)
 
 
+def _fd_link(path: str) -> str | None:
+    """The first ``/dev/stdout``-like name on ``path``'s chain of symlinks, if any.
+
+    ``os.path.realpath`` would turn ``/dev/stdout`` into whatever fd 1 is open
+    on (a pipe's pseudo-name, a deleted file), which must never be replaced.
+    """
+    p = os.path.abspath(path)
+    for _ in range(40):
+        if _FD_LINK.match(p):
+            return p
+        if not os.path.islink(p):
+            return None
+        try:
+            p = os.path.normpath(os.path.join(os.path.dirname(p), os.readlink(p)))
+        except OSError:
+            return None
+    return None
+
+
 def is_stdout(path) -> bool:
     """Whether ``path`` names standard output (``-``, ``/dev/stdout``, ``/dev/fd/1``)."""
     if isinstance(path, OutputTarget):
         return path.kind == "stdout"
     if path is None:
         return False
-    return str(path) == "-" or os.path.abspath(str(path)) in _STDOUT_NAMES[1:]
+    return str(path) == "-" or _fd_link(str(path)) in _STDOUT_NAMES[1:]
 
 
 def _first_existing_ancestor(p: Path) -> Path:
@@ -345,7 +364,8 @@ def check_output_path(path: str | os.PathLike, inputs: Iterable = (), *, flag: s
     """
     given = Path(path)
     s = str(path)
-    if s == "-" or os.path.abspath(s) in _STDOUT_NAMES[1:]:
+    via = _fd_link(s) if s != "-" else None
+    if s == "-" or via in _STDOUT_NAMES[1:]:
         if not allow_stream:
             raise UserError(f"{flag} {s}: this output must be a regular file, not standard output")
         return OutputTarget(given, "stdout", given)
@@ -358,7 +378,7 @@ def check_output_path(path: str | os.PathLike, inputs: Iterable = (), *, flag: s
     if st is not None and stat.S_ISDIR(st.st_mode):
         hint = f"; give a file name such as {given / example}" if example else "; give a file name inside it"
         raise UserError(f"{flag} {given} is a directory{hint}")
-    if st is not None and (not stat.S_ISREG(st.st_mode) or _FD_LINK.match(os.path.abspath(s))):
+    if st is not None and (not stat.S_ISREG(st.st_mode) or via is not None):
         if not allow_stream:
             raise UserError(f"{flag} {given} is not a regular file (a FIFO, device or descriptor); "
                             "give a file path")
