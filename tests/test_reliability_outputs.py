@@ -100,7 +100,8 @@ def _one_error_line(res, match: str):
     assert res.exit_code == 1, res.output
     err = res.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and match in err[0], res.stderr
-    assert "Traceback" not in res.output and res.exception is None or isinstance(res.exception, SystemExit)
+    assert "Traceback" not in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
 
 
 def _temps(*dirs: Path) -> list[str]:

@@ -124,6 +124,7 @@ def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", l
         or BED, missing/incomplete model files (``CheckpointError``).
     """
     from ..api import check_precision, load
+    from ..checkpoint import model_dir_or_none
     from ..data.bed import read_bed
     from ..io import EmbeddingWriter, RecordInfo, check_output
 
@@ -138,8 +139,6 @@ def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", l
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     if chunk_size is not None and chunk_size < 1:
         raise UserError(f"--chunk-size must be >= 1, got {chunk_size}")
-    from ..checkpoint import model_dir_or_none
-
     target = check_output(out, per_base=pool is None, inputs=[input_fa, bed, model_dir_or_none(model_path)])
     out = target.path
     if bed is not None and not Path(bed).is_file():
