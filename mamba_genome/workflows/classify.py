@@ -67,8 +67,9 @@ def load_classifier(model_path, device="cpu"):
     return model, list(labels), int(meta["extra"].get("seq_len", 1024))
 
 
-#: records are classified in groups of at least this many batches of windows, so rows come out (and
-#: can be streamed) as each group finishes, and memory is bounded by a group, not by the input
+#: records are classified in groups of consecutive records, so rows come out (and can be streamed) as
+#: each group finishes and memory is bounded by a group, not by the input; the first group holds one
+#: batch of windows (the first rows come quickly), each next one twice as many, up to this many batches
 GROUP_BATCHES = 16
 
 
@@ -96,8 +97,10 @@ def iter_classify(sample, model_path, batch_size: int = 32, device: str | None =
                   seq_len: int | None = None, progress: bool = False) -> Iterator[list[dict]]:
     """Like :func:`classify_fasta`, but yields the rows group by group, in input order, as groups finish.
 
-    A group is consecutive records holding at least ``GROUP_BATCHES * batch_size``
-    windows (or the rest of the file); windows are batched by length within it.
+    A group is consecutive records holding at least ``batch_size`` windows
+    for the first group, twice as many for each next one, at most
+    ``GROUP_BATCHES * batch_size`` (or the rest of the file); windows are
+    batched by length within a group.
     """
     from ..data.fasta import iter_fasta_records
     from ..data.tokenizer import encode
@@ -115,14 +118,14 @@ def iter_classify(sample, model_path, batch_size: int = 32, device: str | None =
     bar = tqdm(unit="win", desc="classify", disable=not progress, file=sys.stderr, leave=False)
     try:
         group: list = []
-        n_windows = 0
+        n_windows, want = 0, batch_size
         for name, seq in iter_fasta_records(sample):
             tok = encode(seq, name=name)
             group.append((name, tok))
             n_windows += len(tile_starts(len(tok), L))
-            if n_windows >= GROUP_BATCHES * batch_size:
+            if n_windows >= want:
                 yield _classify_group(model, labels, group, L, batch_size, dev, per_window, bar)
-                group, n_windows = [], 0
+                group, n_windows, want = [], 0, min(2 * want, GROUP_BATCHES * batch_size)
         if group:
             yield _classify_group(model, labels, group, L, batch_size, dev, per_window, bar)
     finally:
