@@ -7,16 +7,14 @@ classifier, training provenance). Weights are safetensors, never pickles.
 
 A *run directory* (from ``pretrain`` / ``finetune``) holds ``best/`` and
 ``last/`` model directories; :func:`resolve_model_dir` maps a run directory to
-its best model. Writes are atomic: a killed process never leaves a directory
-that looks complete but is not.
+its best model. Writes are atomic (:func:`mamba_genome.outputs.atomic_dir`): a
+killed process never leaves a directory that looks complete but is not, and
+the files get the umask-derived modes, so a lab's other users can read them.
 """
 from __future__ import annotations
 
 import importlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -25,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .errors import CheckpointError
 from .model.config import MambaConfig
+from .outputs import atomic_dir
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -57,7 +56,6 @@ def save_model(model: torch.nn.Module, path, extra: dict | None = None, init_kwa
     config (e.g. ``num_classes`` of a classifier); ``extra`` is free metadata.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model_type = getattr(model, "model_type", "lm")
     meta = {
         "format_version": FORMAT_VERSION,
@@ -78,20 +76,9 @@ def save_model(model: torch.nn.Module, path, extra: dict | None = None, init_kwa
         if key is not None:
             seen[key] = name
         state[name] = t.detach().to("cpu").contiguous()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:  # umask-derived modes; the old model stays until the new one is complete
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "model_type": model_type})
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{os.getpid()}"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
@@ -110,6 +97,14 @@ def resolve_model_dir(path) -> Path:
     raise CheckpointError(
         f"{path} is not a model directory: no {CONFIG_NAME} in it or in best/ or last/ "
         "(pass a directory written by `mamba-genome pretrain` or `finetune`)")
+
+
+def model_dir_or_none(path) -> Path | None:
+    """The model directory ``path`` resolves to, or None if it is not one (for output collision checks)."""
+    try:
+        return resolve_model_dir(path)
+    except CheckpointError:
+        return None
 
 
 def read_meta(path) -> dict:

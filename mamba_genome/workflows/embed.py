@@ -15,7 +15,8 @@ Owns choosing the records to embed and wiring input, model and writer:
 - model: :func:`mamba_genome.api.load`, streaming each record through the
   model ``chunk_size`` bases at a time (see :mod:`mamba_genome.api`);
 - output: :class:`mamba_genome.io.EmbeddingWriter` (format from ``out``'s
-  extension; per-base rows are written chunk by chunk, atomically).
+  extension; per-base rows are written chunk by chunk, atomically; an
+  output that is the FASTA, the BED or a model file is refused up front).
 
 Cheap checks (options, output location, BED) run before the model is loaded.
 """
@@ -126,6 +127,7 @@ def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", l
         or BED, missing/incomplete model files (``CheckpointError``).
     """
     from ..api import check_precision, load
+    from ..checkpoint import model_dir_or_none
     from ..data.bed import read_bed
     from ..io import EmbeddingWriter, RecordInfo, check_output
 
@@ -140,7 +142,8 @@ def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", l
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     if chunk_size is not None and chunk_size < 1:
         raise UserError(f"--chunk-size must be >= 1, got {chunk_size}")
-    out = check_output(out, per_base=pool is None)
+    target = check_output(out, per_base=pool is None, inputs=[input_fa, bed, model_dir_or_none(model_path)])
+    out = target.path
     if bed is not None and not Path(bed).is_file():
         raise UserError(f"{bed}: no such BED file; check the --bed path")
 
@@ -176,7 +179,7 @@ def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", l
         attrs["strand"] = strands  # one character per record, in record order
     kw = dict(layer=layer, chunk_size=chunk_size, batch_size=batch_size, rc_average=rc_average,
               precision=precision, progress=progress)
-    with EmbeddingWriter(out, records, model.d_model, per_base=pool is None, stride=stride, attrs=attrs) as writer:
+    with EmbeddingWriter(target, records, model.d_model, per_base=pool is None, stride=stride, attrs=attrs) as writer:
         if pool is None:
             model.embed(seqs, pool=None, stride=stride, sink=writer, **kw)
         else:

@@ -213,9 +213,9 @@ def classification_metrics(y_true, y_pred, labels: list[str]) -> dict:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from ..outputs import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def _write_confusion(run: Path, cm: list[list[int]], labels: list[str]) -> None:

@@ -325,9 +325,9 @@ def _prepare_run_dir(args: PretrainArgs, create: bool = True, run_dir: Path | No
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    from ..outputs import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _merge_resume_args(args: PretrainArgs, run_dir: Path) -> PretrainArgs:
