@@ -149,7 +149,8 @@ class InferenceEngine:
     """Streams token sequences through ``lm`` (a :class:`~mamba_genome.model.lm.MambaLM`).
 
     All methods take ``toks``: an indexable of 1-D integer token arrays (or memmaps; only the
-    chunk being run is read), and ``lengths``-free arguments: lengths are ``len(toks[i])``.
+    chunk being run is read; ``toks[i]`` is looked up when its batch starts), and optionally
+    ``lengths`` (default ``len(toks[i])``).
     ``chunk_size`` / ``batch_size`` ``None`` pick the defaults of the module docstring;
     ``bar`` is a progress bar advanced in bases (or None).
     """
@@ -243,7 +244,8 @@ class InferenceEngine:
     # ---------------------------------------------------------------------- outputs
     def embed(self, toks, pool: str | None = "mean", layer: int | None = None, chunk_size: int | None = None,
               batch_size: int | None = None, rc_average: bool = False, precision: str = "auto", bar=None,
-              stride: int = 1, sink: PerBaseSink | None = None) -> np.ndarray | None:
+              stride: int = 1, sink: PerBaseSink | None = None, lengths: Sequence[int] | None = None
+              ) -> np.ndarray | None:
         """Pooled embeddings float32 (n, d_model); with ``pool=None`` per-base rows go to ``sink``
         (every ``stride``-th position) and None is returned. ``rc_average``: the mean with the
         reverse complement's output (per base: flipped back to forward coordinates)."""
@@ -252,7 +254,7 @@ class InferenceEngine:
         if pool is None and sink is None:
             raise ValueError("per-base embeddings need a sink")
         layer = self.check_layer(layer)
-        lengths = [len(t) for t in toks]
+        lengths = [len(t) for t in toks] if lengths is None else lengths
         pooled = np.zeros((len(lengths), self.lm.config.d_model), dtype=np.float64)
         for rc in ((False, True) if rc_average else (False,)):
             for b in self.batches(toks, lengths, chunk_size, batch_size, rc):
@@ -285,7 +287,8 @@ class InferenceEngine:
         return acc.cpu().numpy()
 
     def score(self, toks, chunk_size: int | None = None, batch_size: int | None = None, precision: str = "auto",
-              bar=None, per_base: bool = False, entropy: bool = False) -> Scores:
+              bar=None, per_base: bool = False, entropy: bool = False, lengths: Sequence[int] | None = None
+              ) -> Scores:
         """Log-likelihoods under the LM (nats), streamed; the definition is the module docstring's.
 
         Returns :class:`Scores`: ``log_likelihood`` (n,) float64, the sum over scored targets;
@@ -295,7 +298,7 @@ class InferenceEngine:
         """
         from ..model import likelihood
 
-        lengths = [len(t) for t in toks]
+        lengths = [len(t) for t in toks] if lengths is None else lengths
         n = len(lengths)
         ll = np.zeros(n, dtype=np.float64)
         count = np.zeros(n, dtype=np.int64)
@@ -340,13 +343,14 @@ class InferenceEngine:
         return Scores(ll, count, pb, ent)
 
     def class_log_probs(self, toks, head: torch.nn.Module, pooling: str, chunk_size: int | None = None,
-                        batch_size: int | None = None, precision: str = "auto", bar=None) -> np.ndarray:
+                        batch_size: int | None = None, precision: str = "auto", bar=None,
+                        lengths: Sequence[int] | None = None) -> np.ndarray:
         """Classifier log-probabilities float64 (n, C): ``log_softmax(head(pool(hidden)))``.
 
         ``head`` is a classifier's linear head, ``pooling`` its ``"mean"``/``"last"``; the head
         runs in float32 on the pooled embedding, whatever ``precision`` the backbone used."""
         pooled = self.embed(toks, pool=pooling, chunk_size=chunk_size, batch_size=batch_size, precision=precision,
-                            bar=bar)
+                            bar=bar, lengths=lengths)
         w = head.weight
         out = np.empty((len(pooled), head.out_features), dtype=np.float64)
         with torch.no_grad():

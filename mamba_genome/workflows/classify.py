@@ -9,6 +9,9 @@ log_softmax(logits))``: the normalised geometric mean of the window
 probabilities, i.e. the windows vote in log space. A record shorter than
 ``seq_len`` is one shorter window.
 
+Windows go through the inference engine (:mod:`mamba_genome.inference.engine`): batched by
+length, streamed, pooled as the classifier was trained (``mean``/``last``), then its head.
+
 Rows (one per record): ``id length predicted p_<label>...``; with
 ``per_window``: ``id start end predicted p_<label>...`` (0-based, half-open).
 """
@@ -19,7 +22,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import CheckpointError, UserError
 from ..device import resolve_device as _device
@@ -65,23 +67,25 @@ def load_classifier(model_path, device="cpu"):
 
 
 def classify_fasta(sample, model_path, batch_size: int = 32, device: str | None = None, per_window: bool = False,
-                   seq_len: int | None = None, progress: bool = False) -> list[dict]:
+                   seq_len: int | None = None, progress: bool = False, precision: str = "auto") -> list[dict]:
     """Classify every record of ``sample`` (FASTA, plain or gzip) with the classifier at ``model_path``.
 
     Args:
-        sample: FASTA file of records to classify.
+        sample: FASTA file (plain, gzip, BGZF) or token store of records to classify.
         model_path: a finetune run directory (uses ``best/``) or a model directory.
-        batch_size: windows per forward pass.
+        batch_size: windows run together (the engine pads a batch to its longest window).
         device: ``cpu``, ``cuda``, ``cuda:N``; default CUDA if available.
         per_window: one row per window instead of per record.
         seq_len: window length; default the model's training length.
-        progress: tqdm bar over windows on stderr.
+        progress: tqdm bar in bases on stderr.
+        precision: ``"auto"`` (bf16 autocast on a CUDA GPU that supports it, else fp32),
+            ``"fp32"`` or ``"bf16"``.
 
     Returns:
         Row dicts (see module docstring); probabilities as floats summing to 1.
     """
-    from ..data.fasta import iter_fasta_records
-    from ..data.tokenizer import encode
+    from ..inference.engine import InferenceEngine, progress_bar
+    from ..inference.sequences import open_sequences
 
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
@@ -90,32 +94,17 @@ def classify_fasta(sample, model_path, batch_size: int = 32, device: str | None 
     L = int(seq_len or trained_len)
     if L < 1:
         raise UserError(f"--seq-len must be at least 1, got {seq_len}")
-    records = [(name, encode(seq, name=name)) for name, seq in iter_fasta_records(sample)]
-    # All windows, grouped by length so each batch is one tensor.
+    seqs = open_sequences(sample, progress=progress)
+    records = [(name, seqs[name]) for name in seqs.names]
     windows = [(r, s, min(len(tok), s + L)) for r, (_, tok) in enumerate(records) for s in tile_starts(len(tok), L)]
-    log_probs = np.zeros((len(windows), len(labels)), dtype=np.float64)
-    order = sorted(range(len(windows)), key=lambda i: windows[i][2] - windows[i][1])
-    use_bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
-    from tqdm import tqdm
-    import sys
-
-    bar = tqdm(total=len(windows), unit="win", desc="classify", disable=not progress, file=sys.stderr, leave=False)
-    with torch.inference_mode():
-        i = 0
-        while i < len(order):
-            width = windows[order[i]][2] - windows[order[i]][1]
-            batch = [order[i]]
-            while len(batch) < batch_size and i + len(batch) < len(order) and \
-                    windows[order[i + len(batch)]][2] - windows[order[i + len(batch)]][1] == width:
-                batch.append(order[i + len(batch)])
-            x = torch.from_numpy(np.stack([records[windows[j][0]][1][windows[j][1]:windows[j][2]] for j in batch])
-                                 .astype(np.int64)).to(dev)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(x).float()
-            log_probs[batch] = torch.log_softmax(logits, -1).cpu().numpy()
-            i += len(batch)
-            bar.update(len(batch))
-    bar.close()
+    bar = progress_bar(progress, sum(e - s for _, s, e in windows), "classify")
+    try:
+        # the engine batches windows by length and streams each through the backbone
+        log_probs = InferenceEngine(model.eval().backbone).class_log_probs(
+            [records[r][1][s:e] for r, s, e in windows], model.head, model.pooling, batch_size=batch_size,
+            precision=precision, bar=bar, lengths=[e - s for _, s, e in windows])
+    finally:
+        bar.close()
     rows = []
     pcols = [f"p_{x}" for x in labels]
     if per_window:
