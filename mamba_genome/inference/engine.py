@@ -211,12 +211,14 @@ class InferenceEngine:
 
         ``layer``: block index whose (RMS-normed) residual stream is ``hidden`` (None: final).
         ``state``: a list from ``lm.allocate_state(len(batch.idx))`` to start from; it is left
-        updated, holding the rows still running (prompt prefill); None: a fresh one. The bar
+        updated (prompt prefill; rows of sequences that ended before the longest are dropped
+        from it as they end); None: a fresh one. The bar
         advances when the device finishes a step.
         """
         blens = batch.lengths
         dev = self.device
         active = list(range(len(blens)))
+        longest = max(blens)
         if state is None:
             state = self.lm.allocate_state(len(blens), dev)
         pending = _PendingProgress(bar, dev)
@@ -231,7 +233,7 @@ class InferenceEngine:
                 hidden = self.lm.backbone(ids, state=state, output_layer=layer)   # (B_act, c, d)
                 yield Chunk(s, e, ids, active, hidden)
                 pending.add(sum(min(e, blens[b]) - s for b in active))
-                rows = rows_still_running(active, blens, e, dev)
+                rows = rows_still_running(active, blens, e, dev) if e < longest else None
                 if rows is not None:   # in place, so a caller's state keeps the running rows
                     state[:] = [type(st)(conv=st.conv[rows], ssm=st.ssm[rows]) for st in state]
                     active = [b for b in active if blens[b] > e]
