@@ -144,7 +144,7 @@ def test_precision_policy(monkeypatch):
 
 
 # ----------------------------------------------------------------------- likelihood
-@pytest.mark.parametrize("chunk,batch", [(ONE_PASS, 1), (7, 3), (1, 4)], ids=["one-pass", "c7-b3", "c1-b4"])
+@pytest.mark.parametrize("chunk,batch", [(ONE_PASS, 1), (7, 3), (2, 4)], ids=["one-pass", "c7-b3", "c2-b4"])
 def test_score_is_the_likelihood_definition(engine, lm, seqs, chunk, batch):
     """Per-base target log-probs equal likelihood.target_log_probs of one forward pass; position 0,
     N targets are NaN and not counted; entropy likewise; streaming does not change them."""
