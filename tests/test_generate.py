@@ -137,6 +137,8 @@ def test_blocks_cover_the_length_and_seed_reproduces(trained, one_thread):
     a, b, c = _samples(trained, 3, 50, seed=5), _samples(trained, 3, 50, seed=5), _samples(trained, 3, 50, seed=6)
     assert (a == b).all() and not (a == c).all()
     assert set(np.unique(a)) <= {A, A + 1, A + 2, A + 3}
+    bf16 = _samples(trained, 2, 20, precision="bf16", prompt=encode("ACGTAC"))   # under bf16 autocast too
+    assert bf16.shape == (2, 20) and set(np.unique(bf16)) <= {A, A + 1, A + 2, A + 3}
 
 
 def test_workflow_writes_fasta_per_prompt(model_dir, tmp_path, one_thread):

@@ -212,8 +212,7 @@ class InferenceEngine:
         ``layer``: block index whose (RMS-normed) residual stream is ``hidden`` (None: final).
         ``state``: a list from ``lm.allocate_state(len(batch.idx))`` to start from; it is left
         updated (prompt prefill; rows of sequences that ended before the longest are dropped
-        from it as they end); None: a fresh one. The bar
-        advances when the device finishes a step.
+        from it as they end); None: a fresh one. The bar advances when the device finishes a step.
         """
         blens = batch.lengths
         dev = self.device
