@@ -22,11 +22,9 @@ import time
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
-from ..data.tokenizer import N as N_TOKEN
-from ..data.tokenizer import PAD
 from ..model.config import MambaConfig
+from ..model.likelihood import next_token_nll_sums
 from ..model.lm import MambaLM, param_groups
 from .schedule import TrainSchedule
 
@@ -36,14 +34,9 @@ LN2 = math.log(2.0)
 def lm_sums(model: MambaLM, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed next-token CE in nats, number of scored targets) for a batch ``(B, L)``.
 
-    Targets that are PAD or N are not scored.
+    Targets that are PAD or N are not scored (:mod:`mamba_genome.model.likelihood`).
     """
-    logits = model(input_ids[:, :-1])                                     # (B, L-1, V)
-    target = input_ids[:, 1:]
-    keep = (target != PAD) & (target != N_TOKEN)
-    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
-    ce = ce * keep.reshape(-1)
-    return ce.sum(), keep.sum()
+    return next_token_nll_sums(model, input_ids)
 
 
 class LMModule(L.LightningModule):

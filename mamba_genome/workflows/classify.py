@@ -9,6 +9,9 @@ log_softmax(logits))``: the normalised geometric mean of the window
 probabilities, i.e. the windows vote in log space. A record shorter than
 ``seq_len`` is one shorter window.
 
+Windows go through the inference engine (:mod:`mamba_genome.inference.engine`): batched by
+length, streamed, pooled as the classifier was trained (``mean``/``last``), then its head.
+
 Rows (one per record): ``id length predicted p_<label>...``; with
 ``per_window``: ``id start end predicted p_<label>...`` (0-based, half-open).
 Records are read and classified in groups (:data:`GROUP_BATCHES`), so rows
@@ -21,7 +24,6 @@ import os
 from typing import Iterable, Iterator
 
 import numpy as np
-import torch
 
 from ..errors import CheckpointError, UserError
 from ..device import resolve_device as _device
@@ -74,7 +76,7 @@ GROUP_BATCHES = 16
 
 
 def classify_fasta(sample, model_path, batch_size: int = 32, device: str | None = None, per_window: bool = False,
-                   seq_len: int | None = None, progress: bool = False) -> list[dict]:
+                   seq_len: int | None = None, progress: bool = False, precision: str = "auto") -> list[dict]:
     """Classify every record of ``sample`` (FASTA, plain or gzip) with the classifier at ``model_path``.
 
     Args:
@@ -84,17 +86,21 @@ def classify_fasta(sample, model_path, batch_size: int = 32, device: str | None 
         device: ``cpu``, ``cuda``, ``cuda:N``; default CUDA if available.
         per_window: one row per window instead of per record.
         seq_len: window length; default the model's training length.
-        progress: tqdm bar over windows on stderr.
+        progress: progress on stderr (a bar on a terminal, plain lines in a log).
+        precision: ``"auto"`` (bf16 autocast on a CUDA GPU that supports it, else fp32),
+            ``"fp32"`` or ``"bf16"``.
 
     Returns:
         Row dicts (see module docstring); probabilities as floats summing to 1.
     """
-    return [row for group in iter_classify(sample, model_path, batch_size, device, per_window, seq_len, progress)
+    return [row for group in iter_classify(sample, model_path, batch_size, device, per_window, seq_len, progress,
+                                           precision)
             for row in group]
 
 
 def iter_classify(sample, model_path, batch_size: int = 32, device: str | None = None, per_window: bool = False,
-                  seq_len: int | None = None, progress: bool = False) -> Iterator[list[dict]]:
+                  seq_len: int | None = None, progress: bool = False,
+                  precision: str = "auto") -> Iterator[list[dict]]:
     """Like :func:`classify_fasta`, but yields the rows group by group, in input order, as groups finish.
 
     A group is consecutive records holding at least ``batch_size`` windows
@@ -102,8 +108,8 @@ def iter_classify(sample, model_path, batch_size: int = 32, device: str | None =
     ``GROUP_BATCHES * batch_size`` (or the rest of the file); windows are
     batched by length within a group.
     """
-    from ..data.fasta import iter_fasta_records
-    from ..data.tokenizer import encode
+    from ..inference.engine import InferenceEngine, progress_bar
+    from ..inference.sequences import iter_sequences
 
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
@@ -112,47 +118,29 @@ def iter_classify(sample, model_path, batch_size: int = 32, device: str | None =
     L = int(seq_len or trained_len)
     if L < 1:
         raise UserError(f"--seq-len must be at least 1, got {seq_len}")
-    from tqdm import tqdm
-    import sys
-
-    bar = tqdm(unit="win", desc="classify", disable=not progress, file=sys.stderr, leave=False)
+    engine = InferenceEngine(model.eval().backbone)
+    bar = progress_bar(progress, None, "classify")
     try:
         group: list = []
         n_windows, want = 0, batch_size
-        for name, seq in iter_fasta_records(sample):
-            tok = encode(seq, name=name)
+        for name, tok in iter_sequences(sample):
             group.append((name, tok))
             n_windows += len(tile_starts(len(tok), L))
             if n_windows >= want:
-                yield _classify_group(model, labels, group, L, batch_size, dev, per_window, bar)
+                yield _classify_group(engine, model, labels, group, L, batch_size, per_window, precision, bar)
                 group, n_windows, want = [], 0, min(2 * want, GROUP_BATCHES * batch_size)
         if group:
-            yield _classify_group(model, labels, group, L, batch_size, dev, per_window, bar)
+            yield _classify_group(engine, model, labels, group, L, batch_size, per_window, precision, bar)
     finally:
         bar.close()
 
 
-def _classify_group(model, labels, records, L, batch_size, dev, per_window, bar) -> list[dict]:
-    """Rows for ``records`` [(name, tokens)], windows batched by length."""
+def _classify_group(engine, model, labels, records, L, batch_size, per_window, precision, bar) -> list[dict]:
+    """Rows for ``records`` [(name, tokens)]; the engine batches the windows by length."""
     windows = [(r, s, min(len(tok), s + L)) for r, (_, tok) in enumerate(records) for s in tile_starts(len(tok), L)]
-    log_probs = np.zeros((len(windows), len(labels)), dtype=np.float64)
-    order = sorted(range(len(windows)), key=lambda i: windows[i][2] - windows[i][1])
-    use_bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
-    with torch.inference_mode():
-        i = 0
-        while i < len(order):
-            width = windows[order[i]][2] - windows[order[i]][1]
-            batch = [order[i]]
-            while len(batch) < batch_size and i + len(batch) < len(order) and \
-                    windows[order[i + len(batch)]][2] - windows[order[i + len(batch)]][1] == width:
-                batch.append(order[i + len(batch)])
-            x = torch.from_numpy(np.stack([records[windows[j][0]][1][windows[j][1]:windows[j][2]] for j in batch])
-                                 .astype(np.int64)).to(dev)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(x).float()
-            log_probs[batch] = torch.log_softmax(logits, -1).cpu().numpy()
-            i += len(batch)
-            bar.update(len(batch))
+    log_probs = engine.class_log_probs(
+        [records[r][1][s:e] for r, s, e in windows], model.head, model.pooling, batch_size=batch_size,
+        precision=precision, bar=bar, lengths=[e - s for _, s, e in windows])
     rows = []
     pcols = [f"p_{x}" for x in labels]
     if per_window:

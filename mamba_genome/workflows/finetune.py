@@ -183,18 +183,23 @@ def _precision(args: FinetuneArgs) -> str:
     return "32-true"
 
 
-@torch.no_grad()
-def predict_windows(model, ds, batch_size: int, device) -> np.ndarray:
-    """Class probabilities ``[n, C]`` for every window of a :class:`FixedWindowDataset`."""
+def predict_windows(model, ds, batch_size: int, device, precision: str = "auto") -> np.ndarray:
+    """Class probabilities ``[n, C]`` for every window of a :class:`FixedWindowDataset`.
+
+    Through the inference engine (:mod:`mamba_genome.inference.engine`; its precision policy);
+    each batch's windows are read from the stores when the batch starts."""
+    from ..inference.engine import InferenceEngine
+
     model.eval().to(device)
-    out = []
-    use_bf16 = torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported()
-    for s in range(0, len(ds), batch_size):
-        x = torch.stack([torch.from_numpy(ds.tokens(i)) for i in range(s, min(len(ds), s + batch_size))]).to(device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-            logits = model(x).float()
-        out.append(torch.softmax(logits, -1).cpu().numpy())
-    return np.concatenate(out)
+
+    class _Windows:  # ds.tokens(i) on demand
+        def __getitem__(self, i):
+            return ds.tokens(i)
+
+    lp = InferenceEngine(model.backbone).class_log_probs(
+        _Windows(), model.head, model.pooling, batch_size=batch_size, precision=precision,
+        lengths=[ds.seq_len] * len(ds))
+    return np.exp(lp)
 
 
 def classification_metrics(y_true, y_pred, labels: list[str]) -> dict:
