@@ -14,7 +14,7 @@ import click
 from .. import __version__
 
 # Subcommands in the order `--help` lists them.
-COMMANDS = ["ingest", "pretrain", "evaluate", "finetune", "classify", "embed", "probe", "bench"]
+COMMANDS = ["ingest", "pretrain", "evaluate", "finetune", "classify", "embed", "score", "probe", "bench"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
