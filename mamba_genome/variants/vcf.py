@@ -87,10 +87,19 @@ def open_vcf(path):
         raise InputFileError(f"--vcf {p}: no such file; check the path")
     if p.stat().st_size == 0:
         raise InputFileError(f"{p}: empty file; expected a VCF")
+    from ..data.fasta import detect_format
+
+    try:
+        fmt = detect_format(p)
+    except InputFileError as exc:
+        raise InputFileError(str(exc).replace("or recompress with gzip or bgzip", "or recompress with bgzip")) from None
+    if fmt == "gzip":
+        raise InputFileError(f"{p}: is plain gzip, which htslib cannot read as VCF; recompress it with bgzip "
+                             f"(`zcat {p.name} | bgzip > new.vcf.gz`)")
     pysam = _quiet()
     try:
         return pysam.VariantFile(str(p), "r")
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, NotImplementedError) as exc:
         raise InputFileError(f"{p}: not a readable VCF ({_why(exc)}); it needs a '##fileformat=VCF' header "
                              "and a '#CHROM' line") from None
 
@@ -118,7 +127,7 @@ def iter_allele_chunks(vf, path, chunk_alleles: int = 1 << 16, keep_records: boo
                 c, p, i, r, alts = rec.chrom, rec.pos, rec.id, rec.ref, rec.alts
             except StopIteration:
                 break
-            except (ValueError, OSError, UnicodeDecodeError) as exc:
+            except (ValueError, OSError, UnicodeDecodeError, NotImplementedError) as exc:
                 where = f"after record {n_done + n_rec:,}" if n_done + n_rec else "in the first record"
                 raise InputFileError(f"{path}: malformed VCF {where} ({_why(exc)})") from None
             k = n_done + n_rec
