@@ -20,7 +20,7 @@ That is ~3.1 G forward positions (per SNV and strand 512 prefix + 2 x 512 suffix
 
 Usage (the lead, on the H200, from the repo root):
     PYTHONPATH=. python benchmarks/bench_vep.py --preset 7m --n 1000000 --window 1024
-    PYTHONPATH=. python benchmarks/bench_vep.py --smoke          # CPU, tiny model, ~1 min
+    PYTHONPATH=. python benchmarks/bench_vep.py --smoke          # CPU, tiny model, a few minutes
 Prints one markdown table; writes ``$OUT/bench_vep.json`` when ``$OUT`` is set (or ``--json``).
 """
 from __future__ import annotations
@@ -139,7 +139,7 @@ def precision_check(vcf: Path, ref: Path, model: Path, k: int, window: int, devi
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--fasta", default=DEFAULT_FASTA, help="genome (FASTA, plain or gzip)")
+    ap.add_argument("--fasta", default=None, help=f"genome (FASTA, plain or gzip) [{DEFAULT_FASTA}]")
     ap.add_argument("--n", type=int, default=1_000_000, help="SNVs to synthesise")
     ap.add_argument("--window", type=int, default=1024)
     ap.add_argument("--model", default=None, help="model/run directory (default: random --preset model)")
@@ -152,13 +152,13 @@ def main(argv=None) -> int:
     ap.add_argument("--precision-check", type=int, default=20_000, help="variants for the bf16-vs-fp32 check (0: off)")
     ap.add_argument("--workdir", default=None, help="default: $OUT/bench_vep_work or ./bench_vep_work")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--smoke", action="store_true", help="CPU, tiny model, 2,000 SNVs, 256 bp windows")
+    ap.add_argument("--smoke", action="store_true", help="CPU, tiny model, 200 SNVs, 64 bp windows, an 8 kbp genome")
     args = ap.parse_args(argv)
     if args.smoke:
-        args.n, args.window, args.preset, args.device = min(args.n, 2000), 256, "tiny", "cpu"
-        args.precision_check = min(args.precision_check, 200)
-        if not Path(args.fasta).exists():
-            args.fasta = str(ROOT / "tests/data/saureus_COL_8k.fa")
+        args.n, args.window, args.preset, args.device = min(args.n, 200), 64, "tiny", "cpu"
+        args.precision_check = min(args.precision_check, 50)
+        args.fasta = args.fasta or str(ROOT / "tests/data/saureus_COL_8k.fa")
+    args.fasta = args.fasta or DEFAULT_FASTA
     out_dir = os.environ.get("OUT")
     workdir = Path(args.workdir or (Path(out_dir) / "bench_vep_work" if out_dir else "bench_vep_work"))
     workdir.mkdir(parents=True, exist_ok=True)

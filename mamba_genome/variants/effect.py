@@ -133,7 +133,8 @@ class VariantScorer:
     def set_contig(self, name: str, tokens: np.ndarray) -> None:
         """Upload contig ``name``'s tokens (once per contig)."""
         if name != self._contig_name:
-            self._contig = torch.from_numpy(np.ascontiguousarray(tokens)).to(self.device).long()
+            # uint8 on the device (1 byte per base: 250 MB for human chr1); windows are widened after the gather
+            self._contig = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.uint8)).to(self.device)
             self._contig_name = name
 
     def score(self, pos0: np.ndarray, ref: np.ndarray, ref_len: np.ndarray, alt: np.ndarray,
@@ -175,8 +176,8 @@ class VariantScorer:
     def _windows(self, pos, ref, rlen, alt, alen, rc: bool):
         """(shared prefix (B, P), ref suffix (B, S), alt suffix (B, S)) token tensors of one strand."""
         contig = self._contig
-        left = contig[(pos - self.left)[:, None] + torch.arange(self.left, device=self.device)]          # (B, Lf)
-        right = contig[(pos + rlen)[:, None] + torch.arange(self.right, device=self.device)]             # (B, Rf)
+        left = contig[(pos - self.left)[:, None] + torch.arange(self.left, device=self.device)].long()   # (B, Lf)
+        right = contig[(pos + rlen)[:, None] + torch.arange(self.right, device=self.device)].long()      # (B, Rf)
         if not rc:
             return left, _compose(ref, rlen, right), _compose(alt, alen, right)
         comp = self._comp
