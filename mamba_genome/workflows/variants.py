@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import gzip
 import os
+import queue
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,10 +147,17 @@ def score_vcf(vcf, fasta, model_path, out, window: int = 1024, both_strands: boo
 
     bar = tqdm(unit="var", unit_scale=True, desc="score", disable=not progress, leave=False, dynamic_ncols=True)
     writer = AnnotatedVcfWriter(out, vf.header, settings) if kind == "vcf" else _TsvWriter(out)
+    chunks = iter_allele_chunks(vf, vcf, chunk_alleles, keep_records=kind == "vcf")
+    # TSV: the next chunk is parsed and the last one written in threads while the GPU scores
+    # (the main thread waits in CUDA syncs, which release the GIL). VCF: pysam records share
+    # the reader's header, so everything stays in this thread.
+    threaded = kind == "tsv"
+    pool = ThreadPoolExecutor(max_workers=1) if threaded else None
+    source = _prefetch(chunks) if threaded else chunks
     ok = False
     try:
-        first = True
-        for chunk in iter_allele_chunks(vf, vcf, chunk_alleles, keep_records=kind == "vcf"):
+        first, pending = True, None
+        for chunk in source:
             if first:
                 ref.check_naming(chunk.chrom, f"--vcf {Path(vcf).name}")
                 first = False
@@ -157,15 +167,61 @@ def score_vcf(vcf, fasta, model_path, out, window: int = 1024, both_strands: boo
             res.records += chunk.n_records
             res.alleles += len(chunk)
             _tally(res, chunk, status)
-            writer.write_chunk(chunk, cols, status)
+            if pending is not None:
+                pending.result()
+            if threaded:
+                pending = pool.submit(writer.write_chunk, chunk, cols, status)
+            else:
+                writer.write_chunk(chunk, cols, status)
             bar.update(len(chunk))
+        if pending is not None:
+            pending.result()
         ok = True
     finally:
+        if pool is not None:
+            source.close()          # stops and joins the reader thread before the file closes
+            pool.shutdown(wait=True)
         bar.close()
         writer.close(ok)
         vf.close()
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def _prefetch(it, depth: int = 2):
+    """Iterate ``it`` in a background thread, ``depth`` items ahead; its exceptions re-raise here."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def run():
+        try:
+            for item in it:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(exc)
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        th.join(timeout=5)
 
 
 def _tally(res: VariantResult, chunk, status: list[str]) -> None:
