@@ -264,3 +264,42 @@ def test_fuzz_vcf_reader_parses_or_raises_one_user_error(tmp_path, capfd, body, 
             assert len(chunk.pos) == len(chunk.ref) == len(chunk.alt) == len(chunk.record) >= chunk.n_records
     captured = capfd.readouterr()
     assert captured.err == ""
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_prefix_reuse_on_gpu_triton_path():
+    """On a GPU (Triton kernels): fp32 prefix reuse == full passes; bf16 (the default there) tracks fp32."""
+    torch.manual_seed(0)
+    lm = MambaLM(MambaConfig.from_preset("1.4m")).cuda().eval()
+    rng = np.random.default_rng(0)
+    contig = "".join(rng.choice(list("ACGT"), 50_000))
+    window, n = 1024, 256
+    pos = np.sort(rng.choice(np.arange(2000, 48_000), n, replace=False))
+    refs = [contig[p] for p in pos]
+    alts = ["ACGT"[("ACGT".index(r) + 1 + int(rng.integers(3))) % 4] for r in refs]
+    alts[:4] = [refs[0] + "GA", refs[1] + "T", refs[2], refs[3]]
+    refs[2:4] = [contig[pos[2]: pos[2] + 3], contig[pos[3]: pos[3] + 2]]
+    gm = GenomeModel(lm)
+    r, rl = encode_alleles(refs)
+    a, al = encode_alleles(alts)
+    out = {}
+    for prec in ("fp32", "bf16"):
+        sc = VariantScorer(gm, window=window, precision=prec)
+        sc.set_contig("c", encode(contig))
+        out[prec] = sc.score(pos, r, rl, a, al)
+    wins = [_windows(contig, p, x, y, window) for p, x, y in zip(pos[:16], refs, alts)]
+    seqs = [w for rw, aw in wins for w in (rw, aw, reverse_complement(rw), reverse_complement(aw))]
+    ids = [torch.from_numpy(encode(s)).long().cuda()[None] for s in seqs]
+    ll = []
+    with torch.no_grad():
+        for x in ids:
+            lp, _ = target_log_probs(lm(x[:, :-1]), x[:, 1:])
+            ll.append(float(lp.double().sum()))
+    ll = np.array(ll).reshape(-1, 4)
+    fwd, rev = out["fp32"]
+    np.testing.assert_allclose(fwd.llr[:16], ll[:, 1] - ll[:, 0], atol=2e-3, rtol=0)
+    np.testing.assert_allclose(rev.llr[:16], ll[:, 3] - ll[:, 2], atol=2e-3, rtol=0)
+    b16 = (out["bf16"][0].llr + out["bf16"][1].llr) / 2
+    f32 = (fwd.llr + rev.llr) / 2
+    assert np.isfinite(b16).all()
+    assert np.corrcoef(b16, f32)[0, 1] > 0.95
