@@ -160,11 +160,12 @@ class VariantScorer:
             rl_t, al_t = t(ref_len.astype(np.int64)), t(alt_len.astype(np.int64))
             amp = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.precision == "bf16"
                    else nullcontext())
+            order_t = t(order)       # one copy: no host-to-device transfer (and wait) per batch
             with torch.no_grad(), amp:
                 for b0 in range(0, n, self.batch_size):
                     idx_np = order[b0: b0 + self.batch_size]
                     width = int(max(ref_len[idx_np].max(), alt_len[idx_np].max()))
-                    idx = t(idx_np)
+                    idx = order_t[b0: b0 + self.batch_size]
                     args = (pos_t[idx], ref_t[idx, :width], rl_t[idx], alt_t[idx, :width], al_t[idx])
                     for strand in range(1 + self.both):
                         prefix, suf_ref, suf_alt = self._windows(*args, rc=strand == 1)

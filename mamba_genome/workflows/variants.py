@@ -136,6 +136,8 @@ def score_vcf(vcf, fasta, model_path, out, window: int = 1024, both_strands: boo
     vf = open_vcf(vcf)
     ref = Reference(fasta, progress=progress)
     model = load(model_path, device=device)
+    if model.model_type != "lm":
+        raise UserError(f"{model_path} is a '{model.model_type}' model; score --vcf needs a pretrained language model")
     scorer = VariantScorer(model, window=window, both_strands=both_strands, batch_size=batch_size,
                            precision=precision)
     chunk_alleles = chunk_alleles or 16 * scorer.batch_size
