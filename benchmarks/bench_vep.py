@@ -1,7 +1,7 @@
 """End-to-end variant-effect throughput: ``mamba-genome score --vcf`` on N synthetic SNVs.
 
 What it does:
-1. reads a genome (default: E. coli K-12 MG1655 from /work/shared/data) and writes it as a
+1. reads a genome (default: the bundled E. coli K-12 MG1655, `mamba_genome/bundled/`) and writes it as a
    plain FASTA with its ``.fai`` index into ``--workdir`` (indexing is a one-off, not timed);
 2. synthesises ``--n`` SNVs (default 1,000,000) at uniformly random positions at least one
    window from the contig ends, sorted, REF from the genome and a random different ALT, and
@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_FASTA = "/work/shared/data/ecoli/MG1655-K12.fa.gz"
+# the bundled copy of /work/shared/data/ecoli/MG1655-K12.fa.gz (same file, md5 c610c51b...), so this runs anywhere
+DEFAULT_FASTA = str(ROOT / "mamba_genome/bundled/ecoli_k12.fa.gz")
 
 
 def write_reference(src: str, workdir: Path) -> tuple[Path, dict[str, np.ndarray]]:

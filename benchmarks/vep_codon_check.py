@@ -1,7 +1,8 @@
 """Do the LLRs mean something? Synonymous vs missense vs stop-gained SNVs in real coding sequence.
 
 What it does (one command on the GPU, see Usage):
-1. genome: E. coli K-12 MG1655 (GenBank U00096.3) from /work/shared/data (``--fasta``);
+1. genome: E. coli K-12 MG1655 (GenBank U00096.2 sequence, 4,639,675 bp; the bundled copy of
+   /work/shared/data/ecoli/MG1655-K12.fa.gz, ``--fasta``);
 2. coding sequences: ``--cds`` TSV (``contig start end strand``, 0-based half-open, start..end
    covering the start codon through the stop codon). Default: ``benchmarks/data/
    ecoli_MG1655_prodigal_cds.tsv``, **Prodigal gene calls** (pyrodigal, single/training mode,
@@ -12,7 +13,10 @@ What it does (one command on the GPU, see Usage):
    seqan-apps, spades (1 kbp test genes), genometools-common, prokka, artemis, roary,
    bio-tradis, snpeff, abacas-examples, kleborate-examples and a dozen more ``*-examples``
    packages), so gene calls stand in for annotation. Every CDS is checked: it translates
-   (table 11) to a protein that starts with M and has no internal stop;
+   (table 11) to a protein that starts with M and has no internal stop (all 4,313 calls pass).
+   Spot check against the GenBank annotation of MG1655: the first calls are thrA 337..2799,
+   thrB 2801..3733, thrC 3734..5020, yaaX 5234..5530, yaaA complement(5683..6459) and yaaJ
+   complement(6529..7959) (1-based), exactly the annotated genes;
 3. in-silico SNVs: every codon of every CDS except the start and stop codons, every position,
    every other base, classified **on the annotated strand** with the standard bacterial code:
    synonymous (same amino acid), missense (another amino acid), stop-gained (a stop). A
@@ -47,7 +51,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_FASTA = "/work/shared/data/ecoli/MG1655-K12.fa.gz"
+# the bundled copy of /work/shared/data/ecoli/MG1655-K12.fa.gz (same file, md5 c610c51b...), so this runs anywhere
+DEFAULT_FASTA = str(ROOT / "mamba_genome/bundled/ecoli_k12.fa.gz")
 DEFAULT_CDS = ROOT / "benchmarks/data/ecoli_MG1655_prodigal_cds.tsv"
 BASES = "ACGT"
 _COMP = str.maketrans("ACGT", "TGCA")
@@ -83,7 +88,7 @@ def make_cds(genome: dict[str, str], out: Path, fasta: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w") as fh:
         fh.write(f"# Prodigal gene calls: pyrodigal {pyrodigal.__version__}, GeneFinder(meta=False) trained on the "
-                 f"genome, complete genes only; genome {Path(fasta).name}; made {time.strftime('%Y-%m-%d')}\n")
+                 f"genome, complete genes only; genome {Path(fasta).name} (= /work/shared/data/ecoli/MG1655-K12.fa.gz); made {time.strftime('%Y-%m-%d')}\n")
         fh.write("# contig\tstart (0-based)\tend (half-open)\tstrand\n")
         fh.writelines(f"{c}\t{s}\t{e}\t{st}\n" for c, s, e, st in rows)
 
