@@ -33,7 +33,7 @@ What it does (one command on the GPU, see Usage):
    higher), with stratified bootstrap 95% CIs; prints a markdown table and writes JSON.
 
 Usage (the lead, on the H200, from the repo root):
-    PYTHONPATH=. python benchmarks/vep_codon_check.py --preset 7m --max-time 10m
+    PYTHONPATH=. python benchmarks/vep_codon_check.py --preset 7m --max-time 6m
     PYTHONPATH=. python benchmarks/vep_codon_check.py --model runs/pretrain-ecoli
     PYTHONPATH=. python benchmarks/vep_codon_check.py --smoke      # CPU, tiny model, minutes
 Writes ``$OUT/vep_codon_check.json`` when ``$OUT`` is set (or ``--json``).
@@ -236,7 +236,7 @@ def main(argv=None) -> int:
     ap.add_argument("--make-cds", action="store_true", help="(re)make --cds from Prodigal gene calls (pyrodigal)")
     ap.add_argument("--model", default=None, help="model/run directory; default: pretrain one (--preset, --max-time)")
     ap.add_argument("--preset", default="7m")
-    ap.add_argument("--max-time", default="10m")
+    ap.add_argument("--max-time", default="6m", help="pretraining budget (the whole command then fits in 10 min)")
     ap.add_argument("--seq-len", type=int, default=1024)
     ap.add_argument("--window", type=int, default=1024)
     ap.add_argument("--per-class", type=int, default=20_000)
