@@ -303,3 +303,23 @@ def test_prefix_reuse_on_gpu_triton_path():
     f32 = (fwd.llr + rev.llr) / 2
     assert np.isfinite(b16).all()
     assert np.corrcoef(b16, f32)[0, 1] > 0.95
+
+
+def test_reference_formats_give_the_same_scores(model_dir, ref_fa, tmp_path, monkeypatch):
+    """Plain FASTA (pyfaidx), BGZF (pyfaidx + .gzi) and plain gzip (token store) references agree."""
+    import pysam
+
+    monkeypatch.setenv("MAMBA_GENOME_CACHE", str(tmp_path / "cache"))
+    bgz, gz = tmp_path / "ref.bgz.fa.gz", tmp_path / "ref.fa.gz"
+    pysam.tabix_compress(str(ref_fa), str(bgz), force=True)
+    gz.write_bytes(gzip.compress(ref_fa.read_bytes()))
+    vcf = tmp_path / "few.vcf"
+    lines = (DATA / "variants.vcf").read_text().splitlines()
+    vcf.write_text("\n".join(lines[:9]) + "\n")        # header + snv1, multi, del3, ins2
+    outs = []
+    for i, ref in enumerate((ref_fa, bgz, gz)):
+        score_vcf(vcf, ref, model_dir, tmp_path / f"o{i}.tsv", window=64, device="cpu", precision="fp32",
+                  progress=False)
+        outs.append((tmp_path / f"o{i}.tsv").read_text())
+    assert outs[0] == outs[1] == outs[2]
+    assert len(outs[0].splitlines()) == 1 + 5
