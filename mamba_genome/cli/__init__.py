@@ -15,7 +15,7 @@ from .. import __version__
 from .common import OneLineUsageGroup
 
 # Subcommands in the order `--help` lists them.
-COMMANDS = ["ingest", "pretrain", "evaluate", "finetune", "classify", "embed", "generate", "probe", "bench"]
+COMMANDS = ["ingest", "pretrain", "evaluate", "finetune", "classify", "embed", "score", "generate", "probe", "bench"]
 
 
 @click.group(cls=OneLineUsageGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
