@@ -242,8 +242,8 @@ class GracefulStop(Callback):
     The handlers are ours from ``on_train_start`` (after Lightning has put
     in its own SIGTERM handler) and the ones from before ``fit`` come back at
     teardown. If the step in flight is followed by a validation, the run
-    validates (and exports) first. A second signal stops at once, without a
-    new checkpoint. Under DDP every rank must stop at the same step: the ranks
+    validates (and exports) first; a signal during the last step lets the run
+    finish normally. A second signal stops at once, without a new checkpoint. Under DDP every rank must stop at the same step: the ranks
     agree through one small all-reduce per optimizer step, and rank 0
     forwards the signal to the processes Lightning launched.
     """
@@ -255,6 +255,7 @@ class GracefulStop(Callback):
         self._before: dict = {}
         self._trainer = None
         self._deferred = False
+        self._saved: Path | None = None
 
     # ----------------------------------------------------------- handlers
     def _handler(self, signum, frame):
@@ -293,7 +294,7 @@ class GracefulStop(Callback):
     # -------------------------------------------------------------- hooks
     def setup(self, trainer, pl_module, stage):
         self._trainer = trainer
-        self.signum = None
+        self.signum, self._saved, self._deferred = None, None, False
         self._install()  # SIGINT during setup: stop after the first step, not with Lightning's exit 1
 
     def on_train_start(self, trainer, pl_module):
@@ -310,25 +311,50 @@ class GracefulStop(Callback):
                 self.signum = signal.SIGTERM  # another rank got it
         return stop
 
-    def _stop(self, trainer) -> None:
-        path = self.ckpt.save(trainer)
-        name = _SIGNAL_NAMES.get(self.signum, str(self.signum))
-        raise RunInterrupted(f"interrupted by {name} at step {trainer.global_step}; checkpoint saved to {path}; "
-                             f"resume with: {self.resume_hint}", self.signum)
+    def _save(self, trainer) -> None:
+        self._saved = self.ckpt.save(trainer)
 
+    def _raise(self, trainer) -> None:
+        name = _SIGNAL_NAMES.get(self.signum, str(self.signum))
+        raise RunInterrupted(f"interrupted by {name} at step {trainer.global_step}; checkpoint saved to "
+                             f"{self._saved}; resume with: {self.resume_hint}", self.signum)
+
+    # The checkpoint is written at the end of the step (or after the validation that follows it), and
+    # the run stops when the next batch would start: by then Lightning has logged the step's metrics.
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+        if self._saved is not None or (batch_idx + 1) % trainer.accumulate_grad_batches:
             return  # mid-accumulation: only whole optimizer steps are checkpointed
+        self._deferred = False
         if not self._stop_requested(trainer):
             return
         if _validates_after_this_batch(trainer):
-            self._deferred = True  # validate (and export best/last) first, then stop
+            self._deferred = True  # validate (and export best/last) first
             return
-        self._stop(trainer)
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            # Lightning resumes a checkpoint taken here one batch off; at on_train_epoch_end it is exact
+            self._deferred = True
+            return
+        self._save(trainer)
 
     def on_validation_end(self, trainer, pl_module):
         if self._deferred and _in_fit_validation(trainer):
-            self._stop(trainer)
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not (self._deferred and self._saved is None):
+            return
+        # Lightning adds one to this counter (the logged step) when it resumes, assuming a checkpoint
+        # from on_train_batch_end, where it has not been counted yet; here it has been.
+        loop = trainer.fit_loop.epoch_loop
+        loop._batches_that_stepped -= 1
+        try:
+            self._save(trainer)
+        finally:
+            loop._batches_that_stepped += 1
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._saved is not None:
+            self._raise(trainer)
 
     def teardown(self, trainer, pl_module, stage):
         self._restore()
