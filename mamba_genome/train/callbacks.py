@@ -220,6 +220,18 @@ class RunExporter(Callback):
         self.save_ckpt(trainer)
 
 
+class SaveAfterValidation(Callback):
+    """Write ``last.ckpt`` after each validation during fit (fine-tuning; pretraining's
+    :class:`RunExporter` does it together with the model export)."""
+
+    def __init__(self, ckpt: ResumableCheckpoint):
+        self.ckpt = ckpt
+
+    def on_validation_end(self, trainer, pl_module):
+        if _in_fit_validation(trainer):
+            self.ckpt.save(trainer)
+
+
 _SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 
 
@@ -493,5 +505,6 @@ class StepProgressBar(ProgressBar):
         sys.stderr.write(f"trained {trainer.global_step} steps in {format_duration(seconds)}\n")
 
 
-__all__ = ["StepBudget", "TimeBudget", "RunExporter", "ResumableCheckpoint", "GracefulStop", "StepProgressBar",
+__all__ = ["StepBudget", "TimeBudget", "RunExporter", "ResumableCheckpoint", "SaveAfterValidation", "GracefulStop",
+           "StepProgressBar",
            "lm_progress_fields", "lm_val_fields"]
