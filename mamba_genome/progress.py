@@ -77,6 +77,7 @@ class PlainProgress:
         self.postfix = ""
         self._n0 = initial
         self._t0 = self._last = time.monotonic()
+        self._printed_n = initial
         self._closed = False
 
     # tqdm's interface --------------------------------------------------------
@@ -108,14 +109,14 @@ class PlainProgress:
         if self.disable:
             return
         now = time.monotonic() if now is None else now
-        self._last = now
+        self._last, self._printed_n = now, self.n
         print(self.line(now), file=self.file if self.file is not None else sys.stderr, flush=True)
 
     def line(self, now: float | None = None) -> str:
         now = time.monotonic() if now is None else now
         elapsed = max(now - self._t0, 1e-9)
         rate = (self.n - self._n0) / elapsed
-        parts = [f"{self.desc}:" if self.desc else ""]
+        parts = []
         unit = f" {self.unit}" if self.unit else ""
         if self.total:
             parts.append(f"{format_count(self.n, self.unit_scale)}/{format_count(self.total, self.unit_scale)}{unit}")
@@ -125,9 +126,9 @@ class PlainProgress:
         if self.postfix:
             parts.append(self.postfix)
         parts.append(f"{format_count(rate)}{unit}/s")
-        if self.total and rate > 0:
+        if self.total and rate > 0 and self.n < self.total:
             parts.append(f"eta {format_eta((self.total - self.n) / rate)}")
-        return "  ".join(p for p in parts if p).strip()
+        return (f"{self.desc}: " if self.desc else "") + "  ".join(parts)
 
     def write(self, msg: str) -> None:
         print(msg, file=self.file if self.file is not None else sys.stderr, flush=True)
@@ -135,7 +136,7 @@ class PlainProgress:
     def close(self) -> None:
         if self._closed:
             return
-        if not self.disable and self.n != self._n0:
+        if not self.disable and self.n != self._printed_n:  # the final count, unless just printed
             self.print_now()
         self._closed = True
 

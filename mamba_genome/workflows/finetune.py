@@ -394,6 +394,8 @@ def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start
     # Lightning's banner lines (GPU available, tips) are noise in a CLI; warnings still show.
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning vs torch deprecation, not ours
+    # Lightning cannot see that the sampler resumes mid-epoch (ClassifyModule.train_dataloader)
+    warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
     ckpt = ResumableCheckpoint(out)
     bar = StepProgressBar(enabled=args.progress, desc="finetune", total_steps=args.max_steps,
                           fields=_progress_fields, val_fields=_val_fields)

@@ -461,7 +461,8 @@ def _quiet_lightning() -> None:
     for msg in (".*does not have many workers.*", ".*num_workers.*", ".*LeafSpec.*", ".*is deprecated.*",
                 ".*Checkpoint directory.*exists and is not empty.*", ".*sync_dist=True.*",
                 ".*Experiment logs directory.*", ".*Trying to infer the `batch_size`.*",
-                ".*The number of training batches.*", ".*tensorboardX.*", ".*val_check_interval.*"):
+                ".*The number of training batches.*", ".*tensorboardX.*", ".*val_check_interval.*",
+                ".*your dataloader is not resumable.*"):  # it is: GenomeDataModule.state_dict
         warnings.filterwarnings("ignore", message=msg)
 
 
