@@ -280,9 +280,9 @@ class GenomeModel:
         return layer % n
 
     def _bar(self, progress: bool, total: int, desc: str):
-        from tqdm import tqdm
+        from .progress import progress_bar
 
-        return tqdm(total=total, unit="bp", unit_scale=True, desc=desc, disable=not progress, file=sys.stderr,
+        return progress_bar(total=total, unit="bp", unit_scale=True, desc=desc, disable=not progress, file=sys.stderr,
                     leave=False, dynamic_ncols=True)
 
     def _batches(self, toks, lengths, chunk_size, batch_size, rc):

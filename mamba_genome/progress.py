@@ -7,7 +7,8 @@ when the stream is a TTY and otherwise a :class:`PlainProgress`, which has the
 part of tqdm's interface that this package uses (``update``, ``n``,
 ``total``, ``set_postfix``, ``set_description``, ``refresh``, ``close``,
 ``write``, context manager) and prints one line every
-:data:`PLAIN_INTERVAL_S` seconds and at the end, e.g.::
+:data:`PLAIN_INTERVAL_S` seconds and at the end (with ``leave=False``, only
+if it printed before: a short job leaves nothing, as tqdm's bar), e.g.::
 
     ingest hg38.fa.gz: 1.2G/3.1G B  39%  210M B/s  eta 9s
 
@@ -65,7 +66,8 @@ class PlainProgress:
     """A tqdm stand-in that prints a plain line at most every ``interval`` seconds (and at close)."""
 
     def __init__(self, total=None, desc: str = "", unit: str = "it", unit_scale: bool = False, initial: int = 0,
-                 file=None, disable: bool = False, interval: float = PLAIN_INTERVAL_S, **_tqdm_only):
+                 file=None, disable: bool = False, interval: float = PLAIN_INTERVAL_S, leave: bool = True,
+                 **_tqdm_only):
         self.total = total
         self.desc = desc or ""
         self.unit = unit
@@ -74,6 +76,7 @@ class PlainProgress:
         self.file = file
         self.disable = bool(disable)
         self.interval = float(interval)
+        self.leave = bool(leave)  # like tqdm's: keep a final line even if the work was too short for any
         self.postfix = ""
         self._n0 = initial
         self._t0 = self._last = time.monotonic()
@@ -136,8 +139,9 @@ class PlainProgress:
     def close(self) -> None:
         if self._closed:
             return
-        if not self.disable and self.n != self._printed_n:  # the final count, unless just printed
-            self.print_now()
+        printed_before = self._printed_n != self._n0
+        if not self.disable and self.n != self._printed_n and (self.leave or printed_before):
+            self.print_now()  # the final count (a short, leave=False job prints nothing, like tqdm)
         self._closed = True
 
     def __enter__(self):

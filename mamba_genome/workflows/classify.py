@@ -96,10 +96,11 @@ def classify_fasta(sample, model_path, batch_size: int = 32, device: str | None 
     log_probs = np.zeros((len(windows), len(labels)), dtype=np.float64)
     order = sorted(range(len(windows)), key=lambda i: windows[i][2] - windows[i][1])
     use_bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
-    from tqdm import tqdm
     import sys
 
-    bar = tqdm(total=len(windows), unit="win", desc="classify", disable=not progress, file=sys.stderr, leave=False)
+    from ..progress import progress_bar
+
+    bar = progress_bar(total=len(windows), unit="win", desc="classify", disable=not progress, file=sys.stderr, leave=False)
     with torch.inference_mode():
         i = 0
         while i < len(order):

@@ -118,9 +118,9 @@ def evaluate(model_path, fasta_or_store, seq_len: int = 1024, batch_size: int = 
     counts = np.zeros(len(seqs), dtype=np.int64)
     use_amp = str(device).startswith("cuda")
     t0 = time.perf_counter()
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
-    bar = tqdm(total=len(windows), desc="evaluate", unit="win", file=sys.stderr, disable=not progress, leave=False)
+    bar = progress_bar(total=len(windows), desc="evaluate", unit="win", file=sys.stderr, disable=not progress, leave=False)
     with torch.inference_mode():
         for b0 in range(0, len(windows), batch_size):
             batch = windows[b0 : b0 + batch_size]
