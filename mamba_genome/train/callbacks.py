@@ -288,32 +288,38 @@ class GracefulStop(Callback):
                 except Exception:
                     pass
 
-    def _install(self) -> None:
+    def _install(self, signals) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in signals:
             if sig not in self._before:
                 self._before[sig] = signal.getsignal(sig)
             signal.signal(sig, self._handler)
 
-    def _restore(self) -> None:
+    def restore(self) -> None:
+        """Put back the handlers from before fit (also called by the workflow after ``fit``: on an
+        exception Lightning restores, after our hooks, what it found, which includes our SIGINT handler)."""
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig, handler in self._before.items():
+        for sig, handler in self._before.items():  # kept: restoring twice is harmless
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        self._before = {}
 
     # -------------------------------------------------------------- hooks
     def setup(self, trainer, pl_module, stage):
         self._trainer = trainer
         self.signum, self._saved, self._deferred = None, None, False
-        self._install()  # SIGINT during setup: stop after the first step, not with Lightning's exit 1
+        if threading.current_thread() is threading.main_thread():
+            # the handlers from before fit, which come back at the end (Lightning installs its
+            # SIGTERM handler after this hook and restores what it found, i.e. these, at its teardown)
+            self._before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # SIGINT during setup: stop after the first step, not with Lightning's KeyboardInterrupt exit 1
+        self._install((signal.SIGINT,))
 
     def on_train_start(self, trainer, pl_module):
         self._trainer = trainer
         if getattr(trainer, "received_sigterm", False) and self.signum is None:
             self.signum = signal.SIGTERM
-        self._install()  # replaces Lightning's SIGTERM handler
+        self._install((signal.SIGINT, signal.SIGTERM))  # replaces Lightning's SIGTERM handler
 
     def _stop_requested(self, trainer) -> bool:
         stop = self.signum is not None
@@ -368,8 +374,11 @@ class GracefulStop(Callback):
         if self._saved is not None:
             self._raise(trainer)
 
+    def on_exception(self, trainer, pl_module, exception):
+        self.restore()
+
     def teardown(self, trainer, pl_module, stage):
-        self._restore()
+        self.restore()
         self._trainer = None
 
 

@@ -332,18 +332,22 @@ def finetune(args: FinetuneArgs) -> dict:
     """
     from ..checkpoint import read_meta
     from ..data.labels import build_task, parse_class_pairs, parse_manifest
-    from .pretrain import _check_resume_checkpoint
+    from .pretrain import _check_resume_checkpoint, launch_rank
 
     t_start = time.perf_counter()
     out = Path(args.out)
     rundir = RunDir(out, "finetune", RUN_FILES)
-    rundir.check(resume=args.resume, force=args.force, inputs={"--from": args.from_run})  # fail before slow work
+    # The other ranks of a multi-process run re-run this command; rank 0 owns (and locks) the directory.
+    rank0 = launch_rank() == 0
+    if rank0:
+        rundir.check(resume=args.resume, force=args.force, inputs={"--from": args.from_run})  # before slow work
     if args.resume:
         _check_resume_checkpoint(out / "last.ckpt")
     if args.from_run:
         read_meta(args.from_run)
     sources = parse_manifest(args.manifest) if args.manifest else parse_class_pairs(args.classes)
-    rundir.check(resume=args.resume, force=args.force, inputs=_run_inputs(args, sources))
+    if rank0:
+        rundir.check(resume=args.resume, force=args.force, inputs=_run_inputs(args, sources))
     task = build_task(sources, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                       store_dir=args.store_dir, progress=args.progress)
     task.check_windows(args.seq_len)
@@ -352,11 +356,15 @@ def finetune(args: FinetuneArgs) -> dict:
         from ..cli.common import print_table
 
         print_table(task.describe_rows())
-    rundir.prepare(resume=args.resume, force=args.force)
+    if rank0:
+        rundir.prepare(resume=args.resume, force=args.force)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
     try:  # written in place; metrics.json, written last, marks a finished run
-        if not args.resume:
+        if rank0 and not args.resume:
             _write_args(out / "args.json", args)
-        (out / "metrics.json").unlink(missing_ok=True)  # until this run has finished
+        if rank0:
+            (out / "metrics.json").unlink(missing_ok=True)  # until this run has finished
         return _finetune_in(args, task, labels, out, t_start)
     finally:
         rundir.release()
@@ -399,8 +407,8 @@ def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start
     ckpt = ResumableCheckpoint(out)
     bar = StepProgressBar(enabled=args.progress, desc="finetune", total_steps=args.max_steps,
                           fields=_progress_fields, val_fields=_val_fields)
-    callbacks = [SaveAfterValidation(ckpt), GracefulStop(ckpt, f"mamba-genome finetune --out {out} --resume"),
-                 bar]
+    graceful = GracefulStop(ckpt, f"mamba-genome finetune --out {out} --resume")
+    callbacks = [SaveAfterValidation(ckpt), graceful, bar]
     trainer = L.Trainer(
         max_steps=args.max_steps, max_epochs=-1, accelerator=args.accelerator, devices=args.devices,
         max_time=datetime.timedelta(seconds=args.max_time_s) if args.max_time_s else None,
@@ -412,6 +420,8 @@ def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start
         trainer.fit(module, ckpt_path=str(out / "last.ckpt") if args.resume else None, weights_only=True)
     except SIGTERMException:  # Lightning's own stop, before our handler was in place
         raise RunInterrupted("interrupted by SIGTERM before training started", 15) from None
+    finally:
+        graceful.restore()
     if not module.curves or module.curves[-1]["step"] != trainer.global_step:
         trainer.validate(module, verbose=False)  # max_steps ended mid-epoch: score the final weights too
     if not trainer.is_global_zero:  # DDP: rank 0 writes the run directory

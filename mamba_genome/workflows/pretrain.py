@@ -580,7 +580,8 @@ def _train(args: PretrainArgs, plan: _Plan, store, source: str, split, run_dir: 
     exporter = RunExporter(run_dir, provenance, ckpt_writer)
     bar = StepProgressBar(schedule, enabled=progress)
     resume_hint = f"mamba-genome pretrain --out {run_dir} --resume"
-    callbacks = [exporter, GracefulStop(ckpt_writer, resume_hint), bar]
+    graceful = GracefulStop(ckpt_writer, resume_hint)
+    callbacks = [exporter, graceful, bar]
     time_budget = None
     if plan.budget == "max_time":
         time_budget = TimeBudget(schedule, plan.max_time, val_every=plan.val_every)
@@ -641,6 +642,8 @@ def _train(args: PretrainArgs, plan: _Plan, store, source: str, split, run_dir: 
             saved = f"the last checkpoint is {run_dir / 'last.ckpt'}" if (run_dir / "last.ckpt").is_file() \
                 else "no checkpoint was saved"
             raise RunInterrupted(f"interrupted by SIGTERM before training started; {saved}", 15) from None
+        finally:
+            graceful.restore()
 
     if not trainer.is_global_zero:
         return {}
