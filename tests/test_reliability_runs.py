@@ -387,3 +387,26 @@ def test_damaged_last_ckpt_is_one_error_line(small_run, tmp_path, damage, needle
     damage(run / "last.ckpt")
     res = invoke("pretrain", "--out", run, "--resume", "--max-steps", 3, "-q")
     one_error_line(res, "last.ckpt", *needles)
+
+
+def test_force_recognises_runs_from_before_markers(tmp_path):
+    """A run directory written before the marker existed is still ours to --force (by its args.json);
+    a directory whose args.json is someone else's is not."""
+    from mamba_genome.errors import UserError
+    from mamba_genome.workflows.pretrain import RUN_FILES
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "args.json").write_text(json.dumps({"args": {}, "resolved": {}, "model_config": {}}))
+    (old / "metrics.json").write_text("{}")
+    (old / "README.txt").write_text("the user's")
+    rd = RunDir(old, "pretrain", RUN_FILES)
+    rd.check(force=True)
+    rd.prepare(force=True)
+    rd.release()
+    assert sorted(p.name for p in old.iterdir()) == sorted([LOCK_NAME, MARKER, "README.txt"])
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "args.json").write_text('{"name": "not ours"}')
+    with pytest.raises(UserError, match="not written by mamba-genome"):
+        RunDir(other, "pretrain", RUN_FILES).check(force=True)

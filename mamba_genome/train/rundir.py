@@ -10,7 +10,8 @@ One policy, in one place:
   a run directory carries a marker file, :data:`MARKER`, that names the
   command and the entries its runs write; ``--force`` removes those entries
   and nothing else, and refuses a non-empty directory without the marker
-  (someone else's files).
+  (someone else's files; a run from before markers is recognised by its
+  ``args.json`` / ``metrics.json``, see :func:`legacy_command`).
 - A live run holds an exclusive ``fcntl.flock`` on :data:`LOCK_NAME` in its
   directory (the file also holds its PID). A second run on the same
   directory fails at once, naming that PID. The operating system drops the
@@ -58,6 +59,35 @@ def read_marker(run_dir) -> dict | None:
     except (OSError, ValueError):
         return None
     return d if isinstance(d, dict) and d.get("tool") == "mamba-genome" else None
+
+
+def legacy_command(run_dir) -> str | None:
+    """The command of a run directory written before markers existed (recognised by its own files), or None.
+
+    ``pretrain``: an ``args.json`` with ``args``, ``resolved`` and ``model_config``; ``finetune``:
+    ``labels.json`` plus a ``metrics.json`` with ``test_accuracy``.
+    """
+    p = Path(run_dir)
+    try:
+        a = json.loads((p / "args.json").read_text())
+        if isinstance(a, dict) and {"args", "resolved", "model_config"} <= set(a):
+            return "pretrain"
+    except (OSError, ValueError):
+        pass
+    try:
+        m = json.loads((p / "metrics.json").read_text())
+        if (p / "labels.json").is_file() and isinstance(m, dict) and "test_accuracy" in m:
+            return "finetune"
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _marker_or_legacy(run_dir, files: tuple[str, ...]) -> dict | None:
+    marker = read_marker(run_dir)
+    if marker is None and legacy_command(run_dir) is not None:
+        marker = {"tool": "mamba-genome", "command": legacy_command(run_dir), "files": list(files)}
+    return marker
 
 
 def lock_holder(run_dir) -> int | None:
@@ -164,7 +194,7 @@ class RunDir:
                                 "--force to overwrite it, or another --out")
             raise UserError(f"run directory {p} exists and is not empty; use --force to overwrite it, "
                             "or another --out")
-        if read_marker(p) is None:
+        if _marker_or_legacy(p, self.files) is None:
             raise UserError(f"--force: {p} is not empty and was not written by mamba-genome (no {MARKER}); "
                             "--force only replaces mamba-genome run directories: choose another --out")
 
@@ -183,7 +213,7 @@ class RunDir:
         self.acquire()
         try:
             if force and not resume:
-                self._clear(read_marker(p))
+                self._clear(_marker_or_legacy(p, self.files))
             self._write_marker()
         except BaseException:
             self.release()
@@ -255,4 +285,4 @@ class RunDir:
         self.release()
 
 
-__all__ = ["RunDir", "MARKER", "LOCK_NAME", "is_within", "read_marker", "lock_holder"]
+__all__ = ["RunDir", "MARKER", "LOCK_NAME", "is_within", "read_marker", "legacy_command", "lock_holder"]
