@@ -255,9 +255,10 @@ class GracefulStop(Callback):
     in its own SIGTERM handler) and the ones from before ``fit`` come back at
     teardown. If the step in flight is followed by a validation, the run
     validates (and exports) first; a signal during the last step lets the run
-    finish normally. A second signal stops at once, without a new checkpoint. Under DDP every rank must stop at the same step: the ranks
-    agree through one small all-reduce per optimizer step, and rank 0
-    forwards the signal to the processes Lightning launched.
+    finish normally. A second signal stops at once, without a new checkpoint.
+    Under DDP every rank must stop at the same step: the ranks agree through
+    one small all-reduce per optimizer step, and rank 0 forwards the signal to
+    the processes Lightning launched.
     """
 
     def __init__(self, ckpt: ResumableCheckpoint, resume_hint: str):

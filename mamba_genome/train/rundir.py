@@ -185,7 +185,10 @@ class RunDir:
                 raise _busy_error(p, pid)
         if resume or not exists:
             return
-        entries = [e.name for e in p.iterdir() if e.name != LOCK_NAME]
+        try:
+            entries = [e.name for e in p.iterdir() if e.name != LOCK_NAME]
+        except OSError as exc:
+            raise UserError(f"--out {p}: cannot read the directory ({exc.strerror}); choose another --out") from None
         if not entries:
             return
         if not force:
