@@ -47,7 +47,7 @@ def format_count(x: float, scale: bool = True) -> str:
     for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(x) >= div:
             return f"{x / div:.1f}{unit}"
-    return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
+    return f"{x:.0f}" if float(x).is_integer() or abs(x) >= 10 else f"{x:.1f}"
 
 
 def format_eta(seconds: float | None) -> str:
