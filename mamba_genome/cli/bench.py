@@ -80,9 +80,9 @@ def train(preset, seq_len, batch_size, steps, warmup, grad_checkpointing, checkp
                            scan_backend=backend, scan_share=scan_share)
     bar = None
     if not quiet:
-        from tqdm import tqdm
+        from ..progress import progress_bar
 
-        bar = tqdm(total=warmup + steps, desc="steps", unit="step", file=sys.stderr, leave=False,
+        bar = progress_bar(total=warmup + steps, desc="steps", unit="step", file=sys.stderr, leave=False,
                    disable=None)
     progress = (lambda i, n: bar.update(1)) if bar is not None else None
     try:

@@ -18,7 +18,7 @@ import sys
 
 import click
 
-from ..errors import UserError
+from ..errors import RunInterrupted, UserError
 
 
 def debug_enabled() -> bool:
@@ -79,6 +79,11 @@ def handle_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except RunInterrupted as exc:  # a note (checkpoint saved, how to resume), not an error
+            if debug_enabled():
+                raise
+            click.echo(str(exc), err=True)
+            sys.exit(exc.exit_code)
         except UserError as exc:
             if debug_enabled():
                 raise

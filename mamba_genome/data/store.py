@@ -427,11 +427,11 @@ def ingest(ref: str | os.PathLike, out: str | os.PathLike | None = None, *, forc
 
 
 def _write_contigs(stream, tmp: Path, progress: bool) -> list[dict]:
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     contigs: list[dict] = []
     fh = None
-    bar = tqdm(
+    bar = progress_bar(
         total=stream.input_size, unit="B", unit_scale=True, desc=f"ingest {stream.path.name}",
         disable=None if progress else True, file=sys.stderr, leave=False, dynamic_ncols=True,
     )

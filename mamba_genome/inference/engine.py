@@ -105,11 +105,11 @@ class ArraySink:
             dst[...] = values
 
 
-def progress_bar(progress: bool, total: int, desc: str, unit: str = "bp"):
-    """A tqdm bar on stderr (disabled unless ``progress``)."""
-    from tqdm import tqdm
+def progress_bar(progress: bool, total: int | None, desc: str, unit: str = "bp"):
+    """Progress on stderr (disabled unless ``progress``): a bar on a terminal, plain lines in a log."""
+    from ..progress import progress_bar as _bar
 
-    return tqdm(total=total, unit=unit, unit_scale=True, desc=desc, disable=not progress, file=sys.stderr,
+    return _bar(total=total, unit=unit, unit_scale=True, desc=desc, disable=not progress, file=sys.stderr,
                 leave=False, dynamic_ncols=True)
 
 

@@ -13,7 +13,8 @@ Targets that are padding or N are not scored (N is not a base).
 
 Checkpoints carry only tensors and primitives (``weights_only=True`` loads
 them): the model weights, optimizer state, Lightning's loop counters and
-``mg_state`` (schedule, tokens seen, training seconds).
+``mg_state`` (schedule, tokens seen, training seconds, the RNG states of
+:mod:`mamba_genome.train.rng`); the data module adds where in its epoch the run is.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import torch
 from ..model.config import MambaConfig
 from ..model.likelihood import next_token_nll_sums
 from ..model.lm import MambaLM, param_groups
+from .rng import rng_state, set_rng_state
 from .schedule import TrainSchedule
 
 LN2 = math.log(2.0)
@@ -142,6 +144,7 @@ class LMModule(L.LightningModule):
             "tokens_seen": int(self.tokens_seen),
             "train_seconds": float(self.train_seconds),
             "last_val": dict(self.last_val),
+            "rng": rng_state(),
         }
 
     def on_load_checkpoint(self, checkpoint):
@@ -149,6 +152,7 @@ class LMModule(L.LightningModule):
         self.tokens_seen = int(st.get("tokens_seen", 0))
         self.train_seconds = float(st.get("train_seconds", 0.0))
         self.last_val = dict(st.get("last_val", {}))
+        set_rng_state(st.get("rng", {}))
         # The schedule is rebuilt from this run's flags; a --max-time run's
         # fitted step count is restored by the TimeBudget callback.
 
