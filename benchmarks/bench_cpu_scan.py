@@ -121,9 +121,13 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--torch-repeats", type=int, default=3, help="repeats for the (slow) torch path")
+    ap.add_argument("--torch-warmup", type=int, default=1, help="warm-up calls for the torch path")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (both paths) [torch's default]")
     ap.add_argument("--startup", action="store_true", help="also time compile / cached start-up")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";") if s]
     backends = args.backends.split(",")
     load0 = os.getloadavg()
@@ -133,8 +137,8 @@ def main(argv=None) -> int:
     for shape in shapes:
         res = {}
         for bk in backends:
-            reps = args.torch_repeats if bk == "torch" else args.repeats
-            res[bk] = time_backend(shape, bk, args.warmup, reps)
+            reps, warm = (args.torch_repeats, args.torch_warmup) if bk == "torch" else (args.repeats, args.warmup)
+            res[bk] = time_backend(shape, bk, warm, reps)
             print(f"  {shape} {bk}: {res[bk]}", file=sys.stderr)
         for bk in backends:
             r = res[bk]
