@@ -5,16 +5,16 @@ cached on disk (``cache=True``). Importing this module needs numba; the package 
 when the ``numba`` backend is picked (``kernels/utils.py``), so a machine without numba (the GPU
 image) never loads it.
 
-Work split: one job is (one batch row, BD = 16 channels, all N states); jobs run in parallel
-threads (numba ``prange``, as many threads as torch uses). Inside a job the state is an (N, BD)
-fp32 tile and time is walked one step at a time; the innermost loops run over the BD channels
-(unit stride in u, delta, z, dy), a fixed trip count that LLVM turns into AVX/NEON vectors, and
-exp / softplus / sigmoid are short polynomials here rather than libm calls, so they vectorise too.
+Work split: one job is (one batch row, W = 16, 32 or 64 channels, all N states); jobs run in
+GIL-free threads (a small pool, as many threads as torch uses). Inside a job the state is an
+(N, W) fp32 tile and time is walked one step at a time; the innermost loops run over the W
+channels (unit stride in u, delta, z, dy), which LLVM turns into AVX/NEON vectors, and exp /
+softplus / sigmoid are short polynomials here rather than libm calls, so they vectorise too.
 
 Forward: y, the final state and, for the backward, the state entering every segment of SEG_LEN
 steps ((B, ceil(L / SEG_LEN), N, D) fp32, 1/SEG_LEN of the (B, L, D, N) states). Backward: per
 job, segments back to front; each segment's states and decays are rebuilt from its saved start
-state into a per-thread scratch of SEG_LEN x N x BD, then walked back to form every gradient
+state into a per-thread scratch of SEG_LEN x N x W, then walked back to form every gradient
 (the equations are in README.md). dB and dC sum over channels: each thread adds into its own
 (B, L, N) partial, summed at the end; dA, dD and d delta_bias are per-(batch row) partials.
 
