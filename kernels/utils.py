@@ -1,20 +1,24 @@
 """Backend resolution and shared helpers for every op in ``kernels/``.
 
 The backend is resolved once per call from the input's device:
-CUDA tensors use Triton when it imports, everything else uses the vectorised
-PyTorch path. ``MAMBA_GENOME_BACKEND`` overrides the default for a whole process
-(useful for A/B runs); an explicit ``backend=`` argument overrides both.
-Under ``TRITON_INTERPRET=1`` the Triton kernels also run on CPU tensors, which
-is how CI exercises them.
+CUDA tensors use Triton when it imports; CPU tensors use the compiled numba
+selective scan when numba imports (``"numba"``: ops without a numba kernel, i.e.
+all but the scan, run their PyTorch path under it) and the vectorised PyTorch
+path (``"torch"``) otherwise, with a one-line warning the first time.
+``MAMBA_GENOME_BACKEND`` overrides the default for a whole process (useful for
+A/B runs); an explicit ``backend=`` argument overrides both. Under
+``TRITON_INTERPRET=1`` the Triton kernels also run on CPU tensors, which is how
+CI exercises them.
 """
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 import torch
 
-BACKENDS = ("reference", "torch", "triton")
+BACKENDS = ("reference", "torch", "numba", "triton")
 
 
 @functools.lru_cache(maxsize=None)
@@ -25,6 +29,29 @@ def triton_available() -> bool:
     except Exception:
         return False
     return True
+
+
+@functools.lru_cache(maxsize=None)
+def numba_available() -> bool:
+    """numba imports here (the compiled CPU scan, ``kernels/selective_scan/cpu.py``, needs it)."""
+    return _numba_import_error() is None
+
+
+@functools.lru_cache(maxsize=None)
+def _numba_import_error() -> str | None:
+    try:
+        import numba  # noqa: F401
+    except Exception as exc:       # ImportError, or numba refusing this numpy / Python
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_no_numba() -> None:
+    """Once per process, one line (logging's last-resort handler prints just the message)."""
+    logging.getLogger("mamba_genome").warning(
+        "warning: numba is not available (%s); the selective scan on CPU falls back to the slower "
+        "PyTorch path (pip install numba)", _numba_import_error())
 
 
 def num_sms(device: torch.device) -> int:
@@ -42,6 +69,8 @@ def available_backends(device: torch.device | str | None = None) -> list[str]:
     """Backends that can run on ``device`` (default: CPU)."""
     device = torch.device(device or "cpu")
     out = ["reference", "torch"]
+    if device.type == "cpu" and numba_available():
+        out.append("numba")
     if triton_available() and (device.type == "cuda" or triton_interpret()):
         out.append("triton")
     return out
@@ -54,9 +83,16 @@ def resolve_backend(backend: str | None, device: torch.device) -> str:
     if backend is None:
         if device.type == "cuda" and triton_available():
             return "triton"
+        if device.type == "cpu":
+            if numba_available():
+                return "numba"
+            _warn_no_numba()
         return "torch"
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+    if backend == "numba" and not (device.type == "cpu" and numba_available()):
+        raise ValueError("backend='numba' needs CPU tensors and an importable numba (pip install numba)"
+                         + ("" if numba_available() else f"; here: {_numba_import_error()}"))
     if backend == "triton" and not (triton_available() and (device.type == "cuda" or triton_interpret())):
         raise ValueError(
             "backend='triton' needs a CUDA tensor (or TRITON_INTERPRET=1 for the CPU interpreter) "

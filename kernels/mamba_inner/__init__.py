@@ -29,7 +29,8 @@ def mamba_inner(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_pr
         dt_proj_weight: (D, R); dt_proj_bias: (D,), added before the softplus.
         A: (D, N) negative real; D: (D,) skip.
         out_proj_weight: (d_model, D); out_proj_bias: (d_model,) or None.
-        backend: "reference", "torch", "triton" or None (fastest available).
+        backend: "reference", "torch", "numba" (CPU: the composition with the compiled scan),
+            "triton" or None (fastest available).
         replay: optional ``(ReplayCache, key)`` for activation checkpointing (Triton backend;
             ignored by the others): see :class:`ReplayCache`.
         state_every: steps between the scan states saved for the backward (Triton backend; a

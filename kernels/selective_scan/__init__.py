@@ -2,7 +2,8 @@
 
 Files in this folder:
     naive.py     float64 loop reference (ground truth for tests)
-    parallel.py  chunked, checkpointed PyTorch path (CPU default)
+    parallel.py  chunked, checkpointed PyTorch path (fallback everywhere)
+    cpu.py       compiled (numba) forward/backward kernels + autograd wrapper (CPU default)
     chunk.py     Triton forward/backward kernels + autograd wrapper (CUDA default)
     step.py      single-step state update (decode / streaming)
 """
@@ -36,7 +37,9 @@ def selective_scan(
         delta_softplus: apply softplus to delta (+ bias).
         initial_state: (B, D, N) optional starting state h_{-1} (zeros if None).
         return_final_state: also return h_{L-1}, (B, D, N) float32.
-        backend:  "reference", "torch", "triton" or None (fastest available).
+        backend:  "reference", "torch", "numba", "triton" or None (fastest available: "triton"
+                  for CUDA tensors, "numba" for CPU tensors when numba imports, else "torch").
+                  "numba" runs float64 inputs on the PyTorch path (its kernels are fp32).
         delta_proj_weight: (D, R) optional; then ``delta`` is the (B, L, R) low-rank time-step
                   and the scan uses delta @ delta_proj_weight.T in delta's dtype (Mamba's dt_proj,
                   without its bias: pass that as ``delta_bias``). The Triton backend recomputes this
@@ -80,6 +83,10 @@ def selective_scan(
         return selective_scan_naive(u, delta, A, B, C, **kw)
     if delta_proj_weight is not None:  # in delta's dtype, as the Triton backend does
         delta = torch.nn.functional.linear(delta, delta_proj_weight.to(delta.dtype))
+    if backend == "numba" and u.dtype != torch.float64:
+        from .cpu import selective_scan_numba
+
+        return selective_scan_numba(u, delta, A, B, C, **kw)
     return selective_scan_torch(u, delta, A, B, C, **kw)
 
 

@@ -44,8 +44,8 @@ def bench():
 @click.option("--scan-state-every", type=int, default=64, show_default=True, help="Steps between the scan states saved for the backward (multiple of 8). 16: ~10% faster scan backward, 4x the memory for those states (1 GiB per 1.4m layer at 2^20).")
 @click.option("--precision", type=click.Choice(["bf16-mixed", "32"]), default="bf16-mixed", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto (cuda if available), cuda, cuda:N or cpu.")
-@click.option("--backend", type=click.Choice(["reference", "torch", "triton"]), default=None,
-              help="Force a kernels backend [default: fastest available].")
+@click.option("--backend", type=click.Choice(["reference", "torch", "numba", "triton"]), default=None,
+              help="Force a kernels backend [default: fastest available: triton on a GPU, numba on CPU].")
 @click.option("--scan-share/--no-scan-share", default=True, show_default=True,
               help="Also time one layer's scan alone to estimate its share of the step.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=str), default=None,

@@ -53,7 +53,7 @@ class MambaConfig:
     # each). The backward rebuilds every state between two saved ones, so 16 makes it ~10% faster
     # (H100, 2^20) for 4x their memory: 1 GiB instead of 0.25 per 1.4m layer at 2^20 (2x for 7m).
     scan_state_every: int = 64
-    scan_backend: str | None = None  # "reference" | "torch" | "triton" | None (fastest available)
+    scan_backend: str | None = None  # "reference" | "torch" | "numba" | "triton" | None (fastest available)
 
     def __post_init__(self):
         if self.dt_rank == "auto":

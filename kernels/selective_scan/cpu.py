@@ -1,0 +1,576 @@
+"""Compiled CPU selective scan (numba): forward and backward kernels, launchers, autograd Function.
+
+The recurrence of ``naive.py`` in float32, compiled ahead of the first call by numba (LLVM) and
+cached on disk (``cache=True``). Importing this module needs numba; the package imports it only
+when the ``numba`` backend is picked (``kernels/utils.py``), so a machine without numba (the GPU
+image) never loads it.
+
+Work split: one job is (one batch row, W = 16, 32 or 64 channels, all N states); jobs run in
+GIL-free threads (a small pool, as many threads as torch uses). Inside a job the state is an
+(N, W) fp32 tile and time is walked one step at a time; the innermost loops run over the W
+channels (unit stride in u, delta, z, dy), which LLVM turns into AVX/NEON vectors, and exp /
+softplus / sigmoid are short polynomials here rather than libm calls, so they vectorise too.
+
+Forward: y, the final state and, for the backward, the state entering every segment of SEG_LEN
+steps ((B, ceil(L / SEG_LEN), N, D) fp32, 1/SEG_LEN of the (B, L, D, N) states). Backward: per
+job, segments back to front; each segment's states and decays are rebuilt from its saved start
+state into a per-thread scratch of SEG_LEN x N x W, then walked back to form every gradient
+(the equations are in README.md). dB and dC sum over channels: each thread adds into its own
+(B, L, N) partial, summed at the end; dA, dD and d delta_bias are per-(batch row) partials.
+
+Inputs reach the kernels without copies when they are fp32 with unit stride on the last axis
+(the model's slices of one projection): each is passed as a flat array plus its batch and time
+strides. Other dtypes are converted to fp32 first; y and the gradients come back in the input's
+dtype, the final state in fp32.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+BD = 16          # channel block: two AVX2 vectors of fp32, one AVX-512 vector; a job is 1, 2 or 4 blocks
+SEG_LEN = 32     # steps between the states saved for the backward
+
+_F32 = np.float32
+_LOG2E, _LN2_HI, _LN2_LO = _F32(1.4426950408889634), _F32(0.693359375), _F32(-2.12194440e-4)
+_SQRT2 = _F32(1.4142135623730951)
+_EXP_LO, _EXP_HI = _F32(-87.0), _F32(88.0)
+_ZERO, _HALF, _ONE, _TWENTY = _F32(0.0), _F32(0.5), _F32(1.0), _F32(20.0)
+# Cephes expf / logf minimax coefficients (relative error ~1 ulp on their reduced ranges)
+_E1, _E2, _E3 = _F32(1.9875691500e-4), _F32(1.3981999507e-3), _F32(8.3334519073e-3)
+_E4, _E5, _E6 = _F32(4.1665795894e-2), _F32(1.6666665459e-1), _F32(5.0000001201e-1)
+_L = tuple(_F32(c) for c in (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
+                             1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
+                             3.3333331174e-1))
+_L0, _L1, _L2, _L3, _L4, _L5, _L6, _L7, _L8 = _L
+
+# FMA contraction only, no reassociation: the exp's two-part ln 2 and log1p's (1 + w) - 1 rely
+# on the order of their operations (the helpers are inlined, so the kernels' flags are theirs),
+# and NaN / inf keep their meaning. The one reduction over channels, for dB and dC, is written
+# out as a tree (``_fold8``, ``_sum8``) so that it vectorises without reassociation.
+_FLAGS = {"contract", "nsz"}
+
+
+def _jit(fastmath, inline="never"):
+    """numba.njit, GIL released, with an on-disk cache; without a writable cache location
+    (read-only package and home directory) numba refuses ``cache=True`` at decoration, so
+    compile uncached. The math helpers are inlined by numba itself (``inline="always"``): left
+    to LLVM, a call inside a channel loop is not always inlined and then stops vectorisation."""
+    def wrap(fn):
+        opts = dict(fastmath=fastmath, nogil=True, error_model="numpy", inline=inline)
+        try:
+            return numba.njit(cache=True, **opts)(fn)
+        except RuntimeError:
+            return numba.njit(cache=False, **opts)(fn)
+    return wrap
+
+
+# ----------------------------------------------------------------------------- math helpers
+@intrinsic
+def _pow2(typingctx, k):
+    """2**k as float32 for a whole-valued float32 k in [-126, 127], built from the exponent bits
+    (fptosi, add the bias 127, shift into place, bitcast) so that it vectorises."""
+    if k != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        bits = builder.shl(builder.add(builder.fptosi(args[0], i32), ir.Constant(i32, 127)),
+                           ir.Constant(i32, 23))
+        return builder.bitcast(bits, ir.FloatType())
+
+    return types.float32(types.float32), codegen
+
+
+@_jit(_FLAGS, inline="always")
+def _exp(x):
+    """exp(x) for float32: 2**k * p(r), r = x - k ln 2 in [-ln2/2, ln2/2]; 0 below -87."""
+    xc = min(max(x, _EXP_LO), _EXP_HI)
+    k = np.floor(xc * _LOG2E + _HALF)
+    r = xc - k * _LN2_HI
+    r = r - k * _LN2_LO
+    p = ((((_E1 * r + _E2) * r + _E3) * r + _E4) * r + _E5) * r + _E6
+    p = p * r * r + r + _ONE
+    res = _ZERO if x < _EXP_LO else p * _pow2(k)
+    return x if x != x else res                           # NaN stays NaN
+
+
+@_jit(_FLAGS, inline="always")
+def _log_1_2(v):
+    """log(v) for float32 v in [1, 2] (Cephes logf after halving v above sqrt 2)."""
+    big = v > _SQRT2
+    m = v * _HALF if big else v
+    e = _ONE if big else _ZERO
+    x = m - _ONE
+    z = x * x
+    y = ((((((((_L0 * x + _L1) * x + _L2) * x + _L3) * x + _L4) * x + _L5) * x + _L6) * x + _L7) * x + _L8)
+    y = y * x * z + e * _LN2_LO - _HALF * z
+    return x + y + e * _LN2_HI
+
+
+@_jit(_FLAGS, inline="always")
+def _softplus(v):
+    """log(1 + exp(v)) = max(v, 0) + log1p(exp(-|v|)), identity above 20 (as torch's softplus).
+    Both sides of every choice are computed (selects, no branches), so that it vectorises."""
+    w = _exp(-abs(v))
+    s = _ONE + w
+    d = s - _ONE
+    lp = _log_1_2(s) * (w / d)                      # log1p(w) without cancellation ...
+    lp = w if d == _ZERO else lp                    # ... and w itself where 1 + w rounds to 1
+    r = max(v, _ZERO) + lp
+    return v if v > _TWENTY else r
+
+
+@_jit(_FLAGS, inline="always")
+def _sigmoid(v):
+    return _ONE / (_ONE + _exp(-v))
+
+
+@_jit(_FLAGS, inline="always")
+def _fold8(v, width, out):
+    """out[0:8] = the sums of v's 8-lane columns, v[k] + v[k + 8] + ... (width a power of two
+    >= 8), by halving; v is overwritten. The rest of a sum over channels (``_sum8``) is done
+    later, outside the hot loop."""
+    half = width // 2
+    while half >= 8:
+        for j in range(half):
+            v[j] += v[j + half]
+        half //= 2
+    for k in range(8):
+        out[k] = v[k]
+
+
+@_jit(_FLAGS, inline="always")
+def _sum8(r):
+    return ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+
+
+# ----------------------------------------------------------------------------- kernels
+# A job is (batch row b, W channels from c0). Its scratch is flat: state-like tiles (N, W) at
+# n * W + j, per-step rows at i * W + j. Lanes past the last channel (cw <= j < W) are zero
+# (a = 0, u = 0, D = 0), so they compute zeros and are never stored.
+# Every row is read and written through a slice (``row = x[o:o + W]``, then ``row[j]``): numba
+# wraps negative indices, and unless LLVM can prove ``o + j >= 0`` (it cannot for offsets from
+# strides or from loops that count down) that check turns each vector load into 8 scalar ones.
+@_jit(_FLAGS)
+def _scan_fwd_kernel(job0, job1, W, u, su, dl, sdl, z, sz, Bm, sB, Cm, sC, A_T, Dv, bias, h0, y, hT, seg,
+                     batch, length, dim, nstate, has_z, softplus, has_h0, store_seg):
+    """Jobs job0..job1-1 of the forward. Writes y (B, L, D), hT (B, D, N) and, with
+    ``store_seg``, seg (B, nseg, N, D): the state entering each segment of SEG_LEN steps.
+    u/dl/z (B, L, D) and Bm/Cm (B, L, N) are flat arrays with (batch, time) strides su, sdl, ...
+    and unit stride on their last axis; A_T (N, D); Dv, bias (D,); h0 (B, D, N)."""
+    jobs_per_row = (dim + W - 1) // W
+    nseg = (length + SEG_LEN - 1) // SEG_LEN
+    a = np.empty(nstate * W, np.float32)
+    h = np.empty(nstate * W, np.float32)
+    dv = np.empty(W, np.float32)
+    bv = np.empty(W, np.float32)
+    uu = np.empty(W, np.float32)
+    dd = np.empty(W, np.float32)
+    dt = np.empty(W, np.float32)
+    dtu = np.empty(W, np.float32)
+    acc = np.empty(W, np.float32)
+    for job in range(job0, job1):
+        b = job // jobs_per_row
+        c0 = (job - b * jobs_per_row) * W
+        cw = min(W, dim - c0)
+        for j in range(W):
+            live = j < cw
+            dv[j] = Dv[c0 + j] if live else _ZERO
+            bv[j] = bias[c0 + j] if live else _ZERO
+            uu[j] = _ZERO
+            dd[j] = _ZERO
+        for n in range(nstate):
+            for j in range(W):
+                live = j < cw
+                a[n * W + j] = A_T[n * dim + c0 + j] if live else _ZERO
+                h[n * W + j] = h0[(b * dim + c0 + j) * nstate + n] if (live and has_h0) else _ZERO
+        for t in range(length):
+            if store_seg and t % SEG_LEN == 0:
+                o = (b * nseg + t // SEG_LEN) * nstate * dim + c0
+                for n in range(nstate):
+                    seg_row = seg[o + n * dim:o + n * dim + cw]
+                    for j in range(cw):
+                        seg_row[j] = h[n * W + j]
+            u_row = u[b * su[0] + t * su[1] + c0:]
+            d_row = dl[b * sdl[0] + t * sdl[1] + c0:]
+            for j in range(cw):
+                uu[j] = u_row[j]
+                dd[j] = d_row[j]
+            if softplus:
+                for j in range(W):
+                    dt[j] = _softplus(dd[j] + bv[j])
+            else:
+                for j in range(W):
+                    dt[j] = dd[j] + bv[j]
+            for j in range(W):
+                dtu[j] = dt[j] * uu[j]
+                acc[j] = dv[j] * uu[j]
+            B_row = Bm[b * sB[0] + t * sB[1]:]
+            C_row = Cm[b * sC[0] + t * sC[1]:]
+            for n in range(nstate):
+                bn = B_row[n]
+                cn = C_row[n]
+                o = n * W
+                for j in range(W):
+                    hv = _exp(dt[j] * a[o + j]) * h[o + j] + dtu[j] * bn
+                    h[o + j] = hv
+                    acc[j] += hv * cn
+            y_row = y[(b * length + t) * dim + c0:]
+            if has_z:
+                z_row = z[b * sz[0] + t * sz[1] + c0:]
+                for j in range(cw):
+                    zz = z_row[j]
+                    y_row[j] = acc[j] * zz * _sigmoid(zz)
+            else:
+                for j in range(cw):
+                    y_row[j] = acc[j]
+        for j in range(cw):
+            for n in range(nstate):
+                hT[(b * dim + c0 + j) * nstate + n] = h[n * W + j]
+
+
+@_jit(_FLAGS)
+def _scan_bwd_kernel(job0, job1, W, w, u, su, dl, sdl, z, sz, Bm, sB, Cm, sC, A_T, Dv, bias, seg, dy, dhT,
+                     du, ddl, dz, dB_p, dC_p, dA_p, dD_p, dbias_p, dh0,
+                     batch, length, dim, nstate, has_z, softplus, has_dhT):
+    """Jobs job0..job1-1 of the backward of <y, dy> + <hT, dhT>, run by worker ``w``.
+    Writes du, ddl (w.r.t. delta before the bias), dz (B, L, D); adds into dB_p[w], dC_p[w]
+    ((workers, B, L, N) partials, zero on entry); writes dA_p (B, N, D), dD_p, dbias_p (B, D)
+    per-row partials and dh0 (B, D, N). Inputs as the forward's; seg from it; dy (B, L, D) and
+    dhT (B, D, N) contiguous."""
+    jobs_per_row = (dim + W - 1) // W
+    nseg = (length + SEG_LEN - 1) // SEG_LEN
+    tile = nstate * W
+    hs = np.empty((SEG_LEN + 1) * tile, np.float32)   # tile i + 1: h after step s0 + i; tile 0: before
+    es = np.empty(SEG_LEN * tile, np.float32)         # tile i: the decays exp(dt A) of step s0 + i
+    dts = np.empty(SEG_LEN * W, np.float32)           # row i: dt, dt * u, u, softplus' of step s0 + i
+    dtus = np.empty(SEG_LEN * W, np.float32)
+    uus = np.zeros(SEG_LEN * W, np.float32)
+    sig = np.empty(SEG_LEN * W, np.float32)           # (1 without softplus)
+    redC = np.empty(SEG_LEN * nstate * 8, np.float32)  # (step, n, 8 lanes): what is left of dC, dB
+    redB = np.empty(SEG_LEN * nstate * 8, np.float32)
+    a = np.empty(tile, np.float32)
+    dh = np.empty(tile, np.float32)
+    dA = np.empty(tile, np.float32)
+    dv = np.empty(W, np.float32)
+    bv = np.empty(W, np.float32)
+    dd = np.empty(W, np.float32)
+    gy = np.empty(W, np.float32)
+    yp = np.empty(W, np.float32)
+    sbj = np.empty(W, np.float32)
+    saj = np.empty(W, np.float32)
+    pc = np.empty(W, np.float32)
+    pb = np.empty(W, np.float32)
+    dDa = np.empty(W, np.float32)
+    dba = np.empty(W, np.float32)
+    for job in range(job0, job1):
+        b = job // jobs_per_row
+        c0 = (job - b * jobs_per_row) * W
+        cw = min(W, dim - c0)
+        for j in range(W):
+            live = j < cw
+            dv[j] = Dv[c0 + j] if live else _ZERO
+            bv[j] = bias[c0 + j] if live else _ZERO
+            dd[j] = _ZERO
+            gy[j] = _ZERO
+            dDa[j] = _ZERO
+            dba[j] = _ZERO
+        for n in range(nstate):
+            for j in range(W):
+                live = j < cw
+                a[n * W + j] = A_T[n * dim + c0 + j] if live else _ZERO
+                dh[n * W + j] = dhT[(b * dim + c0 + j) * nstate + n] if (live and has_dhT) else _ZERO
+                dA[n * W + j] = _ZERO
+        for s in range(nseg - 1, -1, -1):
+            s0 = s * SEG_LEN
+            T = min(SEG_LEN, length - s0)
+            o = (b * nseg + s) * nstate * dim + c0
+            for n in range(nstate):
+                seg_row = seg[o + n * dim:]
+                for j in range(W):
+                    hs[n * W + j] = seg_row[j] if j < cw else _ZERO
+            # rebuild the segment's states and decays
+            for i in range(T):
+                t = s0 + i
+                u_row = u[b * su[0] + t * su[1] + c0:]
+                d_row = dl[b * sdl[0] + t * sdl[1] + c0:]
+                uu = uus[i * W:(i + 1) * W]
+                dt = dts[i * W:(i + 1) * W]
+                dtu = dtus[i * W:(i + 1) * W]
+                sg = sig[i * W:(i + 1) * W]
+                for j in range(cw):
+                    uu[j] = u_row[j]
+                    dd[j] = d_row[j]
+                if softplus:
+                    for j in range(W):
+                        v = dd[j] + bv[j]
+                        dt[j] = _softplus(v)
+                        sg[j] = _sigmoid(v)
+                else:
+                    for j in range(W):
+                        dt[j] = dd[j] + bv[j]
+                        sg[j] = _ONE
+                for j in range(W):
+                    dtu[j] = dt[j] * uu[j]
+                B_row = Bm[b * sB[0] + t * sB[1]:]
+                for n in range(nstate):
+                    bn = B_row[n]
+                    o = n * W
+                    p0 = i * tile + o
+                    h_prev = hs[p0:p0 + W]
+                    h_new = hs[p0 + tile:p0 + tile + W]
+                    e_t = es[p0:p0 + W]
+                    for j in range(W):
+                        e = _exp(dt[j] * a[o + j])
+                        e_t[j] = e
+                        h_new[j] = e * h_prev[j] + dtu[j] * bn
+            # walk back over it
+            for i in range(T - 1, -1, -1):
+                t = s0 + i
+                uu = uus[i * W:(i + 1) * W]
+                dt = dts[i * W:(i + 1) * W]
+                dtu = dtus[i * W:(i + 1) * W]
+                sg = sig[i * W:(i + 1) * W]
+                oy = (b * length + t) * dim + c0
+                dy_row = dy[oy:oy + cw]
+                B_row = Bm[b * sB[0] + t * sB[1]:]
+                C_row = Cm[b * sC[0] + t * sC[1]:]
+                for j in range(cw):
+                    gy[j] = dy_row[j]
+                if has_z:                       # dz needs the pre-gate output C.h + D u
+                    for j in range(W):
+                        yp[j] = dv[j] * uu[j]
+                    for n in range(nstate):
+                        cn = C_row[n]
+                        h_t = hs[(i + 1) * tile + n * W:(i + 1) * tile + (n + 1) * W]
+                        for j in range(W):
+                            yp[j] += h_t[j] * cn
+                    z_row = z[b * sz[0] + t * sz[1] + c0:]
+                    dz_row = dz[oy:oy + cw]
+                    for j in range(cw):
+                        zz = z_row[j]
+                        sz_ = _sigmoid(zz)
+                        dz_row[j] = gy[j] * yp[j] * sz_ * (_ONE + zz * (_ONE - sz_))
+                        gy[j] *= zz * sz_
+                for j in range(W):
+                    dDa[j] += gy[j] * uu[j]
+                    sbj[j] = _ZERO
+                    saj[j] = _ZERO
+                for n in range(nstate):
+                    bn = B_row[n]
+                    cn = C_row[n]
+                    o = n * W
+                    p0 = i * tile + o
+                    h_prev = hs[p0:p0 + W]
+                    h_t = hs[p0 + tile:p0 + tile + W]
+                    e_t = es[p0:p0 + W]
+                    for j in range(W):
+                        g = dh[o + j] + cn * gy[j]              # dL/dh_t
+                        pc[j] = gy[j] * h_t[j]
+                        pb[j] = g * dtu[j]
+                        sbj[j] += g * bn
+                        q = g * e_t[j]                          # dL/dh_{t-1} through h_t
+                        r = q * h_prev[j]
+                        saj[j] += a[o + j] * r
+                        dA[o + j] += dt[j] * r
+                        dh[o + j] = q
+                    m = (i * nstate + n) * 8
+                    _fold8(pc, W, redC[m:m + 8])
+                    _fold8(pb, W, redB[m:m + 8])
+                du_row = du[oy:oy + cw]
+                dd_row = ddl[oy:oy + cw]
+                for j in range(W):
+                    pc[j] = dt[j] * sbj[j] + dv[j] * gy[j]         # du
+                    pb[j] = (uu[j] * sbj[j] + saj[j]) * sg[j]      # d delta
+                    dba[j] += pb[j]
+                for j in range(cw):
+                    du_row[j] = pc[j]
+                    dd_row[j] = pb[j]
+            # dB, dC: what is left of the sums over this job's channels, into this worker's partials
+            for i in range(T):
+                op = ((w * batch + b) * length + s0 + i) * nstate
+                for n in range(nstate):
+                    m = (i * nstate + n) * 8
+                    dC_p[op + n] += _sum8(redC[m:m + 8])
+                    dB_p[op + n] += _sum8(redB[m:m + 8])
+        for j in range(cw):
+            dD_p[b * dim + c0 + j] = dDa[j]
+            dbias_p[b * dim + c0 + j] = dba[j]
+            for n in range(nstate):
+                dh0[(b * dim + c0 + j) * nstate + n] = dh[n * W + j]
+                dA_p[(b * nstate + n) * dim + c0 + j] = dA[n * W + j]
+
+
+# ----------------------------------------------------------------------------- launchers
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None   # (pid, workers, pool)
+
+
+def _threads() -> int:
+    """Threads for a launch: as many as torch uses (``torch.set_num_threads`` applies here too)."""
+    return max(1, torch.get_num_threads())
+
+
+def _split(batch: int, dim: int) -> tuple[int, int, int]:
+    """(channels per job W, jobs, workers): W = 16 * G with G in (4, 2, 1) channel blocks, the
+    widest that still gives every thread a job (wide jobs read whole cache lines of each row of
+    u, delta, z, y; 16-channel jobs were 1.5-2x slower at D = 128)."""
+    threads = _threads()
+    blocks = -(-dim // BD)
+    group = 1
+    for g in (4, 2):
+        if g <= blocks and batch * -(-blocks // g) >= threads:
+            group = g
+            break
+    width = BD * group
+    njobs = batch * -(-dim // width)
+    return width, njobs, min(threads, njobs)
+
+
+def _run_jobs(run, njobs: int, nwork: int) -> None:
+    """``run(w, job0, job1)`` for nwork contiguous slices of range(njobs), in parallel threads
+    (the kernels release the GIL). Slice 0 runs in the calling thread. The pool is made again
+    after a fork (a child process has none of its parent's threads)."""
+    global _POOL
+    if nwork <= 1:
+        run(0, 0, njobs)
+        return
+    pid = os.getpid()
+    if _POOL is None or _POOL[0] != pid or _POOL[1] < nwork - 1:
+        _POOL = (pid, nwork - 1, ThreadPoolExecutor(nwork - 1, thread_name_prefix="mamba-genome-scan"))
+    cuts = [w * njobs // nwork for w in range(nwork + 1)]
+    futures = [_POOL[2].submit(run, w, cuts[w], cuts[w + 1]) for w in range(1, nwork)]
+    run(0, cuts[0], cuts[1])
+    for f in futures:
+        f.result()
+
+
+def _flat(t: torch.Tensor):
+    """(flat fp32 numpy view, (batch stride, time stride)) of a (B, L, X) tensor with unit stride
+    on its last axis; other tensors are converted / copied first."""
+    t = t.detach()
+    if t.dtype != torch.float32 or t.stride(-1) != 1:
+        t = t.float().contiguous()
+    span = 1 + sum((s - 1) * st for s, st in zip(t.shape, t.stride()))
+    flat = torch.as_strided(t, (span,), (1,), t.storage_offset())
+    return flat.numpy(), (t.stride(0), t.stride(1)), t
+
+
+def _vec(t: torch.Tensor | None, n: int) -> np.ndarray:
+    """A contiguous fp32 (n,) / flattened numpy array (zeros when ``t`` is None)."""
+    if t is None:
+        return np.zeros(n, np.float32)
+    return t.detach().float().contiguous().reshape(-1).numpy()
+
+
+def _prepare(u, delta, A, B, C, D, z, delta_bias, initial_state):
+    """Kernel-ready views of the inputs; the tensors they alias are kept alive in ``keep``."""
+    batch, length, dim = u.shape
+    (uf, su, ut), (df, sd, dt_), (bf, sb, bt), (cf, sc, ct) = (_flat(t) for t in (u, delta, B, C))
+    zf, sz, zt = _flat(z) if z is not None else (np.zeros(1, np.float32), (0, 0), None)
+    A_T = A.detach().float().t().contiguous()
+    arrays = dict(u=uf, su=su, dl=df, sdl=sd, z=zf, sz=sz, Bm=bf, sB=sb, Cm=cf, sC=sc,
+                  A_T=A_T.reshape(-1).numpy(), Dv=_vec(D, dim), bias=_vec(delta_bias, dim))
+    keep = (ut, dt_, bt, ct, zt, A_T)
+    return arrays, keep
+
+
+def _scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, initial_state, store_seg):
+    """Forward launcher: (y fp32 (B, L, D), final state fp32 (B, D, N), segment states or None)."""
+    batch, length, dim = u.shape
+    nstate = A.shape[1]
+    arrays, keep = _prepare(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    y = torch.empty(batch, length, dim, dtype=torch.float32)
+    hT = torch.empty(batch, dim, nstate, dtype=torch.float32)
+    nseg = -(-length // SEG_LEN)
+    seg = torch.empty(batch, nseg, nstate, dim, dtype=torch.float32) if store_seg else torch.empty(1)
+    kw = dict(arrays, h0=_vec(initial_state, 1), y=y.numpy().reshape(-1), hT=hT.numpy().reshape(-1),
+              seg=seg.numpy().reshape(-1), batch=batch, length=length, dim=dim, nstate=nstate,
+              has_z=z is not None, softplus=bool(softplus), has_h0=initial_state is not None,
+              store_seg=bool(store_seg))
+    njobs = batch * (-(-dim // BD))
+    width, njobs, nwork = _split(batch, dim)
+    _run_jobs(lambda w, j0, j1: _scan_fwd_kernel(j0, j1, width, **kw), njobs, nwork)
+    del keep
+    return y, hT, (seg if store_seg else None)
+
+
+def _scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, seg, dy, dhT):
+    """Backward launcher: fp32 (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, d initial_state)."""
+    batch, length, dim = u.shape
+    nstate = A.shape[1]
+    arrays, keep = _prepare(u, delta, A, B, C, D, z, delta_bias, None)
+    width, njobs, nwork = _split(batch, dim)
+    f32 = dict(dtype=torch.float32)
+    du, ddl = torch.empty(batch, length, dim, **f32), torch.empty(batch, length, dim, **f32)
+    dz = torch.empty(batch, length, dim, **f32) if z is not None else torch.empty(1, **f32)
+    dB_p = torch.zeros(nwork, batch, length, nstate, **f32)
+    dC_p = torch.zeros(nwork, batch, length, nstate, **f32)
+    dA_p = torch.empty(batch, nstate, dim, **f32)
+    dD_p, dbias_p = torch.empty(batch, dim, **f32), torch.empty(batch, dim, **f32)
+    dh0 = torch.empty(batch, dim, nstate, **f32)
+    dy = dy.detach().float().contiguous()
+    flat = (lambda t: t.numpy().reshape(-1))
+    kw = dict(arrays, seg=flat(seg), dy=flat(dy), dhT=_vec(dhT, 1), du=flat(du), ddl=flat(ddl),
+              dz=flat(dz), dB_p=flat(dB_p), dC_p=flat(dC_p), dA_p=flat(dA_p), dD_p=flat(dD_p),
+              dbias_p=flat(dbias_p), dh0=flat(dh0), batch=batch, length=length, dim=dim, nstate=nstate,
+              has_z=z is not None, softplus=bool(softplus), has_dhT=dhT is not None)
+    _run_jobs(lambda w, j0, j1: _scan_bwd_kernel(j0, j1, width, w, **kw), njobs, nwork)
+    del keep
+    return (du, ddl, dA_p.sum(0).t(), dB_p.sum(0), dC_p.sum(0), dD_p.sum(0),
+            dz if z is not None else None, dbias_p.sum(0), dh0)
+
+
+# ----------------------------------------------------------------------------- autograd
+class _SelectiveScanNumba(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, softplus):
+        y, hT, seg = _scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, initial_state, store_seg=True)
+        ctx.softplus = softplus
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, initial_state, seg)
+        return y.to(u.dtype), hT
+
+    @staticmethod
+    def backward(ctx, dy, dhT):
+        u, delta, A, B, C, D, z, delta_bias, initial_state, seg = ctx.saved_tensors
+        if dy is None:
+            dy = torch.zeros(u.shape, dtype=torch.float32)
+        du, ddl, dA, dB, dC, dD, dz, dbias, dh0 = _scan_bwd(u, delta, A, B, C, D, z, delta_bias, ctx.softplus,
+                                                             seg, dy, dhT)
+        cast = (lambda g, ref: None if ref is None or g is None else g.to(ref.dtype))
+        return (cast(du, u), cast(ddl, delta), cast(dA, A), cast(dB, B), cast(dC, C), cast(dD, D),
+                cast(dz, z), cast(dbias, delta_bias), cast(dh0, initial_state), None)
+
+
+# ----------------------------------------------------------------------------- public function
+def selective_scan_numba(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+    initial_state=None, return_final_state=False,
+):
+    """Compiled CPU scan; same contract as :func:`mamba_genome.kernels.selective_scan`.
+
+    CPU tensors in fp32 / bf16 / fp16, computed in fp32; y in u's dtype, the final state fp32.
+    Without autograd (no input needs grad, or ``torch.no_grad()``) no segment states are kept.
+    """
+    if u.numel() == 0:                 # nothing to scan: the PyTorch path returns the right shapes
+        from .parallel import selective_scan_torch
+
+        return selective_scan_torch(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
+                                    delta_softplus=delta_softplus, initial_state=initial_state,
+                                    return_final_state=return_final_state)
+    need_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias, initial_state))
+    if need_grad:
+        y, hT = _SelectiveScanNumba.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, bool(delta_softplus))
+    else:
+        y, hT, _ = _scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, store_seg=False)
+        y = y.to(u.dtype)
+    return (y, hT) if return_final_state else y
