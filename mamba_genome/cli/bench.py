@@ -42,7 +42,9 @@ def bench():
 @click.option("--checkpoint-bf16", is_flag=True, help="With --grad-checkpointing, the least memory: bf16 checkpoints, scan recomputed.")
 @click.option("--checkpoint-skip", type=int, default=0, show_default=True, help="With --grad-checkpointing: leave the last N layers un-checkpointed (faster; each keeps its activations, ~0.5-1.3 GiB per 1.4m layer at 2^20).")
 @click.option("--scan-state-every", type=int, default=64, show_default=True, help="Steps between the scan states saved for the backward (multiple of 8). 16: ~10% faster scan backward, 4x the memory for those states (1 GiB per 1.4m layer at 2^20).")
-@click.option("--precision", type=click.Choice(["bf16-mixed", "32"]), default="bf16-mixed", show_default=True)
+@click.option("--precision", type=click.Choice(["bf16-mixed", "32"]), default=None,
+              help="[default: bf16-mixed on a GPU, 32 on CPU, as pretrain runs; CPU autocast to bf16 is slow "
+                   "without native bf16 matrix units]")
 @click.option("--device", default="auto", show_default=True, help="auto (cuda if available), cuda, cuda:N or cpu.")
 @click.option("--backend", type=click.Choice(["reference", "torch", "numba", "triton"]), default=None,
               help="Force a kernels backend [default: fastest available: triton on a GPU, numba on CPU].")
@@ -73,6 +75,9 @@ def train(preset, seq_len, batch_size, steps, warmup, grad_checkpointing, checkp
     from ..workflows.bench_train import BenchTrainConfig, run_bench_train
 
     json_target = check_output_path(json_out, flag="--json", example="bench.json") if json_out else None
+    if precision is None:
+        on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        precision = "bf16-mixed" if on_gpu else "32"
 
     cfg = BenchTrainConfig(preset=preset, seq_len=seq_len, batch_size=batch_size, steps=steps, warmup=warmup,
                            grad_checkpointing=grad_checkpointing, checkpoint_bf16=checkpoint_bf16,
