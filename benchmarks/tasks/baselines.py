@@ -166,7 +166,7 @@ def cnn_stage(ws: WindowSet, *, seed: int = 0, max_epochs: int = 40, patience: i
             opt.zero_grad()
             loss.backward()
             opt.step()
-            loss_sum += float(loss) * len(j)
+            loss_sum += loss.item() * len(j)
         acc = float(np.mean(predict(xva).argmax(1) == yva))
         curve.append({"epoch": epoch, "train_loss": round(loss_sum / len(order), 4), "val_accuracy": acc})
         log(f"  cnn epoch {epoch}: train loss {loss_sum / len(order):.4f}, val {acc:.3f}")

@@ -83,6 +83,10 @@ def cmd_run(a) -> int:
         raise UserError(f"--stages: unknown stage '{bad[0]}' (known: {', '.join(STAGES)})")
     if ("probe" in stages) and not a.model:
         raise UserError("--stages probe needs --model (a pretrained model or run directory)")
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
     results_path = Path(a.results)
     results = load_results(results_path)
     for name in _names(a.tasks):
@@ -98,7 +102,7 @@ def cmd_run(a) -> int:
             if stage == "kmer":
                 r = baselines.kmer_stage(ws, seed=a.seed, log=log)
             elif stage == "cnn":
-                r = baselines.cnn_stage(ws, seed=a.seed, max_epochs=a.cnn_epochs, threads=a.threads, log=log)
+                r = baselines.cnn_stage(ws, seed=a.seed, max_epochs=a.cnn_epochs, log=log)
             elif stage == "probe":
                 r = baselines.probe_stage(ws, a.model, seed=a.seed, log=log)
             else:
@@ -143,7 +147,7 @@ def main(argv=None) -> int:
     r.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch size")
     r.add_argument("--runs-dir", default="runs/tasks_runs", help="where fine-tuning run directories go")
     r.add_argument("--cnn-epochs", type=int, default=40)
-    r.add_argument("--threads", type=int, default=None, help="torch CPU threads for the CNN")
+    r.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: on a shared CPU more threads spin and run slower)")
     r.add_argument("--results", default=str(RESULTS), help="JSON to merge results into (default: %(default)s)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("-v", "--verbose", action="store_true", help="print the grid / epochs")

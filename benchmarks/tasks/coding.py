@@ -34,8 +34,11 @@ GENOMES = {"E. coli MG1655": "ecoli/MG1655-K12.fa.gz", "S. aureus N315": "saureu
            "V. cholerae H1": "vcholerae/H1.fa.gz"}
 
 
-def candidates(genome: dict[str, bytes], genes, seq_len: int, block: int):
-    """Yield ``(label, split, seq)`` for every candidate window (0 = coding, 1 = noncoding)."""
+def candidates(genome: dict[str, bytes], genes, seq_len: int, block: int, per_gene: int = 2):
+    """Yield ``(label, split, seq)`` for every candidate window (0 = coding, 1 = noncoding).
+
+    Coding windows: up to ``per_gene`` adjacent tiles from the middle of each gene.
+    """
     all_blocks = genome_blocks(genome, block)
     for contig, seq in genome.items():
         blocks = all_blocks[contig]
@@ -45,7 +48,7 @@ def candidates(genome: dict[str, bytes], genes, seq_len: int, block: int):
             covered[g.start] += 1
             covered[g.end] -= 1
             if g.end - g.start >= seq_len:
-                n = min(2, (g.end - g.start) // seq_len)
+                n = min(per_gene, (g.end - g.start) // seq_len)
                 s0 = g.start + ((g.end - g.start) - n * seq_len) // 2
                 for j in range(n):
                     s = s0 + j * seq_len
@@ -66,8 +69,8 @@ def candidates(genome: dict[str, bytes], genes, seq_len: int, block: int):
 
 
 def prepare(data: Path, out: Path | None = None, *, seed: int = 0, genomes: dict | None = None,
-            seq_len: int = SEQ_LEN, block: int = BLOCK, meta_genes: bool = False) -> WindowSet:
-    """Build the task from ``data`` (the /work/shared/data layout); print and return its windows."""
+            seq_len: int = SEQ_LEN, block: int = BLOCK, meta_genes: bool = False, per_gene: int = 2) -> WindowSet:
+    """Build the task from ``data`` (the /work/shared/data layout); return its windows."""
     rng = np.random.default_rng(seed)
     genomes = genomes or GENOMES
     seqs, ys, splits, per_genome = [], [], [], {}
@@ -77,7 +80,7 @@ def prepare(data: Path, out: Path | None = None, *, seed: int = 0, genomes: dict
         genes = call_genes(genome, cache, meta=meta_genes)
         report = verify(genome, genes)
         check_calls(report, f"{NAME}: {rel}")
-        cand = list(candidates(genome, genes, seq_len, block))
+        cand = list(candidates(genome, genes, seq_len, block, per_gene))
         lab = np.array([c[0] for c in cand])
         spl = np.array([c[1] for c in cand])
         gc = np.array([gc_fraction(c[2]) for c in cand])

@@ -10,7 +10,8 @@ Provenance
 
 Construction
     Every window is in gene orientation (reverse-complemented for minus-strand genes) with an
-    ATG at bases 128-130 (0-based). ``start``: the ATG start codon of a complete gene.
+    ATG at bases 128-130 (0-based; ``seq_len // 2`` in general). ``start``: the ATG start codon
+    of a complete gene.
     ``internal``: an in-frame ATG of the same gene at least 300 bp after its start and with
     the whole window inside the gene's body (one per gene, at random). Both classes share the
     centre codon, so the signal is upstream: RBS, promoter-side composition, no reading frame.
@@ -29,24 +30,25 @@ from .genes import call_genes, check_calls, pyrodigal_version, verify
 
 NAME = "start_codon"
 SEQ_LEN = 256
-UPSTREAM = 128  # bases before the A of the ATG
 BLOCK = 20_000
 MIN_INTERNAL = 300  # an internal ATG lies at least this far into the gene
 
 
 def _window(seq: bytes, strand: int, atg: int, seq_len: int) -> tuple[int, int, bytes] | None:
-    """Forward-strand span and gene-oriented window with the ATG whose first base is ``atg`` at ``UPSTREAM``.
+    """Forward-strand span and gene-oriented window with the ATG whose first base is ``atg`` at ``seq_len // 2``.
 
-    ``atg`` is a forward coordinate: the A on the plus strand, the T of CAT's complement end on minus.
+    ``atg`` is a forward coordinate: the A on the plus strand; on the minus strand the ATG reads
+    leftwards from ``atg`` (forward bases ``[atg - 2, atg]`` are CAT).
     """
+    up = seq_len // 2
     if strand > 0:
-        s = atg - UPSTREAM
+        s = atg - up
         e = s + seq_len
         if s < 0 or e > len(seq):
             return None
         return s, e, seq[s:e]
     # minus strand: ATG occupies [atg-2, atg] on the forward strand (as CAT), read leftwards
-    e = atg + 1 + UPSTREAM
+    e = atg + 1 + up
     s = e - seq_len
     if s < 0 or e > len(seq):
         return None
@@ -67,7 +69,7 @@ def candidates(genome: dict[str, bytes], genes, seq_len: int, block: int, rng: n
             if w is not None and split_of(blocks, w[0], w[1]):
                 yield 0, split_of(blocks, w[0], w[1]), w[2]
             cds = g.cds(seq)
-            offs = [o for o in range(MIN_INTERNAL - MIN_INTERNAL % 3, length - (seq_len - UPSTREAM), 3)
+            offs = [o for o in range(MIN_INTERNAL - MIN_INTERNAL % 3, length - (seq_len - seq_len // 2) + 1, 3)
                     if cds[o:o + 3] == b"ATG"]
             if not offs:
                 continue
