@@ -267,7 +267,7 @@ def test_finetune_stage_scores_our_test_windows(tmp_path, tiny_model):
     assert len(pred) == 17
 
 
-def test_cli_run_and_report(tmp_path):
+def test_cli_run_and_report(tmp_path, tiny_model, capsys):
     ws = _separable(n=30)
     ws.save(tmp_path / "tasks")
     res = tmp_path / "out" / "tasks.json"
@@ -277,6 +277,22 @@ def test_cli_run_and_report(tmp_path):
     assert got["majority_rate"] == 0.5 and got["results"]["kmer"]["machine"]
     md = res.with_suffix(".md").read_text()
     assert "| order_short | 2 | 64 | 60/20/20 | auroc | 0.500 |" in md and "not run" in md
+    # the GPU command's stages, here on CPU with a tiny model: merged next to the k-mer row
+    assert tasks_main(["run", "--tasks-dir", str(tmp_path / "tasks"), "--tasks", "order_short", "--stages",
+                       "probe,finetune", "--model", str(tiny_model), "--probe-layers", "1", "--finetune-steps", "2",
+                       "--batch-size", "8", "--runs-dir", str(tmp_path / "runs"), "--results", str(res)]) == 0
+    got = json.loads(res.read_text())["tasks"]["order_short"]["results"]
+    assert set(got) == {"kmer", "probe", "finetune"} and got["probe"]["chosen"]["layer"] == 1
+    assert res.with_suffix(".md").read_text().count("not run") == 1  # the CNN
+    assert tasks_main(["report", "--results", str(res)]) == 0
+    assert "| order_short |" in capsys.readouterr().out
+    # merge: another file's stages join (and per stage replace) what is there
+    other = json.loads(res.read_text())
+    other["tasks"]["order_short"]["results"] = {"cnn": {**got["kmer"], "method": "cnn from elsewhere"}}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert tasks_main(["merge", str(tmp_path / "other.json"), "--results", str(res)]) == 0
+    merged = json.loads(res.read_text())["tasks"]["order_short"]["results"]
+    assert set(merged) == {"kmer", "cnn", "probe", "finetune"} and merged["cnn"]["method"] == "cnn from elsewhere"
     assert tasks_main(["run", "--tasks-dir", str(tmp_path / "tasks"), "--tasks", "nope", "--results", str(res)]) == 2
     assert tasks_main(["run", "--tasks-dir", str(tmp_path / "missing"), "--tasks", "coding", "--results", str(res)]) == 2
 

@@ -104,7 +104,8 @@ def cmd_run(a) -> int:
             elif stage == "cnn":
                 r = baselines.cnn_stage(ws, seed=a.seed, max_epochs=a.cnn_epochs, log=log)
             elif stage == "probe":
-                r = baselines.probe_stage(ws, a.model, seed=a.seed, log=log)
+                layers = [int(x) for x in a.probe_layers.split(",")] if a.probe_layers else None
+                r = baselines.probe_stage(ws, a.model, layers=layers, seed=a.seed, log=log)
             else:
                 r = baselines.finetune_stage(ws, task_dir, Path(a.runs_dir) / f"finetune_{name}", model_path=a.model,
                                              preset=a.preset, max_steps=a.finetune_steps, batch_size=a.batch_size,
@@ -118,6 +119,20 @@ def cmd_run(a) -> int:
                   f"accuracy {r['accuracy']:.3f}, {r['seconds']} s ({r['method']})", flush=True)
             write_results(results_path, results)
     print(f"wrote {results_path} and {results_path.with_suffix('.md')}")
+    return 0
+
+
+def cmd_merge(a) -> int:
+    """Stages of several results files (e.g. two processes' or a CPU and a GPU run) into ``--results``."""
+    results = load_results(Path(a.results))
+    for path in a.inputs:
+        for name, t in load_results(Path(path))["tasks"].items():
+            entry = results["tasks"].setdefault(name, {})
+            runs = {**entry.get("results", {}), **t.get("results", {})}
+            entry.update(t)
+            entry["results"] = runs
+    write_results(Path(a.results), results)
+    print(f"wrote {a.results} and {Path(a.results).with_suffix('.md')}")
     return 0
 
 
@@ -141,22 +156,26 @@ def main(argv=None) -> int:
     r.add_argument("--tasks", default="all")
     r.add_argument("--stages", default="kmer,cnn", help=f"comma-separated subset of: {', '.join(STAGES)}")
     r.add_argument("--model", default=None, help="pretrained model/run directory for probe and finetune")
+    r.add_argument("--probe-layers", default=None, help="comma-separated block indices to probe (default: all)")
     r.add_argument("--preset", default="tiny", help="finetune from scratch at this preset when --model is not given")
     r.add_argument("--finetune-steps", type=int, default=2000)
     r.add_argument("--finetune-time", type=float, default=None, help="seconds per fine-tuning run (cap)")
     r.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch size")
     r.add_argument("--runs-dir", default="runs/tasks_runs", help="where fine-tuning run directories go")
-    r.add_argument("--cnn-epochs", type=int, default=40)
+    r.add_argument("--cnn-epochs", type=int, default=20, help="most CNN epochs (early stopping on val)")
     r.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: on a shared CPU more threads spin and run slower)")
     r.add_argument("--results", default=str(RESULTS), help="JSON to merge results into (default: %(default)s)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("-v", "--verbose", action="store_true", help="print the grid / epochs")
     q = sub.add_parser("report", help="print the markdown table of --results")
     q.add_argument("--results", default=str(RESULTS))
+    m = sub.add_parser("merge", help="merge the stages of other results files into --results")
+    m.add_argument("inputs", nargs="+", help="results JSON files (later ones win per task and stage)")
+    m.add_argument("--results", default=str(RESULTS))
     a = ap.parse_args(argv)
     a.argv = list(argv) if argv is not None else None
     try:
-        return {"prepare": cmd_prepare, "run": cmd_run, "report": cmd_report}[a.cmd](a)
+        return {"prepare": cmd_prepare, "run": cmd_run, "report": cmd_report, "merge": cmd_merge}[a.cmd](a)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
