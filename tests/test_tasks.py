@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.tasks import baselines, coding, common, order, start_codon, strain
+from benchmarks.tasks import baselines, coding, common, order, start_codon, strain, umaydis
 from benchmarks.tasks.cli import main as tasks_main
 from benchmarks.tasks.common import WindowSet
 from benchmarks.tasks.genes import call_genes, verify
@@ -138,6 +138,57 @@ def test_coding_prepare_balanced_gc_matched_disjoint(tmp_path):
         g1 = ws.gc[(ws.split == s) & (ws.y == 1)]
         assert abs(g0.mean() - g1.mean()) < 0.05
     assert (tmp_path / "_genes" / "saureus_COL_8k.tsv").is_file()  # cached gene calls
+
+
+# ------------------------------------------------------ U. maydis gene models
+
+
+@pytest.fixture(scope="module")
+def um():
+    genome = common.read_genome(DATA / "umaydis_chr01_19-33kb.fa")
+    models, check = umaydis.gene_models(genome, DATA / "umaydis_chr01_19-33kb.gff3")
+    return genome, models, check
+
+
+def test_umaydis_models_translate(um):
+    genome, models, check = um
+    assert check == {"models": 6, "start_M": 6, "ends_with_stop": 6, "internal_stop": 0, "used": 6}
+    assert sorted(len(m.segments) for m in models) == [1, 1, 1, 1, 2, 2]
+    with pytest.raises(common.UserError, match="maffilter-examples"):
+        umaydis.gene_models(genome, DATA / "missing.gff3")
+
+
+def test_umaydis_donor_and_decoy_windows(um):
+    genome, models, _ = um
+    (seq,) = genome.values()
+    expected = set()
+    for m in models:  # donors from the coordinates: exon end at base 31, intron GT at 32
+        for (a, b), (c, d) in zip(m.segments, m.segments[1:]):
+            expected.add(seq[b - 32:b + 32] if m.strand == "+" else common.revcomp(seq[c - 32:c + 32]))
+    got = list(umaydis.donor_candidates(genome, models, 64, 10**6, np.random.default_rng(0)))
+    assert {w for lab, _, w in got if lab == 0} == expected and len(expected) == 2
+    decoys = [w for lab, _, w in got if lab == 1]
+    assert len(decoys) >= 6
+    segs = [seq[a:b] for m in models for a, b in m.segments]
+    for w in decoys:
+        assert w[32:34] == b"GT" and any(w in x or common.revcomp(w) in x for x in segs)
+
+
+def test_umaydis_coding_windows(um):
+    genome, models, _ = um
+    (seq,) = genome.values()
+    genic = np.zeros(len(seq), bool)
+    for m in models:
+        genic[m.segments[0][0]:m.segments[-1][1]] = True
+    n = {0: 0, 1: 0}
+    for lab, _, w in umaydis.coding_candidates(genome, models, 64, 10**6):
+        pos = seq.find(w)
+        if lab == 0:
+            assert any(a <= pos and pos + 64 <= b for m in models for a, b in m.segments)
+        else:
+            assert not genic[pos:pos + 64].any()
+        n[lab] += 1
+    assert n[0] == 16 and n[1] > 20
 
 
 # --------------------------------------------------------------- strain and order

@@ -42,7 +42,8 @@ def cmd_prepare(a) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for name in _names(a.tasks):
         t0 = time.perf_counter()
-        ws = TASKS[name](Path(a.data), out, seed=a.seed)
+        kw = {"gff": a.umaydis_gff} if name in ("coding_umaydis", "splice_donor") and a.umaydis_gff else {}
+        ws = TASKS[name](Path(a.data), out, seed=a.seed, **kw)
         d = ws.save(out)
         print(ws.describe())
         print(f"  wrote {d} ({time.perf_counter() - t0:.1f} s)", flush=True)
@@ -150,6 +151,9 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=str(DEFAULT_DATA), help="folder with ecoli/, saureus/, vcholerae/ (default: %(default)s)")
     p.add_argument("--out", required=True, help="where the task folders go")
     p.add_argument("--tasks", default="all", help=f"comma-separated subset of: {', '.join(TASKS)}")
+    p.add_argument("--umaydis-gff", default=None,
+                   help="U. maydis gene models (default: /usr/share/doc/maffilter/examples/Umaydis/Umaydis.gff3.gz "
+                        "of `apt-get install maffilter-examples`)")
     p.add_argument("--seed", type=int, default=0)
     r = sub.add_parser("run", help="score classifiers on prepared tasks")
     r.add_argument("--tasks-dir", required=True, help="the --out of prepare")
