@@ -166,7 +166,7 @@ def main(argv=None) -> int:
     r.add_argument("--finetune-time", type=float, default=None, help="seconds per fine-tuning run (cap)")
     r.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch size")
     r.add_argument("--runs-dir", default="runs/tasks_runs", help="where fine-tuning run directories go")
-    r.add_argument("--cnn-epochs", type=int, default=20, help="most CNN epochs (early stopping on val)")
+    r.add_argument("--cnn-epochs", type=int, default=12, help="most CNN epochs (early stopping on val, patience 3)")
     r.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: on a shared CPU more threads spin and run slower)")
     r.add_argument("--results", default=str(RESULTS), help="JSON to merge results into (default: %(default)s)")
     r.add_argument("--seed", type=int, default=0)

@@ -11,8 +11,8 @@ On disk (:meth:`WindowSet.save`), ``<out>/<task>/``::
 
     windows.npz      tokens uint8 [n, L], labels int64 [n], split str [n], gc float32 [n]
     meta.json        labels, seq_len, metric, provenance, statistics
-    fasta/<label>.<split>.fa  one record per window (for `mamba-genome finetune --manifest`)
-    manifest.tsv     label, fasta, split
+    fasta/<label>.<split>.fa  one record per window (for `mamba-genome finetune --manifest`;
+    manifest.tsv     label, fasta, split                written by the finetune stage when missing)
 """
 from __future__ import annotations
 
@@ -193,9 +193,22 @@ class WindowSet:
         return "\n".join(lines)
 
     def save(self, out: str | os.PathLike) -> Path:
+        """Write ``<out>/<name>/windows.npz`` and ``meta.json`` (FASTA: :meth:`write_fasta`, on demand)."""
         d = Path(out) / self.name
-        (d / "fasta").mkdir(parents=True, exist_ok=True)
+        d.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(d / "windows.npz", tokens=self.tokens, labels=self.y, split=self.split, gc=self.gc)
+        meta = {"name": self.name, "labels": self.labels, "seq_len": self.seq_len, "metric": self.metric,
+                "provenance": self.provenance, "stats": self.stats()}
+        (d / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+        return d
+
+    def write_fasta(self, d: str | os.PathLike) -> Path:
+        """One record per window in ``<d>/fasta/<label>.<split>.fa`` and ``<d>/manifest.tsv``; returns the manifest.
+
+        Record ``<label>_<split>_<j>`` is window ``j`` of this set.
+        """
+        d = Path(d)
+        (d / "fasta").mkdir(parents=True, exist_ok=True)
         alphabet = np.frombuffer(b"-----ACGTN", dtype=np.uint8)
         rows = ["label\tfasta\tsplit"]
         for k, lab in enumerate(self.labels):
@@ -207,10 +220,7 @@ class WindowSet:
                         fh.write(b">%s_%s_%d\n%s\n" % (lab.encode(), s.encode(), j, alphabet[self.tokens[j]].tobytes()))
                 rows.append(f"{lab}\tfasta/{lab}.{s}.fa\t{s}")
         (d / "manifest.tsv").write_text("\n".join(rows) + "\n")
-        meta = {"name": self.name, "labels": self.labels, "seq_len": self.seq_len, "metric": self.metric,
-                "provenance": self.provenance, "stats": self.stats()}
-        (d / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
-        return d
+        return d / "manifest.tsv"
 
     @classmethod
     def load(cls, d: str | os.PathLike) -> "WindowSet":

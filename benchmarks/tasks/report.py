@@ -37,10 +37,12 @@ def markdown(results: dict) -> str:
     for name, t in results.get("tasks", {}).items():
         n = {s: sum(t["windows"][s].values()) for s in ("train", "val", "test")}
         runs = t.get("results", {})
-        machines |= {f"{r['stage'] if 'stage' in r else k}: {r['machine']}, {r['date']}" for k, r in runs.items()}
+        machines |= {f"{k}: {r['machine']}, {r['date']}" for k, r in runs.items()}
         lines.append(f"| {name} | {len(t['labels'])} | {t['seq_len']:,} | {n['train']:,}/{n['val']:,}/{n['test']:,} | "
                      f"{t['metric']} | {t['majority_rate']:.3f} | "
                      + " | ".join(_cell(runs.get(k), t["metric"]) for k, _ in COLUMNS) + " |")
     lines += ["", f"95% intervals: Wilson for accuracy, bootstrap (1,000) for AUROC. **one class**: predicted one "
-              f"class for > {ONE_CLASS_SHARE:.0%} of test windows. Measured: {'; '.join(sorted(machines)) or 'nothing yet'}."]
+              f"class for > {ONE_CLASS_SHARE:.0%} of test windows. Every column scores the same test windows, made by "
+              f"`python -m benchmarks.tasks prepare --data /work/shared/data` (seed 0; the tasks are described in "
+              f"benchmarks/tasks/__init__.py). Measured: {'; '.join(sorted(machines)) or 'nothing yet'}."]
     return "\n".join(lines) + "\n"
