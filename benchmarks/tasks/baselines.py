@@ -192,7 +192,8 @@ def cnn_stage(ws: WindowSet, *, seed: int = 0, max_epochs: int = 12, patience: i
     out.update({"method": f"CNN: 3 conv blocks ({', '.join(map(str, CHANNELS))} ch, k=9, max-pool {model.pool}) "
                           "+ global mean/max pool",
                 "chosen": {"epoch": int(np.argmax([c["val_accuracy"] for c in curve]))},
-                "epochs_run": len(curve), "val_accuracy": best, "curve": curve,
+                "epochs_run": len(curve), "max_epochs": max_epochs, "patience": patience, "val_accuracy": best,
+                "curve": curve,
                 "parameters": int(sum(p.numel() for p in model.parameters())),
                 "seconds": round(time.perf_counter() - t0, 1)})
     return out

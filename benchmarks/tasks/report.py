@@ -3,7 +3,8 @@
 One row per task: classes, window length, train/val/test windows, the majority-class rate, then
 each classifier's headline metric with its 95% interval (AUROC for binary gene tasks, accuracy
 otherwise; accuracy is always in the JSON). A cell is marked **one class** when that classifier
-predicted one class for more than 90% of the test windows.
+predicted one class for more than 90% of the test windows, and a CNN cell says so when training
+hit its epoch cap before early stopping ended it.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ def _cell(r: dict | None, metric: str) -> str:
         s += f" k={r['chosen']['k']}"
     if "layer" in r.get("chosen", {}):
         s += f" L{r['chosen']['layer']}/{r['chosen']['pool']}"
+    if "curve" in r and r["epochs_run"] - 1 - r["chosen"]["epoch"] < r.get("patience", 3):
+        s += f" (epoch cap {r['epochs_run']}, not early-stopped)"
     if r.get("one_class"):
         s += f" **one class {r['max_predicted_share']:.0%}**"
     return s
@@ -34,7 +37,11 @@ def markdown(results: dict) -> str:
              + " | ".join(h for _, h in COLUMNS) + " |",
              "|---|---|---|---|---|---|" + "---|" * len(COLUMNS)]
     machines = set()
-    for name, t in results.get("tasks", {}).items():
+    from . import TASKS
+
+    tasks = results.get("tasks", {})
+    for name in [n for n in TASKS if n in tasks] + [n for n in tasks if n not in TASKS]:
+        t = tasks[name]
         n = {s: sum(t["windows"][s].values()) for s in ("train", "val", "test")}
         runs = t.get("results", {})
         machines |= {f"{k}: {r['machine']}, {r['date']}" for k, r in runs.items()}
