@@ -295,6 +295,12 @@ def test_cnn_learns_and_stops_early():
     r = baselines.cnn_stage(ws, max_epochs=4, patience=2, batch_size=16, log=lambda m: None)
     assert r["accuracy"] > 0.8 and r["auroc"] > 0.9
     assert r["epochs_run"] <= 4 and len(r["curve"]) == r["epochs_run"]
+    assert r["stopped_by"] in ("early_stopping", "max_epochs")
+    capped = baselines.cnn_stage(ws, max_epochs=4, batch_size=16, max_time_s=1e-3, log=lambda m: None)
+    assert capped["epochs_run"] == 1 and capped["stopped_by"] == "time"
+    from benchmarks.tasks.report import _cell
+
+    assert "time cap after 1 epochs" in _cell(capped, "auroc")
 
 
 @pytest.fixture(scope="module")

@@ -140,8 +140,12 @@ def _cnn(num_classes: int, seq_len: int):
 
 
 def cnn_stage(ws: WindowSet, *, seed: int = 0, max_epochs: int = 12, patience: int = 3, batch_size: int = 64,
-              lr: float = 1e-3, threads: int | None = None, log=print) -> dict:
-    """Train the small CNN on train, early-stop on val accuracy, score the best epoch on test."""
+              lr: float = 1e-3, threads: int | None = None, max_time_s: float | None = None, log=print) -> dict:
+    """Train the small CNN on train, early-stop on val accuracy, score the best epoch on test.
+
+    ``max_time_s``: no new epoch starts when another one (as long as the slowest so far) would end
+    past this budget; the result then records ``stopped_by`` = "time".
+    """
     import torch
 
     t0 = time.perf_counter()
@@ -162,7 +166,9 @@ def cnn_stage(ws: WindowSet, *, seed: int = 0, max_epochs: int = 12, patience: i
         return np.concatenate(out) if out else np.zeros((0, len(ws.labels)))
 
     best, best_state, bad, curve = -1.0, None, 0, []
+    stopped_by, slowest = "max_epochs", 0.0
     for epoch in range(max_epochs):
+        t_epoch = time.perf_counter()
         model.train()
         order = rng.permutation(len(xtr))
         loss_sum = 0.0
@@ -185,14 +191,20 @@ def cnn_stage(ws: WindowSet, *, seed: int = 0, max_epochs: int = 12, patience: i
         else:
             bad += 1
             if bad >= patience:
+                stopped_by = "early_stopping"
                 break
+        slowest = max(slowest, time.perf_counter() - t_epoch)
+        if max_time_s is not None and time.perf_counter() - t0 + slowest > max_time_s and epoch + 1 < max_epochs:
+            stopped_by = "time"
+            break
     model.load_state_dict(best_state)
     proba = predict(xte)
     out = score_predictions(yte, proba.argmax(1), proba, len(ws.labels))
     out.update({"method": f"CNN: 3 conv blocks ({', '.join(map(str, CHANNELS))} ch, k=9, max-pool {model.pool}) "
                           "+ global mean/max pool",
                 "chosen": {"epoch": int(np.argmax([c["val_accuracy"] for c in curve]))},
-                "epochs_run": len(curve), "max_epochs": max_epochs, "patience": patience, "val_accuracy": best,
+                "epochs_run": len(curve), "max_epochs": max_epochs, "patience": patience, "stopped_by": stopped_by,
+                "val_accuracy": best,
                 "curve": curve,
                 "parameters": int(sum(p.numel() for p in model.parameters())),
                 "seconds": round(time.perf_counter() - t0, 1)})

@@ -103,7 +103,7 @@ def cmd_run(a) -> int:
             if stage == "kmer":
                 r = baselines.kmer_stage(ws, seed=a.seed, log=log)
             elif stage == "cnn":
-                r = baselines.cnn_stage(ws, seed=a.seed, max_epochs=a.cnn_epochs, log=log)
+                r = baselines.cnn_stage(ws, seed=a.seed, max_epochs=a.cnn_epochs, max_time_s=a.cnn_time, log=log)
             elif stage == "probe":
                 layers = [int(x) for x in a.probe_layers.split(",")] if a.probe_layers else None
                 r = baselines.probe_stage(ws, a.model, layers=layers, seed=a.seed, log=log)
@@ -167,6 +167,7 @@ def main(argv=None) -> int:
     r.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch size")
     r.add_argument("--runs-dir", default="runs/tasks_runs", help="where fine-tuning run directories go")
     r.add_argument("--cnn-epochs", type=int, default=12, help="most CNN epochs (early stopping on val, patience 3)")
+    r.add_argument("--cnn-time", type=float, default=None, help="seconds of CNN training per task (cap)")
     r.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: on a shared CPU more threads spin and run slower)")
     r.add_argument("--results", default=str(RESULTS), help="JSON to merge results into (default: %(default)s)")
     r.add_argument("--seed", type=int, default=0)

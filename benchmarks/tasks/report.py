@@ -25,7 +25,9 @@ def _cell(r: dict | None, metric: str) -> str:
         s += f" k={r['chosen']['k']}"
     if "layer" in r.get("chosen", {}):
         s += f" L{r['chosen']['layer']}/{r['chosen']['pool']}"
-    if "curve" in r and r["epochs_run"] - 1 - r["chosen"]["epoch"] < r.get("patience", 3):
+    if "curve" in r and r.get("stopped_by", "") == "time":
+        s += f" (time cap after {r['epochs_run']} epochs, not early-stopped)"
+    elif "curve" in r and r["epochs_run"] - 1 - r["chosen"]["epoch"] < r.get("patience", 3):
         s += f" (epoch cap {r['epochs_run']}, not early-stopped)"
     if r.get("one_class"):
         s += f" **one class {r['max_predicted_share']:.0%}**"
