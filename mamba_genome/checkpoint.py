@@ -7,16 +7,14 @@ classifier, training provenance). Weights are safetensors, never pickles.
 
 A *run directory* (from ``pretrain`` / ``finetune``) holds ``best/`` and
 ``last/`` model directories; :func:`resolve_model_dir` maps a run directory to
-its best model. Writes are atomic: a killed process never leaves a directory
-that looks complete but is not.
+its best model. Writes are atomic (:func:`mamba_genome.outputs.atomic_dir`): a
+killed process never leaves a directory that looks complete but is not, and
+the files get the umask-derived modes, so a lab's other users can read them.
 """
 from __future__ import annotations
 
 import importlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -25,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .errors import CheckpointError
 from .model.config import MambaConfig
+from .outputs import atomic_dir
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -57,7 +56,6 @@ def save_model(model: torch.nn.Module, path, extra: dict | None = None, init_kwa
     config (e.g. ``num_classes`` of a classifier); ``extra`` is free metadata.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model_type = getattr(model, "model_type", "lm")
     meta = {
         "format_version": FORMAT_VERSION,
@@ -78,20 +76,9 @@ def save_model(model: torch.nn.Module, path, extra: dict | None = None, init_kwa
         if key is not None:
             seen[key] = name
         state[name] = t.detach().to("cpu").contiguous()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:  # umask-derived modes; the old model stays until the new one is complete
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "model_type": model_type})
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{os.getpid()}"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
@@ -112,14 +99,40 @@ def resolve_model_dir(path) -> Path:
         "(pass a directory written by `mamba-genome pretrain` or `finetune`)")
 
 
-def read_meta(path) -> dict:
-    d = resolve_model_dir(path)
+def model_dir_or_none(path) -> Path | None:
+    """The model directory ``path`` resolves to, or None if it is not one (for output collision checks)."""
     try:
-        meta = json.loads((d / CONFIG_NAME).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{d / CONFIG_NAME} is not valid JSON: {exc}") from None
-    if "config" not in meta or "model_type" not in meta:
-        raise CheckpointError(f"{d / CONFIG_NAME} lacks 'config'/'model_type': not a mamba-genome checkpoint")
+        return resolve_model_dir(path)
+    except CheckpointError:
+        return None
+
+
+def read_meta(path) -> dict:
+    """The checkpoint's ``config.json`` as a dict, or a one-line ``CheckpointError``.
+
+    Catches what a damaged or foreign file can raise: unreadable, not UTF-8
+    (``UnicodeDecodeError``), not JSON, not a JSON object, or missing or
+    wrongly typed ``config``/``model_type``/``init_kwargs``.
+    """
+    d = resolve_model_dir(path)
+    f = d / CONFIG_NAME
+    try:
+        text = f.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise CheckpointError(f"{f} cannot be read ({exc.strerror}); check its permissions") from None
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{f} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}): "
+                              "the file is corrupt or not a mamba-genome checkpoint") from None
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{f} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict) or "config" not in meta or "model_type" not in meta:
+        raise CheckpointError(f"{f} lacks 'config'/'model_type': not a mamba-genome checkpoint")
+    if not isinstance(meta["config"], dict) or not isinstance(meta.get("init_kwargs", {}), dict) \
+            or not isinstance(meta["model_type"], str):
+        raise CheckpointError(f"{f}: 'config' and 'init_kwargs' must be objects and 'model_type' a string; "
+                              "the file is corrupt or not a mamba-genome checkpoint")
     return meta
 
 
@@ -132,7 +145,10 @@ def load_model(path, device=None, **config_overrides):
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{d / CONFIG_NAME}: bad model config ({exc})") from None
     cls = _model_class(meta["model_type"])
-    model = cls(config, **meta.get("init_kwargs", {}))
+    try:
+        model = cls(config, **meta.get("init_kwargs", {}))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{d / CONFIG_NAME}: bad init_kwargs for a {meta['model_type']} model ({exc})") from None
     try:
         state = load_file(str(d / WEIGHTS_NAME))
     except Exception as exc:  # safetensors raises several types on corrupt files

@@ -28,3 +28,16 @@ class RegionError(UserError):
 
 class CheckpointError(UserError):
     """A model or run directory is missing files or is not what was expected."""
+
+
+class RunInterrupted(UserError):
+    """A training run stopped by SIGINT/SIGTERM, after saving a resumable checkpoint.
+
+    The CLI prints the message as it is (it is a note, not an error) and exits
+    with ``128 + signal number``: 130 for SIGINT, 143 for SIGTERM.
+    """
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = int(signum)
+        self.exit_code = 128 + int(signum)

@@ -21,10 +21,13 @@ of record i at ``embeddings[offsets[i]:offsets[i+1]]``; row k is position
 chunk into preallocated storage (a memory-mapped .npy for .npz), so a whole
 chromosome never sits in memory.
 
-Writes are atomic: everything goes to ``.<name>.tmp-<pid><ext>`` in the output
-directory and is moved into place with ``os.replace`` on success; on failure
-the temporary file is removed. :func:`check_output` fails fast (``UserError``)
-on a bad extension or an unwritable location, before any model work.
+Writes follow :mod:`mamba_genome.outputs`: a regular file is built as a hidden
+``.<name>.tmp-<pid>-<host><ext>`` beside it and moved into place with
+``os.replace`` on success (removed on failure, Ctrl-C or SIGTERM; a later run
+removes those of dead processes); a symlink's target is replaced and the link
+kept; a FIFO or device gets the finished file's bytes. :func:`check_output`
+fails fast (``UserError``) on a bad extension, an unwritable location or an
+output that is one of the inputs, before any model work.
 """
 from __future__ import annotations
 
@@ -33,11 +36,12 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from .errors import InputFileError, UserError
+from .outputs import OutputTarget, PendingOutput, check_output_path
 
 POOLED_FORMATS = (".h5", ".hdf5", ".npz", ".npy", ".parquet")
 PER_BASE_FORMATS = (".h5", ".hdf5", ".npz")
@@ -82,34 +86,25 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
-def check_output(path: str | os.PathLike, per_base: bool = False) -> Path:
+def check_output(path: str | os.PathLike | OutputTarget, per_base: bool = False, inputs: Iterable = ()) -> OutputTarget:
     """Check that ``path`` has a supported extension and can be written; create its directory.
 
+    ``inputs``: the files and folders the command reads (refused as outputs,
+    see :func:`mamba_genome.outputs.check_output_path`).
+
     Raises:
-        UserError: unknown extension, per-base output to .npy/.parquet, or an
-            unwritable / non-directory location.
+        UserError: unknown extension, per-base output to .npy/.parquet, an
+            unwritable / non-directory location, or an output that is an input.
     """
+    if isinstance(path, OutputTarget):
+        return path
     p = Path(path)
     ext = _suffix(p)
     if ext not in POOLED_FORMATS:
         raise UserError(f"-o/--out {p}: unknown output format '{ext or '(none)'}'; use .h5, .npz, .npy or .parquet")
     if per_base and ext not in PER_BASE_FORMATS:
         raise UserError(f"-o/--out {p}: per-base embeddings (--pool none) need .h5 or .npz output, not {ext}")
-    if p.is_dir():
-        raise UserError(f"-o/--out {p} is a directory; give a file name such as {p / 'embeddings.h5'}")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"-o/--out {p}: cannot create directory {p.parent} ({exc.strerror})") from None
-    probe = p.parent / f".{p.name}.probe-{os.getpid()}"
-    try:
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"-o/--out {p}: cannot write in {p.parent} ({exc.strerror}); choose another location") from None
-    if p.exists() and not os.access(p, os.W_OK):
-        raise UserError(f"-o/--out {p} exists and is read-only; choose another location")
-    return p
+    return check_output_path(p, inputs, example="embeddings" + ext)
 
 
 def _meta_arrays(records: Sequence[RecordInfo]) -> dict[str, np.ndarray]:
@@ -133,15 +128,16 @@ class EmbeddingWriter:
 
     def __init__(self, path: str | os.PathLike, records: Sequence[RecordInfo], d_model: int, *,
                  per_base: bool = False, stride: int = 1, attrs: dict | None = None):
-        self.path = check_output(path, per_base)
+        self.target = check_output(path, per_base)
+        self.path = self.target.path
         self.ext = _suffix(self.path)
         self.records = list(records)
         self.d = int(d_model)
         self.per_base = per_base
         self.stride = int(stride)
         self.attrs = {"d_model": self.d, "per_base": per_base, "stride": self.stride, **(attrs or {})}
-        self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}{self.ext}"
-        self._extra: list[Path] = []
+        self._pending = PendingOutput(self.target, suffix=self.ext)
+        self.tmp = self._pending.tmp
         self._pooled: np.ndarray | None = None
         self._h5 = None
         self._mm = None
@@ -171,8 +167,7 @@ class EmbeddingWriter:
             self._emb = self._h5.create_dataset("embeddings", shape=(total, self.d), dtype="f4",
                                                 chunks=(chunk_rows, self.d) if total else None)
         else:  # .npz: a memory-mapped .npy that is zipped on commit
-            mm_path = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}-embeddings.npy"
-            self._extra.append(mm_path)
+            mm_path = self._pending.side_path("embeddings.npy")
             self._mm = np.lib.format.open_memmap(mm_path, mode="w+", dtype=np.float32, shape=(total, self.d))
             self._emb = self._mm
 
@@ -184,11 +179,7 @@ class EmbeddingWriter:
                 pass
             self._h5 = None
         self._mm = None
-        for p in (self.tmp, *self._extra):
-            try:
-                p.unlink()
-            except FileNotFoundError:
-                pass
+        self._pending.abort()
 
     # ---------------------------------------------------------------- data
     def set_pooled(self, pooled: np.ndarray) -> None:
@@ -218,11 +209,11 @@ class EmbeddingWriter:
                 np.save(self.tmp, self._need_pooled())
             else:
                 self._commit_parquet(meta)
-            os.replace(self.tmp, self.path)
+            self._mm = None
+            self._pending.commit()  # also removes the side files (the .npz memmap)
         except BaseException:
             self.abort()
             raise
-        self.abort()  # removes leftover side files (the .npz memmap)
         return self.path
 
     def _need_pooled(self) -> np.ndarray:

@@ -46,21 +46,6 @@ def test_streamed_equals_one_pass(gm, seqs, pool, chunk, batch):
     _close(out, ref)
 
 
-def test_default_batch_fills_positions_on_gpu(gm, monkeypatch):
-    """batch_size=None: on a GPU as many records as fill CHUNK_TOKENS at the batch's first
-    (longest) record's step, at least DEFAULT_BATCH_SIZE; on CPU DEFAULT_BATCH_SIZE."""
-    from mamba_genome import api
-    for name, value in (("DEFAULT_CHUNK_SIZE", 4), ("CHUNK_TOKENS", 24), ("DEFAULT_BATCH_SIZE", 2)):
-        monkeypatch.setattr(api, name, value)
-    lengths = [100, 3, 3, 3, 3, 3, 3, 3, 3, 3, 2, 2]
-    toks = [np.zeros(n, dtype=np.uint8) for n in lengths]
-    assert [len(i) for i, *_ in gm._batches(toks, lengths, None, None, rc=False)] == [2] * 6   # CPU
-    monkeypatch.setattr(api.GenomeModel, "device", property(lambda self: torch.device("cuda")))
-    # longest 100 -> step 4 -> 24 // 4 = 6 records; then longest 3 -> 8 records (6 left)
-    assert [len(i) for i, *_ in gm._batches(toks, lengths, None, None, rc=False)] == [6, 6]
-    assert [len(i) for i, *_ in gm._batches(toks, lengths, None, 5, rc=False)] == [5, 5, 2]
-
-
 def test_precision_auto_is_fp32_on_cpu(gm, seqs):
     assert gm.resolve_precision("auto") == "fp32" and gm.resolve_precision("bf16") == "bf16"
     np.testing.assert_array_equal(gm.embed(seqs), gm.embed(seqs, precision="fp32"))
@@ -68,57 +53,8 @@ def test_precision_auto_is_fp32_on_cpu(gm, seqs):
         gm.embed(seqs, precision="fp16")
 
 
-def test_default_chunk_keeps_positions_in_flight(gm, seqs, monkeypatch):
-    """chunk_size=None on a GPU: each step is CHUNK_TOKENS / sequences still running, at least
-    DEFAULT_CHUNK_SIZE (on CPU: DEFAULT_CHUNK_SIZE); results still equal one pass."""
-    from mamba_genome import api
-    monkeypatch.setattr(api, "DEFAULT_CHUNK_SIZE", 4)
-    monkeypatch.setattr(api, "CHUNK_TOKENS", 24)
-    from mamba_genome.api import _ChunkReader
-    lengths = [len(s) for s in seqs]                                  # 101, 37, 5, 64
-    reader = _ChunkReader(seqs, lengths, None, rc=False)              # what a GPU model streams
-    # 4 running -> steps of 6 until 5 ends; 3 -> 8 until 37; 2 -> 12 until 64; then 1 -> 24
-    assert list(reader.spans()) == [(0, 6), (6, 14), (14, 22), (22, 30), (30, 38), (38, 50), (50, 62),
-                                    (62, 74), (74, 98), (98, 101)]
-    (_, _, fixed), = gm._batches(seqs, lengths, 7, 8, rc=False)
-    assert list(fixed.spans())[:2] == [(0, 7), (7, 14)]
-    (_, _, cpu), = gm._batches(seqs, lengths, None, 8, rc=False)     # CPU: fixed DEFAULT_CHUNK_SIZE
-    assert list(cpu.spans())[:2] == [(0, 4), (4, 8)]
-    _close(gm.embed(seqs, pool=None, batch_size=2), gm.embed(seqs, pool=None, chunk_size=ONE_PASS, batch_size=1))
-
-
-def test_chunk_reader_reads_uint8_padded_chunks(seqs):
-    """Chunks travel to the device as uint8 token ids (1 byte a base), PAD past a record's end,
-    reverse-complemented on the fly with rc."""
-    from mamba_genome.api import _ChunkReader
-    from mamba_genome.data.tokenizer import PAD
-    toks = [encode(seqs[0]), encode(seqs[2])]                        # 101 and 5 bases
-    reader = _ChunkReader(toks, [101, 5], 8, rc=False)
-    chunk = reader.read(0, 8, [0, 1])
-    assert chunk.dtype == np.uint8 and chunk.shape == (2, 8)
-    np.testing.assert_array_equal(chunk[0], toks[0][:8])
-    np.testing.assert_array_equal(chunk[1], np.r_[toks[1], [PAD] * 3])
-    rc = _ChunkReader(toks, [101, 5], 8, rc=True).read(0, 8, [1])
-    np.testing.assert_array_equal(rc[0, :5], encode(reverse_complement(seqs[2])))
-
-
 def test_progress_counts_finished_bases(gm, seqs):
-    """The bar advances by the bases embedded (on CPU at once; on a GPU when each step's event
-    completes) and ends at the total."""
-    from mamba_genome.api import _PendingProgress
-
-    class Bar:
-        n = 0
-
-        def update(self, k):
-            self.n += k
-    bar = Bar()
-    p = _PendingProgress(bar, torch.device("cpu"))
-    p.add(7)
-    p.add(5)
-    p.flush()
-    assert bar.n == 12
-    _PendingProgress(None, torch.device("cpu")).add(3)              # no bar: a no-op
+    """The bar advances by the bases embedded and ends at the total."""
     seen = []
     orig = gm._bar
     gm._bar = lambda progress, total, desc: type("B", (), {"update": lambda self, k: seen.append(k),
@@ -206,18 +142,24 @@ def test_bad_arguments(gm, seqs):
 
 
 def test_score_matches_training_loss_and_streams(gm, seqs):
+    """log_likelihood is the training loss's sum (N targets not scored); per_base is NaN at
+    position 0 and at N; streaming in chunks and batches gives the same numbers."""
     res = gm.score(seqs, chunk_size=ONE_PASS)
     x = torch.from_numpy(encode(seqs[0])).long()[None]
+    n_bases = sum(c != "N" for c in seqs[0][1:])                  # scored targets: positions 1.. that are bases
     with torch.no_grad():
-        nll = gm.lm.loss(x).item() * (x.shape[1] - 1)  # mean over positions 1..L-1
-    assert res.log_likelihood[0] == pytest.approx(-nll, rel=1e-5)
-    assert all(np.isnan(p[0]) and len(p) == len(s) for p, s in zip(res.per_base, seqs))
-    assert all((p[1:] <= 0).all() for p in res.per_base)
+        nll = gm.lm.loss(x).item() * n_bases                      # mean over scored targets
+    assert res.n_scored[0] == n_bases and res.log_likelihood[0] == pytest.approx(-nll, rel=1e-5)
+    for p, s in zip(res.per_base, seqs):
+        assert len(p) == len(s) and np.isnan(p[0])
+        is_n = np.array([c == "N" for c in s])
+        assert np.isnan(p[1:][is_n[1:]]).all() and (p[1:][~is_n[1:]] <= 0).all()
     streamed = gm.score(seqs, chunk_size=29, batch_size=3)
     np.testing.assert_allclose(streamed.log_likelihood, res.log_likelihood, rtol=1e-5)
     _close([p[1:] for p in streamed.per_base], [p[1:] for p in res.per_base])
+    np.testing.assert_array_equal(streamed.n_scored, res.n_scored)
     assert res["log_likelihood"] is res.log_likelihood
-    np.testing.assert_allclose(res.nats_per_base, -res.log_likelihood / (np.array([len(s) for s in seqs]) - 1))
+    np.testing.assert_allclose(res.nats_per_base, -res.log_likelihood / res.n_scored)
 
 
 def test_load_model_dir_and_run_dir(tmp_path, gm, seqs):

@@ -19,7 +19,7 @@ def test_reads_regions_names_and_skips_headers(tmp_path):
     p = _bed(tmp_path, "track name=x\nbrowser position chr1:1-10\n# comment\n\n"
                        "chr1\t0\t100\tpeak1\t0\t+\nchr2\t10\t500\nchr1 5 6 .\r\n")
     regions = read_bed(p, LENGTHS)
-    assert regions == [BedRegion("chr1", 0, 100, "peak1", 5), BedRegion("chr2", 10, 500, None, 6),
+    assert regions == [BedRegion("chr1", 0, 100, "peak1", 5, "+"), BedRegion("chr2", 10, 500, None, 6),
                        BedRegion("chr1", 5, 6, None, 7)]
     assert [r.id for r in regions] == ["peak1", "chr2:10-500", "chr1:5-6"]
     assert [r.length for r in regions] == [100, 490, 1]

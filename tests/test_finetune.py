@@ -95,7 +95,9 @@ def test_from_pretrained_lm_and_rerun_replaces(fastas, tmp_path):
     for k, v in lm.state_dict().items():
         assert torch.equal(model.backbone.state_dict()[k], v), k
     assert "pretrained lm" in meta["extra"]["source"] and model.pooling == "last"
-    r = CliRunner().invoke(main, args)  # re-running into the same run directory replaces it
+    r = CliRunner().invoke(main, args)  # re-running into the same run directory is refused...
+    assert r.exit_code == 1 and "--force" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.output
+    r = CliRunner().invoke(main, [*args, "--force"])  # ...unless --force replaces it
     assert r.exit_code == 0, r.output
 
 
@@ -110,7 +112,7 @@ def test_bad_inputs(fastas, tmp_path):
         (["--class", f"COL={col}"], "at least 2 classes"),
         ([], "either --class"),
         (["--class", f"COL={col}", "--class", f"N315={n315}", "--lr", "0"], "--lr"),
-        (["--class", f"COL={col}", "--class", f"N315={n315}", "--out", str(other)], "not a finetune run directory"),
+        (["--class", f"COL={col}", "--class", f"N315={n315}", "--out", str(other)], "exists and is not empty"),
         (["--class", f"COL={col}", "--class", f"N315={n315}", "--from", str(tmp_path)], "not a model directory"),
         (["--class", f"COL={col}", "--class", f"N315={n315}", "--model-overrides", "[1]"], "JSON object"),
         (["--class", f"COL={col}", "--class", f"N315={DATA / 'not_fasta.fq'}"], "FASTA"),

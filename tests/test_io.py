@@ -91,7 +91,7 @@ def test_check_output_errors(tmp_path):
     with pytest.raises(UserError, match="is a directory"):
         (tmp_path / "d.h5").mkdir()
         check_output(tmp_path / "d.h5")
-    assert check_output(tmp_path / "new" / "sub" / "e.npz").parent.is_dir()
+    assert check_output(tmp_path / "new" / "sub" / "e.npz").path.parent.is_dir()
 
 
 def test_read_errors(tmp_path):

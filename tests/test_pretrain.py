@@ -108,15 +108,20 @@ def test_refuses_to_overwrite(run, fasta):
 
 
 def test_force_overwrites_and_seq_warmup(fasta, tmp_path):
+    from mamba_genome.train.rundir import MARKER
+
     out = tmp_path / "run"
     out.mkdir()
-    (out / "metrics.json").write_text("{}")
+    (out / "metrics.json").write_text("{}")  # an earlier run of ours (it has the marker)...
+    (out / MARKER).write_text(json.dumps({"tool": "mamba-genome", "command": "pretrain", "files": ["metrics.json"]}))
+    (out / "notes.txt").write_text("mine")   # ...and a file the user put there, which --force keeps
     # seq-len 64 with warmup from 32: 2 stages, batch 4 x 32 then 2 x 64 (constant tokens per step)
     res = invoke("pretrain", "--fasta", fasta, *FAST[2:], "--seq-len", 64, "--batch-size", 2, "--max-steps", 6,
                  "--seq-warmup-start", 32, "--val-windows", 2, "--out", out, "--force", "-q")
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())
     assert m["steps"] == 6 and m["tokens_seen"] == 6 * 2 * 64
+    assert (out / "notes.txt").read_text() == "mine"
     rows = [r.split(",") for r in (out / "logs" / "v0" / "metrics.csv").read_text().splitlines()]
     col = rows[0].index("seq_len")
     lengths = [float(r[col]) for r in rows[1:] if r[col]]

@@ -12,12 +12,13 @@ import importlib.util
 import click
 
 from .. import __version__
+from .common import OneLineUsageGroup
 
 # Subcommands in the order `--help` lists them.
-COMMANDS = ["ingest", "pretrain", "evaluate", "finetune", "classify", "embed", "probe", "bench"]
+COMMANDS = ["ingest", "pretrain", "evaluate", "finetune", "classify", "embed", "score", "generate", "probe", "bench"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=OneLineUsageGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "-V", "--version", prog_name="mamba-genome")
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
 @click.pass_context

@@ -10,9 +10,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
@@ -73,7 +71,10 @@ def train(preset, seq_len, batch_size, steps, warmup, grad_checkpointing, checkp
     """
     import torch
 
+    from ..outputs import atomic_write_text, check_output_path
     from ..workflows.bench_train import BenchTrainConfig, run_bench_train
+
+    json_target = check_output_path(json_out, flag="--json", example="bench.json") if json_out else None
 
     cfg = BenchTrainConfig(preset=preset, seq_len=seq_len, batch_size=batch_size, steps=steps, warmup=warmup,
                            grad_checkpointing=grad_checkpointing, checkpoint_bf16=checkpoint_bf16,
@@ -81,9 +82,9 @@ def train(preset, seq_len, batch_size, steps, warmup, grad_checkpointing, checkp
                            scan_backend=backend, scan_share=scan_share)
     bar = None
     if not quiet:
-        from tqdm import tqdm
+        from ..progress import progress_bar
 
-        bar = tqdm(total=warmup + steps, desc="steps", unit="step", file=sys.stderr, leave=False,
+        bar = progress_bar(total=warmup + steps, desc="steps", unit="step", file=sys.stderr, leave=False,
                    disable=None)
     progress = (lambda i, n: bar.update(1)) if bar is not None else None
     try:
@@ -95,25 +96,9 @@ def train(preset, seq_len, batch_size, steps, warmup, grad_checkpointing, checkp
         if bar is not None:
             bar.close()
     print_table(result.summary_rows(), ["metric", "value"], file=sys.stdout)
-    if json_out:
-        _write_json(json_out, result.to_dict())
+    if json_target is not None:
+        atomic_write_text(json_target, json.dumps(result.to_dict(), indent=2) + "\n")
         click.echo(f"wrote {json_out}", err=True)
-
-
-def _write_json(path: str, obj) -> None:
-    """Atomic write: a temp file beside the target, then os.replace."""
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise UserError(f"--json: directory {target.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _bench_kernels_script() -> Path | None:

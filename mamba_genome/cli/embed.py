@@ -17,7 +17,7 @@ from .common import handle_errors, print_table
               help="Model directory, or a run directory from pretrain/finetune (its best/ model).")
 @click.option("-o", "--out", "out", required=True, metavar="OUT",
               help="Output file; the extension picks the format: .h5, .npz, .npy or .parquet "
-                   "(per-base output needs .h5 or .npz).")
+                   "(per-base output needs .h5 or .npz). Written atomically; missing folders are created.")
 @click.option("--bed", metavar="REGIONS.bed", default=None,
               help="Embed these regions (0-based, half-open; 4th column = id) instead of whole records.")
 @click.option("--pool", type=click.Choice(["mean", "last", "none"]), default="mean", show_default=True,
@@ -55,6 +55,7 @@ def embed(input_fa, model, out, bed, pool, stride, layer, rc_average, batch_size
       mamba-genome embed chr21.fa --model runs/pretrain --pool none --stride 100 -o chr21.h5
       mamba-genome probe promoters.h5 --labels promoter_labels.tsv
     """
+    from ..outputs import is_stdout
     from ..workflows.embed import embed_file
 
     res = embed_file(input_fa, model, out, bed=bed, pool=pool, layer=layer, stride=stride, rc_average=rc_average,
@@ -62,4 +63,5 @@ def embed(input_fa, model, out, bed, pool, stride, layer, rc_average, batch_size
                      progress=not quiet)
     if not quiet:
         print_table(res.summary_rows())
-    click.echo(str(res.out))
+    if not is_stdout(res.out):  # the path on stdout, unless stdout is the output itself
+        click.echo(str(res.out))

@@ -11,7 +11,7 @@ import json
 import click
 
 from ..train.schedule import parse_duration
-from ..workflows.finetune import FinetuneArgs
+from ..workflows.finetune import FinetuneArgs, resume_args
 from ..workflows.finetune import finetune as run_finetune
 from ..workflows.finetune import summary_rows
 from ..errors import UserError
@@ -65,8 +65,12 @@ def _parse_overrides(text: str | None) -> dict:
 @click.option("--baseline", type=click.Choice(["kmer"]), default=None,
               help="Also fit a k-mer logistic-regression baseline on the same windows.")
 @click.option("--kmer-k", type=int, default=6, show_default=True, help="k of the k-mer baseline.")
-@click.option("-o", "--out", default="runs/finetune", show_default=True, metavar="RUN_DIR",
-              type=click.Path(file_okay=False, path_type=str), help="Run directory to write.")
+@click.option("-o", "--out", default=None, metavar="RUN_DIR", type=click.Path(path_type=str),
+              help="Run directory to write [default: runs/finetune-<timestamp>].")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its last.ckpt (settings from its args.json; --max-steps, "
+                   "--max-time and the hardware flags may change).")
+@click.option("--force", is_flag=True, help="Replace an existing run directory (only files a mamba-genome run wrote).")
 @click.option("--devices", type=int, default=1, show_default=True, help="GPUs (or CPU processes) to train on.")
 @click.option("--accelerator", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
 @click.option("--precision", default=None, help="Lightning precision [default: bf16-mixed on GPU, else 32-true].")
@@ -78,8 +82,8 @@ def _parse_overrides(text: str | None) -> dict:
 @handle_errors
 def finetune(classes, manifest, from_run, preset, seq_len, batch_size, max_steps, max_time, steps_per_epoch, lr,
              warmup_steps, pooling, freeze_backbone, no_seq_len_warmup, val_windows, test_windows, val_fraction, test_fraction,
-             contig_weighting, baseline, kmer_k, out, devices, accelerator, precision, num_workers, seed, quiet,
-             model_overrides):
+             contig_weighting, baseline, kmer_k, out, resume, force, devices, accelerator, precision, num_workers,
+             seed, quiet, model_overrides):
     """Fine-tune a classifier that names the genome (species, strain, ...) of a DNA window.
 
     Windows are drawn class-balanced: a class uniformly, then a contig, then a
@@ -95,15 +99,30 @@ def finetune(classes, manifest, from_run, preset, seq_len, batch_size, max_steps
       mamba-genome classify sample.fa --model runs/apes
     """
     overrides = _parse_overrides(model_overrides)
-    args = FinetuneArgs(
-        classes=classes, manifest=manifest, from_run=from_run, preset=preset, seq_len=seq_len, batch_size=batch_size,
-        max_steps=max_steps, max_time_s=parse_duration(max_time) if max_time is not None else None, steps_per_epoch=steps_per_epoch, lr=lr, warmup_steps=warmup_steps,
-        pooling=pooling,
-        freeze_backbone=freeze_backbone, seq_len_warmup=not no_seq_len_warmup, val_windows=val_windows,
-        test_windows=test_windows, val_fraction=val_fraction, test_fraction=test_fraction,
-        contig_weighting=contig_weighting, baseline=baseline, kmer_k=kmer_k, out=out, devices=devices,
-        accelerator=accelerator, precision=precision, num_workers=num_workers, seed=seed, progress=not quiet,
-        model_overrides=overrides)
+    max_time_s = parse_duration(max_time) if max_time is not None else None
+    if resume:
+        if force:
+            raise UserError("--resume and --force exclude each other (--force starts the run over)")
+        if not out:
+            raise UserError("--resume needs --out RUN_DIR (the run to continue)")
+        ctx = click.get_current_context()
+        given = {name for name in ctx.params
+                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+        values = {"max_steps": max_steps, "max_time_s": max_time_s, "devices": devices, "accelerator": accelerator,
+                  "precision": precision, "num_workers": num_workers, "classes": classes, "manifest": manifest}
+        flag = {"max_time_s": "max_time"}
+        args = resume_args(out, **{k: v for k, v in values.items() if flag.get(k, k) in given},
+                           progress=not quiet)
+    else:
+        args = FinetuneArgs(
+            classes=classes, manifest=manifest, from_run=from_run, preset=preset, seq_len=seq_len,
+            batch_size=batch_size,
+            max_steps=max_steps, max_time_s=max_time_s, steps_per_epoch=steps_per_epoch, lr=lr,
+            warmup_steps=warmup_steps, pooling=pooling, freeze_backbone=freeze_backbone,
+            seq_len_warmup=not no_seq_len_warmup, val_windows=val_windows, test_windows=test_windows,
+            val_fraction=val_fraction, test_fraction=test_fraction, contig_weighting=contig_weighting,
+            baseline=baseline, kmer_k=kmer_k, out=out, force=force, devices=devices, accelerator=accelerator,
+            precision=precision, num_workers=num_workers, seed=seed, progress=not quiet, model_overrides=overrides)
     metrics = run_finetune(args)
     if not metrics:  # a non-zero DDP rank
         return

@@ -17,14 +17,17 @@ from .common import handle_errors, print_table
 @click.option("-o", "--out", "out", metavar="STORE", type=click.Path(file_okay=False, path_type=str), default=None,
               help="Store directory to write [default: REF without .fa[.gz] + .mgstore, beside REF, "
                    "or under $MAMBA_GENOME_CACHE if that directory is read-only].")
-@click.option("--force", is_flag=True, help="Rebuild even if an up-to-date store exists.")
+@click.option("--force", is_flag=True, help="Rebuild even if an up-to-date store exists, or replace a store "
+              "built from another FASTA (only ever a directory ingest wrote).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary table.")
 @handle_errors
 def ingest(ref, out, force, quiet):
     """Tokenize the reference FASTA REF (plain, .gz or bgzip) into a token store.
 
-    REF is read once, in constant memory; each contig becomes a memory-mapped
-    token file. Re-running on an unchanged REF reuses the store.
+    REF is read once, in constant memory, whatever its line widths; each
+    contig becomes a memory-mapped token file. Re-running on an unchanged REF
+    (same sha256) reuses the store. --force replaces only a store that ingest
+    wrote, never another directory.
 
     \b
     Example:
@@ -37,8 +40,8 @@ def ingest(ref, out, force, quiet):
         click.echo(str(store.path))
         return
     if stats.reused:
-        click.echo(f"up to date: {store.path} (built {store.manifest.get('created', '?')} from this file; "
-                   "--force rebuilds it)", err=True)
+        click.echo(f"up to date: {store.path} (built {store.manifest.get('created', '?')} from this file's "
+                   "content, sha256 checked; --force rebuilds it)", err=True)
     print_table(summary_rows(store))
     m = store.manifest
     speed = "" if stats.reused else f" in {stats.seconds:.2f} s ({stats.mb_per_s:.1f} MB/s of FASTA)"

@@ -27,6 +27,13 @@ budget. The run directory holds best/ and last/ models, last.ckpt (--resume),
 metrics.json, split.json, args.json, loss_curve.png and logs/.
 
 \b
+A non-empty --out needs --resume or --force; --force removes only files a
+mamba-genome run wrote. One run at a time per directory (a lock file). On
+SIGTERM (SLURM's warning before a kill) or Ctrl-C the run saves last.ckpt at
+the current step and exits 143 / 130; --resume then continues exactly where
+it stopped. Off a terminal, progress is one plain line every 30 s.
+
+\b
 Multi-GPU (Lightning reads the launcher's environment):
   mamba-genome pretrain --data hg38.mgstore --preset 7m --devices 8 --strategy ddp
   torchrun --nproc_per_node 4 $(which mamba-genome) pretrain --devices 4 --strategy ddp ...
@@ -53,9 +60,10 @@ def _csv(ctx, param, value):
 @click.option("--max-time", metavar="DURATION", help="Wall-clock budget, e.g. 4h, 90m, 270s, 1h30m; the LR schedule is fitted to it [CPU 3m45s].")
 @click.option("--lr", type=float, help="Peak learning rate [GPU 8e-3, CPU 4e-3].")
 @click.option("--weight-decay", type=float, default=0.1, show_default=True, help="AdamW weight decay (not on A_log, D, norms, biases).")
-@click.option("-o", "--out", metavar="RUN_DIR", type=click.Path(file_okay=False), help="Run directory [runs/pretrain-<timestamp>].")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.ckpt.")
-@click.option("--force", is_flag=True, help="Overwrite a non-empty --out.")
+@click.option("-o", "--out", metavar="RUN_DIR", type=click.Path(), help="Run directory [runs/pretrain-<timestamp>].")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.ckpt (step for step).")
+@click.option("--force", is_flag=True,
+              help="Start over in a non-empty --out (removes only files a mamba-genome run wrote there).")
 @click.option("--devices", help="Devices per node: a number, a comma list of GPU ids, or auto.")
 @click.option("--num-nodes", type=int, default=1, show_default=True, help="Nodes (SLURM / torchrun).")
 @click.option("--strategy", default="auto", show_default=True, help="Lightning strategy: auto, ddp, fsdp, ...")

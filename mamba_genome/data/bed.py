@@ -1,11 +1,14 @@
-"""BED region files for ``embed --bed``: 0-based, half-open ``chrom start end [name ...]``.
+"""BED region files for ``embed --bed``: 0-based, half-open ``chrom start end [name [score [strand]]]``.
 
 Owns parsing and checking region lists against a genome's contig lengths.
 Follows the UCSC BED definition: ``track``/``browser`` lines, ``#`` comments
 and blank lines are skipped; fields are tab-separated (runs of spaces are
-accepted too); columns past the fourth are ignored; a name of ``.`` means
-"no name". Every problem is one :class:`~mamba_genome.errors.UserError`
-naming ``file:line``.
+accepted too); a name of ``.`` means "no name"; the score (column 5) and
+columns past the sixth are ignored. The strand (column 6) is ``+``, ``-`` or
+``.`` (unknown; also when the column is absent): a ``-`` region means the
+reverse complement of ``contig[start:end]``, which is what ``embed`` embeds.
+Every problem is one :class:`~mamba_genome.errors.UserError` naming
+``file:line``.
 """
 from __future__ import annotations
 
@@ -19,13 +22,14 @@ from ..errors import InputFileError, RegionError
 
 @dataclass(frozen=True)
 class BedRegion:
-    """One BED line: ``contig[start:end]`` (0-based, half-open), optional ``name``, source ``line``."""
+    """One BED line: ``contig[start:end]`` (0-based, half-open), optional ``name``, source ``line``, ``strand``."""
 
     contig: str
     start: int
     end: int
     name: str | None = None
     line: int = 0
+    strand: str = "."  # "+", "-" (the reverse complement of contig[start:end]) or "." (unknown)
 
     @property
     def length(self) -> int:
@@ -33,8 +37,10 @@ class BedRegion:
 
     @property
     def id(self) -> str:
-        """The name column, else ``contig:start-end``."""
-        return self.name or f"{self.contig}:{self.start}-{self.end}"
+        """The name column, else ``contig:start-end``, plus ``(+)``/``(-)`` when stranded (as ``bedtools getfasta -s``)."""
+        if self.name:
+            return self.name
+        return f"{self.contig}:{self.start}-{self.end}" + (f"({self.strand})" if self.strand != "." else "")
 
 
 def _known(names: list[str]) -> str:
@@ -58,7 +64,7 @@ def read_bed(path: str | os.PathLike, contig_lengths: Mapping[str, int] | None =
 
     Example:
         >>> read_bed("peaks.bed", {"chr1": 248_956_422})  # doctest: +SKIP
-        [BedRegion(contig='chr1', start=1000, end=2000, name='peak1', line=1)]
+        [BedRegion(contig='chr1', start=1000, end=2000, name='peak1', line=1, strand='.')]
     """
     p = Path(path)
     if not p.is_file():
@@ -99,13 +105,16 @@ def _parse_line(line: str, where: str, lineno: int, lengths: Mapping[str, int] |
         raise RegionError(f"{where}: region {chrom}:{start}-{end} is empty (start must be < end; BED is 0-based, "
                           "half-open)")
     name = fields[3].strip() if len(fields) > 3 else ""
+    strand = (fields[5].strip() if len(fields) > 5 else "") or "."
+    if strand not in ("+", "-", "."):
+        raise InputFileError(f"{where}: strand (column 6) must be '+', '-' or '.', got '{strand[:20]}'")
     if lengths is not None:
         if chrom not in lengths:
             raise RegionError(f"{where}: unknown contig '{chrom}'; known contigs: {_known(list(lengths))}")
         if end > lengths[chrom]:
             raise RegionError(f"{where}: region {chrom}:{start}-{end} ends past the end of '{chrom}' "
                               f"(length {lengths[chrom]:,}); BED is 0-based, half-open")
-    return BedRegion(chrom, start, end, name if name not in ("", ".") else None, lineno)
+    return BedRegion(chrom, start, end, name if name not in ("", ".") else None, lineno, strand)
 
 
 __all__ = ["BedRegion", "read_bed"]

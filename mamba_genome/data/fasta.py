@@ -1,32 +1,41 @@
 """FASTA input for every command: format sniffing, validation, streaming tokens.
 
 Owns how a FASTA file (plain, gzip or BGZF) is read and what counts as a bad
-one. Two entry points:
+one. Two entry points, both built on the same streaming parser:
 
 - :func:`iter_fasta_records` yields ``(name, sequence_bytes)`` for small
-  sample files (``classify``/``embed`` inputs).
+  sample files (``classify``/``embed``/``evaluate`` inputs).
 - :func:`stream_fasta_tokens` turns a whole genome into per-contig blocks of
   token ids in constant memory, for :func:`mamba_genome.data.store.ingest`.
 
-Plain gzip (UCSC's ``hg38.fa.gz``) and BGZF (multi-member gzip) are streamed
-once through zlib in big blocks: headers are found with ``bytes.find(b">")``
-and each block is stripped of line breaks and tokenized by a single
-``bytes.translate`` call (ingest reads every byte once, so an index would buy
-nothing). Plain FASTA is read through a pyfaidx ``.fai`` index
-(samtools-compatible; the by-product lets other tools fetch regions, and
-pyfaidx's line-length check catches malformed files); when the directory
-beside the FASTA is read-only the index goes to ``$MAMBA_GENOME_CACHE/index``
-(default ``~/.cache/mamba-genome/index``) through pyfaidx's ``indexname=``
-keyword. :func:`open_faidx` also opens BGZF files (``.gzi`` index) for
-callers that need random access.
+The format is sniffed from the content, never from the file name (a plain
+text file called ``x.fa.gz`` is read as plain text). Plain text is read in big
+blocks; gzip (UCSC's ``hg38.fa.gz``) and BGZF (multi-member gzip) are
+inflated once through zlib. Headers are found with ``bytes.find(b">")`` and
+each block is stripped of line breaks and tokenized by a single
+``bytes.translate`` call. Reading never writes anything beside the input.
+
+The one parser contract (plain and gzip alike):
+
+- Line widths do not matter: records may have ragged lines, as FASTA allows.
+  Only :func:`open_faidx` (random access without ingesting, through a
+  samtools-compatible ``.fai``) needs one width per record, and it says so.
+- LF and CRLF line endings are read; a UTF-8 byte-order mark is skipped.
+- Record names are the first whitespace-delimited word of the header (as in
+  samtools and pyfaidx) and must be UTF-8; the rest of the header is ignored.
+- IUPAC codes become N and are counted.
 
 Fatal (``InputFileError``, one line): missing, unreadable or empty file; not
-FASTA; a header with no sequence; duplicate record names; a truncated or
+FASTA; UTF-16 text; CR-only (old Mac) line endings; a header with no
+sequence; an empty, non-UTF-8 or duplicate record name; a truncated or
 corrupt gzip stream; a character that is not a base or IUPAC code (the message
-names the record and 1-based position); line lengths pyfaidx cannot index.
-Not fatal: IUPAC codes (become N and are counted) and CRLF line endings.
-Record names are the first whitespace-delimited word of the header, as in
-samtools and pyfaidx.
+names the record and 1-based position).
+
+:func:`open_faidx` checks an existing ``.fai`` against the FASTA before using
+it (:func:`fai_problem`) and rebuilds a stale or foreign one; when the
+directory beside the FASTA is read-only the index goes to
+``$MAMBA_GENOME_CACHE/index`` (default ``~/.cache/mamba-genome/index``),
+named by a content fingerprint (:func:`content_fingerprint`).
 """
 from __future__ import annotations
 
@@ -49,6 +58,7 @@ _READ_SIZE = 1 << 20  # compressed bytes read per call
 _MAX_HEADER = 1 << 20  # a longer "header line" means the file is not FASTA
 
 _HEADER, _SEQ = 0, 1
+_GZ_NAMES = (".gz", ".bgz", ".bgzf")
 _OTHER_COMPRESSION = {
     b"BZh": "bzip2",
     b"\xfd7zXZ": "xz",
@@ -82,6 +92,32 @@ def dir_writable(directory: str | os.PathLike) -> bool:
 def cache_key(path: str | os.PathLike) -> str:
     """A short, stable, file-name-safe key for an absolute path."""
     return hashlib.sha1(os.path.abspath(path).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+_FINGERPRINT_BLOCK = 1 << 20  # bytes hashed at the start, the end and 14 places between
+
+
+def content_fingerprint(path: str | os.PathLike) -> str:
+    """A 16-hex-digit key for a file's content, cheap on any size (reads at most 16 MiB).
+
+    sha256 of the size, the first and last MiB and 14 evenly spaced MiB
+    blocks. Two copies of one file (a second install, another directory) get
+    the same key; a file edited anywhere in the sampled blocks, or resized,
+    gets another. It names cache entries only: whether a cached store matches
+    a file is decided by the full sha256 in its manifest.
+    """
+    p = Path(path)
+    size = p.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(p, "rb") as fh:
+        if size <= 16 * _FINGERPRINT_BLOCK:
+            while chunk := fh.read(8 << 20):
+                h.update(chunk)
+        else:
+            for k in range(16):
+                fh.seek((size - _FINGERPRINT_BLOCK) * k // 15)
+                h.update(fh.read(_FINGERPRINT_BLOCK))
+    return h.hexdigest()[:16]
 
 
 def check_readable(path: str | os.PathLike) -> Path:
@@ -240,7 +276,28 @@ def _prefetch(chunks: Iterator[bytes], depth: int = 3) -> Iterator[bytes]:
 
 
 def _text_chunks(path: Path, fmt: str, size: int, progress: "_Progress") -> Iterator[bytes]:
-    return _plain_chunks(path, size, progress) if fmt == "plain" else _gzip_chunks(path, size, progress)
+    chunks = _plain_chunks(path, size, progress) if fmt == "plain" else _gzip_chunks(path, size, progress)
+    return _skip_bom(path, chunks)
+
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _skip_bom(path: Path, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Drop a UTF-8 byte-order mark (Windows editors write one); refuse UTF-16 text."""
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        if len(head) >= len(_UTF8_BOM):
+            break
+    if head.startswith(_UTF8_BOM):
+        head = head[len(_UTF8_BOM):]
+    elif head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise InputFileError(f"{path}: is UTF-16 text; save it as plain text (ASCII or UTF-8), "
+                             "e.g. `iconv -f UTF-16 -t ASCII in.fa > out.fa`")
+    if head:
+        yield head
+    yield from chunks
 
 
 # -------------------------------------------------------------------------- parsing
@@ -251,6 +308,12 @@ def _not_fasta(path: Path, data: bytes, k: int) -> InputFileError:
     hint = " (this looks like FASTQ; convert it with `seqkit fq2fa`)" if ch == b"@" else ""
     shown = repr(ch.decode("latin-1"))
     return InputFileError(f"{path}: not a FASTA file: first character is {shown}, expected '>'{hint}")
+
+
+def _cr_only(path: Path) -> InputFileError:
+    return InputFileError(
+        f"{path}: has old Mac (CR-only) line endings; convert them to LF, e.g. `tr '\\r' '\\n' < in.fa > out.fa`"
+    )
 
 
 def _parse(path: Path, chunks: Iterator[bytes]) -> Iterator[tuple[int, object]]:
@@ -267,11 +330,12 @@ def _parse(path: Path, chunks: Iterator[bytes]) -> Iterator[tuple[int, object]]:
         data = pending + chunk if pending else chunk
         pending = b""
         pos, n = 0, len(data)
+        first = -1  # where the first header starts: whitespace before it, even on its line, is skipped
         if not started:
             stripped = data.lstrip()
             if not stripped:
                 continue
-            pos = n - len(stripped)
+            pos = first = n - len(stripped)
             if data[pos] != 0x3E:
                 raise _not_fasta(path, data, pos)
             started = True
@@ -280,7 +344,7 @@ def _parse(path: Path, chunks: Iterator[bytes]) -> Iterator[tuple[int, object]]:
             if i < 0:
                 yield _SEQ, data[pos:] if pos else data
                 break
-            if (data[i - 1] if i > 0 else prev_last) != 10:
+            if i != first and (data[i - 1] if i > 0 else prev_last) != 10:
                 yield _SEQ, data[pos : i + 1]  # '>' inside a line: invalid base
                 pos = i + 1
                 continue
@@ -289,24 +353,38 @@ def _parse(path: Path, chunks: Iterator[bytes]) -> Iterator[tuple[int, object]]:
             j = data.find(b"\n", i)
             if j < 0:
                 pending = data[i:]
+                if b"\r" in pending.rstrip(b"\r"):
+                    raise _cr_only(path)
                 if len(pending) > _MAX_HEADER:
                     raise InputFileError(f"{path}: header line longer than 1 MB; is this really FASTA?")
                 break
-            yield _HEADER, _record_name(data[i + 1 : j])
+            line = data[i + 1 : j]
+            if b"\r" in line[:-1]:
+                raise _cr_only(path)
+            yield _HEADER, _record_name(path, line)
             pos = j + 1
         if pending:
             prev_last = 10  # pending starts with a '>' already known to open a line
         elif n:
             prev_last = data[-1]
     if pending:  # last line is a header without a newline
-        yield _HEADER, _record_name(pending[1:])
+        yield _HEADER, _record_name(path, pending[1:])
     if not started:
         raise InputFileError(f"{path}: contains no FASTA records (only blank lines)")
 
 
-def _record_name(line: bytes) -> str:
+def _record_name(path: Path, line: bytes) -> str:
     words = line.split(None, 1)
-    return words[0].decode("utf-8", "replace") if words else ""
+    if not words:
+        return ""
+    try:
+        return words[0].decode("utf-8")
+    except UnicodeDecodeError:
+        shown = words[0][:60].decode("utf-8", "backslashreplace")
+        raise InputFileError(
+            f"{path}: record name '{shown}' is not UTF-8 text (Latin-1 or binary bytes?); "
+            "rename the record with ASCII characters"
+        ) from None
 
 
 class _RecordChecker:
@@ -409,8 +487,8 @@ class FastaTokenStream:
 
     Attributes, filled in while iterating: ``format``, ``input_size`` (bytes
     on disk), ``input_pos`` (bytes consumed), ``text_bytes`` (decompressed
-    FASTA bytes), ``n_iupac``, ``index_path`` (the .fai used, if any), and
-    ``sha256`` (hex digest of the file, once exhausted, if ``hash=True``).
+    FASTA bytes), ``n_iupac``, and ``sha256`` (hex digest of the file, once
+    exhausted, if ``hash=True``).
     """
 
     def __init__(self, path, block_size: int = DEFAULT_BLOCK_SIZE, *, hash: bool = False, prefetch: bool = True):
@@ -418,17 +496,12 @@ class FastaTokenStream:
         self.prefetch = prefetch
         self.format = detect_format(self.path)
         self.input_size = self.path.stat().st_size
-        self.block_size = int(block_size)
+        self.block_size = max(1, int(block_size))
         self.n_iupac = 0
-        self.index_path: Path | None = None
         self.sha256: str | None = None
         self._hasher = hashlib.sha256() if hash else None
-        # gzip and BGZF (multi-member gzip) are read in one sequential zlib pass:
-        # ingest touches every byte once, so an index buys nothing here, and
-        # building pyfaidx's BGZF index line by line was ~10x slower.
-        streamed = self.format in ("gzip", "bgzf")
-        self._progress = _Progress(self._hasher if streamed else None)
-        self._gen = self._stream_gzip() if streamed else self._stream_indexed()
+        self._progress = _Progress(self._hasher)
+        self._gen = self._stream()
 
     @property
     def input_pos(self) -> int:
@@ -446,21 +519,16 @@ class FastaTokenStream:
         self.n_iupac += block.n_iupac
         return block
 
-    def _finish_hash(self) -> None:
-        if self._hasher is None:
-            return
-        if self.format == "plain":  # the indexed path does not read every byte in order
-            with open(self.path, "rb") as fh:
-                while chunk := fh.read(8 << 20):
-                    self._hasher.update(chunk)
-        self.sha256 = self._hasher.hexdigest()
-
-    # gzip and BGZF: one pass through zlib.
-    def _stream_gzip(self) -> Iterator[TokenBlock]:
+    # One sequential pass for every format: ingest touches every byte once, so an
+    # index buys nothing (building pyfaidx's BGZF index line by line was ~10x slower),
+    # and the same parser means the same rules for .fa and .fa.gz.
+    def _stream(self) -> Iterator[TokenBlock]:
         path = self.path
         check = _RecordChecker(path)
-        chunks = _gzip_chunks(path, self.block_size, self._progress)
-        for kind, val in _parse(path, _prefetch(chunks) if self.prefetch else chunks):
+        chunks = _text_chunks(path, self.format, self.block_size, self._progress)
+        if self.prefetch and self.format != "plain":
+            chunks = _prefetch(chunks)
+        for kind, val in _parse(path, chunks):
             if kind == _HEADER:
                 check.start(val)
                 continue
@@ -476,44 +544,8 @@ class FastaTokenStream:
             yield TokenBlock(check.name, check.length, np.frombuffer(tokens, dtype=np.uint8), n_iupac, tokens.count(N))
             check.length += len(tokens)
         check.finish()
-        self._finish_hash()
-
-    # Plain FASTA: through a pyfaidx index (validates line lengths; random access elsewhere).
-    def _stream_indexed(self) -> Iterator[TokenBlock]:
-        path = self.path
-        _check_starts_like_fasta(path, self.format)
-        fa = open_faidx(path, self.format)
-        self.index_path = Path(fa.indexname)
-        total_text = max((rec.bend for rec in fa.index.values()), default=0) or 1
-        try:
-            for name, rec in fa.index.items():
-                if not name:
-                    raise InputFileError(f"{path}: a record has an empty name ('>' alone); give every record a name")
-                if rec.rlen == 0:
-                    raise InputFileError(
-                        f"{path}: record '{name}' has a header but no sequence; remove it or add its sequence"
-                    )
-                step = self.block_size
-                for start in range(0, rec.rlen, step):
-                    end = min(rec.rlen, start + step)
-                    try:
-                        seq = fa.fetch(name, start + 1, end)
-                    except UnicodeDecodeError as exc:
-                        raise InputFileError(
-                            f"{path}: record '{name}' contains non-text bytes near position {start + 1:,}; "
-                            "is this really FASTA?"
-                        ) from exc
-                    tokens, n_iupac = _encode_or_explain(path, seq, name, start)
-                    if len(tokens) != end - start:  # pragma: no cover - pyfaidx validated lengths
-                        raise InputFileError(f"{path}: record '{name}' is shorter than its index says; delete {fa.indexname}")
-                    self._progress.text_bytes = min(rec.offset + (end * rec.lenb) // max(rec.lenc, 1), total_text)
-                    self._progress.input_pos = int(self.input_size * self._progress.text_bytes / total_text)
-                    yield TokenBlock(name, start, tokens, n_iupac, tokens.tobytes().count(N))
-        finally:
-            fa.close()
-        self._progress.text_bytes = total_text
-        self._progress.input_pos = self.input_size
-        self._finish_hash()
+        if self._hasher is not None:
+            self.sha256 = self._hasher.hexdigest()
 
 
 def _encode_or_explain(path: Path, seq, name: str, offset: int):
@@ -565,15 +597,16 @@ def _check_starts_like_fasta(path: Path, fmt: str) -> None:
 def index_paths(path: str | os.PathLike, fmt: str) -> tuple[Path, Path | None]:
     """Where the ``.fai`` (and for BGZF the ``.gzi``) index of ``path`` lives.
 
-    Beside the FASTA when that directory is writable, or when up-to-date
-    indexes already sit there; otherwise in ``cache_dir("index")``.
+    Beside the FASTA when that directory is writable, or when a valid index
+    already sits there (:func:`fai_problem`); otherwise in
+    ``cache_dir("index")``, named by :func:`content_fingerprint`, so copies of
+    one file share an index and a changed file gets its own.
     """
     p = Path(path).resolve()
     fai, gzi = Path(f"{p}.fai"), (Path(f"{p}.gzi") if fmt == "bgzf" else None)
     if dir_writable(p.parent):
         return fai, gzi
-    mtime = p.stat().st_mtime
-    if all(x is None or (x.exists() and x.stat().st_mtime >= mtime) for x in (fai, gzi)):
+    if fai.exists() and (gzi is None or gzi.exists()) and fai_problem(p, fai, fmt, gzi) is None:
         return fai, gzi
     cdir = cache_dir("index")
     try:
@@ -583,54 +616,159 @@ def index_paths(path: str | os.PathLike, fmt: str) -> tuple[Path, Path | None]:
             f"{p.parent} is read-only and the index cache {cdir} cannot be created ({exc.strerror}); "
             "set MAMBA_GENOME_CACHE to a writable directory"
         ) from exc
-    stem = f"{cache_key(p)}-{p.name}"
+    stem = f"{content_fingerprint(p)}-{p.name}"
     return cdir / f"{stem}.fai", (cdir / f"{stem}.gzi" if gzi else None)
 
 
+def _newer_than(index: Path, fasta: os.stat_result) -> bool:
+    """Whether ``index`` was written after the FASTA's last change.
+
+    The FASTA's ctime counts too: a user can set mtime back (``touch -d``,
+    ``cp -p``, ``rsync -a``) but not ctime, so an edit is never hidden.
+    """
+    return index.stat().st_mtime_ns >= max(fasta.st_mtime_ns, fasta.st_ctime_ns)
+
+
+def _read_fai(fai: Path) -> list[tuple[str, int, int, int, int]]:
+    rows = []
+    for line in fai.read_bytes().decode("utf-8").split("\n"):
+        if not line:
+            continue
+        fields = line.rstrip("\r").split("\t")
+        if len(fields) != 5:
+            raise ValueError(f"{len(fields)} columns")
+        name, *nums = fields
+        length, offset, lb, lw = (int(x) for x in nums)
+        if not name or min(length, offset, lb, lw) < 0 or (length and not 0 < lb < lw <= lb + 2):
+            raise ValueError(f"bad row for '{name}'")
+        rows.append((name, length, offset, lb, lw))
+    return rows
+
+
+def fai_problem(path: str | os.PathLike, fai: str | os.PathLike, fmt: str = "plain",
+                gzi: str | os.PathLike | None = None) -> str | None:
+    """Why the ``.fai`` ``fai`` does not describe ``path`` (None if it does).
+
+    Cheap checks, a few hundred bytes read per record whatever the file size:
+    the index is newer than the FASTA's last change (mtime and ctime); every
+    row parses; and, for plain FASTA, each record's header starts where the
+    previous record ends (after blank lines), carries the indexed name and ends
+    at the indexed offset, the first sequence line has the indexed width, and only blank
+    lines follow the last record. Interior line widths are not re-read (that
+    is a full pass; pyfaidx does it when it builds the index). For BGZF only
+    the times and the rows are checked (the offsets are into decompressed text).
+    """
+    p, fai = Path(path), Path(fai)
+    st = p.stat()
+    if not _newer_than(fai, st) or (gzi is not None and not (Path(gzi).exists() and _newer_than(Path(gzi), st))):
+        return "it is older than the FASTA"
+    try:
+        rows = _read_fai(fai)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"it is not a valid .fai ({exc})"
+    if not rows:
+        return "it is empty"
+    if fmt != "plain":
+        return None
+    size = st.st_size
+    with open(p, "rb") as fh:
+        head = fh.read(1 << 16)
+        body = head[len(_UTF8_BOM):] if head.startswith(_UTF8_BOM) else head
+        pos = len(head) - len(body.lstrip())  # the first '>'
+        for name, length, offset, lb, lw in rows:
+            if not pos < offset <= size or offset - pos > _MAX_HEADER:
+                return f"record '{name}' is not where the index says"
+            fh.seek(pos)
+            text = fh.read(offset - pos + (lw if length > lb else 0))
+            header = text[: offset - pos].lstrip()  # blank lines may end the previous record
+            if not header.startswith(b">") or not header.endswith(b"\n") or b"\n" in header[:-1]:
+                return f"record '{name}' does not start where the index says"
+            words = header[1:].split(None, 1)
+            if not words or words[0].decode("utf-8", "replace") != name:
+                return f"the header before byte {offset:,} is not '{name}'"
+            if length > lb and text[offset - pos + lb :] != (b"\n" if lw - lb == 1 else b"\r\n"):
+                return f"record '{name}' does not have lines of {lb} bases"
+            full, rest = divmod(length, lb) if length else (0, 0)
+            pos = offset + full * lw + (rest + lw - lb if rest else 0)
+            if pos > size + (lw - lb):
+                return f"record '{name}' runs past the end of the file"
+        fh.seek(min(pos, size))
+        tail = fh.read(1 << 16)
+    if tail.strip() or pos + len(tail) < size:
+        return "the file has more records than the index"
+    return None
+
+
 def open_faidx(path: str | os.PathLike, fmt: str | None = None):
-    """Open ``path`` with ``pyfaidx.Faidx`` (raw strings, strict bounds), indexes placed by
-    :func:`index_paths`; pyfaidx's errors become one-line ``InputFileError``s."""
+    """Open ``path`` for random access with ``pyfaidx.Faidx`` (raw strings, strict bounds).
+
+    Plain or BGZF only, with one line width per record (what a ``.fai`` can
+    describe). Indexes are placed by :func:`index_paths`; an existing
+    ``.fai`` is checked by :func:`fai_problem` and rebuilt if it is stale or
+    belongs to another file; an index that fails to build is not left behind.
+    pyfaidx's errors become one-line ``InputFileError``s.
+    """
     import pyfaidx
 
-    p = Path(path)
+    p = check_readable(path)
     fmt = fmt or detect_format(p)
     if fmt == "gzip":
         raise InputFileError(
             f"{p}: is plain gzip, which cannot be randomly accessed; ingest it with "
             "`mamba-genome ingest`, or recompress with `bgzip`"
         )
+    if fmt == "plain" and p.name.lower().endswith(_GZ_NAMES):
+        raise InputFileError(
+            f"{p}: is plain text although its name ends in {p.suffix}; rename it without {p.suffix} "
+            "(or compress it with `bgzip`) for indexed access"
+        )
+    _check_starts_like_fasta(p, fmt)
     fai, gzi = index_paths(p, fmt)
+    if fai.exists() and fai_problem(p, fai, fmt, gzi) is not None:
+        for f in (fai, gzi):  # stale or foreign: rebuild (index_paths only picks writable places for these)
+            if f is not None:
+                f.unlink(missing_ok=True)
+    created = [f for f in (fai, gzi) if f is not None and not f.exists()]
     fix = f"reformat it with `seqkit seq -w 60 {p.name} > fixed.fa` (or `samtools faidx` to see the problem)"
     try:
         return pyfaidx.Faidx(
             str(p), indexname=str(fai), gzi_indexname=str(gzi) if gzi else None,
             as_raw=True, strict_bounds=True, rebuild=True,
         )
-    except pyfaidx.FastaIndexingError as exc:
-        msg = " ".join(str(exc).split())
+    except BaseException as exc:
+        for f in created:
+            f.unlink(missing_ok=True)
+        raise _faidx_error(p, exc, fix) from exc
+
+
+def _faidx_error(p: Path, exc: BaseException, fix: str) -> BaseException:
+    """pyfaidx's exception as one-line ``InputFileError`` (others pass through)."""
+    import pyfaidx
+
+    msg = " ".join(str(exc).split())
+    if isinstance(exc, pyfaidx.FastaIndexingError):
         if "not consistent" in msg:
             where = msg.split("Inconsistent line found in", 1)[-1].strip().rstrip(".")
-            raise InputFileError(f"{p}: line lengths differ within a record ({where}); {fix}") from exc
+            return InputFileError(f"{p}: line lengths differ within a record ({where}), which an index "
+                                  f"cannot describe; {fix}")
         if "Bad sequence name" in msg:
-            raise InputFileError(f"{p}: a record has an empty name ('>' alone); give every record a name") from exc
-        raise InputFileError(f"{p}: cannot be indexed ({msg}); {fix}") from exc
-    except ValueError as exc:
-        if "Duplicate key" in str(exc):
-            name = str(exc).split('"')[1] if '"' in str(exc) else "?"
-            raise InputFileError(
-                f"{p}: duplicate record name '{name}'; record names must be unique "
-                "(rename one, e.g. with `seqkit rename`)"
-            ) from exc
-        raise
-    except UnicodeDecodeError as exc:
-        raise InputFileError(f"{p}: contains non-text bytes; is this really FASTA?") from exc
-    except EOFError as exc:
-        raise InputFileError(f"{p}: file is truncated (BGZF stream ended early): re-download it") from exc
-    except (pyfaidx.UnsupportedCompressionFormat, OSError) as exc:
-        raise InputFileError(f"{p}: cannot be indexed ({' '.join(str(exc).split())}); {fix}") from exc
+            return InputFileError(f"{p}: a record has an empty name ('>' alone); give every record a name")
+        return InputFileError(f"{p}: cannot be indexed ({msg}); {fix}")
+    if isinstance(exc, UnicodeDecodeError):
+        return InputFileError(f"{p}: contains non-text bytes; is this really FASTA?")
+    if isinstance(exc, ValueError) and "Duplicate key" in msg:
+        name = msg.split('"')[1] if '"' in msg else "?"
+        return InputFileError(f"{p}: duplicate record name '{name}'; record names must be unique "
+                              "(rename one, e.g. with `seqkit rename`)")
+    if isinstance(exc, EOFError):
+        return InputFileError(f"{p}: file is truncated (BGZF stream ended early): re-download it")
+    if isinstance(exc, (pyfaidx.UnsupportedCompressionFormat, OSError, ValueError)):
+        return InputFileError(f"{p}: cannot be indexed ({msg}); {fix}")
+    return exc
 
 
 __all__ = [
     "detect_format", "iter_fasta_records", "stream_fasta_tokens", "FastaTokenStream", "TokenBlock",
-    "open_faidx", "index_paths", "cache_dir", "dir_writable", "check_readable", "DEFAULT_BLOCK_SIZE",
+    "open_faidx", "index_paths", "fai_problem", "cache_dir", "dir_writable", "check_readable",
+    "content_fingerprint", "DEFAULT_BLOCK_SIZE",
 ]

@@ -426,18 +426,30 @@ class EpochSampler(Sampler):
 
     ``seq_len_for_epoch(epoch)`` implements sequence-length warmup. With
     ``world > 1`` each rank takes every ``world``-th index (no wrapper needed).
+    :meth:`resume_at` makes one epoch start part-way (``--resume``); ``len()``
+    stays the whole epoch's, as Lightning counts the resumed epoch's batches
+    from where it stopped.
     """
 
     def __init__(self, n: int, seq_len_for_epoch, rank: int = 0, world: int = 1):
         self.n, self.seq_len_for_epoch, self.rank, self.world = int(n), seq_len_for_epoch, int(rank), int(world)
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def resume_at(self, epoch: int, position: int) -> None:
+        """Epoch ``epoch`` starts at this rank's item ``position`` (the items before were trained on)."""
+        self._resume = (int(epoch), int(position))
+
     def __iter__(self):
         L = int(self.seq_len_for_epoch(self.epoch))
-        return iter([(self.epoch, L, i) for i in range(self.rank, self.n, self.world)])
+        keys = [(self.epoch, L, i) for i in range(self.rank, self.n, self.world)]
+        if self._resume is not None and self._resume[0] == self.epoch:
+            keys = keys[self._resume[1]:]
+            self._resume = None
+        return iter(keys)
 
     def __len__(self) -> int:
         return len(range(self.rank, self.n, self.world))

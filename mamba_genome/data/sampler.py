@@ -1,8 +1,11 @@
 """Torch Datasets of fixed-length token windows drawn from a token store.
 
 Owns :class:`RandomWindowDataset` (training: random windows, N filtering,
-reverse-complement augmentation, as in HyenaDNA/Caduceus pretraining) and
-:class:`TiledWindowDataset` (evaluation: deterministic non-overlapping tiles).
+reverse-complement augmentation, as in HyenaDNA/Caduceus pretraining),
+:class:`TiledWindowDataset` (evaluation: deterministic non-overlapping tiles)
+and :class:`ResumableShardSampler` (each rank's share of an epoch, able to
+start part-way through it, so a resumed run sees exactly the windows an
+uninterrupted one would).
 
 Both take the store *path* and open the :class:`~mamba_genome.data.store.TokenStore`
 lazily in each process, so a ``DataLoader`` with workers pickles only paths
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, DistributedSampler
 
 from ..errors import UserError
 from .splits import Region
@@ -193,4 +196,24 @@ class TiledWindowDataset(_StoreBacked):
         return {"input_ids": torch.from_numpy(tokens), "contig": contig, "start": start}
 
 
-__all__ = ["RandomWindowDataset", "TiledWindowDataset"]
+class ResumableShardSampler(DistributedSampler):
+    """Rank ``rank``'s indices of ``range(n)`` in order (``rank, rank + world, ...``), from position ``start``.
+
+    ``len()`` is the rank's whole share of the epoch, also when ``start > 0``:
+    Lightning counts the batches of an epoch it resumes part-way from there,
+    so the epoch still ends where the uninterrupted one did. Being a
+    ``DistributedSampler``, Lightning does not wrap it in another one.
+    """
+
+    def __init__(self, n: int, *, rank: int = 0, world: int = 1, start: int = 0):
+        super().__init__(range(int(n)), num_replicas=int(world), rank=int(rank), shuffle=False, drop_last=False)
+        self.n = int(n)
+        self.start = max(0, int(start))
+
+    def __iter__(self):
+        idx = list(range(self.n))
+        idx += idx[: self.total_size - len(idx)]  # pad like DistributedSampler (n is a multiple of world here)
+        return iter(idx[self.rank : self.total_size : self.num_replicas][self.start :])
+
+
+__all__ = ["RandomWindowDataset", "TiledWindowDataset", "ResumableShardSampler"]

@@ -12,10 +12,27 @@ Owns :func:`ingest` (FASTA -> store), :class:`TokenStore` (read access) and
 ``source`` {path, size, mtime, sha256, format}, ``contigs`` [{name, length,
 n_count, iupac_count, file, all_n}], ``total_length`` and ``created``.
 
-Re-ingesting an unchanged FASTA (same size and mtime, or same size and
-sha256) returns the existing store; a changed one is rebuilt. Builds go to
-``<out>.tmp-<pid>`` and are moved into place with ``os.replace``, so an
-interrupted ingest never leaves a directory that looks complete.
+Whether a store is up to date is decided by content: a store is reused when
+its manifest's sha256 is the FASTA's. Hashing is skipped when the file's
+identity and times are the ones recorded (``source.seen``: path, size,
+device, inode, mtime and ctime; ctime cannot be set back by ``touch`` or
+``cp -p``, so a same-size edit with its mtime restored is still seen). When
+they differ (a touched file, a copy, a second install) the file is hashed
+once and, if it matches, its identity is added to the manifest. That costs
+one read of the file: sha256 ran at 0.2-1.3 GB/s on our shared 2-core dev
+machine (Dec 2026), i.e. 2.5-15 s for a 3 GB FASTA, plus the disk read. A file
+changed less than 2 s before it was hashed is not remembered by its times
+(coarse file-system clocks could hide a later edit in the same tick).
+
+Stores in the cache (:func:`cached_store_path`) are named by a content
+fingerprint, not by the FASTA's path, so two installs of the package (two
+venvs, an upgrade) share the bundled genome's store instead of fighting over it.
+
+Only what ingest wrote is ever deleted: ``--force`` (or a rebuild) replaces a
+directory only if it holds a manifest of ours and nothing but our files.
+Builds go to ``<out>.tmp-<pid>`` and are moved into place with
+``os.replace``, so an interrupted ingest never leaves a directory that looks
+complete.
 """
 from __future__ import annotations
 
@@ -34,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputFileError, RegionError, UserError
-from .fasta import cache_dir, cache_key, check_readable, dir_writable, stream_fasta_tokens
+from .fasta import cache_dir, check_readable, content_fingerprint, dir_writable, stream_fasta_tokens
 from .tokenizer import TOKENIZER_VERSION, VOCAB
 
 FORMAT_VERSION = 1
@@ -44,6 +61,12 @@ _FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas", ".seq")
 _GZ_SUFFIXES = (".gz", ".bgz", ".bgzf")
 # contig memmaps a TokenStore keeps open (the least recently used are dropped)
 MAX_OPEN_CONTIGS = 256
+# file identities (path, inode, times) remembered per store as "verified by sha256"
+MAX_SEEN = 8
+# a file changed less than this before it was hashed is not remembered: on a file system with
+# coarse timestamps a later edit in the same tick would keep the same times (git's "racy clean")
+_RACY_NS = 2_000_000_000
+_TOKEN_FILE = re.compile(r"^\d{5}_[A-Za-z0-9._-]*\.bin$")
 
 
 @dataclass(frozen=True)
@@ -109,6 +132,8 @@ class TokenStore:
             manifest = json.loads(mpath.read_text())
             contigs = manifest["contigs"]
             fmt, tok = manifest["format_version"], manifest["tokenizer_version"]
+            if not isinstance(contigs, list):
+                raise TypeError("'contigs' is not a list")
         except (ValueError, KeyError, TypeError) as exc:
             raise InputFileError(f"{mpath}: unreadable store manifest ({exc}); re-run `mamba-genome ingest --force`") from exc
         if fmt != FORMAT_VERSION:
@@ -119,8 +144,14 @@ class TokenStore:
                 "re-run `mamba-genome ingest --force`"
             )
         for c in contigs:
-            f = p / c["file"]
-            if not f.is_file() or f.stat().st_size != c["length"]:
+            try:
+                f = p / c["file"]
+                ok = (isinstance(c["name"], str) and bool(_TOKEN_FILE.match(c["file"])) and f.is_file()
+                      and f.stat().st_size == c["length"])
+            except (KeyError, TypeError) as exc:
+                raise InputFileError(f"{mpath}: unreadable store manifest (bad contig entry: {exc}); "
+                                     "re-run `mamba-genome ingest --force`") from exc
+            if not ok:
                 raise InputFileError(
                     f"{p}: token file {c['file']} for contig '{c['name']}' is missing or the wrong size; "
                     "re-run `mamba-genome ingest --force`"
@@ -194,18 +225,33 @@ class TokenStore:
 # ----------------------------------------------------------------------- writing
 
 
-def default_store_path(ref: str | os.PathLike) -> Path:
-    """``<ref without .fa[.gz]>.mgstore`` beside ``ref``; in the cache if that directory is read-only."""
-    p = Path(ref).resolve()
-    stem = p.name
+def _stem(ref: Path) -> str:
+    stem = ref.name
     for suffixes in (_GZ_SUFFIXES, _FASTA_SUFFIXES):
-        for s in suffixes:
-            if stem.lower().endswith(s) and len(stem) > len(s):
-                stem = stem[: -len(s)]
+        for sfx in suffixes:
+            if stem.lower().endswith(sfx) and len(stem) > len(sfx):
+                stem = stem[: -len(sfx)]
                 break
+    return stem
+
+
+def cached_store_path(ref: str | os.PathLike) -> Path:
+    """``$MAMBA_GENOME_CACHE/stores/<stem>-<content fingerprint>.mgstore`` for ``ref``.
+
+    Keyed by content (:func:`~mamba_genome.data.fasta.content_fingerprint`),
+    not by path: every copy of one file (another install's bundled genome)
+    maps to one store, and a changed file to a new one.
+    """
+    p = Path(ref).resolve()
+    return cache_dir("stores") / f"{_stem(p)}-{content_fingerprint(p)}{STORE_SUFFIX}"
+
+
+def default_store_path(ref: str | os.PathLike) -> Path:
+    """``<ref without .fa[.gz]>.mgstore`` beside ``ref``; :func:`cached_store_path` if that directory is read-only."""
+    p = Path(ref).resolve()
     if dir_writable(p.parent):
-        return p.parent / f"{stem}{STORE_SUFFIX}"
-    return cache_dir("stores") / f"{cache_key(p)}-{stem}{STORE_SUFFIX}"
+        return p.parent / f"{_stem(p)}{STORE_SUFFIX}"
+    return cached_store_path(p)
 
 
 def _safe_file_name(i: int, name: str) -> str:
@@ -221,19 +267,68 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _identity(ref: Path, st: os.stat_result) -> dict | None:
+    """What must be unchanged for a file's bytes to be unchanged (without reading them).
+
+    None if the file changed too recently for its times to be trusted (see ``_RACY_NS``).
+    """
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < _RACY_NS:
+        return None
+    return {"path": str(ref), "size": st.st_size, "dev": st.st_dev, "ino": st.st_ino,
+            "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
+
+
 def _up_to_date(out: Path, ref: Path) -> TokenStore | None:
-    """The existing store at ``out`` if it was built from ``ref`` as it is now."""
+    """The existing store at ``out`` if it holds ``ref``'s current content (see the module docstring)."""
     try:
         store = TokenStore.open(out)
     except InputFileError:
         return None
-    src = store.manifest.get("source", {})
+    src = store.manifest.get("source")
     st = ref.stat()
-    if src.get("path") != str(ref) or src.get("size") != st.st_size:
+    if not isinstance(src, dict) or src.get("size") != st.st_size or not isinstance(src.get("sha256"), str):
         return None
-    if src.get("mtime_ns") == st.st_mtime_ns:
-        return store
-    return store if src.get("sha256") == _sha256(ref) else None  # touched but same bytes
+    seen = src.get("seen") if isinstance(src.get("seen"), list) else []
+    ident = _identity(ref, st)
+    if ident is not None and ident in seen:
+        return store  # same file, not written since it was hashed
+    if _sha256(ref) != src["sha256"]:
+        return None
+    if ident is not None:
+        _remember(store, ident)
+    return store
+
+
+def _remember(store: TokenStore, ident: dict) -> None:
+    """Add a file identity verified by sha256 to the manifest (best effort, atomic)."""
+    m = store.manifest
+    seen = [x for x in m["source"].get("seen") or [] if isinstance(x, dict) and x.get("path") != ident["path"]]
+    m["source"]["seen"] = ([ident] + seen)[:MAX_SEEN]
+    tmp = store.path / f".{MANIFEST}.tmp-{os.getpid()}"
+    try:
+        tmp.write_text(json.dumps(m, indent=1))
+        os.replace(tmp, store.path / MANIFEST)
+    except OSError:  # a read-only store still works; it is just hashed again next time
+        tmp.unlink(missing_ok=True)
+
+
+def _ours(out: Path) -> str | None:
+    """Why ingest may not replace the existing directory ``out`` (None: it is a store of ours, or empty)."""
+    entries = list(out.iterdir())
+    if not entries:
+        return None
+    try:
+        m = json.loads((out / MANIFEST).read_text())
+        ok = isinstance(m, dict) and {"format_version", "tokenizer_version", "contigs"} <= set(m)
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        return f"{out}: exists and is not a token store (no mamba-genome {MANIFEST})"
+    foreign = sorted(e.name for e in entries if e.name != MANIFEST and not (_TOKEN_FILE.match(e.name) and e.is_file()))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        return f"{out}: is a token store but also holds files ingest did not write ({shown})"
+    return None
 
 
 def _remove_stale_tmp(out: Path) -> None:
@@ -276,15 +371,15 @@ def ingest(ref: str | os.PathLike, out: str | os.PathLike | None = None, *, forc
             if store is not None:
                 store.ingest_stats = IngestStats(True, time.perf_counter() - t0, ref.stat().st_size, 0, store.manifest["source"].get("format", "?"))
                 return store
-            if (out / MANIFEST).is_file():
-                try:
-                    old_src = json.loads((out / MANIFEST).read_text()).get("source", {}).get("path")
-                except ValueError:
-                    old_src = None
-                if old_src and old_src != str(ref):
-                    raise UserError(f"{out}: is a store built from {old_src}, not {ref}; use --force to overwrite it or choose another -o")
-            elif any(out.iterdir()):
-                raise UserError(f"{out}: exists and is not a token store; choose another -o/--out or remove it")
+        why = _ours(out)
+        if why is not None:
+            raise UserError(f"{why}; it is left untouched, even with --force: choose another -o/--out, "
+                            "or move its contents away")
+        if not force and (out / MANIFEST).is_file() and out.parent != cache_dir("stores").resolve():
+            old_src = json.loads((out / MANIFEST).read_text()).get("source")
+            old_src = old_src.get("path") if isinstance(old_src, dict) else None
+            if old_src and old_src != str(ref):
+                raise UserError(f"{out}: is a store built from {old_src}, not {ref}; use --force to overwrite it or choose another -o")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -297,6 +392,7 @@ def ingest(ref: str | os.PathLike, out: str | os.PathLike | None = None, *, forc
         tmp.mkdir()
     except OSError as exc:
         raise UserError(f"cannot write into {out.parent} ({exc.strerror}); choose another -o/--out") from exc
+    st0 = ref.stat()
     try:
         stream = stream_fasta_tokens(ref, hash=True)
         contigs = _write_contigs(stream, tmp, progress)
@@ -308,6 +404,8 @@ def ingest(ref: str | os.PathLike, out: str | os.PathLike | None = None, *, forc
             "source": {
                 "path": str(ref), "size": st.st_size, "mtime": st.st_mtime, "mtime_ns": st.st_mtime_ns,
                 "sha256": stream.sha256, "format": stream.format,
+                # the file as it was hashed; if it changed while we read it, this will not match it
+                "seen": [x for x in [_identity(ref, st0)] if x is not None],
             },
             "contigs": contigs,
             "total_length": sum(c["length"] for c in contigs),
@@ -329,11 +427,11 @@ def ingest(ref: str | os.PathLike, out: str | os.PathLike | None = None, *, forc
 
 
 def _write_contigs(stream, tmp: Path, progress: bool) -> list[dict]:
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     contigs: list[dict] = []
     fh = None
-    bar = tqdm(
+    bar = progress_bar(
         total=stream.input_size, unit="B", unit_scale=True, desc=f"ingest {stream.path.name}",
         disable=None if progress else True, file=sys.stderr, leave=False, dynamic_ncols=True,
     )
@@ -406,6 +504,6 @@ def summary_rows(store: TokenStore, max_contigs: int = 8) -> list[dict]:
 
 
 __all__ = [
-    "TokenStore", "ContigInfo", "IngestStats", "ingest", "open_or_ingest", "default_store_path",
+    "TokenStore", "ContigInfo", "IngestStats", "ingest", "open_or_ingest", "default_store_path", "cached_store_path",
     "is_store", "summary_rows", "FORMAT_VERSION", "STORE_SUFFIX",
 ]

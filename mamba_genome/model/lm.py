@@ -12,7 +12,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from mamba_genome.kernels import ReplayCache
@@ -20,6 +19,7 @@ from mamba_genome.kernels import ReplayCache
 from .block import Block, LayerState, RMSNorm
 from .recompute import checkpointed_block
 from .config import MambaConfig
+from .likelihood import next_token_nll_sums
 
 
 class MambaLM(nn.Module):
@@ -137,11 +137,11 @@ class MambaLM(nn.Module):
         normed, _ = self.norm_f(hidden, residual, residual_in_fp32=self.config.residual_in_fp32)
         return self.lm_head(normed)[..., : self.config.vocab_size]
 
-    def loss(self, input_ids: torch.Tensor, ignore_index: int = 0) -> torch.Tensor:
-        """Next-token cross-entropy in nats per base over positions 1..L-1 (pad ignored)."""
-        logits = self(input_ids[:, :-1])
-        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                               input_ids[:, 1:].reshape(-1), ignore_index=ignore_index)
+    def loss(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Next-token cross-entropy in nats per scored base over targets 1..L-1 (N and PAD are not
+        scored; :mod:`mamba_genome.model.likelihood`); 0 when nothing is scored."""
+        total, count = next_token_nll_sums(self, input_ids)
+        return total / count.clamp(min=1)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -11,13 +11,22 @@
   ``last/`` model directories with :func:`mamba_genome.checkpoint.save_model`
   and the resumable Lightning checkpoint ``last.ckpt`` (tmp file, then
   ``os.replace``: never half-written), after every validation.
-- :class:`StepProgressBar`: one tqdm bar over optimizer steps on stderr.
+- :class:`GracefulStop`: on SIGTERM (what SLURM sends before a kill) or
+  SIGINT, finish the optimizer step in flight, save ``last.ckpt`` for that
+  step, and stop with :class:`~mamba_genome.errors.RunInterrupted` (a one-line
+  note saying how to resume; exit status 143 / 130). Lightning's own SIGTERM
+  handling (stop, exit 0, no checkpoint) is replaced while training runs.
+- :class:`StepProgressBar`: one tqdm bar over optimizer steps on a terminal;
+  off a terminal (a log file) one plain line every 30 s, at each sequence
+  length stage and after each validation.
 """
 from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,7 +36,9 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.callbacks.progress import ProgressBar
 
 from ..checkpoint import save_model
+from ..errors import RunInterrupted
 from ..model.lm import MambaLM
+from ..progress import PLAIN_INTERVAL_S, format_count, format_eta, stream_is_tty
 from .schedule import TrainSchedule, format_duration
 
 
@@ -139,6 +150,26 @@ def _unwrapped_state(trainer, pl_module) -> dict:
     return {k[len("model."):]: v for k, v in full.items() if k.startswith("model.")}
 
 
+class ResumableCheckpoint:
+    """Writes ``run_dir/last.ckpt`` (the full training state) atomically, at most once per step."""
+
+    def __init__(self, run_dir):
+        self.path = Path(run_dir) / "last.ckpt"
+        self.saved_step: int | None = None
+
+    def save(self, trainer) -> Path:
+        """Collective (call on every rank); rank 0 writes a temporary file, then renames it."""
+        if self.saved_step == trainer.global_step:
+            return self.path
+        tmp = self.path.with_name(f".last.ckpt.tmp-{os.getpid()}")
+        trainer.save_checkpoint(tmp, weights_only=False)  # full training state; collective, rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        trainer.strategy.barrier("mg_last_ckpt")
+        self.saved_step = trainer.global_step
+        return self.path
+
+
 class RunExporter(Callback):
     """Export ``best/``, ``last/`` and ``last.ckpt`` into ``run_dir`` after each validation.
 
@@ -146,9 +177,11 @@ class RunExporter(Callback):
     directories (data source, split, steps, tokens); it is called on rank 0.
     """
 
-    def __init__(self, run_dir, provenance: Callable[[L.LightningModule], dict]):
+    def __init__(self, run_dir, provenance: Callable[[L.LightningModule], dict],
+                 ckpt: ResumableCheckpoint | None = None):
         self.run_dir = Path(run_dir)
         self.provenance = provenance
+        self.ckpt = ckpt or ResumableCheckpoint(run_dir)
         self.best_loss = math.inf
         self.best_step = -1
 
@@ -173,12 +206,7 @@ class RunExporter(Callback):
                 save_model(model, self.run_dir / name, extra={**extra, "export": name})
 
     def save_ckpt(self, trainer) -> None:
-        path = self.run_dir / "last.ckpt"
-        tmp = self.run_dir / f".last.ckpt.tmp-{os.getpid()}"
-        trainer.save_checkpoint(tmp, weights_only=False)  # full training state; collective, rank 0 writes
-        if trainer.is_global_zero:
-            os.replace(tmp, path)
-        trainer.strategy.barrier("mg_last_ckpt")
+        self.ckpt.save(trainer)
 
     def on_validation_end(self, trainer, pl_module):
         if not _in_fit_validation(trainer):
@@ -192,15 +220,225 @@ class RunExporter(Callback):
         self.save_ckpt(trainer)
 
 
-class StepProgressBar(ProgressBar):
-    """A single tqdm bar over optimizer steps (stderr), with loss, bits/base, seq_len and tokens/s."""
+class SaveAfterValidation(Callback):
+    """Write ``last.ckpt`` after each validation during fit (fine-tuning; pretraining's
+    :class:`RunExporter` does it together with the model export)."""
 
-    def __init__(self, schedule: TrainSchedule, enabled: bool = True):
+    def __init__(self, ckpt: ResumableCheckpoint):
+        self.ckpt = ckpt
+
+    def on_validation_end(self, trainer, pl_module):
+        if _in_fit_validation(trainer):
+            self.ckpt.save(trainer)
+
+
+_SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+
+
+def _validates_after_this_batch(trainer) -> bool:
+    """Whether Lightning validates right after the current training batch (an int ``val_check_interval``)."""
+    loop = trainer.fit_loop.epoch_loop
+    try:
+        return bool(loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
+    except Exception:  # Lightning internals moved: stopping before that validation is still correct
+        return False
+
+
+class GracefulStop(Callback):
+    """Turn SIGTERM / SIGINT into: finish this optimizer step, save ``last.ckpt``, stop with a note.
+
+    Args:
+        ckpt: the run's :class:`ResumableCheckpoint`.
+        resume_hint: the command line that continues the run (for the note).
+
+    The handlers are ours from ``on_train_start`` (after Lightning has put
+    in its own SIGTERM handler) and the ones from before ``fit`` come back at
+    teardown. If the step in flight is followed by a validation, the run
+    validates (and exports) first; a signal during the last step lets the run
+    finish normally. A second signal stops at once, without a new checkpoint.
+    Under DDP every rank must stop at the same step: the ranks agree through
+    one small all-reduce per optimizer step, and rank 0 forwards the signal to
+    the processes Lightning launched.
+    """
+
+    def __init__(self, ckpt: ResumableCheckpoint, resume_hint: str):
+        self.ckpt = ckpt
+        self.resume_hint = resume_hint
+        self.signum: int | None = None
+        self._before: dict = {}
+        self._trainer = None
+        self._deferred = False
+        self._saved: Path | None = None
+
+    # ----------------------------------------------------------- handlers
+    def _handler(self, signum, frame):
+        if self.signum is not None:  # second signal: stop now
+            step = self._trainer.global_step if self._trainer is not None else 0
+            saved = (f"the last checkpoint is {self.ckpt.path}" if self.ckpt.path.is_file()
+                     else "no checkpoint was saved")
+            raise RunInterrupted(f"interrupted by {_SIGNAL_NAMES.get(signum, signum)} again at step {step}; "
+                                 f"stopped without saving this step ({saved}); resume with: {self.resume_hint}",
+                                 signum)
+        self.signum = signum
+        trainer = self._trainer
+        if trainer is not None and trainer.is_global_zero:
+            launcher = getattr(trainer.strategy, "launcher", None)
+            if launcher is not None and hasattr(launcher, "kill"):
+                try:
+                    launcher.kill(signum)  # the other ranks Lightning started, if any
+                except Exception:
+                    pass
+
+    def _install(self, signals) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in signals:
+            if sig not in self._before:
+                self._before[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._handler)
+
+    def restore(self) -> None:
+        """Put back the handlers from before fit (also called by the workflow after ``fit``: on an
+        exception Lightning restores, after our hooks, what it found, which includes our SIGINT handler)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig, handler in self._before.items():  # kept: restoring twice is harmless
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+    # -------------------------------------------------------------- hooks
+    def setup(self, trainer, pl_module, stage):
+        self._trainer = trainer
+        self.signum, self._saved, self._deferred = None, None, False
+        if threading.current_thread() is threading.main_thread():
+            # the handlers from before fit, which come back at the end (Lightning installs its
+            # SIGTERM handler after this hook and restores what it found, i.e. these, at its teardown)
+            self._before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # SIGINT during setup: stop after the first step, not with Lightning's KeyboardInterrupt exit 1
+        self._install((signal.SIGINT,))
+
+    def on_train_start(self, trainer, pl_module):
+        self._trainer = trainer
+        if getattr(trainer, "received_sigterm", False) and self.signum is None:
+            self.signum = signal.SIGTERM
+        self._install((signal.SIGINT, signal.SIGTERM))  # replaces Lightning's SIGTERM handler
+
+    def _stop_requested(self, trainer) -> bool:
+        stop = self.signum is not None
+        if trainer.world_size > 1:
+            stop = bool(trainer.strategy.reduce_boolean_decision(stop, all=False))
+            if stop and self.signum is None:
+                self.signum = signal.SIGTERM  # another rank got it
+        return stop
+
+    def _save(self, trainer) -> None:
+        self._saved = self.ckpt.save(trainer)
+
+    def _raise(self, trainer) -> None:
+        name = _SIGNAL_NAMES.get(self.signum, str(self.signum))
+        raise RunInterrupted(f"interrupted by {name} at step {trainer.global_step}; checkpoint saved to "
+                             f"{self._saved}; resume with: {self.resume_hint}", self.signum)
+
+    # The checkpoint is written at the end of the step (or after the validation that follows it), and
+    # the run stops when the next batch would start: by then Lightning has logged the step's metrics.
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self._saved is not None or (batch_idx + 1) % trainer.accumulate_grad_batches:
+            return  # mid-accumulation: only whole optimizer steps are checkpointed
+        self._deferred = False
+        if not self._stop_requested(trainer):
+            return
+        if _validates_after_this_batch(trainer):
+            self._deferred = True  # validate (and export best/last) first
+            return
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            # Lightning resumes a checkpoint taken here one batch off; at on_train_epoch_end it is exact
+            self._deferred = True
+            return
+        self._save(trainer)
+
+    def on_validation_end(self, trainer, pl_module):
+        if self._deferred and _in_fit_validation(trainer):
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not (self._deferred and self._saved is None):
+            return
+        # Lightning adds one to this counter (the logged step) when it resumes, assuming a checkpoint
+        # from on_train_batch_end, where it has not been counted yet; here it has been.
+        loop = trainer.fit_loop.epoch_loop
+        loop._batches_that_stepped -= 1
+        try:
+            self._save(trainer)
+        finally:
+            loop._batches_that_stepped += 1
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._saved is not None:
+            self._raise(trainer)
+
+    def on_exception(self, trainer, pl_module, exception):
+        self.restore()
+
+    def teardown(self, trainer, pl_module, stage):
+        self.restore()
+        self._trainer = None
+
+
+def lm_progress_fields(trainer, pl_module, batch) -> dict:
+    """Pretraining: sequence length, train bits/base, throughput."""
+    m = trainer.callback_metrics
+    out = {"seq": str(batch["input_ids"].shape[1])}
+    if "train/loss" in m:
+        out["bits/base"] = f"{float(m['train/loss']) / math.log(2):.3f}"
+    out["tok/s"] = format_count(pl_module.tokens_seen / max(pl_module.train_seconds, 1e-9))
+    return out
+
+
+def lm_val_fields(pl_module) -> dict:
+    lv = pl_module.last_val
+    return {"val bits/base": f"{lv['val_bits_per_base']:.3f}"} if "val_bits_per_base" in lv else {}
+
+
+class StepProgressBar(ProgressBar):
+    """Progress over optimizer steps on stderr: a tqdm bar on a terminal, plain lines in a log.
+
+    Off a terminal a line such as
+    ``pretrain step 120/516  23%  seq 4096  bits/base 1.950  tok/s 4.9k  eta 2m10s``
+    is printed every ``interval`` seconds, when the sequence length changes
+    and after each validation (with its result), instead of a redraw per step.
+
+    Args:
+        schedule: the run's schedule (its ``total_steps`` may be re-fitted), or None with ``total_steps``.
+        enabled: False for ``--quiet``.
+        desc: the command name at the start of the bar / line.
+        fields: ``(trainer, pl_module, batch) -> {name: text}`` shown after the step count.
+        val_fields: ``pl_module -> {name: text}`` after a validation.
+        tty: force the bar (True) or the lines (False); default: whether stderr is a terminal.
+    """
+
+    def __init__(self, schedule: TrainSchedule | None = None, enabled: bool = True, *, desc: str = "pretrain",
+                 total_steps: int | None = None, fields=lm_progress_fields, val_fields=lm_val_fields,
+                 interval: float = PLAIN_INTERVAL_S, tty: bool | None = None):
         super().__init__()
         self.schedule = schedule
+        self._total_steps = total_steps
         self._enabled = enabled
+        self.desc = desc
+        self.fields = fields
+        self.val_fields = val_fields
+        self.interval = float(interval)
+        self.tty = tty
         self.bar = None
-        self._val_bpb = None
+        self._plain = False
+        self._val = {}
+        self._last_line = 0.0
+        self._t0 = 0.0
+        self._step0 = 0
+        self._seq = None
+        self._post = {}
+
+    @property
+    def total(self) -> int:
+        return int(self.schedule.total_steps if self.schedule is not None else self._total_steps or 0)
 
     def disable(self):
         self._enabled = False
@@ -215,39 +453,68 @@ class StepProgressBar(ProgressBar):
     def on_train_start(self, trainer, pl_module):
         if not (self._enabled and trainer.is_global_zero):
             return
+        self._t0 = self._last_line = time.monotonic()
+        self._step0 = trainer.global_step
+        self._plain = not (self.tty if self.tty is not None else stream_is_tty(sys.stderr))
+        if self._plain:
+            return
         from tqdm import tqdm
 
-        self.bar = tqdm(total=self.schedule.total_steps, initial=trainer.global_step, desc="pretrain", unit="step",
+        self.bar = tqdm(total=self.total, initial=trainer.global_step, desc=self.desc, unit="step",
                         file=sys.stderr, dynamic_ncols=True, leave=True)
 
+    def line(self, step: int, extra: dict | None = None) -> str:
+        total = max(self.total, step, 1)
+        parts = [f"{self.desc} step {step:,}/{total:,}", f"{100.0 * step / total:3.0f}%"]
+        parts += [f"{k} {v}" for k, v in {**self._post, **self._val, **(extra or {})}.items()]
+        done = step - self._step0
+        if done > 0 and step < total:
+            parts.append(f"eta {format_eta((total - step) * (time.monotonic() - self._t0) / done)}")
+        return "  ".join(parts)
+
+    def _print(self, text: str) -> None:
+        self._last_line = time.monotonic()
+        print(text, file=sys.stderr, flush=True)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.bar is None:
+        if not (self._enabled and trainer.is_global_zero) or (self.bar is None and not self._plain):
             return
-        if self.bar.total != self.schedule.total_steps:
-            self.bar.total = self.schedule.total_steps
+        self._post = self.fields(trainer, pl_module, batch)
+        if self._plain:
+            seq = self._post.get("seq")
+            first_or_new_stage = seq != self._seq  # the first step, or a new sequence-length stage
+            self._seq = seq
+            if first_or_new_stage or time.monotonic() - self._last_line >= self.interval:
+                self._print(self.line(trainer.global_step))
+            return
+        if self.bar.total != self.total:
+            self.bar.total = self.total
         self.bar.n = trainer.global_step
-        m = trainer.callback_metrics
-        post = {}
-        if "train/loss" in m:
-            post["bpb"] = f"{float(m['train/loss']) / math.log(2):.3f}"
-        if self._val_bpb is not None:
-            post["val_bpb"] = f"{self._val_bpb:.3f}"
-        post["L"] = batch["input_ids"].shape[1]
-        post["tok/s"] = f"{pl_module.tokens_seen / max(pl_module.train_seconds, 1e-9):,.0f}"
-        self.bar.set_postfix(post, refresh=False)
+        self.bar.set_postfix({**self._post, **self._val}, refresh=False)
         self.bar.refresh()
 
     def on_validation_end(self, trainer, pl_module):
-        if _in_fit_validation(trainer) and "val_bits_per_base" in pl_module.last_val:
-            self._val_bpb = pl_module.last_val["val_bits_per_base"]
+        if not (_in_fit_validation(trainer) and self._enabled and trainer.is_global_zero):
+            return
+        self._val = self.val_fields(pl_module) if self.val_fields is not None else {}
+        if self._plain and self._val:
+            self._print(self.line(trainer.global_step))
 
     def on_train_end(self, trainer, pl_module):
+        if not (self._enabled and trainer.is_global_zero):
+            return
         if self.bar is not None:
             self.bar.total = max(trainer.global_step, 1)
             self.bar.n = trainer.global_step
             self.bar.close()
             self.bar = None
-            sys.stderr.write(f"trained {trainer.global_step} steps in {format_duration(pl_module.train_seconds)}\n")
+        elif not self._plain:
+            return
+        seconds = getattr(pl_module, "train_seconds", None)
+        seconds = time.monotonic() - self._t0 if seconds is None else seconds
+        sys.stderr.write(f"trained {trainer.global_step} steps in {format_duration(seconds)}\n")
 
 
-__all__ = ["StepBudget", "TimeBudget", "RunExporter", "StepProgressBar"]
+__all__ = ["StepBudget", "TimeBudget", "RunExporter", "ResumableCheckpoint", "SaveAfterValidation", "GracefulStop",
+           "StepProgressBar",
+           "lm_progress_fields", "lm_val_fields"]

@@ -12,7 +12,10 @@ fine-tuning in Gu & Dao (2023), App. E.3.4:
 The module keeps the best model by validation accuracy (ties: lower loss)
 and writes it with :func:`mamba_genome.checkpoint.save_model` to ``best/``,
 plus a row of training curves per validation, so no Lightning checkpoint
-(a pickle) is needed to use the result.
+is needed to use the result. ``last.ckpt`` (tensors and primitives only)
+carries the curves, the best row, the time spent, the RNG states and, through
+the epoch and step, where the class-balanced sampler was, so ``--resume``
+continues on exactly the windows an uninterrupted run would see.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from ..checkpoint import save_model
 from ..data.labels import BalancedWindowDataset, EpochSampler, FixedWindowDataset
 from ..model.classifier import MambaClassifier
 from ..model.lm import param_groups
+from .rng import rng_state, set_rng_state
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, max_steps: int, lr: float, min_lr: float) -> float:
@@ -79,14 +83,38 @@ class ClassifyModule(L.LightningModule):
         self._val = []
         self._train_loss = []
         self._t0 = time.perf_counter()
+        self._elapsed_before = 0.0  # training seconds of earlier sessions (--resume)
+        self._resume_at: tuple[int, int] | None = None  # (epoch, global step) restored from last.ckpt
 
     def on_train_start(self):
-        self._t0 = time.perf_counter()  # the time budget starts with training, not with data setup
+        # the time budget starts with training, not with data setup (and counts earlier sessions)
+        self._t0 = time.perf_counter() - self._elapsed_before
+
+    # ----------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["mg_state"] = {"curves": [dict(r) for r in self.curves],
+                                  "best": dict(self.best) if self.best else None,
+                                  "elapsed": float(time.perf_counter() - self._t0),
+                                  "train_loss": [float(x) for x in self._train_loss], "rng": rng_state()}
+
+    def on_load_checkpoint(self, checkpoint):
+        st = checkpoint.get("mg_state", {})
+        self.curves = [dict(r) for r in st.get("curves", [])]
+        self.best = dict(st["best"]) if st.get("best") else None
+        self._elapsed_before = float(st.get("elapsed", 0.0))
+        self._train_loss = [torch.tensor(x) for x in st.get("train_loss", [])]
+        self._resume_at = (int(checkpoint.get("epoch", 0)), int(checkpoint.get("global_step", 0)))
+        set_rng_state(st.get("rng", {}))
 
     # ------------------------------------------------------------------ data
     def train_dataloader(self):
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer else (0, 1)
         sampler = EpochSampler(len(self.train_ds), self.seq_len_fn, rank, world)
+        if self._resume_at is not None:  # --resume: continue the epoch at the first unseen window
+            epoch, step = self._resume_at
+            per_epoch = len(sampler) // self.batch_size  # optimizer steps per epoch (no accumulation)
+            sampler.resume_at(epoch, max(0, step - epoch * per_epoch) * self.batch_size)
+            self._resume_at = None
         return DataLoader(self.train_ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                           persistent_workers=False, pin_memory=torch.cuda.is_available(), drop_last=True)
 

@@ -12,7 +12,13 @@ exactly the optimizer steps left in the current warmup stage. Each reload
 asks the :class:`~mamba_genome.train.schedule.TrainSchedule` which stage the
 global step is in, and sizes the window length, the micro-batch and the
 number of samples from it. Windows are a pure function of (seed, global step
-at the reload, index), so a resumed run sees fresh, reproducible data.
+at the reload, index).
+
+Exact resume: the data module's ``state_dict`` (saved in ``last.ckpt``) is
+the current epoch (its first step, length, window length, batch) and how many
+micro-batches of it this rank has consumed; a resumed run rebuilds that same
+epoch and starts it at the next unseen window, so it trains on exactly the
+windows, in the same order, as a run that was never interrupted.
 
 Workers and pinned memory are used on GPU; on CPU the default is no worker
 processes (the 2-core laptop case, where workers only compete with the model).
@@ -24,7 +30,7 @@ from typing import Callable
 import lightning as L
 from torch.utils.data import DataLoader
 
-from ..data.sampler import RandomWindowDataset, TiledWindowDataset
+from ..data.sampler import RandomWindowDataset, ResumableShardSampler, TiledWindowDataset
 from ..data.splits import SplitPlan
 from .schedule import TrainSchedule
 
@@ -71,29 +77,48 @@ class GenomeDataModule(L.LightningDataModule):
         self._val_ds: TiledWindowDataset | None = None
         self.current_seq_len = schedule.final_seq_len
         self.epoch_end: Callable[[int], int | None] | None = None
+        self._epoch: dict | None = None    # the training epoch being served (see state_dict)
+        self._resume: dict | None = None   # an epoch restored from a checkpoint, to continue once
 
-    def _loader(self, ds, batch_size: int, drop_last: bool) -> DataLoader:
+    def _loader(self, ds, batch_size: int, drop_last: bool, sampler=None) -> DataLoader:
         return DataLoader(ds, batch_size=batch_size, shuffle=False, drop_last=drop_last, collate_fn=_collate_ids,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          sampler=sampler, num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=False, prefetch_factor=4 if self.num_workers else None)
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
         step = trainer.global_step if trainer is not None else 0
         world = trainer.world_size if trainer is not None else 1
-        stage = self.schedule.stage_at(step)
-        steps = self.schedule.steps_in_stage(step)
-        if self.epoch_end is not None:  # e.g. the next --max-time re-fit of the schedule
-            end = self.epoch_end(step)
-            if end is not None and end > step:
-                steps = min(steps, end - step)
-        batch = self.micro_batch_size * stage.batch_multiplier
-        samples = steps * self.accumulate * batch * world
-        ds = RandomWindowDataset(self.store_path, self.plan.regions("train"), stage.seq_len,
+        rank = trainer.global_rank if trainer is not None else 0
+        epoch, self._resume = self._resume, None
+        if epoch is not None and epoch.get("world") == world and \
+                epoch["start_step"] <= step <= epoch["start_step"] + epoch["steps"]:
+            skip = (step - epoch["start_step"]) * self.accumulate * epoch["batch"]  # this rank's windows done
+        else:
+            stage = self.schedule.stage_at(step)
+            steps = self.schedule.steps_in_stage(step)
+            if self.epoch_end is not None:  # e.g. the next --max-time re-fit of the schedule
+                end = self.epoch_end(step)
+                if end is not None and end > step:
+                    steps = min(steps, end - step)
+            epoch = {"start_step": step, "steps": steps, "seq_len": stage.seq_len,
+                     "batch": self.micro_batch_size * stage.batch_multiplier, "world": world}
+            skip = 0
+        self._epoch = epoch
+        samples = epoch["steps"] * self.accumulate * epoch["batch"] * world
+        ds = RandomWindowDataset(self.store_path, self.plan.regions("train"), epoch["seq_len"],
                                  samples_per_epoch=samples, rc_prob=self.rc_prob, seed=self.seed)
-        ds.set_epoch(step)
-        self.current_seq_len = stage.seq_len
-        return self._loader(ds, batch, drop_last=True)
+        ds.set_epoch(epoch["start_step"])
+        self.current_seq_len = epoch["seq_len"]
+        sampler = ResumableShardSampler(samples, rank=rank, world=world, start=skip)
+        return self._loader(ds, epoch["batch"], drop_last=True, sampler=sampler)
+
+    def state_dict(self) -> dict:
+        """The epoch being trained on (saved in ``last.ckpt`` at an optimizer-step boundary)."""
+        return dict(self._epoch) if self._epoch is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = {k: int(v) for k, v in state.items()} if state else None
 
     def val_dataset(self) -> TiledWindowDataset:
         if self._val_ds is None:

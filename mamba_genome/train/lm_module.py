@@ -13,7 +13,8 @@ Targets that are padding or N are not scored (N is not a base).
 
 Checkpoints carry only tensors and primitives (``weights_only=True`` loads
 them): the model weights, optimizer state, Lightning's loop counters and
-``mg_state`` (schedule, tokens seen, training seconds).
+``mg_state`` (schedule, tokens seen, training seconds, the RNG states of
+:mod:`mamba_genome.train.rng`); the data module adds where in its epoch the run is.
 """
 from __future__ import annotations
 
@@ -22,12 +23,11 @@ import time
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
-from ..data.tokenizer import N as N_TOKEN
-from ..data.tokenizer import PAD
 from ..model.config import MambaConfig
+from ..model.likelihood import next_token_nll_sums
 from ..model.lm import MambaLM, param_groups
+from .rng import rng_state, set_rng_state
 from .schedule import TrainSchedule
 
 LN2 = math.log(2.0)
@@ -36,14 +36,9 @@ LN2 = math.log(2.0)
 def lm_sums(model: MambaLM, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed next-token CE in nats, number of scored targets) for a batch ``(B, L)``.
 
-    Targets that are PAD or N are not scored.
+    Targets that are PAD or N are not scored (:mod:`mamba_genome.model.likelihood`).
     """
-    logits = model(input_ids[:, :-1])                                     # (B, L-1, V)
-    target = input_ids[:, 1:]
-    keep = (target != PAD) & (target != N_TOKEN)
-    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
-    ce = ce * keep.reshape(-1)
-    return ce.sum(), keep.sum()
+    return next_token_nll_sums(model, input_ids)
 
 
 class LMModule(L.LightningModule):
@@ -149,6 +144,7 @@ class LMModule(L.LightningModule):
             "tokens_seen": int(self.tokens_seen),
             "train_seconds": float(self.train_seconds),
             "last_val": dict(self.last_val),
+            "rng": rng_state(),
         }
 
     def on_load_checkpoint(self, checkpoint):
@@ -156,6 +152,7 @@ class LMModule(L.LightningModule):
         self.tokens_seen = int(st.get("tokens_seen", 0))
         self.train_seconds = float(st.get("train_seconds", 0.0))
         self.last_val = dict(st.get("last_val", {}))
+        set_rng_state(st.get("rng", {}))
         # The schedule is rebuilt from this run's flags; a --max-time run's
         # fitted step count is restored by the TimeBudget callback.
 

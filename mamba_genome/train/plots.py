@@ -95,11 +95,14 @@ def plot_loss_curve(csv_path, png_path, title: str = "pretraining") -> Path | No
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right")
     fig.tight_layout()
+    from ..outputs import PendingOutput
+
     png_path = Path(png_path)
-    tmp = png_path.with_name(f".{png_path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, png_path)
+    try:
+        with PendingOutput(png_path, suffix=".png") as pending:
+            fig.savefig(pending.tmp)
+    finally:
+        plt.close(fig)
     return png_path
 
 

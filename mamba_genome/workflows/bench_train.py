@@ -30,9 +30,9 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import UserError
+from ..model.likelihood import next_token_nll_sums
 
 PRECISIONS = ("bf16-mixed", "32")
 
@@ -182,8 +182,8 @@ def _autocast(device: torch.device, precision: str):
 
 def lm_loss(model, input_ids: torch.Tensor) -> torch.Tensor:
     """Next-token CE through ``model(...)`` (so DDP's forward hooks run), same as MambaLM.loss."""
-    logits = model(input_ids[:, :-1])
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), input_ids[:, 1:].reshape(-1))
+    total, count = next_token_nll_sums(model, input_ids)
+    return total / count.clamp(min=1)
 
 
 def random_tokens(batch: int, length: int, device, seed: int = 0) -> torch.Tensor:

@@ -9,20 +9,25 @@ log_softmax(logits))``: the normalised geometric mean of the window
 probabilities, i.e. the windows vote in log space. A record shorter than
 ``seq_len`` is one shorter window.
 
+Windows go through the inference engine (:mod:`mamba_genome.inference.engine`): batched by
+length, streamed, pooled as the classifier was trained (``mean``/``last``), then its head.
+
 Rows (one per record): ``id length predicted p_<label>...``; with
 ``per_window``: ``id start end predicted p_<label>...`` (0-based, half-open).
+Records are read and classified in groups (:data:`GROUP_BATCHES`), so rows
+stream to stdout or a pipe as groups finish (:func:`classify_to`).
 """
 from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
-import torch
 
 from ..errors import CheckpointError, UserError
 from ..device import resolve_device as _device
+from ..outputs import OutputTarget, atomic_write_text, check_output_path, open_output
 
 
 def tile_starts(length: int, seq_len: int) -> list[int]:
@@ -64,8 +69,14 @@ def load_classifier(model_path, device="cpu"):
     return model, list(labels), int(meta["extra"].get("seq_len", 1024))
 
 
+#: records are classified in groups of consecutive records, so rows come out (and can be streamed) as
+#: each group finishes and memory is bounded by a group, not by the input; the first group holds one
+#: batch of windows (the first rows come quickly), each next one twice as many, up to this many batches
+GROUP_BATCHES = 16
+
+
 def classify_fasta(sample, model_path, batch_size: int = 32, device: str | None = None, per_window: bool = False,
-                   seq_len: int | None = None, progress: bool = False) -> list[dict]:
+                   seq_len: int | None = None, progress: bool = False, precision: str = "auto") -> list[dict]:
     """Classify every record of ``sample`` (FASTA, plain or gzip) with the classifier at ``model_path``.
 
     Args:
@@ -75,13 +86,30 @@ def classify_fasta(sample, model_path, batch_size: int = 32, device: str | None 
         device: ``cpu``, ``cuda``, ``cuda:N``; default CUDA if available.
         per_window: one row per window instead of per record.
         seq_len: window length; default the model's training length.
-        progress: tqdm bar over windows on stderr.
+        progress: progress on stderr (a bar on a terminal, plain lines in a log).
+        precision: ``"auto"`` (bf16 autocast on a CUDA GPU that supports it, else fp32),
+            ``"fp32"`` or ``"bf16"``.
 
     Returns:
         Row dicts (see module docstring); probabilities as floats summing to 1.
     """
-    from ..data.fasta import iter_fasta_records
-    from ..data.tokenizer import encode
+    return [row for group in iter_classify(sample, model_path, batch_size, device, per_window, seq_len, progress,
+                                           precision)
+            for row in group]
+
+
+def iter_classify(sample, model_path, batch_size: int = 32, device: str | None = None, per_window: bool = False,
+                  seq_len: int | None = None, progress: bool = False,
+                  precision: str = "auto") -> Iterator[list[dict]]:
+    """Like :func:`classify_fasta`, but yields the rows group by group, in input order, as groups finish.
+
+    A group is consecutive records holding at least ``batch_size`` windows
+    for the first group, twice as many for each next one, at most
+    ``GROUP_BATCHES * batch_size`` (or the rest of the file); windows are
+    batched by length within a group.
+    """
+    from ..inference.engine import InferenceEngine, progress_bar
+    from ..inference.sequences import iter_sequences
 
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
@@ -90,32 +118,29 @@ def classify_fasta(sample, model_path, batch_size: int = 32, device: str | None 
     L = int(seq_len or trained_len)
     if L < 1:
         raise UserError(f"--seq-len must be at least 1, got {seq_len}")
-    records = [(name, encode(seq, name=name)) for name, seq in iter_fasta_records(sample)]
-    # All windows, grouped by length so each batch is one tensor.
-    windows = [(r, s, min(len(tok), s + L)) for r, (_, tok) in enumerate(records) for s in tile_starts(len(tok), L)]
-    log_probs = np.zeros((len(windows), len(labels)), dtype=np.float64)
-    order = sorted(range(len(windows)), key=lambda i: windows[i][2] - windows[i][1])
-    use_bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
-    from tqdm import tqdm
-    import sys
+    engine = InferenceEngine(model.eval().backbone)
+    bar = progress_bar(progress, None, "classify")
+    try:
+        group: list = []
+        n_windows, want = 0, batch_size
+        for name, tok in iter_sequences(sample):
+            group.append((name, tok))
+            n_windows += len(tile_starts(len(tok), L))
+            if n_windows >= want:
+                yield _classify_group(engine, model, labels, group, L, batch_size, per_window, precision, bar)
+                group, n_windows, want = [], 0, min(2 * want, GROUP_BATCHES * batch_size)
+        if group:
+            yield _classify_group(engine, model, labels, group, L, batch_size, per_window, precision, bar)
+    finally:
+        bar.close()
 
-    bar = tqdm(total=len(windows), unit="win", desc="classify", disable=not progress, file=sys.stderr, leave=False)
-    with torch.inference_mode():
-        i = 0
-        while i < len(order):
-            width = windows[order[i]][2] - windows[order[i]][1]
-            batch = [order[i]]
-            while len(batch) < batch_size and i + len(batch) < len(order) and \
-                    windows[order[i + len(batch)]][2] - windows[order[i + len(batch)]][1] == width:
-                batch.append(order[i + len(batch)])
-            x = torch.from_numpy(np.stack([records[windows[j][0]][1][windows[j][1]:windows[j][2]] for j in batch])
-                                 .astype(np.int64)).to(dev)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(x).float()
-            log_probs[batch] = torch.log_softmax(logits, -1).cpu().numpy()
-            i += len(batch)
-            bar.update(len(batch))
-    bar.close()
+
+def _classify_group(engine, model, labels, records, L, batch_size, per_window, precision, bar) -> list[dict]:
+    """Rows for ``records`` [(name, tokens)]; the engine batches the windows by length."""
+    windows = [(r, s, min(len(tok), s + L)) for r, (_, tok) in enumerate(records) for s in tile_starts(len(tok), L)]
+    log_probs = engine.class_log_probs(
+        [records[r][1][s:e] for r, s, e in windows], model.head, model.pooling, batch_size=batch_size,
+        precision=precision, bar=bar, lengths=[e - s for _, s, e in windows])
     rows = []
     pcols = [f"p_{x}" for x in labels]
     if per_window:
@@ -134,26 +159,59 @@ def classify_fasta(sample, model_path, batch_size: int = 32, device: str | None 
     return rows
 
 
+def _format_row(row: dict, cols: list[str]) -> str:
+    return "\t".join(f"{row[c]:.6f}" if isinstance(row[c], float) else str(row[c]) for c in cols) + "\n"
+
+
 def format_tsv(rows: list[dict]) -> str:
     """Rows -> TSV text with a header (probabilities to 6 decimals)."""
     if not rows:
         return ""
     cols = list(rows[0])
-    lines = ["\t".join(cols)]
-    for row in rows:
-        lines.append("\t".join(f"{row[c]:.6f}" if isinstance(row[c], float) else str(row[c]) for c in cols))
-    return "\n".join(lines) + "\n"
+    return "\t".join(cols) + "\n" + "".join(_format_row(r, cols) for r in rows)
+
+
+def write_tsv(groups: Iterable[list[dict]], fh, flush: bool = False) -> int:
+    """Write row groups (see :func:`iter_classify`) as one TSV with a header; returns the row count.
+
+    ``flush``: flush after every group, so a reader of a pipe sees rows as they are made.
+    """
+    cols = None
+    n = 0
+    for rows in groups:
+        if not rows:
+            continue
+        if cols is None:
+            cols = list(rows[0])
+            fh.write("\t".join(cols) + "\n")
+        fh.write("".join(_format_row(r, cols) for r in rows))
+        n += len(rows)
+        if flush:
+            fh.flush()
+    return n
+
+
+def classify_to(sample, model_path, out=None, **kwargs) -> tuple[int, OutputTarget]:
+    """Classify ``sample`` and write the TSV to ``out`` (None or ``-``: stdout); returns (rows, target).
+
+    The output is checked before the model is loaded (see
+    :func:`mamba_genome.outputs.check_output_path`; it may not be the FASTA or
+    a model file). To stdout, a pipe or a FIFO, rows are written and flushed as
+    each group of records finishes; a regular file is written to a temporary
+    beside it and moved into place at the end. ``kwargs`` go to :func:`iter_classify`.
+    """
+    from ..checkpoint import model_dir_or_none
+
+    target = check_output_path("-" if out is None else out, inputs=[sample, model_dir_or_none(model_path)],
+                               example="predictions.tsv")
+    with open_output(target, "w") as fh:
+        n = write_tsv(iter_classify(sample, model_path, **kwargs), fh, flush=target.streaming)
+    return n, target
 
 
 def write_tsv_atomic(rows: list[dict], path: str | os.PathLike) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(format_tsv(rows))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write ``rows`` as TSV to ``path`` (atomically for a regular file; see :mod:`mamba_genome.outputs`)."""
+    atomic_write_text(path, format_tsv(rows))
 
 
-__all__ = ["classify_fasta", "tile_starts", "aggregate_log_probs", "load_classifier", "format_tsv", "write_tsv_atomic"]
+__all__ = ["classify_fasta", "iter_classify", "classify_to", "write_tsv", "GROUP_BATCHES", "tile_starts", "aggregate_log_probs", "load_classifier", "format_tsv", "write_tsv_atomic"]

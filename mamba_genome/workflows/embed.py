@@ -2,17 +2,22 @@
 
 Owns choosing the records to embed and wiring input, model and writer:
 
-- input: a FASTA (plain/gzip/BGZF) or a token store directory. Small FASTA
-  files (< ``SMALL_FASTA_BYTES`` on disk) are read into memory; larger ones
-  are ingested once into a token store (cached beside the FASTA, see
-  :func:`mamba_genome.data.store.ingest`) whose memory-mapped contigs are
-  sliced chunk by chunk, so a 250 Mbp chromosome is never loaded whole;
+- input: a FASTA (plain/gzip/BGZF) or a token store directory, read by
+  :func:`mamba_genome.inference.open_sequences`: small FASTA files
+  (< ``SMALL_FASTA_BYTES`` on disk) are read into memory; larger ones are
+  ingested once into a token store (cached beside the FASTA) whose
+  memory-mapped contigs are sliced chunk by chunk, so a 250 Mbp chromosome
+  is never loaded whole;
 - records: every FASTA record, or every BED region (id = the BED name column,
-  else ``contig:start-end``);
+  else ``contig:start-end``, with ``(+)``/``(-)`` for a stranded one); a ``-``
+  region is embedded as its reverse complement (per-base rows then run from
+  ``end - 1`` down to ``start``) and the output's ``strand`` attribute holds
+  one character per record (``+``, ``-`` or ``.``);
 - model: :func:`mamba_genome.api.load`, streaming each record through the
-  model ``chunk_size`` bases at a time (see :mod:`mamba_genome.api`);
+  model ``chunk_size`` bases at a time (the engine, :mod:`mamba_genome.inference.engine`);
 - output: :class:`mamba_genome.io.EmbeddingWriter` (format from ``out``'s
-  extension; per-base rows are written chunk by chunk, atomically).
+  extension; per-base rows are written chunk by chunk, atomically; an
+  output that is the FASTA, the BED or a model file is refused up front).
 
 Cheap checks (options, output location, BED) run before the model is loaded.
 """
@@ -26,9 +31,8 @@ import numpy as np
 
 from .. import __version__
 from ..errors import UserError
-
-#: FASTA files at least this big (bytes on disk) are ingested to a token store and memory-mapped.
-SMALL_FASTA_BYTES = 64 << 20
+# FASTA files at least this big (bytes on disk) are ingested to a token store and memory-mapped
+from ..inference.sequences import SMALL_FASTA_BYTES
 
 
 @dataclass
@@ -65,35 +69,6 @@ def parse_pool(pool: str | None) -> str | None:
 COPY_BELOW = 1 << 20
 
 
-def _load_sequences(input_fa, progress: bool):
-    """(lengths {name: L}, tokens {name: 1-D uint8 array or memmap}, kind) for a FASTA or a store."""
-    from ..data.store import TokenStore, is_store, open_or_ingest
-
-    p = Path(input_fa)
-    if is_store(p):
-        store = TokenStore.open(p)
-    elif p.is_file() and p.stat().st_size < SMALL_FASTA_BYTES:
-        from ..data.fasta import iter_fasta_records
-        from ..data.tokenizer import encode
-
-        toks = {name: encode(seq, name=name) for name, seq in iter_fasta_records(p)}
-        return {k: len(v) for k, v in toks.items()}, toks
-    else:
-        store = open_or_ingest(p, progress=progress)
-    lengths = store.lengths
-    return lengths, _StoreTokens(store)
-
-
-class _StoreTokens:
-    """``tokens[name]`` -> the contig's read-only memmap (lazy)."""
-
-    def __init__(self, store):
-        self.store = store
-
-    def __getitem__(self, name):
-        return self.store.tokens(name)
-
-
 def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", layer: int | None = None,
                stride: int = 1, rc_average: bool = False, batch_size: int | None = None, device: str | None = None,
                precision: str = "auto", chunk_size: int | None = None, progress: bool = True) -> EmbedResult:
@@ -123,7 +98,9 @@ def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", l
         or BED, missing/incomplete model files (``CheckpointError``).
     """
     from ..api import check_precision, load
+    from ..checkpoint import model_dir_or_none
     from ..data.bed import read_bed
+    from ..inference.sequences import open_sequences
     from ..io import EmbeddingWriter, RecordInfo, check_output
 
     t0 = time.perf_counter()
@@ -137,11 +114,13 @@ def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", l
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     if chunk_size is not None and chunk_size < 1:
         raise UserError(f"--chunk-size must be >= 1, got {chunk_size}")
-    out = check_output(out, per_base=pool is None)
+    target = check_output(out, per_base=pool is None, inputs=[input_fa, bed, model_dir_or_none(model_path)])
+    out = target.path
     if bed is not None and not Path(bed).is_file():
         raise UserError(f"{bed}: no such BED file; check the --bed path")
 
-    lengths, tokens = _load_sequences(input_fa, progress)
+    tokens = open_sequences(input_fa, progress=progress, in_memory_below=SMALL_FASTA_BYTES)
+    lengths = tokens.lengths
     if bed is not None:
         regions = read_bed(bed, lengths)
         records = [RecordInfo(r.id, r.contig, r.start, r.end) for r in regions]
@@ -157,15 +136,23 @@ def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", l
     # and a FASTA of many thousands of records would run out of file descriptors
     seqs = [np.array(tokens[r.contig][r.start: r.end]) if r.end - r.start < COPY_BELOW
             else tokens[r.contig][r.start: r.end] for r in records]
+    strands = "".join(r.strand for r in regions) if bed is not None else None
+    if strands and "-" in strands:
+        from ..data.tokenizer import reverse_complement_tokens
+
+        # the minus strand reads the reverse complement (a copy in memory, even for a long region)
+        seqs = [reverse_complement_tokens(s) if c == "-" else s for s, c in zip(seqs, strands)]
 
     model = load(model_path, device=device)
     precision = model.resolve_precision(precision)
     attrs = {"model": str(model_path), "pool": "none" if pool is None else pool, "layer": layer,
              "rc_average": bool(rc_average), "precision": precision, "input": str(input_fa),
              "bed": str(bed) if bed is not None else None, "mamba_genome_version": __version__}
+    if strands is not None:
+        attrs["strand"] = strands  # one character per record, in record order
     kw = dict(layer=layer, chunk_size=chunk_size, batch_size=batch_size, rc_average=rc_average,
               precision=precision, progress=progress)
-    with EmbeddingWriter(out, records, model.d_model, per_base=pool is None, stride=stride, attrs=attrs) as writer:
+    with EmbeddingWriter(target, records, model.d_model, per_base=pool is None, stride=stride, attrs=attrs) as writer:
         if pool is None:
             model.embed(seqs, pool=None, stride=stride, sink=writer, **kw)
         else:

@@ -6,8 +6,10 @@ a window), a Mamba backbone (from scratch or from a pretrained LM) with a
 pooled linear head, AdamW with linear warmup then cosine decay to 1e-6,
 and sequence-length warmup (2^14, doubling per epoch) for long windows.
 
-Run directory (written as ``<out>.tmp-<pid>`` and moved into place at the
-end, so an interrupted run never looks complete)::
+Run directory (the policy of :mod:`mamba_genome.train.rundir`: a non-empty
+``--out`` needs ``--resume`` or ``--force``, ``--force`` removes only what
+a run of ours wrote, one live run per directory; ``metrics.json`` is written
+last, so an interrupted run never looks complete)::
 
     best/, last/            config.json + model.safetensors (labels, seq_len in config "extra")
     labels.json             the label list, index = class id
@@ -18,6 +20,9 @@ end, so an interrupted run never looks complete)::
     split.json              classes, train/val/test regions, the fixed val/test windows
     test_predictions.tsv    one row per test window
     kmer_baseline.json      with baseline="kmer"
+    last.ckpt, args.json    resumable training state (after each validation, and on SIGTERM/SIGINT);
+                            the arguments, with absolute paths (``--resume`` reads them)
+    .mamba-genome-run.json .mamba-genome.lock   the run-directory marker and lock
 """
 from __future__ import annotations
 
@@ -27,19 +32,24 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..errors import RunInterrupted, UserError
+from ..train.rundir import RunDir
 
 _PRESETS = ("tiny", "1.4m", "7m")
+RUN_FILES = ("best", "last", "last.ckpt", "args.json", "labels.json", "metrics.json", "confusion_matrix.tsv",
+             "confusion_matrix.png", "curves.csv", "curves.png", "split.json", "test_predictions.tsv",
+             "kmer_baseline.json")
+# What --resume may change (everything else comes from the run's args.json).
+RESUMABLE_OVERRIDES = ("max_steps", "max_time_s", "devices", "accelerator", "precision", "num_workers", "progress")
 
 
 @dataclass
@@ -76,7 +86,9 @@ class FinetuneArgs:
     max_time_s: float | None = None  # stop training after this many seconds (LR cosine follows the clock too)
     seed: int = 0
     # --- hardware / output ------------------------------------------------------
-    out: str = "runs/finetune"  # run directory
+    out: str | None = None  # run directory [runs/finetune-<timestamp>]
+    resume: bool = False  # continue the run in `out` from its last.ckpt
+    force: bool = False  # replace an existing run directory (mamba-genome runs only)
     devices: int = 1  # GPUs (or CPU processes) to train on
     accelerator: str = "auto"  # auto | cpu | gpu
     precision: str | None = None  # Lightning precision; default bf16-mixed on a bf16 GPU, else 32-true
@@ -90,6 +102,12 @@ class FinetuneArgs:
 
     def __post_init__(self):
         self.classes = tuple(self.classes or ())
+        if self.resume and self.force:
+            raise UserError("--resume and --force exclude each other (--force starts the run over)")
+        if self.out is None:
+            if self.resume:
+                raise UserError("--resume needs --out RUN_DIR (the run to continue)")
+            self.out = str(Path("runs") / f"finetune-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}")
         if bool(self.classes) == bool(self.manifest):
             raise UserError("give either --class LABEL=FASTA (at least twice) or --manifest TSV, not both or neither")
         if self.preset not in _PRESETS:
@@ -134,22 +152,55 @@ def _log(args: FinetuneArgs, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def _check_out(out: Path) -> None:
-    if out.exists():
-        if not out.is_dir():
-            raise UserError(f"--out {out} exists and is not a directory; choose another --out")
-        if any(out.iterdir()) and not (out / "metrics.json").is_file() and not (out / "labels.json").is_file():
-            raise UserError(f"--out {out} exists and is not a finetune run directory; choose another --out")
+def _run_inputs(args: FinetuneArgs, sources) -> dict:
+    """The paths the run reads, which ``--out`` must not be or lie inside."""
+    from ..data.store import default_store_path, is_store
+
+    inputs = {"--from": args.from_run, "--store-dir": args.store_dir}
+    for s in sources:
+        inputs[f"{s.where} (its token store)"] = s.fasta if is_store(s.fasta) else default_store_path(s.fasta)
+    return inputs
 
 
-def _prepare_out(out: Path) -> Path:
-    """Check ``out`` may be (re)written; return the temporary build directory beside it."""
-    _check_out(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f"{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    return tmp
+def _write_args(path: Path, args: FinetuneArgs) -> None:
+    d = {k: v for k, v in asdict(args).items() if k not in ("resume", "force", "progress")}
+    d["classes"] = [_absolute_pair(p) for p in args.classes]
+    for k in ("manifest", "from_run", "store_dir", "out"):
+        if d.get(k):
+            d[k] = str(Path(d[k]).resolve())
+    _write_text(path, json.dumps({"args": d}, indent=1, default=str) + "\n")
+
+
+def _absolute_pair(pair: str) -> str:
+    label, sep, fasta = str(pair).partition("=")
+    return f"{label}={Path(os.path.expanduser(fasta.strip())).resolve()}" if sep else pair
+
+
+def resume_args(out, **overrides) -> FinetuneArgs:
+    """The arguments of the finetune run in ``out`` (its args.json), for ``--resume``.
+
+    ``overrides`` may set only :data:`RESUMABLE_OVERRIDES` (a longer
+    ``max_steps``, other devices); a --class / --manifest given again wins
+    over the recorded paths (the files may have moved).
+    """
+    out = Path(out)
+    try:
+        saved = json.loads((out / "args.json").read_text())["args"]
+    except (OSError, ValueError, KeyError, TypeError):
+        if not (out / "last.ckpt").is_file():
+            raise UserError(f"--resume: {out} has no last.ckpt to continue from; check --out") from None
+        raise UserError(f"--resume: {out}/args.json is missing or unreadable; cannot resume this run") from None
+    names = {f.name for f in fields(FinetuneArgs)}
+    merged = {k: v for k, v in saved.items() if k in names}
+    if overrides.get("classes") or overrides.get("manifest"):
+        merged["classes"], merged["manifest"] = overrides.get("classes") or (), overrides.get("manifest")
+    for k in RESUMABLE_OVERRIDES:
+        if k in overrides and overrides[k] is not None:
+            merged[k] = overrides[k]
+    merged.update(out=str(out), resume=True, force=False)
+    merged["classes"] = tuple(merged.get("classes") or ())
+    merged["model_overrides"] = dict(merged.get("model_overrides") or {})
+    return FinetuneArgs(**merged)
 
 
 def _build_model(args: FinetuneArgs, num_classes: int):
@@ -183,18 +234,23 @@ def _precision(args: FinetuneArgs) -> str:
     return "32-true"
 
 
-@torch.no_grad()
-def predict_windows(model, ds, batch_size: int, device) -> np.ndarray:
-    """Class probabilities ``[n, C]`` for every window of a :class:`FixedWindowDataset`."""
+def predict_windows(model, ds, batch_size: int, device, precision: str = "auto") -> np.ndarray:
+    """Class probabilities ``[n, C]`` for every window of a :class:`FixedWindowDataset`.
+
+    Through the inference engine (:mod:`mamba_genome.inference.engine`; its precision policy);
+    each batch's windows are read from the stores when the batch starts."""
+    from ..inference.engine import InferenceEngine
+
     model.eval().to(device)
-    out = []
-    use_bf16 = torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported()
-    for s in range(0, len(ds), batch_size):
-        x = torch.stack([torch.from_numpy(ds.tokens(i)) for i in range(s, min(len(ds), s + batch_size))]).to(device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-            logits = model(x).float()
-        out.append(torch.softmax(logits, -1).cpu().numpy())
-    return np.concatenate(out)
+
+    class _Windows:  # ds.tokens(i) on demand
+        def __getitem__(self, i):
+            return ds.tokens(i)
+
+    lp = InferenceEngine(model.backbone).class_log_probs(
+        _Windows(), model.head, model.pooling, batch_size=batch_size, precision=precision,
+        lengths=[ds.seq_len] * len(ds))
+    return np.exp(lp)
 
 
 def classification_metrics(y_true, y_pred, labels: list[str]) -> dict:
@@ -213,9 +269,9 @@ def classification_metrics(y_true, y_pred, labels: list[str]) -> dict:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from ..outputs import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def _write_confusion(run: Path, cm: list[list[int]], labels: list[str]) -> None:
@@ -279,19 +335,24 @@ def finetune(args: FinetuneArgs) -> dict:
         >>> m = finetune(FinetuneArgs(classes=("COL=COL.fa.gz", "N315=N315.fa.gz"), out="runs/sa"))  # doctest: +SKIP
         >>> m["test_accuracy"], m["test_macro_f1"]  # doctest: +SKIP
     """
-    import lightning as L
-
-    from ..checkpoint import load_model, read_meta, save_model
-    from ..data.labels import (BalancedWindowDataset, FixedWindowDataset, build_task, parse_class_pairs,
-                               parse_manifest, write_split_json)
-    from ..train.classify_module import ClassifyModule, seq_len_for_epoch
+    from ..checkpoint import read_meta
+    from ..data.labels import build_task, parse_class_pairs, parse_manifest
+    from .pretrain import _check_resume_checkpoint, launch_rank
 
     t_start = time.perf_counter()
     out = Path(args.out)
-    _check_out(out)  # fail before any slow work
+    rundir = RunDir(out, "finetune", RUN_FILES)
+    # The other ranks of a multi-process run re-run this command; rank 0 owns (and locks) the directory.
+    rank0 = launch_rank() == 0
+    if rank0:
+        rundir.check(resume=args.resume, force=args.force, inputs={"--from": args.from_run})  # before slow work
+    if args.resume:
+        _check_resume_checkpoint(out / "last.ckpt")
     if args.from_run:
         read_meta(args.from_run)
     sources = parse_manifest(args.manifest) if args.manifest else parse_class_pairs(args.classes)
+    if rank0:
+        rundir.check(resume=args.resume, force=args.force, inputs=_run_inputs(args, sources))
     task = build_task(sources, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                       store_dir=args.store_dir, progress=args.progress)
     task.check_windows(args.seq_len)
@@ -300,94 +361,133 @@ def finetune(args: FinetuneArgs) -> dict:
         from ..cli.common import print_table
 
         print_table(task.describe_rows())
-    tmp = _prepare_out(out)
+    if rank0:
+        rundir.prepare(resume=args.resume, force=args.force)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+    try:  # written in place; metrics.json, written last, marks a finished run
+        if rank0 and not args.resume:
+            _write_args(out / "args.json", args)
+        if rank0:
+            (out / "metrics.json").unlink(missing_ok=True)  # until this run has finished
+        return _finetune_in(args, task, labels, out, t_start)
+    finally:
+        rundir.release()
+
+
+def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start: float) -> dict:
+    """Train, test and write the run directory ``out`` (locked by :func:`finetune`)."""
+    import lightning as L
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from ..checkpoint import load_model, save_model
+    from ..data.labels import BalancedWindowDataset, FixedWindowDataset, write_split_json
+    from ..train.callbacks import GracefulStop, ResumableCheckpoint, SaveAfterValidation, StepProgressBar
+    from ..train.classify_module import ClassifyModule, seq_len_for_epoch
+
+    torch.manual_seed(args.seed)
+    model, source = _build_model(args, len(labels))
+    world = args.devices
+    seq_fn = lambda e: seq_len_for_epoch(e, args.seq_len, args.seq_len_start, args.seq_len_warmup)  # noqa: E731
+    train_ds = BalancedWindowDataset(task.split_regions("train"), len(labels), seq_fn(0),
+                                     samples_per_epoch=args.epoch_steps * args.batch_size * world,
+                                     weighting=args.contig_weighting, rc_prob=args.rc_prob, seed=args.seed)
+    val_ds = FixedWindowDataset(task.split_regions("val"), len(labels), args.seq_len, per_class=args.val_windows)
+    test_ds = FixedWindowDataset(task.split_regions("test"), len(labels), args.seq_len, per_class=args.test_windows)
+    _log(args, f"model: {source}, {model.num_parameters():,} parameters, pooling={args.pooling}"
+               f"{', backbone frozen' if args.freeze_backbone else ''}; {len(val_ds)} val and {len(test_ds)} test windows "
+               f"of {args.seq_len:,} bp")
+    extra = {"labels": labels, "seq_len": args.seq_len, "pooling": args.pooling, "source": source,
+             "task": "classification"}
+    module = ClassifyModule(
+        model, train_ds, val_ds, seq_len_fn=seq_fn, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
+        weight_decay=args.weight_decay, max_steps=args.max_steps, out_dir=out, save_extra=extra,
+        warmup_steps=args.warmup_steps if args.warmup_steps is not None else args.max_steps // 10,
+        num_workers=args.num_workers, max_time_s=args.max_time_s)
+    # Lightning's banner lines (GPU available, tips) are noise in a CLI; warnings still show.
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning vs torch deprecation, not ours
+    # Lightning cannot see that the sampler resumes mid-epoch (ClassifyModule.train_dataloader)
+    warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+    ckpt = ResumableCheckpoint(out)
+    bar = StepProgressBar(enabled=args.progress, desc="finetune", total_steps=args.max_steps,
+                          fields=_progress_fields, val_fields=_val_fields)
+    graceful = GracefulStop(ckpt, f"mamba-genome finetune --out {out} --resume")
+    callbacks = [SaveAfterValidation(ckpt), graceful, bar]
+    trainer = L.Trainer(
+        max_steps=args.max_steps, max_epochs=-1, accelerator=args.accelerator, devices=args.devices,
+        max_time=datetime.timedelta(seconds=args.max_time_s) if args.max_time_s else None,
+        precision=_precision(args), logger=False, enable_checkpointing=False, enable_model_summary=False,
+        enable_progress_bar=True, callbacks=callbacks, num_sanity_val_steps=0,
+        gradient_clip_val=args.grad_clip or None, use_distributed_sampler=False,
+        reload_dataloaders_every_n_epochs=0)
     try:
-        torch.manual_seed(args.seed)
-        model, source = _build_model(args, len(labels))
-        world = args.devices
-        seq_fn = lambda e: seq_len_for_epoch(e, args.seq_len, args.seq_len_start, args.seq_len_warmup)  # noqa: E731
-        train_ds = BalancedWindowDataset(task.split_regions("train"), len(labels), seq_fn(0),
-                                         samples_per_epoch=args.epoch_steps * args.batch_size * world,
-                                         weighting=args.contig_weighting, rc_prob=args.rc_prob, seed=args.seed)
-        val_ds = FixedWindowDataset(task.split_regions("val"), len(labels), args.seq_len, per_class=args.val_windows)
-        test_ds = FixedWindowDataset(task.split_regions("test"), len(labels), args.seq_len, per_class=args.test_windows)
-        _log(args, f"model: {source}, {model.num_parameters():,} parameters, pooling={args.pooling}"
-                   f"{', backbone frozen' if args.freeze_backbone else ''}; {len(val_ds)} val and {len(test_ds)} test windows "
-                   f"of {args.seq_len:,} bp")
-        extra = {"labels": labels, "seq_len": args.seq_len, "pooling": args.pooling, "source": source,
-                 "task": "classification"}
-        module = ClassifyModule(
-            model, train_ds, val_ds, seq_len_fn=seq_fn, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
-            weight_decay=args.weight_decay, max_steps=args.max_steps, out_dir=tmp, save_extra=extra,
-            warmup_steps=args.warmup_steps if args.warmup_steps is not None else args.max_steps // 10,
-            num_workers=args.num_workers, max_time_s=args.max_time_s)
-        # Lightning's banner lines (GPU available, tips) are noise in a CLI; warnings still show.
-        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning vs torch deprecation, not ours
-        trainer = L.Trainer(
-            max_steps=args.max_steps, max_epochs=-1, accelerator=args.accelerator, devices=args.devices,
-            max_time=datetime.timedelta(seconds=args.max_time_s) if args.max_time_s else None,
-            precision=_precision(args), logger=False, enable_checkpointing=False, enable_model_summary=False,
-            enable_progress_bar=args.progress, num_sanity_val_steps=0, gradient_clip_val=args.grad_clip or None,
-            use_distributed_sampler=False, reload_dataloaders_every_n_epochs=0)
-        trainer.fit(module)
-        if not module.curves or module.curves[-1]["step"] != trainer.global_step:
-            trainer.validate(module, verbose=False)  # max_steps ended mid-epoch: score the final weights too
-        if not trainer.is_global_zero:  # DDP: rank 0 writes the run directory
-            shutil.rmtree(tmp, ignore_errors=True)
-            return {}
-        train_seconds = time.perf_counter() - t_start
-        save_model(module.model, tmp / "last", extra={**extra, "step": trainer.global_step},
-                   init_kwargs=module.model.init_kwargs)
-        best, _ = load_model(tmp / "best")
-        device = "cuda" if args.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
-        probs = predict_windows(best, test_ds, args.batch_size, device)
-        y_true, y_pred = test_ds.labels, probs.argmax(1)
-        metrics = classification_metrics(y_true, y_pred, labels)
+        trainer.fit(module, ckpt_path=str(out / "last.ckpt") if args.resume else None, weights_only=True)
+    except SIGTERMException:  # Lightning's own stop, before our handler was in place
+        raise RunInterrupted("interrupted by SIGTERM before training started", 15) from None
+    finally:
+        graceful.restore()
+    if not module.curves or module.curves[-1]["step"] != trainer.global_step:
+        trainer.validate(module, verbose=False)  # max_steps ended mid-epoch: score the final weights too
+    if not trainer.is_global_zero:  # DDP: rank 0 writes the run directory
+        return {}
+    train_seconds = time.perf_counter() - t_start
+    save_model(module.model, out / "last", extra={**extra, "step": trainer.global_step},
+               init_kwargs=module.model.init_kwargs)
+    best, _ = load_model(out / "best")
+    device = "cuda" if args.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+    probs = predict_windows(best, test_ds, args.batch_size, device)
+    y_true, y_pred = test_ds.labels, probs.argmax(1)
+    metrics = classification_metrics(y_true, y_pred, labels)
 
-        _write_text(tmp / "labels.json", json.dumps(labels, indent=1) + "\n")
-        _write_confusion(tmp, metrics["confusion_matrix"], labels)
-        _write_curves(tmp, module.curves)
-        with open(tmp / "test_predictions.tsv", "w") as fh:
-            fh.write("\t".join(["store", "contig", "start", "end", "label", "predicted",
-                                *(f"p_{x}" for x in labels)]) + "\n")
-            for row, p in zip(test_ds.to_rows(labels), probs):
-                fh.write("\t".join([row["store"], row["contig"], str(row["start"]), str(row["end"]), row["label"],
-                                    labels[int(p.argmax())], *(f"{v:.6f}" for v in p)]) + "\n")
-        write_split_json(tmp / "split.json", task, {
-            "seed": args.seed, "seq_len": args.seq_len,
-            "val_windows": val_ds.to_rows(labels), "test_windows": test_ds.to_rows(labels)})
-        baseline = None
-        if args.baseline == "kmer":
-            from .kmer_baseline import run_on_datasets
+    _write_text(out / "labels.json", json.dumps(labels, indent=1) + "\n")
+    _write_confusion(out, metrics["confusion_matrix"], labels)
+    _write_curves(out, module.curves)
+    with open(out / "test_predictions.tsv", "w") as fh:
+        fh.write("\t".join(["store", "contig", "start", "end", "label", "predicted",
+                            *(f"p_{x}" for x in labels)]) + "\n")
+        for row, p in zip(test_ds.to_rows(labels), probs):
+            fh.write("\t".join([row["store"], row["contig"], str(row["start"]), str(row["end"]), row["label"],
+                                labels[int(p.argmax())], *(f"{v:.6f}" for v in p)]) + "\n")
+    write_split_json(out / "split.json", task, {
+        "seed": args.seed, "seq_len": args.seq_len,
+        "val_windows": val_ds.to_rows(labels), "test_windows": test_ds.to_rows(labels)})
+    baseline = None
+    if args.baseline == "kmer":
+        from .kmer_baseline import run_on_datasets
 
-            baseline = run_on_datasets(train_ds, test_ds, n_train=args.kmer_train_windows, seq_len=args.seq_len,
-                                       k=args.kmer_k, num_classes=len(labels))
-            baseline.pop("predictions")
-            _write_text(tmp / "kmer_baseline.json", json.dumps(baseline, indent=1) + "\n")
-        metrics.update({
-            "labels": labels, "seq_len": args.seq_len, "steps": trainer.global_step,
-            "best": module.best, "train_seconds": round(train_seconds, 2),
-            "n_test_windows": len(test_ds), "n_val_windows": len(val_ds), "model_source": source,
-            "num_parameters": model.num_parameters(), "split": task.methods,
-            "args": {k: v for k, v in asdict(args).items() if k != "model_overrides"},
-        })
-        if baseline is not None:
-            metrics["kmer_baseline"] = {"accuracy": baseline["accuracy"], "macro_f1": baseline["macro_f1"],
-                                        "k": baseline["k"]}
-        _write_text(tmp / "metrics.json", json.dumps(metrics, indent=1, default=str) + "\n")
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        baseline = run_on_datasets(train_ds, test_ds, n_train=args.kmer_train_windows, seq_len=args.seq_len,
+                                   k=args.kmer_k, num_classes=len(labels))
+        baseline.pop("predictions")
+        _write_text(out / "kmer_baseline.json", json.dumps(baseline, indent=1) + "\n")
+    metrics.update({
+        "labels": labels, "seq_len": args.seq_len, "steps": trainer.global_step,
+        "best": module.best, "train_seconds": round(train_seconds, 2),
+        "n_test_windows": len(test_ds), "n_val_windows": len(val_ds), "model_source": source,
+        "num_parameters": model.num_parameters(), "split": task.methods,
+        "args": {k: v for k, v in asdict(args).items() if k != "model_overrides"},
+    })
+    if baseline is not None:
+        metrics["kmer_baseline"] = {"accuracy": baseline["accuracy"], "macro_f1": baseline["macro_f1"],
+                                    "k": baseline["k"]}
+    _write_text(out / "metrics.json", json.dumps(metrics, indent=1, default=str) + "\n")
     metrics["out"] = str(out)
     return metrics
+
+
+def _progress_fields(trainer, pl_module, batch) -> dict:
+    m = trainer.callback_metrics
+    out = {"seq": str(batch["input_ids"].shape[1])}
+    if "train_loss" in m:
+        out["loss"] = f"{float(m['train_loss']):.3f}"
+    return out
+
+
+def _val_fields(pl_module) -> dict:
+    if not pl_module.curves:
+        return {}
+    last = pl_module.curves[-1]
+    return {"val_loss": f"{last['val_loss']:.3f}", "val_acc": f"{last['val_acc']:.3f}"}
 
 
 def summary_rows(metrics: dict) -> list[dict]:

@@ -17,6 +17,14 @@ A run directory holds::
     split.json args.json how the genome was split; the resolved arguments
     loss_curve.png       bits per base against tokens seen
     logs/v<k>/metrics.csv  (and logs/tensorboard/ when tensorboard is installed)
+    .mamba-genome-run.json .mamba-genome.lock   the run-directory marker and lock
+
+The run-directory policy (refuse a non-empty ``--out`` unless ``--resume`` or
+``--force``, ``--force`` deletes only our files, one live run per directory,
+no ``--out`` inside an input) is :mod:`mamba_genome.train.rundir`'s.
+SIGTERM / SIGINT save ``last.ckpt`` at the current step and exit 143 / 130
+with a note saying how to resume; ``--resume`` continues step for step as if
+the run had never stopped (same windows, same RNG states).
 
 Multi-GPU: ``--devices``, ``--num-nodes`` and ``--strategy ddp|fsdp`` go to
 Lightning's Trainer, which also reads the SLURM and torchrun environments.
@@ -29,13 +37,13 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import RunInterrupted, UserError
+from ..train.rundir import RunDir
 
 PRESET_NAMES = ("tiny", "1.4m", "7m")
 GPU_TOKENS_PER_STEP = 2 ** 20     # paper: ~1M tokens per optimizer step
@@ -52,6 +60,8 @@ GPU_VAL_WINDOWS = 256
 
 BUNDLED_FASTA = Path(__file__).resolve().parent.parent / "bundled" / "ecoli_k12.fa.gz"
 RUN_FILES = ("best", "last", "last.ckpt", "metrics.json", "split.json", "args.json", "loss_curve.png", "logs")
+# args.json fields that are paths: stored absolute, so a run resumes from any directory
+_PATH_ARGS = ("fasta", "data", "split_bed")
 
 
 @dataclass
@@ -278,15 +288,30 @@ def _world_size_from_env() -> int:
     return 1
 
 
-def _prepare_run_dir(args: PretrainArgs, create: bool = True, run_dir: Path | None = None) -> Path:
-    """Check (and with ``create``, clear/make) the run directory.
+def _run_inputs(args: PretrainArgs) -> dict:
+    """The paths this run reads, which its run directory must not be or lie inside."""
+    from ..data.store import default_store_path
+
+    inputs = {}
+    if args.data:
+        inputs["--data"] = args.data
+    if args.fasta and Path(args.fasta).is_file():
+        inputs["--fasta (its token store)"] = default_store_path(args.fasta)
+    return inputs
+
+
+def _prepare_run_dir(args: PretrainArgs, create: bool = True, run_dir: Path | None = None,
+                     rundir: RunDir | None = None) -> Path:
+    """Check (and with ``create``, create, lock and with --force clear) the run directory.
 
     Called once with ``create=False`` before any work, so a bad --out fails
     fast, and again with ``create=True`` only after the data and split have
     been validated, so a bad input never leaves an empty run directory behind.
+    The policy is :class:`~mamba_genome.train.rundir.RunDir`'s; ``rundir``
+    (given with ``create``) keeps the lock until :meth:`RunDir.release`.
     """
     if launch_rank() != 0:
-        # another rank of a multi-process run: rank 0 has checked and prepared the directory
+        # another rank of a multi-process run: rank 0 has checked, prepared and locked the directory
         run_dir = Path(os.environ.get(RUN_DIR_ENV) or run_dir or args.out or _default_run_dir())
         if create:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -295,53 +320,49 @@ def _prepare_run_dir(args: PretrainArgs, create: bool = True, run_dir: Path | No
         raise UserError("this is one of several processes (torchrun / srun): give --out so that every rank "
                         "uses the same run directory")
     run_dir = run_dir or (Path(args.out) if args.out else _default_run_dir())
-    if args.resume:
-        if not (run_dir / "last.ckpt").is_file():
-            raise UserError(f"--resume: {run_dir} has no last.ckpt to continue from; check --out")
-        return run_dir
-    if run_dir.exists():
-        if not run_dir.is_dir():
-            raise UserError(f"--out {run_dir} exists and is not a directory; choose another --out")
-        if any(run_dir.iterdir()):
-            if not args.force:
-                raise UserError(f"run directory {run_dir} exists and is not empty; use --resume to continue it, "
-                                "--force to overwrite it, or another --out")
-            if not create:
-                return run_dir
-            for name in RUN_FILES:
-                p = run_dir / name
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
+    rd = rundir if rundir is not None else RunDir(run_dir, "pretrain", RUN_FILES)
+    rd.check(resume=args.resume, force=args.force, inputs=_run_inputs(args))
     if not create:
         return run_dir
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create run directory {run_dir} ({exc.strerror}); choose another --out") from None
+    rd.prepare(resume=args.resume, force=args.force)
+    if rundir is None:  # nobody to hand the lock to
+        rd.release()
     os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     return run_dir
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    from ..outputs import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _merge_resume_args(args: PretrainArgs, run_dir: Path) -> PretrainArgs:
-    """On --resume, the run's data, model, window and split settings come from its args.json."""
+    """On --resume, the run's data, model, window and split settings come from its args.json.
+
+    A ``--fasta`` / ``--data`` given again wins over the recorded path (the
+    file may have moved); :func:`_check_same_genome` then checks it is the
+    genome the run was trained on.
+    """
     try:
         saved = json.loads((run_dir / "args.json").read_text())["args"]
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         raise UserError(f"--resume: {run_dir}/args.json is missing or unreadable; cannot resume this run") from None
     keep = ("fasta", "data", "preset", "seq_len", "batch_size", "micro_batch_size", "val_contigs", "test_contigs",
             "split_bed", "seq_warmup", "seq_warmup_start", "model_overrides", "seed", "val_windows")
     merged = dataclasses.asdict(args)
+    given_data = bool(args.fasta or args.data)
     for k in keep:
-        if k in saved:
+        if k in saved and not (given_data and k in ("fasta", "data")):
             merged[k] = saved[k]
+    if not given_data:
+        for k in ("fasta", "data"):
+            p = merged.get(k)
+            if p and not Path(p).exists():
+                flag = f"--{k}"
+                where = "relative to the directory it was started in; " if not Path(p).is_absolute() else ""
+                raise UserError(f"--resume: this run's {flag} {p} is not found ({where}it may have moved); "
+                                f"give {flag} PATH again to say where it is now")
     if args.max_steps is None and args.max_tokens is None and args.max_time is None:
         for k in ("max_steps", "max_tokens", "max_time", "lr"):
             merged[k] = saved.get(k)
@@ -351,12 +372,68 @@ def _merge_resume_args(args: PretrainArgs, run_dir: Path) -> PretrainArgs:
     return PretrainArgs(**merged)
 
 
+def _genome_fingerprint(store) -> dict:
+    src = store.manifest.get("source", {})
+    return {"sha256": src.get("sha256"), "contigs": [[c["name"], int(c["length"])] for c in store.manifest["contigs"]]}
+
+
+def _check_same_genome(run_dir: Path, store, source: str) -> str | None:
+    """On --resume: refuse a genome other than the run's; a note if only the file's bytes differ."""
+    try:
+        saved = json.loads((run_dir / "args.json").read_text()).get("genome")
+    except (OSError, ValueError):
+        saved = None
+    if not saved:  # a run from before genome fingerprints were recorded
+        return None
+    now = _genome_fingerprint(store)
+    if now["sha256"] == saved.get("sha256"):
+        return None
+    old_c = [tuple(c) for c in saved.get("contigs", [])]
+    new_c = [tuple(c) for c in now["contigs"]]
+    if old_c == new_c:
+        return (f"note: {source} is not byte-identical to the file this run started from, but has the same "
+                f"{len(new_c)} contigs and lengths; continuing")
+    gone = [n for n, _ in old_c if n not in dict(new_c)]
+    changed = [n for n, ln in old_c if n in dict(new_c) and dict(new_c)[n] != ln]
+    what = (f"contigs missing: {', '.join(gone[:3])}" if gone else
+            f"contig lengths differ: {', '.join(changed[:3])}" if changed else
+            f"{len(new_c) - len(old_c)} extra contig(s)")
+    raise UserError(f"--resume: {source} is not the genome this run was trained on ({what}); give the original "
+                    "--fasta/--data, or start a new run")
+
+
+def _check_resume_checkpoint(path: Path) -> None:
+    """Refuse an unusable ``last.ckpt`` with one line (loaded ``weights_only``: never unpickled)."""
+    import pickle
+
+    import torch
+
+    what = "start over with --force (or a new --out)"
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise UserError(f"--resume: cannot read {path} ({exc.strerror})") from None
+    if size == 0:
+        raise UserError(f"--resume: {path} is empty (0 bytes; the run was killed while writing it?); {what}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"--resume: {path} holds Python objects other than tensors and numbers, so it was not "
+                        f"written by mamba-genome and is not loaded (only weights_only checkpoints are); {what}") \
+            from None
+    except (RuntimeError, ValueError, EOFError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"--resume: {path} is truncated or corrupt ({first[:120]}); {what}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:
+        raise UserError(f"--resume: {path} is not a mamba-genome training checkpoint (no state_dict/global_step); "
+                        f"{what}")
+
+
 # ---------------------------------------------------------------------- data
 
 
 def _open_data(args: PretrainArgs, progress: bool):
-    from ..data.fasta import cache_dir
-    from ..data.store import TokenStore, ingest, is_store
+    from ..data.store import TokenStore, cached_store_path, ingest, is_store
 
     if args.data:
         p = Path(args.data)
@@ -370,7 +447,8 @@ def _open_data(args: PretrainArgs, progress: bool):
         return store, f"FASTA {Path(args.fasta).resolve()}"
     if not BUNDLED_FASTA.is_file():
         raise UserError(f"the bundled genome {BUNDLED_FASTA} is missing from this installation; pass --fasta or --data")
-    store = ingest(BUNDLED_FASTA, cache_dir("stores") / "bundled-ecoli_k12.mgstore", progress=progress)
+    # keyed by content, so every install of the package shares one store of the bundled genome
+    store = ingest(BUNDLED_FASTA, cached_store_path(BUNDLED_FASTA), progress=progress)
     return store, "bundled E. coli K-12 MG1655 (mamba_genome/bundled/ecoli_k12.fa.gz)"
 
 
@@ -383,7 +461,8 @@ def _quiet_lightning() -> None:
     for msg in (".*does not have many workers.*", ".*num_workers.*", ".*LeafSpec.*", ".*is deprecated.*",
                 ".*Checkpoint directory.*exists and is not empty.*", ".*sync_dist=True.*",
                 ".*Experiment logs directory.*", ".*Trying to infer the `batch_size`.*",
-                ".*The number of training batches.*", ".*tensorboardX.*", ".*val_check_interval.*"):
+                ".*The number of training batches.*", ".*tensorboardX.*", ".*val_check_interval.*",
+                ".*your dataloader is not resumable.*"):  # it is: GenomeDataModule.state_dict
         warnings.filterwarnings("ignore", message=msg)
 
 
@@ -398,10 +477,16 @@ def pretrain(args: PretrainArgs) -> dict:
     run_dir = _prepare_run_dir(args, create=False)
     if args.resume:
         args = _merge_resume_args(args, run_dir)
+        _prepare_run_dir(args, create=False, run_dir=run_dir)  # the recorded inputs, too
+        _check_resume_checkpoint(run_dir / "last.ckpt")
     progress = not args.quiet
     plan = _plan(args)
 
     store, source = _open_data(args, progress)
+    if args.resume and launch_rank() == 0:
+        note = _check_same_genome(run_dir, store, source)
+        if note and progress:
+            _echo(note)
     from ..data.splits import SplitPlan, make_splits
 
     if args.resume and (run_dir / "split.json").is_file():
@@ -418,8 +503,17 @@ def pretrain(args: PretrainArgs) -> dict:
         which = "training" if longest_train < plan.seq_len else "validation"
         raise UserError(f"the genome is too short for --seq-len {plan.seq_len:,}: the longest {which} region is "
                         f"{min(longest_train, longest_val):,} bp ({split.describe()}); use a smaller --seq-len")
-    run_dir = _prepare_run_dir(args, create=True, run_dir=run_dir)
+    rundir = RunDir(run_dir, "pretrain", RUN_FILES)
+    run_dir = _prepare_run_dir(args, create=True, run_dir=run_dir, rundir=rundir)
+    try:
+        return _train(args, plan, store, source, split, run_dir, t_start, progress)
+    finally:
+        rundir.release()
 
+
+def _train(args: PretrainArgs, plan: _Plan, store, source: str, split, run_dir: Path, t_start: float,
+           progress: bool) -> dict:
+    """The Lightning part of :func:`pretrain`, run while the run directory is locked."""
     import lightning as L
     import torch
     from lightning.pytorch.loggers import CSVLogger
@@ -427,7 +521,10 @@ def pretrain(args: PretrainArgs) -> dict:
     _quiet_lightning()  # after the import: importing lightning sets its loggers to INFO
 
     from ..model.config import MambaConfig
-    from ..train.callbacks import RunExporter, StepBudget, StepProgressBar, TimeBudget
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from ..train.callbacks import (GracefulStop, ResumableCheckpoint, RunExporter, StepBudget, StepProgressBar,
+                                   TimeBudget)
     from ..train.datamodule import GenomeDataModule
     from ..train.lm_module import LMModule
     from ..train.plots import plot_loss_curve
@@ -452,12 +549,26 @@ def pretrain(args: PretrainArgs) -> dict:
                             pin_memory=plan.on_gpu, seed=args.seed)
     n_params = module.model.num_parameters()
 
-    args_record = {"args": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(args).items()},
-                   "resolved": dataclasses.asdict(plan), "model_config": config.to_dict(), "source": source,
-                   "store": str(store.path)}
-    if not args.resume and launch_rank() == 0:
-        _write_json(run_dir / "args.json", args_record)
-        (run_dir / "split.json").write_text(split.to_json() + "\n")
+    record_args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(args).items()}
+    for k in _PATH_ARGS:
+        if record_args.get(k):
+            record_args[k] = str(Path(record_args[k]).resolve())
+    args_record = {"args": record_args, "resolved": dataclasses.asdict(plan), "model_config": config.to_dict(),
+                   "source": source, "store": str(store.path), "genome": _genome_fingerprint(store)}
+    if launch_rank() == 0:
+        if not args.resume:
+            _write_json(run_dir / "args.json", args_record)
+            (run_dir / "split.json").write_text(split.to_json() + "\n")
+        else:  # the data may have been given again from a new place: record where it is now
+            try:
+                old = json.loads((run_dir / "args.json").read_text())
+                if any(old["args"].get(k) != record_args.get(k) for k in ("fasta", "data")):
+                    old["args"].update({k: record_args.get(k) for k in ("fasta", "data")})
+                    old["source"], old["store"] = source, str(store.path)
+                    old.setdefault("genome", args_record["genome"])
+                    _write_json(run_dir / "args.json", old)
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
 
     def provenance(pl_module) -> dict:
         return {"task": "pretrain", "data_source": source, "store": str(store.path), "split": split.describe(),
@@ -465,9 +576,12 @@ def pretrain(args: PretrainArgs) -> dict:
                 "seq_len": plan.seq_len, "tokens_per_step": plan.tokens_per_step, "preset": args.preset,
                 "val": dict(pl_module.last_val)}
 
-    exporter = RunExporter(run_dir, provenance)
+    ckpt_writer = ResumableCheckpoint(run_dir)
+    exporter = RunExporter(run_dir, provenance, ckpt_writer)
     bar = StepProgressBar(schedule, enabled=progress)
-    callbacks = [exporter, bar]
+    resume_hint = f"mamba-genome pretrain --out {run_dir} --resume"
+    graceful = GracefulStop(ckpt_writer, resume_hint)
+    callbacks = [exporter, graceful, bar]
     time_budget = None
     if plan.budget == "max_time":
         time_budget = TimeBudget(schedule, plan.max_time, val_every=plan.val_every)
@@ -522,7 +636,14 @@ def pretrain(args: PretrainArgs) -> dict:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
         warnings.filterwarnings("ignore", category=UserWarning, module="pytorch_lightning")
-        trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)
+        try:
+            trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)
+        except SIGTERMException:  # Lightning's own stop, before our handler was in place
+            saved = f"the last checkpoint is {run_dir / 'last.ckpt'}" if (run_dir / "last.ckpt").is_file() \
+                else "no checkpoint was saved"
+            raise RunInterrupted(f"interrupted by SIGTERM before training started; {saved}", 15) from None
+        finally:
+            graceful.restore()
 
     if not trainer.is_global_zero:
         return {}
