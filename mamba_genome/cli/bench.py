@@ -2,7 +2,8 @@
 
 ``bench train`` is a thin wrapper over
 :func:`mamba_genome.workflows.bench_train.run_bench_train`; ``bench kernels`` runs the
-kernel micro-benchmarks in ``benchmarks/bench_kernels.py`` of a source checkout.
+kernel micro-benchmarks in ``benchmarks/bench_kernels.py`` and ``bench tasks`` the
+labelled-task suite in ``benchmarks/tasks/`` of a source checkout.
 """
 from __future__ import annotations
 
@@ -20,13 +21,14 @@ from .common import handle_errors, print_table
 
 @click.group("bench")
 def bench():
-    """Benchmarks: training step throughput/memory, kernel speed.
+    """Benchmarks: training step throughput/memory, kernel speed, the labelled-task suite.
 
     \b
     Examples:
       mamba-genome bench train --preset 7m --seq-len 1048576 --grad-checkpointing
       mamba-genome bench train --preset tiny --seq-len 1024 --device cpu --steps 2
       mamba-genome bench kernels
+      mamba-genome bench tasks -- run --tasks-dir runs/tasks --stages kmer,cnn
     """
 
 
@@ -146,5 +148,35 @@ def kernels(args):
         rc = exc.code
     finally:
         sys.argv = argv
+    if rc not in (None, 0):
+        sys.exit(rc if isinstance(rc, int) else 1)
+
+
+@bench.command("tasks", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@handle_errors
+def tasks(args):
+    """The labelled-task suite (benchmarks/tasks): prepare, run, report; ARGS are passed on.
+
+    Needs a source checkout (the benchmarks/ folder is not installed by pip).
+
+    \b
+    Examples:
+      mamba-genome bench tasks -- prepare --data /work/shared/data --out runs/tasks
+      mamba-genome bench tasks -- run --tasks-dir runs/tasks --stages kmer,cnn
+      mamba-genome bench tasks -- run --tasks-dir runs/tasks --stages probe,finetune --model runs/pretrain
+    """
+    root = Path(__file__).resolve().parents[2]
+    if not ((root / "pyproject.toml").is_file() and (root / "benchmarks" / "tasks" / "cli.py").is_file()):
+        raise UserError("benchmarks/tasks not found: `bench tasks` needs a source checkout "
+                        "(git clone the repository and run it from there)")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from benchmarks.tasks.cli import main as tasks_main
+
+    try:
+        rc = tasks_main(list(args))
+    except SystemExit as exc:  # argparse --help / usage errors
+        rc = exc.code
     if rc not in (None, 0):
         sys.exit(rc if isinstance(rc, int) else 1)

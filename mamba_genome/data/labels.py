@@ -18,8 +18,14 @@ Splits
     A FASTA with an explicit split contributes all its contigs to that split.
     One without is split by :func:`mamba_genome.data.splits.make_splits`
     (contig tails held out: the last ``test_fraction`` of each contig is test,
-    the ``val_fraction`` before it val). A class that has train data but no
-    val data gets val windows carved from the tails of its train regions.
+    the ``val_fraction`` before it val), unless it holds many short records
+    (at least ``RECORD_SPLIT_MIN_RECORDS`` records, the median shorter than
+    ``RECORD_SPLIT_MAX_MEDIAN`` bp: reads, genes, 512-bp windows): those are
+    held out whole, a seeded shuffle per FASTA (so per class: stratified)
+    putting ``val_fraction`` of the records in val and ``test_fraction`` in
+    test, so a record never straddles two splits and keeps its full length.
+    A class that has train data but no val data gets val windows carved from
+    the tails of its train regions.
 
 Windows
     :class:`BalancedWindowDataset` draws fresh training windows every epoch
@@ -48,6 +54,8 @@ from .tokenizer import N, reverse_complement_tokens
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test", "": None}
 _MAX_TRIES = 16  # train windows drawn before settling for the least-N one
+RECORD_SPLIT_MIN_RECORDS = 20  # a FASTA with at least this many records ...
+RECORD_SPLIT_MAX_MEDIAN = 10_000  # ... whose median record is shorter than this is split by whole records
 
 
 # ---------------------------------------------------------------------------- sources
@@ -192,14 +200,16 @@ class ClassificationTask:
 
 
 def build_task(sources: list[ClassSource], *, val_fraction: float = 0.1, test_fraction: float = 0.1,
-               store_dir: str | os.PathLike | None = None, progress: bool = True) -> ClassificationTask:
+               store_dir: str | os.PathLike | None = None, progress: bool = True, seed: int = 0) -> ClassificationTask:
     """Ingest every FASTA and split each class into train/val/test regions.
 
     Args:
         sources: from :func:`parse_manifest` or :func:`parse_class_pairs`.
-        val_fraction, test_fraction: tail fractions for FASTAs without an explicit split.
+        val_fraction, test_fraction: tail fractions (or, for many short records, record
+            fractions: see :func:`record_split`) for FASTAs without an explicit split.
         store_dir: where token stores go (default: beside each FASTA, or the cache).
         progress: tqdm bars while ingesting.
+        seed: shuffles the records of a FASTA split by whole records.
 
     Raises:
         UserError: a class with no train or no test data; InputFileError for bad FASTA.
@@ -229,6 +239,14 @@ def build_task(sources: list[ClassSource], *, val_fraction: float = 0.1, test_fr
             regions += [LabelledRegion(c.name, 0, c.length, s.split, label=k, store=str(store.path)) for c in usable]
             what = f"{len(usable)} contig(s)" if s.contigs is not None else "all"
             methods[s.label].append(f"{s.fasta.name}: {what} {s.split}")
+        elif splits_by_record(usable):
+            assigned = record_split([c.name for c in usable], val_fraction, test_fraction,
+                                    seed=[seed, len(methods[s.label]), k])
+            regions += [LabelledRegion(c.name, 0, c.length, assigned[c.name], label=k, store=str(store.path))
+                        for c in usable]
+            n = {sp: sum(v == sp for v in assigned.values()) for sp in SPLITS}
+            methods[s.label].append(f"{s.fasta.name}: whole records ({n['train']} train, {n['val']} val, "
+                                    f"{n['test']} test)")
         else:
             plan = make_splits(store, val_fraction=val_fraction, test_fraction=test_fraction)
             keep = {c.name for c in usable}
@@ -246,6 +264,33 @@ def build_task(sources: list[ClassSource], *, val_fraction: float = 0.1, test_fr
             regions = _carve_val(regions, k, max(val_fraction, 0.05))
             methods[name].append(f"val carved from the last {max(val_fraction, 0.05):.0%} of train regions")
     return ClassificationTask(labels, regions, {k: "; ".join(v) for k, v in methods.items()})
+
+
+def splits_by_record(contigs) -> bool:
+    """Whether a FASTA's usable records are many and short enough to be held out whole."""
+    if len(contigs) < RECORD_SPLIT_MIN_RECORDS:
+        return False
+    return float(np.median([c.length for c in contigs])) < RECORD_SPLIT_MAX_MEDIAN
+
+
+def record_split(names: list[str], val_fraction: float, test_fraction: float, seed=0) -> dict[str, str]:
+    """Assign whole records to splits: a seeded shuffle, ``round(fraction * n)`` (at least 1) to val and test.
+
+    Example:
+        >>> a = record_split([f"r{i}" for i in range(20)], 0.1, 0.2, seed=0)
+        >>> sorted(list(a.values()).count(s) for s in ("train", "val", "test"))
+        [2, 4, 14]
+    """
+    n = len(names)
+    n_val = max(1, int(round(val_fraction * n)))
+    n_test = max(1, int(round(test_fraction * n)))
+    if n_val + n_test >= n:
+        raise UserError(f"{n} records are too few to hold out {n_val} for val and {n_test} for test whole")
+    order = np.random.default_rng(seed).permutation(n)
+    out = {}
+    for rank, i in enumerate(order):
+        out[names[i]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    return out
 
 
 def _open_store(s: ClassSource, store_dir, progress: bool) -> TokenStore:
@@ -487,4 +532,5 @@ def write_manifest(path: str | os.PathLike, rows: list[tuple]) -> None:
 __all__ = [
     "ClassSource", "parse_manifest", "parse_class_pairs", "LabelledRegion", "ClassificationTask", "build_task",
     "BalancedWindowDataset", "EpochSampler", "FixedWindowDataset", "write_split_json", "write_manifest", "SPLITS",
+    "record_split", "splits_by_record",
 ]
