@@ -208,7 +208,7 @@ def main(argv=None) -> int:
           f"{chk} | {'yes' if row['target_met'] else 'no'} |")
     path = args.json or (str(Path(out_dir) / "bench_vep.json") if out_dir else None)
     if path:
-        Path(path).write_text(json.dumps({**row, "cli_stderr_tail": proc.stderr[-2000:]}, indent=2))
+        Path(path).write_text(json.dumps(row, indent=2))
     return 0
 
 
