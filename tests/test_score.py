@@ -10,32 +10,16 @@ import torch
 from click.testing import CliRunner
 
 from mamba_genome.api import GenomeModel
-from mamba_genome.checkpoint import save_model
 from mamba_genome.cli import main
 from mamba_genome.data.fasta import iter_fasta_records
 from mamba_genome.data.tokenizer import encode, reverse_complement
 from mamba_genome.errors import UserError
-from mamba_genome.model.config import MambaConfig
 from mamba_genome.model.likelihood import entropy as entropy_of
 from mamba_genome.model.likelihood import target_log_probs
-from mamba_genome.model.lm import MambaLM
 from mamba_genome.workflows.evaluate import evaluate
 from mamba_genome.workflows.score import score_file, score_tracks
 
 DATA = Path(__file__).parent / "data"
-
-
-@pytest.fixture(scope="module")
-def lm():
-    torch.manual_seed(1)
-    return MambaLM(MambaConfig.from_preset("tiny", d_model=32, n_layer=2)).eval()
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, lm):
-    d = tmp_path_factory.mktemp("model") / "m"
-    save_model(lm, d)
-    return d
 
 
 @pytest.fixture()

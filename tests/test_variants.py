@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mamba_genome.api import GenomeModel
-from mamba_genome.checkpoint import save_model
 from mamba_genome.cli import main
 from mamba_genome.data.tokenizer import encode, reverse_complement
 from mamba_genome.errors import UserError
@@ -25,19 +24,6 @@ from mamba_genome.workflows.variants import TSV_COLUMNS, score_vcf
 
 DATA = Path(__file__).parent / "data"
 CONTIG = "K-12-MG1655"
-
-
-@pytest.fixture(scope="module")
-def lm():
-    torch.manual_seed(0)
-    return MambaLM(MambaConfig.from_preset("tiny", d_model=32, n_layer=2)).eval()
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, lm):
-    d = tmp_path_factory.mktemp("model") / "m"
-    save_model(lm, d)
-    return d
 
 
 @pytest.fixture()
