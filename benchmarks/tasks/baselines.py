@@ -264,15 +264,14 @@ def probe_stage(ws: WindowSet, model_path: str, *, layers=None, pools=("mean", "
     parts = {s: ws.part(s) for s in ("train", "val", "test")}
     keep = _stratified_cap(parts["train"][1], max_train, rng)
     parts["train"] = (parts["train"][0][keep], parts["train"][1][keep])
+    x = np.concatenate([parts[s][0] for s in parts]).astype(np.int64)  # one embed call per setting and strand
+    x_rc = np.ascontiguousarray(COMPLEMENT[x][:, ::-1]).astype(np.int64)
+    bounds = np.cumsum([0] + [len(parts[s][0]) for s in parts])
     best, grid = None, []
     for layer, pool in settings:
-        emb = {}
-        for s, (x, _) in parts.items():
-            x = x.astype(np.int64)
-            fwd = gm.embed(x, pool=pool, layer=layer, batch_size=batch_size)
-            rc = gm.embed(np.ascontiguousarray(COMPLEMENT[x][:, ::-1]).astype(np.int64), pool=pool, layer=layer,
-                          batch_size=batch_size)
-            emb[s] = {"fwd": fwd, "fwd+rc": (fwd + rc) / 2}
+        fwd = gm.embed(x, pool=pool, layer=layer, batch_size=batch_size)
+        rc = gm.embed(x_rc, pool=pool, layer=layer, batch_size=batch_size)
+        emb = {s: {"fwd": fwd[a:b], "fwd+rc": (fwd[a:b] + rc[a:b]) / 2} for s, a, b in zip(parts, bounds, bounds[1:])}
         for view in ("fwd", "fwd+rc"):
             for C in cs:
                 clf = _fit_lr(emb["train"][view], parts["train"][1], C, seed)

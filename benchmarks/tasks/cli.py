@@ -155,7 +155,8 @@ def cmd_gpu(a) -> int:
                    pretrain_batch_tokens=a.pretrain_batch_tokens)
     out = Path(a.out)
     return run_gpu(Path(a.tasks_dir), out, out / "tasks_gpu.json", Path(a.work or Path(a.tasks_dir) / "gpu"),
-                   _names(a.tasks), [s.strip() for s in a.stages.split(",") if s.strip()], plan, model=a.model)
+                   _names(a.tasks), [s.strip() for s in a.stages.split(",") if s.strip()], plan, model=a.model,
+                   dry_run=a.dry_run)
 
 
 def cmd_report(a) -> int:
@@ -219,6 +220,7 @@ def main(argv=None) -> int:
     g.add_argument("--finetune-max-time", type=float, default=240.0, help="most seconds of fine-tuning per task")
     g.add_argument("--preset", default="1.4m")
     g.add_argument("--pretrain-batch-tokens", type=int, default=1 << 18, help="tokens per pretraining step")
+    g.add_argument("--dry-run", action="store_true", help="write the pretraining FASTAs, print the plan; run nothing")
     q = sub.add_parser("report", help="print the markdown table of --results")
     q.add_argument("--results", default=str(RESULTS))
     m = sub.add_parser("merge", help="merge the stages of other results files into --results")

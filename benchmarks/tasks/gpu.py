@@ -87,12 +87,12 @@ class Suite:
     def log(self, msg: str) -> None:
         print(f"[{self.now():6.1f}s] {msg}", flush=True)
 
-    def _spawn(self, kind: str, name: str, argv: list[str], **info) -> Job:
+    def _spawn(self, kind: str, name: str, cmd: list[str], **info) -> Job:
         logf = self.out / "logs" / f"{kind}_{name}.log"
         logf.parent.mkdir(parents=True, exist_ok=True)
         fh = open(logf, "w")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
-        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         fh.close()
         job = Job(kind, name, proc, logf, self.now(), dict(info))
         self.jobs.append(job)
@@ -164,7 +164,11 @@ class Suite:
             self.log(f"probe {group}: started ({', '.join(mine)})")
         if "finetune" in self.stages:
             for t in mine:
-                self.start_finetune(t, model)
+                try:
+                    self.start_finetune(t, model)
+                except Exception as exc:
+                    self.failed.append(f"finetune {t}")
+                    self.log(f"{t} finetune: cannot start: {type(exc).__name__}: {exc}")
 
     def start_finetune(self, task: str, model: str) -> None:
         from .baselines import finetune_argv, finetune_plan
@@ -243,30 +247,52 @@ class Suite:
                 (self.out / "runs" / name).mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(run / f, self.out / "runs" / name / f)
 
+    def dry_run(self) -> int:
+        """Write the group FASTAs and print the commands and plans; start nothing."""
+        from .baselines import finetune_plan
+
+        for g in [g for g in GROUPS if set(GROUPS[g]["tasks"]) & set(self.tasks)]:
+            if "pretrain" in self.stages:
+                fasta = write_group_fasta(g, self.tasks_dir, self.work / "pretrain" / f"{g}.fa.gz")
+                self.log(f"pretrain {g}: {fasta} ({fasta.stat().st_size / 1e6:.1f} MB, lm_val "
+                         f"{held_out_bp(fasta):,} bp), {self.plan.pretrain_s:.0f} s")
+            for t in [t for t in GROUPS[g]["tasks"] if t in self.tasks]:
+                ws = WindowSet.load(self.tasks_dir / t)
+                p = finetune_plan(ws, max_time_s=self.plan.finetune_max_s, lr=self.plan.lr)
+                n = int((ws.split == "train").sum())
+                self.log(f"{t}: {n:,} train windows of {ws.seq_len:,} bp; finetune batch {p.batch_size}, "
+                         f"<= {p.max_steps:,} steps ({p.max_steps * p.batch_size / max(n, 1):.0f} passes), "
+                         f"validation every {p.val_every}, warmup {p.warmup_steps}, <= {p.max_time_s:.0f} s")
+        return 0
+
     def run(self) -> int:
         groups = [g for g in GROUPS if set(GROUPS[g]["tasks"]) & set(self.tasks)]
         self.log(f"tasks: {', '.join(self.tasks)}; stages: {', '.join(self.stages)}; groups: {', '.join(groups)}; "
                  f"budget {self.plan.budget_s:.0f} s")
         for g in groups:
-            if "pretrain" in self.stages:
-                try:
+            try:
+                if "pretrain" in self.stages:
                     self.start_pretrain(g)
-                except UserError as exc:
-                    self.failed.append(f"pretrain {g}")
-                    self.log(f"pretrain {g}: cannot start: {exc}")
-            else:
+                    continue
                 model = self.model or str(self.lm_dir(g))
                 if not Path(model).exists():
                     self.failed.append(f"model {g}")
                     self.log(f"{g}: no model at {model} (give --model or include the pretrain stage)")
                     continue
                 self.start_tasks(g, model)
+            except Exception as exc:  # e.g. a missing pretraining FASTA: the other groups still run
+                self.failed.append(f"group {g}")
+                self.log(f"{g}: cannot start: {type(exc).__name__}: {exc}")
         terminated, done = False, set()
         while len(done) < len(self.jobs):
             for j in list(self.jobs):
                 if id(j) not in done and j.proc.poll() is not None:
                     done.add(id(j))
-                    self.finished(j)
+                    try:
+                        self.finished(j)
+                    except Exception as exc:  # one stage's bug must not stop the others (one GPU call)
+                        self.failed.append(f"{j.kind} {j.name}")
+                        self.log(f"{j.kind} {j.name}: error after it ended: {type(exc).__name__}: {exc}")
             if not terminated and self.now() > self.plan.budget_s - self.plan.grace_s:
                 terminated = True
                 for j in self.jobs:
@@ -284,7 +310,7 @@ class Suite:
         return 1 if self.failed else 0
 
 
-def run_gpu(tasks_dir, out, results, work, tasks, stages, plan: GpuPlan, model=None) -> int:
+def run_gpu(tasks_dir, out, results, work, tasks, stages, plan: GpuPlan, model=None, dry_run: bool = False) -> int:
     """Entry point of ``python -m benchmarks.tasks gpu`` (see the module docstring)."""
     missing = [t for t in tasks if not (Path(tasks_dir) / t / "windows.npz").is_file()]
     if missing:
@@ -295,7 +321,8 @@ def run_gpu(tasks_dir, out, results, work, tasks, stages, plan: GpuPlan, model=N
         raise UserError(f"--stages: unknown stage '{bad[0]}' (known: {', '.join(STAGES)})")
     for t in tasks:
         group_of(t)
-    return Suite(tasks_dir, out, results, work, tasks, stages, plan, model=model).run()
+    suite = Suite(tasks_dir, out, results, work, tasks, stages, plan, model=model)
+    return suite.dry_run() if dry_run else suite.run()
 
 
 __all__ = ["GpuPlan", "run_gpu", "STAGES"]

@@ -91,10 +91,10 @@ def _records(pieces, prefix: str):
     return [(name, b"".join(ps)) for name, ps in held.items()], out
 
 
-def _write(path: Path, records) -> dict:
+def _write(path: Path, records, level: int = 6) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with gzip.open(tmp, "wb", compresslevel=6) as fh:
+    with gzip.open(tmp, "wb", compresslevel=level) as fh:
         for name, seq in records:
             fh.write(b">%s\n" % name.encode())
             for i in range(0, len(seq), 100):
@@ -157,7 +157,7 @@ def write_group_fasta(group: str, tasks_dir: Path, dest: Path) -> Path:
             alphabet = np.frombuffer(b"-----ACGTN", dtype=np.uint8)
             pieces += [alphabet[row].tobytes() for row in ws.part("train")[0]]
         held, recs = _records(pieces, group)
-        _write(dest, held + recs)
+        _write(dest, held + recs, level=1)  # written where the LM trains, read once: speed over size
         return dest
     srcs = [tasks_dir / "pretrain" / f"{p}.fa.gz" for p in spec["parts"]]
     missing = [s for s in srcs if not s.is_file()]
