@@ -138,7 +138,11 @@ def cmd_merge(a) -> int:
     """Stages of several results files (e.g. two processes' or a CPU and a GPU run) into ``--results``."""
     results = load_results(Path(a.results))
     for path in a.inputs:
-        for name, t in load_results(Path(path))["tasks"].items():
+        other = load_results(Path(path))
+        results.setdefault("pretraining", {}).update(other.get("pretraining", {}))
+        if not results["pretraining"]:
+            results.pop("pretraining")
+        for name, t in other["tasks"].items():
             entry = results["tasks"].setdefault(name, {})
             runs = {**entry.get("results", {}), **t.get("results", {})}
             entry.update(t)

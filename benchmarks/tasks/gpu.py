@@ -44,7 +44,7 @@ class GpuPlan:
     budget_s: float = 450.0  # everything, results written, by then
     pretrain_s: float = 140.0  # --max-time of each group's pretraining (all groups run at once)
     finetune_max_s: float = 240.0  # no fine-tune trains longer than this
-    finetune_setup_s: float = 30.0  # a fine-tune's start-up (imports, token stores) and its test pass + writes
+    finetune_setup_s: float = 60.0  # a fine-tune's start-up (imports, token stores, kernels) and its test pass + writes
     grace_s: float = 20.0  # SIGTERM what still runs this long before budget_s
     preset: str = "1.4m"
     pretrain_batch_tokens: int = 1 << 18  # tokens per pretraining step (4 groups or more share the GPU)
@@ -202,6 +202,11 @@ class Suite:
                 d = json.loads(m.read_text())
                 msg = (f", {d['steps']:,} steps, {d['tokens_seen'] / 1e6:.0f} M tokens, "
                        f"{d['tokens_per_second'] / 1e6:.2f} M tokens/s, val {d['val_bits_per_base']:.3f} bits/base")
+                self.results.setdefault("pretraining", {})[job.name] = {
+                    k: d.get(k) for k in ("preset", "seq_len", "steps", "tokens_seen", "tokens_per_second",
+                                          "train_seconds", "wall_seconds", "val_bits_per_base", "data_source")}
+                self.results["pretraining"][job.name]["tasks"] = GROUPS[job.name]["tasks"]
+                self._save()
             except (OSError, ValueError, TypeError, KeyError):
                 pass
             self.log(f"pretrain {job.name}: done in {took:.0f} s{msg}")
@@ -217,6 +222,7 @@ class Suite:
                         r = t["results"]["probe"]
                         self.log(f"{task} probe: test accuracy {r['accuracy']:.3f} [{r['accuracy_ci95'][0]:.3f}, "
                                  f"{r['accuracy_ci95'][1]:.3f}]" + (f", auroc {r['auroc']:.3f}" if "auroc" in r else "")
+                                 + (f", ONE CLASS ({r['max_predicted_share']:.0%})" if r.get("one_class") else "")
                                  + f" ({r['method']}, {r['seconds']} s)")
                 self._save()
             if rc != 0:
