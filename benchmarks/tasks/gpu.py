@@ -152,9 +152,10 @@ class Suite:
         self.log(f"pretrain {group}: started ({fasta.stat().st_size / 1e6:.1f} MB FASTA, {self.plan.preset}, "
                  f"{seq_len} bp windows, {self.plan.pretrain_s:.0f} s) for {mine}")
 
-    def start_tasks(self, group: str, model: str) -> None:
+    def start_tasks(self, group: str, model: str | None) -> None:
+        """The probe of the group's tasks and a fine-tune per task, from ``model`` (None: from scratch, no probe)."""
         mine = [t for t in GROUPS[group]["tasks"] if t in self.tasks]
-        if "probe" in self.stages and mine:
+        if "probe" in self.stages and mine and model:
             part = self.out / "parts" / f"probe_{group}.json"
             part.unlink(missing_ok=True)
             argv = [self.py, "-m", "benchmarks.tasks", "run", "--tasks-dir", str(self.tasks_dir), "--tasks",
@@ -170,7 +171,7 @@ class Suite:
                     self.failed.append(f"finetune {t}")
                     self.log(f"{t} finetune: cannot start: {type(exc).__name__}: {exc}")
 
-    def start_finetune(self, task: str, model: str) -> None:
+    def start_finetune(self, task: str, model: str | None) -> None:
         from .baselines import finetune_argv, finetune_plan
 
         ws = WindowSet.load(self.tasks_dir / task)
@@ -180,7 +181,7 @@ class Suite:
             return
         plan = finetune_plan(ws, max_time_s=min(self.plan.finetune_max_s, left), lr=self.plan.lr)
         run_dir = self.work / "finetune" / task
-        argv = finetune_argv(ws, self.tasks_dir / task, run_dir, plan, model_path=model)
+        argv = finetune_argv(ws, self.tasks_dir / task, run_dir, plan, model_path=model, preset=self.plan.preset)
         self._spawn("finetune", task, [self.py, "-m", "mamba_genome", *argv], plan=plan, run=run_dir, model=model,
                     argv=argv)
         self.log(f"{task} finetune: started (batch {plan.batch_size}, <= {plan.max_steps} steps, "
@@ -194,7 +195,9 @@ class Suite:
             m = self.lm_dir(job.name) / "metrics.json"
             if rc != 0 or not (self.lm_dir(job.name) / "best").is_dir():
                 self.failed.append(f"pretrain {job.name}")
-                self.log(f"pretrain {job.name}: FAILED (exit {rc}, {took:.0f} s): {self._tail(job)}")
+                self.log(f"pretrain {job.name}: FAILED (exit {rc}, {took:.0f} s): {self._tail(job)}; its tasks are "
+                         f"fine-tuned from scratch ({self.plan.preset}) instead, with no probe")
+                self.start_tasks(job.name, None)
                 return
             self._keep(self.lm_dir(job.name), f"lm_{job.name}", ("metrics.json", "args.json"))
             msg = ""
@@ -239,7 +242,7 @@ class Suite:
                 return
             ws = WindowSet.load(self.tasks_dir / job.name)
             try:
-                r = finetune_result(ws, run, job.info["plan"], job.info["model"])
+                r = finetune_result(ws, run, job.info["plan"], job.info["model"], preset=self.plan.preset)
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
                 self.failed.append(f"finetune {job.name}")
                 self.log(f"{job.name} finetune: could not score the run: {exc}")
@@ -278,7 +281,12 @@ class Suite:
         for g in groups:
             try:
                 if "pretrain" in self.stages:
-                    self.start_pretrain(g)
+                    try:
+                        self.start_pretrain(g)
+                    except UserError as exc:  # e.g. prepared without the pretraining FASTAs
+                        self.failed.append(f"pretrain {g}")
+                        self.log(f"pretrain {g}: cannot start: {exc}; its tasks are fine-tuned from scratch")
+                        self.start_tasks(g, None)
                     continue
                 model = self.model or str(self.lm_dir(g))
                 if not Path(model).exists():
