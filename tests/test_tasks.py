@@ -466,21 +466,34 @@ def test_finetune_plan_sizes_by_task():
     assert baselines.finetune_plan(long).batch_size == 16
 
 
-def test_finetune_stage_scores_our_test_windows(tmp_path, tiny_model):
+def test_finetune_result_maps_the_runs_test_windows_to_ours(tmp_path):
+    """The fine-tune stage's two halves without a run: its command line, and scoring a run directory.
+
+    A real ``mamba-genome finetune`` subprocess runs in test_gpu_suite_probe_and_finetune."""
     ws = _separable(n=24, L=64)
     d = ws.save(tmp_path)
-    r = baselines.finetune_stage(ws, d, tmp_path / "run", model_path=str(tiny_model), max_steps=4, batch_size=8,
-                                 accelerator="cpu", log=lambda m: None)
-    assert r["n_test"] == int((ws.split == "test").sum()) == 16
-    assert r["steps"] == 4 and 0 <= r["accuracy"] <= 1 and "auroc" in r
-    assert r["plan"]["pooling"] == "mean" and "best-on-val step" in r["method"]
-    pred = (tmp_path / "run" / "test_predictions.tsv").read_text().splitlines()
-    assert len(pred) == 17
-    argv = baselines.finetune_argv(ws, d, tmp_path / "run2", baselines.finetune_plan(ws, max_time_s=60.5),
-                                   model_path="lm")
+    plan = baselines.finetune_plan(ws, max_time_s=60.5)
+    argv = baselines.finetune_argv(ws, d, tmp_path / "run", plan, model_path="lm")
     assert argv[:3] == ["finetune", "--manifest", str(d / "manifest.tsv")] and argv[-2:] == ["--from", "lm"]
-    assert "--max-time" in argv and argv[argv.index("--max-time") + 1] == "60s"
+    assert argv[argv.index("--max-time") + 1] == "60s" and argv[argv.index("--pooling") + 1] == "mean"
     assert argv[argv.index("--test-windows") + 1] == "8"  # every test window of the larger class
+    assert (d / "manifest.tsv").read_text().count("\n") == 7 and (d / "fasta" / "gc.test.fa").is_file()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"steps": 40, "best": {"step": 25, "val_acc": 0.9}}))
+    test_idx = np.flatnonzero(ws.split == "test")
+    rows = ["store\tcontig\tstart\tend\tlabel\tpredicted\tp_at\tp_gc"]
+    for j in test_idx[::-1]:  # any order: matched by record name
+        lab = ws.labels[ws.y[j]]
+        p = 0.8 if ws.y[j] == 1 else 0.3
+        rows.append(f"s\t{lab}_test_{j}\t0\t64\t{lab}\t{lab}\t{1 - p:.6f}\t{p:.6f}")
+    (run / "test_predictions.tsv").write_text("\n".join(rows) + "\n")
+    r = baselines.finetune_result(ws, run, plan, "runs/lm_order")
+    assert r["n_test"] == 16 and r["accuracy"] == 1.0 and r["auroc"] == 1.0 and r["steps"] == 40
+    assert r["val_accuracy"] == 0.9 and "best-on-val step 25" in r["method"] and "lm_order" in r["method"]
+    (run / "test_predictions.tsv").write_text("\n".join(rows[:-1]) + "\n")
+    with pytest.raises(RuntimeError, match="1 of ours are missing"):
+        baselines.finetune_result(ws, run, plan, "lm")
 
 
 def test_cli_run_and_report(tmp_path, tiny_model, capsys):
