@@ -155,7 +155,7 @@ def cmd_merge(a) -> int:
 def cmd_gpu(a) -> int:
     from .gpu import GpuPlan, run_gpu
 
-    plan = GpuPlan(budget_s=a.budget, pretrain_s=a.pretrain_time, finetune_max_s=a.finetune_max_time, preset=a.preset,
+    plan = GpuPlan(budget_s=a.budget, pretrain_s=a.pretrain_time or round(0.31 * a.budget), finetune_max_s=a.finetune_max_time, preset=a.preset,
                    pretrain_batch_tokens=a.pretrain_batch_tokens)
     out = Path(a.out)
     return run_gpu(Path(a.tasks_dir), out, out / "tasks_gpu.json", Path(a.work or Path(a.tasks_dir) / "gpu"),
@@ -220,7 +220,8 @@ def main(argv=None) -> int:
                    help="results JSON/markdown, logs and small run files (default: $OUT, else %(default)s)")
     g.add_argument("--work", default=None, help="LMs and fine-tuning runs (default: <tasks-dir>/gpu)")
     g.add_argument("--budget", type=float, default=450.0, help="seconds for the whole call (default: %(default)s)")
-    g.add_argument("--pretrain-time", type=float, default=140.0, help="seconds of pretraining per group (at once)")
+    g.add_argument("--pretrain-time", type=float, default=None,
+                   help="seconds of pretraining per group, all groups at once (default: 31%% of --budget, 140 s of 450)")
     g.add_argument("--finetune-max-time", type=float, default=240.0, help="most seconds of fine-tuning per task")
     g.add_argument("--preset", default="1.4m")
     g.add_argument("--pretrain-batch-tokens", type=int, default=1 << 18, help="tokens per pretraining step")

@@ -13,7 +13,7 @@
 # What it does (python -m benchmarks.tasks gpu, benchmarks/tasks/gpu.py): pretrains one 1.4m LM per task
 # group on that group's own unlabelled training sequence (U. maydis for coding_umaydis/splice_donor, the
 # three bacteria for coding/start_codon, the apes' chr22 for great_apes, ...), all groups at once for
-# $PRETRAIN_TIME s; then, per group, the frozen probe of its tasks and a fine-tune per task, sized to end
+# $PRETRAIN_TIME s (default: 31% of $BUDGET); then, per group, the frozen probe of its tasks and a fine-tune per task, sized to end
 # inside the budget. Progress lines carry the elapsed seconds; the results JSON is rewritten after every
 # finished stage, in $OUT (the device's output folder) or runs/tasks_gpu. Merge it here afterwards:
 #      python -m benchmarks.tasks merge <that folder>/tasks_gpu.json      # into benchmarks/tasks/results/
@@ -21,7 +21,6 @@ set -euo pipefail
 TASKS_DIR=${TASKS_DIR:-runs/tasks}
 RESULTS_DIR=${OUT:-runs/tasks_gpu}
 BUDGET=${BUDGET:-450}
-PRETRAIN_TIME=${PRETRAIN_TIME:-140}
 if [ -z "${PY:-}" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
@@ -29,7 +28,8 @@ if [ ! -f "$TASKS_DIR/order_long/windows.npz" ]; then
   echo "error: $TASKS_DIR has no prepared tasks; run 'python -m benchmarks.tasks prepare --out $TASKS_DIR' on a CPU machine first" >&2
   exit 2
 fi
-args=(--tasks-dir "$TASKS_DIR" --out "$RESULTS_DIR" --budget "$BUDGET" --pretrain-time "$PRETRAIN_TIME")
+args=(--tasks-dir "$TASKS_DIR" --out "$RESULTS_DIR" --budget "$BUDGET")
+[ -n "${PRETRAIN_TIME:-}" ] && args+=(--pretrain-time "$PRETRAIN_TIME")  # default: 31% of the budget
 [ -n "${STAGES:-}" ] && args+=(--stages "$STAGES")
 [ -n "${TASKS:-}" ] && args+=(--tasks "$TASKS")
 [ -n "${MODEL:-}" ] && args+=(--model "$MODEL")
