@@ -343,8 +343,8 @@ def test_pretraining_fasta_is_train_only(tmp_path):
     assert sum(map(len, both.values())) == 3 * 2000 * 0.8
 
 
-def test_gpu_suite_probe_and_finetune(tmp_path, tiny_model, capsys):
-    """The GPU call's scheduler on CPU: probe and fine-tune processes from one model, results after each."""
+def test_gpu_suite_fine_tunes_through_the_cli(tmp_path, tiny_model, capsys):
+    """The GPU call's scheduler on CPU: a `mamba-genome finetune` process from one model, scored and recorded."""
     from benchmarks.tasks.gpu import GpuPlan, run_gpu
 
     ws = _separable(n=24, L=64)
@@ -469,7 +469,7 @@ def test_finetune_plan_sizes_by_task():
 def test_finetune_result_maps_the_runs_test_windows_to_ours(tmp_path):
     """The fine-tune stage's two halves without a run: its command line, and scoring a run directory.
 
-    A real ``mamba-genome finetune`` subprocess runs in test_gpu_suite_probe_and_finetune."""
+    A real ``mamba-genome finetune`` subprocess runs in test_gpu_suite_fine_tunes_through_the_cli."""
     ws = _separable(n=24, L=64)
     d = ws.save(tmp_path)
     plan = baselines.finetune_plan(ws, max_time_s=60.5)
