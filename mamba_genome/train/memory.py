@@ -47,7 +47,7 @@ from ..model.runtime import RuntimeOptions
 
 MEMORY_MODES = ("auto", "low")
 GPU_MEMORY_FRACTION = 0.85     # of the free memory, for the planned peak
-TOKEN_BYTES_MARGIN = 1.00      # on the per-token bytes: what the count above leaves out
+TOKEN_BYTES_MARGIN = 1.01      # on the per-token bytes: what the count above leaves out
 WORKSPACE_BYTES = 256 << 20    # kernel scratch (scan chunk states, dA partials), autocast weight copies, logits
 OCCUPANCY_TOLERANCE = 0.015    # a micro-batch within 1.5% of the best tokens/s is full occupancy
 
@@ -68,28 +68,41 @@ POLICY_WORDS = {
 }
 LOW_MEMORY = "ckpt-bf16"
 
-# Measured tokens/s (millions) of one training step (forward, backward, AdamW; bf16 autocast;
-# random tokens) per (d_model, n_layer, seq_len): for the fastest policy ("none-s8") at several
-# tokens per micro-batch, and for every policy at the largest micro-batch.
-# Source: benchmarks/calibrate_memory.py on one H100 80GB (BENCHMARKS.md section 4, 2026-11-22);
-# replaced by the H200 run when it is in (see git log of this file).
+# Measured tokens/s (millions) of one training step (forward, backward, AdamW; bf16 autocast; random
+# tokens) per (d_model, n_layer, seq_len): "curve", the fastest policy (none-s8) at 2^17..2^20 tokens
+# per micro-batch; "policies", every policy at 2^20 tokens. One NVIDIA H200, torch 2.11, 2026-12-01
+# 14:02 UTC: `benchmarks/calibrate_memory.py` (3 steps each after one warm-up, so +-3% noise; the
+# curve is made non-decreasing before use). Same run's peaks: the memory model is within -0.1% to
+# +4.9% of all 58 (tests/test_memory_plan.py).
 CALIBRATION: dict[tuple[int, int, int], dict] = {
-    (128, 12, 1 << 14): {"curve": {1 << 20: 3.013}, "policies": {"none-s8": 3.013, "ckpt-s8": 2.932,
-                                                                  "none-s64": 2.739, "ckpt-s64": 2.676}},
-    (128, 12, 1 << 17): {"curve": {1 << 20: 3.119}, "policies": {"none-s8": 3.119, "ckpt-s8": 3.041,
-                                                                  "none-s64": 2.815, "ckpt-s64": 2.743}},
-    (128, 12, 1 << 20): {"curve": {1 << 20: 3.069}, "policies": {"none-s8": 3.069, "ckpt-s8": 2.995,
-                                                                  "none-s64": 2.690, "ckpt-s64": 2.624}},
-    (256, 16, 1 << 14): {"curve": {1 << 20: 1.140}, "policies": {"none-s64": 1.140, "ckpt-s64": 1.104,
-                                                                  "ckpt-bf16": 0.848}},
-    (256, 16, 1 << 17): {"curve": {1 << 20: 1.107}, "policies": {"none-s64": 1.107, "ckpt-s64": 1.077,
-                                                                  "ckpt-bf16": 0.837}},
-    (256, 16, 1 << 20): {"curve": {1 << 20: 1.124}, "policies": {"none-s64": 1.124, "ckpt-s64": 1.093,
-                                                                  "ckpt-bf16": 0.842}},
+    (128, 12, 1 << 10): {"curve": {1 << 17: 2.332, 1 << 18: 3.272, 1 << 19: 3.497, 1 << 20: 3.783},
+                         "policies": {"none-s8": 3.783, "none-s64": 3.437, "ckpt-s8": 3.693, "ckpt-s64": 3.354,
+                                      "ckpt-bf16": 2.584}},
+    (128, 12, 1 << 14): {"curve": {1 << 17: 3.047, 1 << 18: 3.247, 1 << 19: 3.153, 1 << 20: 3.252},
+                         "policies": {"none-s8": 3.252, "none-s64": 2.953, "ckpt-s8": 3.184, "ckpt-s64": 2.891,
+                                      "ckpt-bf16": 2.26}},
+    (128, 12, 1 << 17): {"curve": {1 << 17: 2.319, 1 << 18: 3.216, 1 << 19: 3.375, 1 << 20: 3.453},
+                         "policies": {"none-s8": 3.453, "none-s64": 3.087, "ckpt-s8": 3.375, "ckpt-s64": 3.025,
+                                      "ckpt-bf16": 2.337}},
+    (128, 12, 1 << 20): {"curve": {1 << 20: 3.434},
+                         "policies": {"none-s8": 3.434, "none-s64": 3.076, "ckpt-s8": 3.36, "ckpt-s64": 3.013,
+                                      "ckpt-bf16": 2.326}},
+    (256, 16, 1 << 10): {"curve": {1 << 17: 1.291, 1 << 18: 1.363, 1 << 19: 1.484, 1 << 20: 1.561},
+                         "policies": {"none-s8": 1.561, "none-s64": 1.417, "ckpt-s8": 1.515, "ckpt-s64": 1.379,
+                                      "ckpt-bf16": 1.077}},
+    (256, 16, 1 << 14): {"curve": {1 << 17: 1.276, 1 << 18: 1.232, 1 << 19: 1.267, 1 << 20: 1.359},
+                         "policies": {"none-s8": 1.359, "none-s64": 1.231, "ckpt-s8": 1.324, "ckpt-s64": 1.202,
+                                      "ckpt-bf16": 0.929}},
+    (256, 16, 1 << 17): {"curve": {1 << 17: 1.262, 1 << 18: 1.306, 1 << 19: 1.346, 1 << 20: 1.358},
+                         "policies": {"none-s8": 1.358, "none-s64": 1.225, "ckpt-s8": 1.324, "ckpt-s64": 1.197,
+                                      "ckpt-bf16": 0.924}},
+    (256, 16, 1 << 20): {"curve": {1 << 20: 1.346},
+                         "policies": {"none-s8": 1.346, "none-s64": 1.224, "ckpt-s8": 1.311, "ckpt-s64": 1.195,
+                                      "ckpt-bf16": 0.923}},
 }
 # Speed of a policy relative to "none-s8" where a row lacks it (medians of the rows that have both).
-DEFAULT_RELATIVE_SPEED = {"none-s8": 1.0, "ckpt-s8": 0.975, "none-s64": 0.885, "ckpt-s64": 0.862,
-                          "ckpt-bf16": 0.66}
+DEFAULT_RELATIVE_SPEED = {"none-s8": 1.0, "ckpt-s8": 0.975, "none-s64": 0.905, "ckpt-s64": 0.885,
+                          "ckpt-bf16": 0.68}
 
 
 @dataclass(frozen=True)
@@ -158,28 +171,43 @@ def estimate_bytes(arch: MambaConfig, rt: RuntimeOptions, seq_len: int, micro_ba
 
 
 # ------------------------------------------------------------------------------------- speed model
-def _nearest_row(arch: MambaConfig, seq_len: int) -> dict:
+def _nearest_row(arch: MambaConfig, seq_len: int, curve: bool = False) -> dict:
+    """The calibration row nearest to ``arch`` and ``seq_len`` (log scale; width counts most).
+    ``curve``: among the rows that measured more than one micro-batch size."""
     def dist(key):
         dm, nl, L = key
         return (abs(math.log2(dm / arch.d_model)) * 4 + abs(math.log2(nl / arch.n_layer))
                 + abs(math.log2(L / max(seq_len, 1))))
-    return CALIBRATION[min(CALIBRATION, key=dist)]
+    keys = [k for k in CALIBRATION if not curve or len(CALIBRATION[k]["curve"]) > 1]
+    return CALIBRATION[min(keys, key=dist)]
+
+
+def _monotone(values: list[float]) -> list[float]:
+    """The closest non-decreasing sequence (pool adjacent violators): more tokens per micro-batch
+    is never slower, so a dip in the measured curve is noise."""
+    blocks: list[list[float]] = []   # [mean, weight]
+    for v in values:
+        blocks.append([v, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            m2, w2 = blocks.pop()
+            m1, w1 = blocks.pop()
+            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2])
+    return [m for m, w in blocks for _ in range(int(w))]
 
 
 def occupancy(arch: MambaConfig, seq_len: int, micro_tokens: int) -> float:
     """Tokens/s at ``micro_tokens`` tokens per micro-batch relative to the best measured (<= 1).
 
-    Log-log interpolation of the measured curve; flat above its last point, its first slope
-    continued below its first point (at least proportional to sqrt(tokens))."""
-    curve = sorted(_nearest_row(arch, seq_len)["curve"].items())
-    top = max(v for _, v in curve)
-    pts = [(math.log2(t), math.log2(v / top)) for t, v in curve]
+    Log-log interpolation of the measured curve (made non-decreasing); flat above its last point,
+    its first slope continued below its first point (at least proportional to sqrt(tokens))."""
+    tokens, speeds = zip(*sorted(_nearest_row(arch, seq_len, curve=True)["curve"].items()))
+    speeds = _monotone(list(speeds))
+    pts = [(math.log2(t), math.log2(v / speeds[-1])) for t, v in zip(tokens, speeds)]
     x = math.log2(max(micro_tokens, 1))
     if x >= pts[-1][0]:
-        return 2 ** pts[-1][1]
+        return 1.0
     if x <= pts[0][0]:
-        slope = (pts[1][1] - pts[0][1]) / (pts[1][0] - pts[0][0]) if len(pts) > 1 else 0.0
-        slope = max(slope, 0.5)
+        slope = max((pts[1][1] - pts[0][1]) / (pts[1][0] - pts[0][0]), 0.5)
         return 2 ** (pts[0][1] - slope * (pts[0][0] - x))
     for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
         if x0 <= x <= x1:
@@ -188,21 +216,19 @@ def occupancy(arch: MambaConfig, seq_len: int, micro_tokens: int) -> float:
 
 
 def relative_speed(arch: MambaConfig, seq_len: int, policy: str) -> float:
-    """Tokens/s of ``policy`` relative to no checkpointing with scan states every 8.
+    """Tokens/s of ``policy`` relative to no checkpointing with scan states every 8 (same micro-batch).
 
-    ``"ckpt-s8+skipK"`` (the last K layers not checkpointed) interpolates between ckpt-s8 and none-s8."""
+    ``"ckpt-s8+skipK"`` (the last K layers not checkpointed) interpolates between ckpt-s8 and
+    none-s8 by the share of plain layers (H100: 2.995 -> 3.004 M tokens/s with 3 of 12 plain,
+    3.069 with all; BENCHMARKS.md section 4)."""
     if "+skip" in policy:
         base, k = policy.split("+skip")
         frac = min(int(k), arch.n_layer) / arch.n_layer
-        lo, hi = relative_speed(arch, seq_len, base), relative_speed(arch, seq_len, "none-" + base.split("-")[1])
-        return lo + (hi - lo) * frac
+        lo = relative_speed(arch, seq_len, base)
+        return lo + (relative_speed(arch, seq_len, "none-" + base.split("-")[1]) - lo) * frac
     row = _nearest_row(arch, seq_len)["policies"]
     if "none-s8" in row and policy in row:
         return row[policy] / row["none-s8"]
-    # a row measured without none-s8 (it did not fit): go through a policy both have
-    for ref in row:
-        if ref in DEFAULT_RELATIVE_SPEED and policy in row:
-            return row[policy] / row[ref] * DEFAULT_RELATIVE_SPEED[ref]
     return DEFAULT_RELATIVE_SPEED[policy]
 
 
@@ -213,14 +239,10 @@ def best_tokens_per_s(arch: MambaConfig, seq_len: int) -> float:
 
 
 def predicted_tokens_per_s(arch: MambaConfig, seq_len: int, policy: str, micro_batch: int) -> float:
-    row = _nearest_row(arch, seq_len)
-    ref = 1e6 * max(row["curve"].values())
-    ref_rel = relative_speed(arch, seq_len, _curve_policy(row))
-    return ref / ref_rel * relative_speed(arch, seq_len, policy) * occupancy(arch, seq_len, micro_batch * seq_len)
-
-
-def _curve_policy(row: dict) -> str:
-    return row.get("curve_policy", "none-s8")
+    """Expected tokens/s of a training step: the best measured (none-s8) x the policy's relative
+    speed x the occupancy of ``micro_batch`` windows."""
+    top = 1e6 * max(_nearest_row(arch, seq_len)["curve"].values())
+    return top * relative_speed(arch, seq_len, policy) * occupancy(arch, seq_len, micro_batch * seq_len)
 
 
 # --------------------------------------------------------------------------------------- planning
@@ -247,15 +269,18 @@ def _candidate_policies(arch: MambaConfig, memory: str) -> list[str]:
 
 
 def micro_batch_choices(per_device_batch: int) -> list[int]:
-    """Micro-batch sizes, largest first: ceil(batch / a) for a = 1, 2, ... (the engine
-    accumulates ceil(batch / micro) of them)."""
-    out, seen = [], set()
-    for acc in range(1, per_device_batch + 1):
-        m = -(-per_device_batch // acc)
-        if m not in seen:
-            seen.add(m)
-            out.append(m)
-    return out
+    """Micro-batch sizes, largest first: the divisors of the per-device batch, so that the
+    micro-batches of a step add up to it exactly (the engine accumulates batch / micro of them)."""
+    n = max(1, int(per_device_batch))
+    return sorted({d for i in range(1, math.isqrt(n) + 1) if n % i == 0 for d in (i, n // i)}, reverse=True)
+
+
+def target_micro_batch(arch: MambaConfig, seq_len: int, per_device_batch: int) -> int:
+    """The smallest micro-batch whose measured tokens/s is within ``OCCUPANCY_TOLERANCE`` of the
+    whole per-device batch in one forward (memory aside)."""
+    full = occupancy(arch, seq_len, per_device_batch * seq_len)
+    return min(m for m in micro_batch_choices(per_device_batch)
+               if occupancy(arch, seq_len, m * seq_len) >= full * (1 - OCCUPANCY_TOLERANCE))
 
 
 def plan_stage(arch: MambaConfig, seq_len: int, per_device_batch: int, *, device_type: str,
@@ -264,11 +289,14 @@ def plan_stage(arch: MambaConfig, seq_len: int, per_device_batch: int, *, device
 
     ``device_type`` is ``"cuda"`` or ``"cpu"``; ``free_bytes`` the device's free memory
     (``torch.cuda.mem_get_info()[0]``; None on CPU). On CPU the whole per-device batch is one
-    micro-batch and the default runtime is kept. On a GPU: of every (policy, micro-batch) whose
-    estimate fits in ``GPU_MEMORY_FRACTION * free_bytes``, the fastest by the speed model; a
-    faster policy wins over a bigger micro-batch within ``OCCUPANCY_TOLERANCE``, and the smallest
-    micro-batch within it is taken. When nothing fits, the least-memory policy at one window
-    (the probe then says whether it runs).
+    micro-batch and the default runtime is kept. On a GPU:
+
+    1. the target micro-batch is the smallest one at full occupancy (:func:`target_micro_batch`);
+    2. of every policy at the largest micro-batch up to the target whose estimate fits in
+       ``GPU_MEMORY_FRACTION * free_bytes``, the one with the highest predicted tokens/s wins
+       (a tie goes to the faster policy, then to less memory).
+
+    When nothing fits, the least-memory policy at one window (the probe then says whether it runs).
     """
     if memory not in MEMORY_MODES:
         raise ValueError(f"memory must be one of {', '.join(MEMORY_MODES)}, got {memory!r}")
@@ -276,16 +304,16 @@ def plan_stage(arch: MambaConfig, seq_len: int, per_device_batch: int, *, device
     if device_type != "cuda" or free_bytes is None:
         return MemoryPlan(seq_len, per_device_batch, RuntimeOptions(), None, "CPU: one micro-batch per step")
     budget = GPU_MEMORY_FRACTION * free_bytes
-    options = []   # (predicted tokens/s, policy speed, -micro, policy, micro, est)
+    target = target_micro_batch(arch, seq_len, per_device_batch)
+    options = []   # (predicted tokens/s, policy speed, -est, policy, micro)
     for policy in _candidate_policies(arch, memory):
         rt = runtime_of(policy)
-        speed = relative_speed(arch, seq_len, policy)
         for micro in micro_batch_choices(per_device_batch):
             est = estimate_bytes(arch, rt, seq_len, micro)
-            if est > budget:
-                continue
-            options.append((predicted_tokens_per_s(arch, seq_len, policy, micro), speed, micro, policy, est))
-            break   # the largest micro-batch that fits; smaller ones are looked at below
+            if micro <= target and est <= budget:
+                tps = predicted_tokens_per_s(arch, seq_len, policy, micro)
+                options.append((round(tps, -3), relative_speed(arch, seq_len, policy), -est, policy, micro))
+                break   # the largest micro-batch of this policy that fits
     if not options:
         rt = runtime_of(LOW_MEMORY)
         est = estimate_bytes(arch, rt, seq_len, 1)
@@ -293,15 +321,7 @@ def plan_stage(arch: MambaConfig, seq_len: int, per_device_batch: int, *, device
                           f"estimated peak {est / 2**30:.1f} GiB is over the {budget / 2**30:.1f} GiB budget "
                           f"({free_bytes / 2**30:.1f} free); the probe decides", LOW_MEMORY, None,
                           predicted_tokens_per_s(arch, seq_len, LOW_MEMORY, 1))
-    best = max(o[0] for o in options)
-    # the fastest policy within the tolerance of the best, then its smallest near-best micro-batch
-    _, _, top_micro, policy, _ = max((o for o in options if o[0] >= best * (1 - OCCUPANCY_TOLERANCE)),
-                                     key=lambda o: (o[1], -o[2]))
-    tps_top = predicted_tokens_per_s(arch, seq_len, policy, top_micro)
-    micro = top_micro
-    for m in micro_batch_choices(per_device_batch):
-        if m <= top_micro and predicted_tokens_per_s(arch, seq_len, policy, m) >= tps_top * (1 - OCCUPANCY_TOLERANCE):
-            micro = m
+    *_, policy, micro = max(options)
     rt = runtime_of(policy)
     est = estimate_bytes(arch, rt, seq_len, micro)
     tps = predicted_tokens_per_s(arch, seq_len, policy, micro)
@@ -342,8 +362,8 @@ def _is_oom(exc: BaseException) -> bool:
 
 def fallbacks(plan: MemoryPlan, arch: MambaConfig, per_device_batch: int) -> list[MemoryPlan]:
     """What to try after ``plan``, in order: the same policy with smaller micro-batches (down to
-    one window), then each policy that needs less memory per token, from the fastest, at the
-    largest of those micro-batches its estimate keeps under the failed plan's."""
+    one window), then each policy that needs less memory per token, from the fastest, at each
+    micro-batch up to ``plan``'s whose estimate is under ``plan``'s (or one window)."""
     seq_len = plan.seq_len
     out = []
     policy = plan.policy or _policy_of(plan.runtime)
@@ -380,26 +400,35 @@ def _plan_at(arch, seq_len, policy, micro, why) -> MemoryPlan:
 
 def probe_stage(plan: MemoryPlan, step_fn: Callable[[MemoryPlan], object], arch: MambaConfig,
                 per_device_batch: int, *, free_bytes: int | None, memory_fraction: float = GPU_MEMORY_FRACTION,
-                device_memory=None, max_tries: int = 12, log: Callable[[str], None] | None = None) -> MemoryPlan:
+                device_memory=None, max_tries: int = 16, log: Callable[[str], None] | None = None) -> MemoryPlan:
     """Run one real training micro-step at ``plan`` and step down until one fits.
 
     ``step_fn(plan)`` must apply ``plan.runtime`` to the model and run one forward and backward
     of ``plan.micro_batch`` windows of ``plan.seq_len`` tokens (no optimizer step; it should zero
     the gradients it made). A try fails on an out-of-memory error or when its peak
     (``device_memory.peak()``, by default ``torch.cuda.max_memory_allocated`` after a reset) is
-    above ``memory_fraction * free_bytes``; then :func:`fallbacks` are tried in order.
+    above ``memory_fraction * free_bytes``; then :func:`fallbacks` are tried in order, skipping
+    those that the failures so far say cannot fit (a peak 1.3x its estimate makes every later
+    estimate count 1.3x).
 
     Returns the plan that ran, with ``measured_bytes`` set and the measurement in ``reason``.
-    Raises the last out-of-memory error if nothing fits (not even one window at the least memory).
-    On CPU (``free_bytes`` None and no ``device_memory``) the plan is returned unprobed.
+    Raises ``torch.OutOfMemoryError`` if nothing fits (not even one window at the least memory).
+    On CPU (``est_bytes`` None and no ``device_memory``) the plan is returned unprobed.
     """
+    import torch
+
     if plan.est_bytes is None and device_memory is None:
         return plan
     mem = device_memory or CudaMemory()
     budget = memory_fraction * free_bytes if free_bytes is not None else math.inf
-    tries = [plan, *fallbacks(plan, arch, per_device_batch)][:max_tries]
-    last_exc = None
-    for i, cand in enumerate(tries):
+    scale = 1.0            # measured / estimated, learnt from the failures
+    tried, last_oom = 0, None
+    for cand in [plan, *fallbacks(plan, arch, per_device_batch)]:
+        if tried >= max_tries:
+            break
+        if cand is not plan and cand.est_bytes is not None and cand.est_bytes * scale > budget:
+            continue
+        tried += 1
         mem.reset()
         try:
             step_fn(cand)
@@ -407,20 +436,24 @@ def probe_stage(plan: MemoryPlan, step_fn: Callable[[MemoryPlan], object], arch:
         except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled
             if not _is_oom(exc):
                 raise
-            last_exc = exc
+            # keep the message, not the traceback: its frames hold the step's tensors
+            last_oom = str(exc).splitlines()[0] if str(exc) else "out of memory"
+            exc.__traceback__ = None
             del exc
+            if cand.est_bytes and free_bytes:
+                scale = max(scale, free_bytes / cand.est_bytes)
             if log:
                 log(f"memory probe: out of memory at {cand.reason}")
             mem.reset()
             continue
         if peak > budget:
+            if cand.est_bytes:
+                scale = max(scale, peak / cand.est_bytes)
             if log:
                 log(f"memory probe: peak {peak / 2**30:.1f} GiB over the {budget / 2**30:.1f} GiB budget "
                     f"at {cand.reason}")
             continue
-        note = f"; probed: peak {peak / 2**30:.1f} GiB" + (f" after {i} step-down(s)" if i else "")
+        note = f"; probed: peak {peak / 2**30:.1f} GiB" + (f" after {tried - 1} step-down(s)" if tried > 1 else "")
         return replace(cand, measured_bytes=peak, reason=cand.reason + note)
-    if last_exc is not None:
-        raise last_exc
-    raise MemoryError(f"no micro-batch of {plan.seq_len:,}-token windows fits in "
-                      f"{budget / 2**30:.1f} GiB (tried {len(tries)} plans)")
+    raise torch.OutOfMemoryError(f"no micro-batch of {plan.seq_len:,}-token windows fits in "
+                                 f"{budget / 2**30:.1f} GiB (tried {tried} plans; last: {last_oom or 'over budget'})")
