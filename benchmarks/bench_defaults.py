@@ -1,0 +1,263 @@
+"""Default `mamba-genome pretrain` against the best hand-tuned tokens/s (issue 13, item 3: >= 95%).
+
+For each preset (1.4m, 7m) and window length (2^10, 2^14, 2^17, 2^20) runs
+
+    mamba-genome pretrain --data STORE --preset P --seq-len L --no-seq-warmup --max-steps 30 \\
+        --val-contigs val --out RUN
+
+with nothing else set (the defaults choose micro-batch, memory policy, validation), on a random
+genome (16 Mbp train, 2.1 Mbp val; ingested once) or ``--fasta``. Its tokens/s counts the whole
+run after start-up: tokens trained from the start of optimizer step ``--skip-steps`` (the first
+steps compile and autotune the Triton kernels) to the exit of the command, over that wall clock,
+so validation, checkpoint writes, the final export and shutdown all count. The time of that step
+comes from a Lightning callback added by this script (``--child``: the same CLI, same flags;
+the callback only records the clock). The best hand-tuned figure is the highest tokens/s of any
+row of ``benchmarks/calibrate_memory.py``'s JSON (one micro-batch step, any policy and
+micro-batch) for that preset and length. A run that passes its share of ``--total-s`` is
+stopped and reported from the steps it made.
+
+Prints a table and writes ``$OUT/bench_defaults.json`` and ``.md``.
+
+    PYTHONPATH=. python benchmarks/bench_defaults.py --calibration calibrate_memory_h200.json   # one GPU, < 9 min
+    PYTHONPATH=. python benchmarks/bench_defaults.py --smoke                                    # CPU, about a minute
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CALIBRATION = _REPO / "benchmarks" / "results" / "calibrate_memory_h200_2026-12-01.json"
+
+
+# ------------------------------------------------------------------------------------ arithmetic
+def best_hand_tuned(calibration: str | os.PathLike) -> dict[tuple[str, int], tuple[float, str]]:
+    """{(preset, seq_len): (best tokens/s, "policy, micro x seq_len")} over the calibration rows that ran."""
+    best: dict[tuple[str, int], tuple[float, str]] = {}
+    for r in json.loads(Path(calibration).read_text())["rows"]:
+        if r.get("status") != "ok":
+            continue
+        key = (r["preset"], int(r["seq_len"]))
+        if r["tokens_per_s"] > best.get(key, (0.0, ""))[0]:
+            best[key] = (float(r["tokens_per_s"]), f"{r['policy']}, {r['micro_batch']} x {int(r['seq_len']):,}")
+    return best
+
+
+def row(preset: str, seq_len: int, metrics: dict, run_wall_s: float, best: dict, tokens: float | None = None,
+        note: str = "") -> dict:
+    """One line of the table: the default run's tokens/s over ``run_wall_s`` (after start-up)
+    against the hand-tuned best. ``tokens``: trained in that window (default all of the run's)."""
+    tok = float(metrics["tokens_seen"] if tokens is None else tokens)
+    tps = tok / run_wall_s if run_wall_s > 0 else float("nan")
+    ref, how = best.get((preset, seq_len), (float("nan"), "-"))
+    return {"preset": preset, "seq_len": seq_len, "tokens_per_s": tps, "tokens": tok, "window_s": run_wall_s,
+            "train_tokens_per_s": metrics.get("tokens_per_second"), "steps": metrics.get("steps"),
+            "wall_s": metrics.get("wall_seconds"), "best_tokens_per_s": ref, "best_config": how,
+            "ratio": tps / ref if ref == ref and ref > 0 else float("nan"), "plan": metrics.get("plan"),
+            "val_fraction": metrics.get("val_fraction"), "note": note}
+
+
+def _exp(n: int) -> str:
+    e = int(round(math.log2(n)))
+    return f"2^{e}" if 1 << e == n else f"{n:,}"
+
+
+def markdown(rows: list[dict], device: str) -> str:
+    lines = [f"Default `mamba-genome pretrain` against the best hand-tuned tokens/s ({device}):", "",
+             "| preset | seq_len | default M tokens/s (whole run after start-up) | training-loop M tokens/s "
+             "| best hand-tuned M tokens/s | hand-tuned config | ratio | note |",
+             "|---|---|---:|---:|---:|---|---:|---|"]
+    for r in rows:
+        def m(v):
+            return "-" if v is None or v != v else f"{v / 1e6:.3f}"
+        ratio = "-" if r["ratio"] != r["ratio"] else f"{r['ratio']:.1%}"
+        lines.append(f"| {r['preset']} | {_exp(r['seq_len'])} | {m(r['tokens_per_s'])} | {m(r['train_tokens_per_s'])} "
+                     f"| {m(r['best_tokens_per_s'])} | {r['best_config']} | {ratio} | {r.get('note') or ''} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------- child (CLI)
+def child(clock_file: str, cli_args: list[str]) -> None:
+    """Run the CLI with a callback that appends "time step tokens" at every optimizer step's start."""
+    import lightning.pytorch as pl
+
+    class _Clock(pl.Callback):
+        def __init__(self):
+            self.last = None
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            step = trainer.global_step
+            if step != self.last:
+                self.last = step
+                tok = getattr(pl_module, "tokens_seen", None)
+                with open(clock_file, "a") as fh:
+                    fh.write(f"{time.time():.6f} {step} {'' if tok is None else int(tok)}\n")
+
+    init = pl.Trainer.__init__
+
+    def patched(self, *args, **kwargs):
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), _Clock()]
+        init(self, *args, **kwargs)
+
+    pl.Trainer.__init__ = patched
+    from mamba_genome.cli import main
+
+    main(cli_args, prog_name="mamba-genome")
+
+
+def read_clock(path: Path) -> list[tuple[float, int, int | None]]:
+    out = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 2:
+                out.append((float(parts[0]), int(parts[1]), int(parts[2]) if len(parts) > 2 and parts[2] else None))
+    return out
+
+
+# ----------------------------------------------------------------------------------------- runs
+def random_genome(path: Path, train_bp: int, val_bp: int, seed: int = 0) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as fh:
+        for name, n in (("train", train_bp), ("val", val_bp)):
+            seq = np.frombuffer(b"ACGT", dtype=np.uint8)[rng.integers(0, 4, n)].tobytes().decode()
+            fh.write(f">{name}\n")
+            for i in range(0, n, 100):
+                fh.write(seq[i:i + 100] + "\n")
+
+
+def run_one(preset, seq_len, a, store, work, best, timeout_s, log) -> dict:
+    run = work / f"{preset}_{seq_len}"
+    clock = work / f"{preset}_{seq_len}.clock"
+    cli = ["pretrain", "--data", str(store), "--preset", preset, "--seq-len", str(seq_len), "--no-seq-warmup",
+           "--max-steps", str(a.max_steps), "--val-contigs", a.val_contigs, "--out", str(run), "-q", *a.extra]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(clock), "--", *cli]
+    log(f"[{preset} {_exp(seq_len)}] mamba-genome {shlex.join(cli)}  (timeout {timeout_s:.0f} s)")
+    t0 = time.time()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    note = ""
+    try:
+        _, err = p.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGTERM)    # pretrain saves last.ckpt and exits 143
+        try:
+            _, err = p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            _, err = p.communicate()
+        note = f"stopped at {timeout_s:.0f} s"
+    t_exit = time.time()
+    ticks = read_clock(clock)
+    metrics_path = run / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    try:
+        resolved = json.loads((run / "args.json").read_text())["resolved"]
+    except (OSError, ValueError, KeyError):
+        resolved = {}
+    tps_step = metrics.get("tokens_per_step") or resolved.get("tokens_per_step")
+    if p.returncode not in (0, None) and not note:
+        msg = (err or "").strip().splitlines()[-1:] or ["?"]
+        note = f"exit {p.returncode}: {msg[0][:160]}"
+    after = [t for t in ticks if t[1] >= a.skip_steps]
+    if not after or not tps_step:
+        r = row(preset, seq_len, {"tokens_seen": 0, **metrics}, float("nan"), best, tokens=0.0,
+                note=note or "no step past --skip-steps")
+        r["startup_s"] = None
+        return r
+    t_k, k, tok_k = after[0]
+    if metrics:            # finished: every token after step k, up to the command's exit
+        tokens = metrics["tokens_seen"] - (tok_k if tok_k is not None else k * tps_step)
+        window = t_exit - t_k
+    else:                  # stopped: up to the last step that started
+        t_last, s_last, tok_last = ticks[-1]
+        tokens = (s_last - k) * tps_step
+        window = t_last - t_k
+        metrics = {"tokens_seen": s_last * tps_step, "steps": s_last}
+    metrics.setdefault("plan", resolved.get("stages") or resolved.get("plan"))
+    r = row(preset, seq_len, metrics, window, best, tokens=tokens, note=note)
+    r["startup_s"] = t_k - t0
+    r["command"] = "mamba-genome " + shlex.join(cli)
+    log(f"[{preset} {_exp(seq_len)}] {r['tokens_per_s'] / 1e6:.3f} M tokens/s after start-up "
+        f"({r['startup_s']:.0f} s start-up, {window:.0f} s run), {r['ratio']:.1%} of hand-tuned {note}")
+    return r
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        child(argv[1], argv[3:] if argv[2:3] == ["--"] else argv[2:])
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", nargs="+", default=["1.4m", "7m"])
+    ap.add_argument("--seq-exps", nargs="+", type=int, default=[10, 14, 17, 20])
+    ap.add_argument("--max-steps", type=int, default=30)
+    ap.add_argument("--skip-steps", type=int, default=2, help="optimizer steps left out as start-up (compilation)")
+    ap.add_argument("--calibration", default=str(DEFAULT_CALIBRATION),
+                    help="benchmarks/calibrate_memory.py JSON with the hand-tuned tokens/s")
+    ap.add_argument("--fasta", help="genome to train on [a random one: train 16 Mbp, val 2.1 Mbp]")
+    ap.add_argument("--val-contigs", default="val")
+    ap.add_argument("--extra", default="", help="more pretrain flags for every run (e.g. to compare)")
+    ap.add_argument("--total-s", type=float, default=480.0, help="wall-clock budget of all runs")
+    ap.add_argument("--out-dir", help="where the JSON and markdown go [$OUT; none if unset]")
+    ap.add_argument("--smoke", action="store_true", help="CPU: tiny preset, 2^8 windows, 4 steps")
+    a = ap.parse_args(argv)
+    a.extra = shlex.split(a.extra)
+    lengths = [1 << e for e in a.seq_exps]
+    train_bp, val_bp = 16_000_000, (1 << 21) + 4096
+    if a.smoke:
+        a.presets, lengths, a.max_steps, a.skip_steps = ["tiny"], [256], 4, 1
+        a.extra += ["--accelerator", "cpu", "--batch-size", "4", "--val-windows", "4"]
+        train_bp, val_bp = 20_000, 5_000
+    best = best_hand_tuned(a.calibration) if Path(a.calibration).is_file() else {}
+    if not best:
+        print(f"warning: no calibration at {a.calibration}; ratios left empty", file=sys.stderr)
+    out_dir = a.out_dir or os.environ.get("OUT")
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    import torch
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() and not a.smoke else "cpu"
+    rows, t_start = [], time.time()
+    with tempfile.TemporaryDirectory(prefix="bench_defaults_") as tmp:
+        work = Path(tmp)
+        fasta = Path(a.fasta) if a.fasta else work / "random.fa"
+        if not a.fasta:
+            random_genome(fasta, train_bp, val_bp)
+        from mamba_genome.data.store import ingest
+
+        store = ingest(fasta, work / "genome.mgstore", progress=False).path
+        jobs = [(p, L) for p in a.presets for L in lengths]
+        for i, (preset, L) in enumerate(jobs):
+            left = a.total_s - (time.time() - t_start)
+            if left < 20:
+                rows.append(row(preset, L, {"tokens_seen": 0}, float("nan"), best, tokens=0.0,
+                                note="skipped: --total-s spent"))
+                continue
+            rows.append(run_one(preset, L, a, store, work, best, left / (len(jobs) - i), log))
+            meta = {"device": device, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                    "calibration": str(a.calibration), "max_steps": a.max_steps, "skip_steps": a.skip_steps,
+                    "extra": a.extra, "torch": torch.__version__}
+            if out_dir:   # after every run: a cut-off call still leaves its results
+                Path(out_dir, "bench_defaults.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+                Path(out_dir, "bench_defaults.md").write_text(markdown(rows, device))
+    print(markdown(rows, device))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
