@@ -10,8 +10,7 @@ genome (16 Mbp train, 2.1 Mbp val; ingested once) or ``--fasta``. Its tokens/s c
 run after start-up: tokens trained from the start of optimizer step ``--skip-steps`` (the first
 steps compile and autotune the Triton kernels) to the exit of the command, over that wall clock,
 so validation, checkpoint writes, the final export and shutdown all count. The time of that step
-comes from a Lightning callback added by this script (``--child``: the same CLI, same flags;
-the callback only records the clock). The best hand-tuned figure is the highest tokens/s of any
+comes from ``cli_clock.py``: the same CLI and flags, plus a callback that only records the clock. The best hand-tuned figure is the highest tokens/s of any
 row of ``benchmarks/calibrate_memory.py``'s JSON (one micro-batch step, any policy and
 micro-batch) for that preset and length. A run that passes its share of ``--total-s`` is
 stopped and reported from the steps it made.
@@ -36,6 +35,9 @@ import time
 from pathlib import Path
 
 _REPO = Path(__file__).resolve().parent.parent
+CLOCK = Path(__file__).resolve().parent / "cli_clock.py"
+sys.path.insert(0, str(CLOCK.parent))
+from cli_clock import read_clock  # noqa: E402
 DEFAULT_CALIBRATION = _REPO / "benchmarks" / "results" / "calibrate_memory_h200_2026-12-01.json"
 
 
@@ -85,45 +87,6 @@ def markdown(rows: list[dict], device: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ---------------------------------------------------------------------------------- child (CLI)
-def child(clock_file: str, cli_args: list[str]) -> None:
-    """Run the CLI with a callback that appends "time step tokens" at every optimizer step's start."""
-    import lightning.pytorch as pl
-
-    class _Clock(pl.Callback):
-        def __init__(self):
-            self.last = None
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            step = trainer.global_step
-            if step != self.last:
-                self.last = step
-                tok = getattr(pl_module, "tokens_seen", None)
-                with open(clock_file, "a") as fh:
-                    fh.write(f"{time.time():.6f} {step} {'' if tok is None else int(tok)}\n")
-
-    init = pl.Trainer.__init__
-
-    def patched(self, *args, **kwargs):
-        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), _Clock()]
-        init(self, *args, **kwargs)
-
-    pl.Trainer.__init__ = patched
-    from mamba_genome.cli import main
-
-    main(cli_args, prog_name="mamba-genome")
-
-
-def read_clock(path: Path) -> list[tuple[float, int, int | None]]:
-    out = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            parts = line.split()
-            if len(parts) >= 2:
-                out.append((float(parts[0]), int(parts[1]), int(parts[2]) if len(parts) > 2 and parts[2] else None))
-    return out
-
-
 # ----------------------------------------------------------------------------------------- runs
 def random_genome(path: Path, train_bp: int, val_bp: int, seed: int = 0) -> None:
     import numpy as np
@@ -142,7 +105,7 @@ def run_one(preset, seq_len, a, store, work, best, timeout_s, log) -> dict:
     clock = work / f"{preset}_{seq_len}.clock"
     cli = ["pretrain", "--data", str(store), "--preset", preset, "--seq-len", str(seq_len), "--no-seq-warmup",
            "--max-steps", str(a.max_steps), "--val-contigs", a.val_contigs, "--out", str(run), "-q", *a.extra]
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(clock), "--", *cli]
+    cmd = [sys.executable, str(CLOCK), str(clock), *cli]
     log(f"[{preset} {_exp(seq_len)}] mamba-genome {shlex.join(cli)}  (timeout {timeout_s:.0f} s)")
     t0 = time.time()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -158,7 +121,7 @@ def run_one(preset, seq_len, a, store, work, best, timeout_s, log) -> dict:
             _, err = p.communicate()
         note = f"stopped at {timeout_s:.0f} s"
     t_exit = time.time()
-    ticks = read_clock(clock)
+    ticks = [(t, step, tok) for t, event, step, tok in read_clock(clock) if event == "step"]
     metrics_path = run / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     try:
@@ -194,10 +157,6 @@ def run_one(preset, seq_len, a, store, work, best, timeout_s, log) -> dict:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--child"]:
-        child(argv[1], argv[3:] if argv[2:3] == ["--"] else argv[2:])
-        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["1.4m", "7m"])
     ap.add_argument("--seq-exps", nargs="+", type=int, default=[10, 14, 17, 20])

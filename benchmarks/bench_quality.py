@@ -10,10 +10,9 @@ on U. maydis (36 contigs, 19.7 Mbp) with whole contigs held out: chr22 for valid
 chr23 for test (815 kbp; never seen in training). The genome is ingested once beforehand, so
 no configuration pays for it. Reported per configuration: tokens seen, tokens/s (the run's own
 figure, and tokens over the whole pretrain command's wall clock), held-out test bits/base (of
-``best/``), the final validation bits/base, and the validation curve against time, read from the
-run's ``logs/v0/metrics.csv``. Its time axis is the training clock at each validation
-(tokens_seen / tokens_per_s of the training rows: validation and start-up excluded), unless the
-log has a wall-clock column (``wall_s``, ``elapsed_s`` or ``time_s``), which is used instead.
+``best/``), the final validation bits/base, and the validation curve against wall clock: the
+bits/base from the run's ``logs/v0/metrics.csv``, the time at which each validation ended from
+``cli_clock.py`` (the same CLI and flags, plus a callback that only records the clock).
 
 Writes ``bench_quality.json``, ``bench_quality.md`` (table + curve) and ``bench_quality.png`` to
 $OUT (or ``--out-dir``), and each run's metrics.json, args.json and metrics.csv under
@@ -39,6 +38,9 @@ import time
 from pathlib import Path
 
 _REPO = Path(__file__).resolve().parent.parent
+CLOCK = Path(__file__).resolve().parent / "cli_clock.py"
+sys.path.insert(0, str(CLOCK.parent))
+from cli_clock import read_clock  # noqa: E402
 DEFAULT_FASTA = ".probe/data/umaydis/Umaydis.fa.gz"
 VAL_CONTIGS = "Umaydis:chr22:1:+:403592"
 TEST_CONTIGS = "Umaydis:chr21:1:+:470506,Umaydis:chr23:1:+:344927"
@@ -58,11 +60,15 @@ def parse_config(spec: str) -> tuple[str, list[str]]:
     return label, shlex.split(rest)
 
 
-def read_curve(csv_path: str | os.PathLike) -> list[dict]:
-    """Validation points of a Lightning CSV log: [{"step", "seconds", "tokens", "val_bpb"}], in step order.
+def read_curve(csv_path: str | os.PathLike, clock=(), t0: float | None = None) -> list[dict]:
+    """Validation points of a Lightning CSV log, in step order:
+    [{"step", "seconds", "wall_s", "train_s", "tokens", "val_bpb"}].
 
-    ``seconds`` is the log's wall-clock column when it has one (TIME_COLUMNS), else the training
-    clock of the last training row at or before the validation step (tokens_seen / tokens_per_s).
+    ``wall_s``: seconds from ``t0`` (the pretrain command's start) to the end of that validation,
+    from ``clock`` (:func:`cli_clock.read_clock` events), or the log's own wall-clock column
+    (TIME_COLUMNS) when it has one; ``train_s``: the training clock of the last training row at
+    or before the validation (tokens_seen / tokens_per_s: validation and start-up excluded).
+    ``seconds`` is ``wall_s`` where known, else ``train_s``.
     """
     rows = []
     with open(csv_path, newline="") as fh:
@@ -72,28 +78,34 @@ def read_curve(csv_path: str | os.PathLike) -> list[dict]:
     def num(row, key):
         try:
             return float(row[key])
-        except (KeyError, ValueError):
+        except (KeyError, TypeError, ValueError):
             return None
 
     time_col = next((c for c in TIME_COLUMNS if any(c in r for r in rows)), None)
-    train = []   # (step, tokens, train seconds, wall)
+    # the clock's k-th validation is the log's k-th (Lightning logs it at global_step - 1)
+    val_end = [t - t0 for t, event, _, _ in clock if event == "val"] if t0 is not None else []
+    train = []   # (step, tokens, train seconds)
     for r in rows:
         step, tok, tps = num(r, "step"), num(r, "tokens_seen"), num(r, "tokens_per_s")
         if step is not None and tok is not None:
-            train.append((step, tok, tok / tps if tps else None, num(r, time_col) if time_col else None))
+            train.append((step, tok, tok / tps if tps else None))
     train.sort()
+    vals = sorted((num(r, "step"), i, r) for i, r in enumerate(rows)
+                  if num(r, "val/bpb") is not None and num(r, "step") is not None)
     out = []
-    for r in rows:
-        bpb, step = num(r, "val/bpb"), num(r, "step")
-        if bpb is None or step is None:
-            continue
+    for k, (step, _, r) in enumerate(vals):
         before = [t for t in train if t[0] <= step] or train[:1]
-        last = before[-1] if before else (step, None, None, None)
-        seconds = num(r, time_col) if time_col and num(r, time_col) is not None else (
-            last[3] if time_col and last[3] is not None else last[2])
-        out.append({"step": int(step), "seconds": seconds, "tokens": last[1], "val_bpb": bpb})
-    out.sort(key=lambda p: p["step"])
+        _, tokens, train_s = before[-1] if before else (step, None, None)
+        wall = val_end[k] if len(val_end) == len(vals) else (num(r, time_col) if time_col else None)
+        out.append({"step": int(step), "seconds": wall if wall is not None else train_s, "wall_s": wall,
+                    "train_s": train_s, "tokens": tokens, "val_bpb": num(r, "val/bpb")})
     return out
+
+
+def clock_name(results: list[dict]) -> str:
+    """What the curves' seconds are: "wall clock" when every point has one."""
+    pts = [p for r in results for p in r.get("curve") or []]
+    return "wall clock" if pts and all(p.get("wall_s") is not None for p in pts) else "training clock"
 
 
 def summarize(label: str, extra: list[str], metrics: dict, evaluation: dict, curve: list[dict],
@@ -139,7 +151,8 @@ def markdown(results: list[dict], meta: dict) -> str:
         lines.append(f"| {r['label']} | `{' '.join(r['extra_args']) or '(defaults)'}` | {r['steps']:,} "
                      f"| {r['tokens_seen'] / 1e6:,.1f} M | {rate(r['tokens_per_s'])} "
                      f"| {rate(r['tokens_per_s_wall'])} | {r['val_bpb']:.4f} | **{r['test_bpb']:.4f}** |")
-    lines += ["", "Validation bits/base against time (s: training clock unless the log has wall time):", ""]
+    lines += ["", f"Validation bits/base against time (s: {clock_name(results)} from the start of "
+              "the pretrain command):", ""]
     for r in results:
         if r.get("error") or not r["curve"]:
             continue
@@ -168,7 +181,7 @@ def plot(results: list[dict], png: Path, title: str) -> Path | None:
     if not drawn:
         plt.close(fig)
         return None
-    ax.set_xlabel("seconds (training clock)")
+    ax.set_xlabel(f"seconds ({clock_name(results)})")
     ax.set_ylabel("bits per base")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -206,12 +219,14 @@ def write_test_fasta(fasta: Path, names: list[str], dest: Path) -> int:
 def run_config(label, extra, a, store: Path, test_fa: Path, work: Path, out_dir: Path, log) -> dict:
     run = work / label
     budget = ["--max-time", a.max_time] if a.max_time else []
-    cmd = _cli("pretrain", "--data", store, "--preset", a.preset, "--seq-len", a.seq_len, *budget,
-               "--val-contigs", a.val_contigs, "--test-contigs", a.test_contigs, "--out", run, *a.common_args, *extra)
+    cli = ["pretrain", "--data", store, "--preset", a.preset, "--seq-len", a.seq_len, *budget,
+           "--val-contigs", a.val_contigs, "--test-contigs", a.test_contigs, "--out", run, *a.common_args, *extra]
+    clock = work / f"{label}.clock"
+    cmd = [sys.executable, str(CLOCK), str(clock), *map(str, cli)]   # the CLI, plus a clock callback
     keep = out_dir / "runs" / label
     keep.mkdir(parents=True, exist_ok=True)
-    log(f"[{label}] {shlex.join(cmd[2:])}")
-    t0 = time.perf_counter()
+    log(f"[{label}] mamba-genome {shlex.join(map(str, cli))}")
+    t0, t0_unix = time.perf_counter(), time.time()
     with open(keep / "pretrain_stderr.txt", "w") as err:
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, timeout=a.timeout_s)
     wall = time.perf_counter() - t0
@@ -227,7 +242,7 @@ def run_config(label, extra, a, store: Path, test_fa: Path, work: Path, out_dir:
     evaluation.pop("per_record", None)
     metrics = json.loads((run / "metrics.json").read_text())
     csvs = sorted((run / "logs").glob("v*/metrics.csv"))
-    curve = read_curve(csvs[-1]) if csvs else []
+    curve = read_curve(csvs[-1], read_clock(clock), t0_unix) if csvs else []
     for name in ("metrics.json", "args.json", "loss_curve.png"):
         if (run / name).is_file():
             shutil.copy2(run / name, keep / name)

@@ -45,7 +45,7 @@ def test_parse_config(bq):
         bq.parse_config("a/b=--x")
 
 
-def test_read_curve_uses_the_training_clock(bq, tmp_path):
+def test_read_curve_without_a_clock_uses_the_training_clock(bq, tmp_path):
     p = tmp_path / "metrics.csv"
     p.write_text(CSV)
     curve = bq.read_curve(p)
@@ -54,7 +54,25 @@ def test_read_curve_uses_the_training_clock(bq, tmp_path):
     # seconds = tokens_seen / tokens_per_s of the last training row at or before the step
     assert curve[0]["seconds"] == pytest.approx(1024 / 128)
     assert curve[1]["seconds"] == pytest.approx(2048 / 160)
-    assert curve[1]["tokens"] == 2048
+    assert curve[1]["tokens"] == 2048 and curve[1]["wall_s"] is None
+    assert bq.clock_name([{"curve": curve}]) == "training clock"
+
+
+def test_read_curve_takes_wall_clock_from_the_cli_clock(bq, tmp_path):
+    p = tmp_path / "metrics.csv"
+    p.write_text(CSV)
+    clock_file = tmp_path / "run.clock"
+    # what cli_clock.py's callback writes: time, event, global step, tokens seen
+    # (a real one: validation after 2 and 4 steps, which the CSV logs at steps 1 and 3)
+    clock_file.write_text("1000.5 step 0 0\n1001.0 step 1 512\n1003.0 val 2 1024\n1003.2 step 2 1024\n"
+                          "1004.5 step 3 1536\n1009.0 val 4 2048\n")
+    events = bq.read_clock(clock_file)
+    assert events[2] == (1003.0, "val", 2, 1024)
+    curve = bq.read_curve(p, events, t0=1000.0)
+    assert [c["wall_s"] for c in curve] == [pytest.approx(3.0), pytest.approx(9.0)]
+    assert [c["seconds"] for c in curve] == [c["wall_s"] for c in curve]
+    assert curve[1]["train_s"] == pytest.approx(2048 / 160)
+    assert bq.clock_name([{"curve": curve}]) == "wall clock"
 
 
 def test_read_curve_prefers_a_wall_clock_column(bq, tmp_path):
@@ -82,7 +100,7 @@ def test_summary_markdown_and_plot(bq, tmp_path):
     assert len(table) == 4   # header + 3 configurations
     assert "| defaults | `(defaults)` | 283 | 297.0 M | 1.200 M | 1.000 M | 1.7900 | **1.7820** |" in md
     assert "2.840 M" in md and "**1.7570**" in md and "failed: pretrain exit 2" in md
-    assert "- defaults: 8 s: 2.5600, 13 s: 2.4200" in md
+    assert "- defaults: 8 s: 2.5600, 13 s: 2.4200" in md and "training clock" in md
     assert bq.rate(24_400.0) == "24.4 k" and bq.rate(float("nan")) == "-"
     png = bq.plot([row, hand, failed], tmp_path / "q.png", "test")
     assert png.is_file() and png.stat().st_size > 1000
