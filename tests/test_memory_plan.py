@@ -2,6 +2,9 @@
 memory, and probe_stage's step-down logic (a fake step that runs out of memory above a size; CPU)."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -259,3 +262,63 @@ def test_fallbacks_order():
     assert all(s.micro_batch < plan.micro_batch for s in same)
     others = steps[len(same):]
     assert others and all(bytes_per_token(a, s.runtime) < bytes_per_token(a, plan.runtime) for s in others)
+
+
+# ----------------------------------------------------------------------------------- calibration
+CALIBRATION_JSON = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "calibrate_memory_h200_2026-12-01.json"
+
+
+def test_calibration_table_is_the_shipped_json():
+    rows = json.loads(CALIBRATION_JSON.read_text())["rows"]
+    assert mem.calibration_table(rows) == mem.CALIBRATION
+
+
+def test_estimate_never_under_any_calibration_peak():
+    rows = [r for r in json.loads(CALIBRATION_JSON.read_text())["rows"] if r["status"] == "ok"]
+    assert len(rows) == 58
+    ratios = [estimate_bytes(arch(r["preset"]), runtime_of(r["policy"]), r["seq_len"], r["micro_batch"])
+              / (r["peak_gib"] * GiB) for r in rows]
+    assert 1.0 <= min(ratios) and max(ratios) <= 1.10, (min(ratios), max(ratios))
+
+
+def test_skip_speed_goes_through_a_measured_row(monkeypatch):
+    a = arch("1.4m")
+    row = {k: dict(v) for k, v in mem.CALIBRATION[(128, 12, 1 << 14)].items()}
+    lo, hi = row["policies"]["ckpt-s8"] / row["policies"]["none-s8"], 1.0
+    assert mem.relative_speed(a, 1 << 14, "ckpt-s8+skip6") == pytest.approx((lo + hi) / 2)
+    row["policies"]["ckpt-s8+skip6"] = row["policies"]["none-s8"] * 0.99
+    monkeypatch.setitem(mem.CALIBRATION, (128, 12, 1 << 14), row)
+    assert mem.relative_speed(a, 1 << 14, "ckpt-s8+skip6") == pytest.approx(0.99)
+    assert mem.relative_speed(a, 1 << 14, "ckpt-s8+skip3") == pytest.approx((lo + 0.99) / 2)
+    assert mem.relative_speed(a, 1 << 14, "ckpt-s8+skip12") == pytest.approx(1.0)
+
+
+def test_lm_probe_step_runs_a_real_step_with_the_plans_runtime(monkeypatch):
+    from mamba_genome.model.lm import MambaLM
+
+    monkeypatch.setattr(mem, "WORKSPACE_BYTES", 0)   # a tiny model: let activations decide
+    a = MambaConfig.from_preset("tiny", d_model=16, n_layer=2)
+    model = MambaLM(a)
+    per_device, seq_len = 8, 128
+    free = int(estimate_bytes(a, runtime_of("none-s8"), seq_len, per_device) / GPU_MEMORY_FRACTION * 1.01)
+    plan = plan_stage(a, seq_len, per_device, device_type="cuda", free_bytes=free)
+    assert (plan.policy, plan.micro_batch) == ("none-s8", per_device)
+    dev = FakeDevice(a, capacity=free, scale=1.3)    # needs 1.3x the estimate: the plan runs out of memory
+    step = mem.lm_probe_step(model, "cpu")
+    ran = []
+
+    def step_on_fake_gpu(p):
+        dev.step(p)          # raises for sizes over the fake device, as a GPU would
+        step(p)              # a real forward and backward on CPU
+        ran.append(p)
+
+    got = probe_stage(plan, step_on_fake_gpu, a, per_device, free_bytes=free, device_memory=dev)
+    assert [(p.policy, p.micro_batch) for p in ran] == [(got.policy, got.micro_batch)]
+    assert got.micro_batch < plan.micro_batch and got.measured_bytes is not None
+    # the plan that ran is on the model, and the probe left no gradients behind
+    cfg = model.config
+    assert (cfg.gradient_checkpointing, cfg.scan_state_every) == (got.runtime.gradient_checkpointing,
+                                                                  got.runtime.scan_state_every)
+    assert all(p.grad is None for p in model.parameters())
+    mem.apply_runtime(model, runtime_of("ckpt-bf16"))
+    assert cfg.gradient_checkpointing and cfg.checkpoint_bf16 and not cfg.checkpoint_keep_scan

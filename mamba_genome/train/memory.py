@@ -44,7 +44,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from ..model.config import MambaConfig
+from ..model.config import PRESETS, MambaConfig
 from ..model.runtime import RuntimeOptions
 
 MEMORY_MODES = ("auto", "low")
@@ -70,12 +70,13 @@ POLICY_WORDS = {
 }
 LOW_MEMORY = "ckpt-bf16"
 
+TOP_TOKENS = 1 << 20           # tokens per micro-batch at which every policy is calibrated
 # Measured tokens/s (millions) of one training step (forward, backward, AdamW; bf16 autocast; random
 # tokens) per (d_model, n_layer, seq_len): "curve", the fastest policy (none-s8) at 2^17..2^20 tokens
 # per micro-batch; "policies", every policy at 2^20 tokens. One NVIDIA H200, torch 2.11, 2026-12-01
 # 14:02 UTC: `benchmarks/calibrate_memory.py` (3 steps each after one warm-up, so +-3% noise; the
-# curve is made non-decreasing before use). Same run's peaks: the memory model is within -0.1% to
-# +4.9% of all 58 (tests/test_memory_plan.py).
+# curve is made non-decreasing before use). calibration_table() rebuilds this from that JSON
+# (benchmarks/results/calibrate_memory_h200_2026-12-01.json; tests/test_memory_plan.py checks both).
 CALIBRATION: dict[tuple[int, int, int], dict] = {
     (128, 12, 1 << 10): {"curve": {1 << 17: 2.332, 1 << 18: 3.272, 1 << 19: 3.497, 1 << 20: 3.783},
                          "policies": {"none-s8": 3.783, "none-s64": 3.437, "ckpt-s8": 3.693, "ckpt-s64": 3.354,
@@ -102,6 +103,27 @@ CALIBRATION: dict[tuple[int, int, int], dict] = {
                          "policies": {"none-s8": 1.346, "none-s64": 1.224, "ckpt-s8": 1.311, "ckpt-s64": 1.195,
                                       "ckpt-bf16": 0.923}},
 }
+def calibration_table(rows: list[dict], presets: dict[str, tuple[int, int]] | None = None) -> dict:
+    """:data:`CALIBRATION` from the rows of a ``benchmarks/calibrate_memory.py`` JSON (those that ran).
+
+    ``presets``: preset name -> (d_model, n_layer); default the shipped presets."""
+    if presets is None:
+        arches = {name: MambaConfig.from_preset(name) for name in PRESETS}
+        presets = {name: (c.d_model, c.n_layer) for name, c in arches.items()}
+    table: dict[tuple[int, int, int], dict] = {}
+    for r in rows:
+        if r.get("status") != "ok" or r["preset"] not in presets:
+            continue
+        key = (*presets[r["preset"]], int(r["seq_len"]))
+        entry = table.setdefault(key, {"curve": {}, "policies": {}})
+        tokens, mtok = int(r["micro_batch"]) * int(r["seq_len"]), round(r["tokens_per_s"] / 1e6, 3)
+        if r["policy"] == "none-s8":
+            entry["curve"][tokens] = mtok
+        if tokens == TOP_TOKENS:
+            entry["policies"][r["policy"]] = mtok
+    return table
+
+
 # Speed of a policy relative to "none-s8" where a row lacks it (medians of the rows that have both).
 DEFAULT_RELATIVE_SPEED = {"none-s8": 1.0, "ckpt-s8": 0.975, "none-s64": 0.905, "ckpt-s64": 0.885,
                           "ckpt-bf16": 0.68}
@@ -220,15 +242,22 @@ def occupancy(arch: MambaConfig, seq_len: int, micro_tokens: int) -> float:
 def relative_speed(arch: MambaConfig, seq_len: int, policy: str) -> float:
     """Tokens/s of ``policy`` relative to no checkpointing with scan states every 8 (same micro-batch).
 
-    ``"ckpt-s8+skipK"`` (the last K layers not checkpointed) interpolates between ckpt-s8 and
-    none-s8 by the share of plain layers (H100: 2.995 -> 3.004 M tokens/s with 3 of 12 plain,
-    3.069 with all; BENCHMARKS.md section 4)."""
+    ``"ckpt-s8+skipK"`` (the last K layers not checkpointed) is interpolated linearly in the share
+    of plain layers, from ckpt-s8 (none plain) through any measured ``+skip`` rows to none-s8 (all
+    plain). H100: 2.995 -> 3.004 M tokens/s with 3 of 12 plain, 3.069 with all (BENCHMARKS.md 4)."""
+    row = _nearest_row(arch, seq_len)["policies"]
     if "+skip" in policy:
         base, k = policy.split("+skip")
-        frac = min(int(k), arch.n_layer) / arch.n_layer
-        lo = relative_speed(arch, seq_len, base)
-        return lo + (relative_speed(arch, seq_len, "none-" + base.split("-")[1]) - lo) * frac
-    row = _nearest_row(arch, seq_len)["policies"]
+        share = {0.0: relative_speed(arch, seq_len, base),
+                 1.0: relative_speed(arch, seq_len, "none-" + base.split("-")[1])}
+        for name, v in row.items():
+            if name.startswith(base + "+skip") and "none-s8" in row:
+                share[min(int(name.split("+skip")[1]), arch.n_layer) / arch.n_layer] = v / row["none-s8"]
+        x = min(int(k), arch.n_layer) / arch.n_layer
+        xs = sorted(share)
+        x0 = max(v for v in xs if v <= x)
+        x1 = min(v for v in xs if v >= x)
+        return share[x0] if x1 == x0 else share[x0] + (share[x1] - share[x0]) * (x - x0) / (x1 - x0)
     if "none-s8" in row and policy in row:
         return row[policy] / row["none-s8"]
     return DEFAULT_RELATIVE_SPEED[policy]
@@ -400,6 +429,41 @@ def _plan_at(arch, seq_len, policy, micro, why) -> MemoryPlan:
                       f"({why})", policy, None, predicted_tokens_per_s(arch, seq_len, policy, micro))
 
 
+def apply_runtime(model, rt: RuntimeOptions) -> None:
+    """Put ``rt`` on a MambaLM: ``model.set_runtime`` where the model has it, else (models whose
+    config still carries the run-time fields) those fields of ``model.config``."""
+    if hasattr(model, "set_runtime"):
+        model.set_runtime(rt)
+        return
+    for key, value in rt.to_dict().items():
+        if hasattr(model.config, key):
+            setattr(model.config, key, value)
+
+
+def lm_probe_step(model, device, autocast_dtype=None) -> Callable[[MemoryPlan], None]:
+    """A ``step_fn`` for :func:`probe_stage`: the plan's runtime on ``model`` (a MambaLM on
+    ``device``), one forward and backward of random bases (``plan.micro_batch`` windows of
+    ``plan.seq_len`` tokens, under autocast to ``autocast_dtype`` if given), gradients cleared."""
+    import torch
+
+    from ..data.tokenizer import A, T
+
+    dev = torch.device(device)
+
+    def step(plan: MemoryPlan) -> None:
+        apply_runtime(model, plan.runtime)
+        model.train()
+        ids = torch.randint(A, T + 1, (plan.micro_batch, plan.seq_len + 1), device=dev)
+        try:
+            with torch.autocast(dev.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+                loss = model.loss(ids)
+            loss.backward()
+        finally:
+            model.zero_grad(set_to_none=True)
+
+    return step
+
+
 def probe_stage(plan: MemoryPlan, step_fn: Callable[[MemoryPlan], object], arch: MambaConfig,
                 per_device_batch: int, *, free_bytes: int | None, memory_fraction: float = GPU_MEMORY_FRACTION,
                 device_memory=None, max_tries: int = 16, log: Callable[[str], None] | None = None) -> MemoryPlan:
@@ -416,6 +480,13 @@ def probe_stage(plan: MemoryPlan, step_fn: Callable[[MemoryPlan], object], arch:
     Returns the plan that ran, with ``measured_bytes`` set and the measurement in ``reason``.
     Raises ``torch.OutOfMemoryError`` if nothing fits (not even one window at the least memory).
     On CPU (``est_bytes`` None and no ``device_memory``) the plan is returned unprobed.
+
+    Example (the engine, once per sequence-length stage)::
+
+        free = torch.cuda.mem_get_info()[0]
+        plan = plan_stage(arch, seq_len, per_device, device_type="cuda", free_bytes=free)
+        plan = probe_stage(plan, lm_probe_step(model, "cuda", torch.bfloat16), arch, per_device,
+                           free_bytes=free, log=print)
     """
     import torch
 
