@@ -322,3 +322,14 @@ def test_lm_probe_step_runs_a_real_step_with_the_plans_runtime(monkeypatch):
     assert all(p.grad is None for p in model.parameters())
     mem.apply_runtime(model, runtime_of("ckpt-bf16"))
     assert cfg.gradient_checkpointing and cfg.checkpoint_bf16 and not cfg.checkpoint_keep_scan
+
+
+def test_fallbacks_keep_a_hand_set_runtime():
+    a = arch("1.4m")
+    rt = mem.RuntimeOptions(scan_state_every=16)      # e.g. from the expert --scan-state-every flag
+    plan = MemoryPlan(1 << 14, 64, rt, estimate_bytes(a, rt, 1 << 14, 64), "given")
+    steps = fallbacks(plan, a, 64)
+    same = [s for s in steps if s.runtime == rt]
+    assert [s.micro_batch for s in same] == [32, 16, 8, 4, 2, 1]
+    assert all(s.policy is None and "given runtime" in s.reason for s in same)
+    assert all(bytes_per_token(a, s.runtime) < bytes_per_token(a, rt) for s in steps[len(same):])

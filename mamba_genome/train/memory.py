@@ -392,41 +392,30 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def fallbacks(plan: MemoryPlan, arch: MambaConfig, per_device_batch: int) -> list[MemoryPlan]:
-    """What to try after ``plan``, in order: the same policy with smaller micro-batches (down to
-    one window), then each policy that needs less memory per token, from the fastest, at each
+    """What to try after ``plan``, in order: its runtime with smaller micro-batches (down to one
+    window), then each policy that needs less memory per token, from the fastest, at each
     micro-batch up to ``plan``'s whose estimate is under ``plan``'s (or one window)."""
-    seq_len = plan.seq_len
-    out = []
-    policy = plan.policy or _policy_of(plan.runtime)
-    for m in micro_batch_choices(per_device_batch):
-        if m < plan.micro_batch:
-            out.append(_plan_at(arch, seq_len, policy, m, "smaller micro-batch"))
-    here = bytes_per_token(arch, plan.runtime)
-    lighter = sorted((p for p in _candidate_policies(arch, "auto") if bytes_per_token(arch, runtime_of(p)) < here),
-                     key=lambda p: -relative_speed(arch, seq_len, p))
-    for p in lighter:
+    seq_len, here = plan.seq_len, plan.est_bytes or 0
+    out = [_plan_at(arch, seq_len, plan.policy, m, "smaller micro-batch", plan.runtime)
+           for m in micro_batch_choices(per_device_batch) if m < plan.micro_batch]
+    per_token = bytes_per_token(arch, plan.runtime)
+    lighter = [p for p in _candidate_policies(arch, "auto") if bytes_per_token(arch, runtime_of(p)) < per_token]
+    for p in sorted(lighter, key=lambda p: -relative_speed(arch, seq_len, p)):
         rt = runtime_of(p)
-        fitting = [m for m in micro_batch_choices(per_device_batch) if m <= plan.micro_batch
-                   and estimate_bytes(arch, rt, seq_len, m) <= max(plan.est_bytes or 0, estimate_bytes(arch, rt, seq_len, 1))]
-        for m in fitting:
-            out.append(_plan_at(arch, seq_len, p, m, "less memory"))
+        for m in micro_batch_choices(per_device_batch):
+            if m <= plan.micro_batch and (m == 1 or estimate_bytes(arch, rt, seq_len, m) <= here):
+                out.append(_plan_at(arch, seq_len, p, m, "less memory"))
     return out
 
 
-def _policy_of(rt: RuntimeOptions) -> str:
-    for name, opts in POLICIES.items():
-        if opts == rt:
-            return name
-    if rt.gradient_checkpointing and rt.checkpoint_skip and not rt.checkpoint_bf16:
-        return f"ckpt-s{rt.scan_state_every}+skip{rt.checkpoint_skip}" if rt.scan_state_every == 8 else "ckpt-s64"
-    return "ckpt-s64" if rt.gradient_checkpointing else "none-s64"
-
-
-def _plan_at(arch, seq_len, policy, micro, why) -> MemoryPlan:
-    rt = runtime_of(policy)
+def _plan_at(arch, seq_len, policy, micro, why, rt=None) -> MemoryPlan:
+    """A plan for ``policy`` (a POLICIES name, ``+skipK``, or None for a runtime set by hand)."""
+    rt = rt if rt is not None else runtime_of(policy)
     est = estimate_bytes(arch, rt, seq_len, micro)
-    return MemoryPlan(seq_len, micro, rt, est, f"{_words(policy)}, {micro} x {seq_len:,} tokens per forward "
-                      f"({why})", policy, None, predicted_tokens_per_s(arch, seq_len, policy, micro))
+    words = _words(policy) if policy else "the given runtime options"
+    tps = predicted_tokens_per_s(arch, seq_len, policy, micro) if policy else None
+    return MemoryPlan(seq_len, micro, rt, est, f"{words}, {micro} x {seq_len:,} tokens per forward ({why})",
+                      policy, None, tps)
 
 
 def apply_runtime(model, rt: RuntimeOptions) -> None:
