@@ -131,3 +131,19 @@ def test_bench_defaults_ratio_table(tmp_path):
     assert math.isnan(missing["ratio"])
     md = bd.markdown([r, missing], "NVIDIA H200")
     assert "| 1.4m | 2^14 |" in md and f"{r['ratio']:.1%}" in md and "| 7m | 2^20 |" in md
+
+
+def test_bench_defaults_window():
+    bd = _script("bench_defaults")
+    tps = 1 << 20
+    events = [(100.0, "step", 0, 0), (130.0, "step", 1, tps), (131.0, "step", 2, 2 * tps),
+              (132.0, "step", 3, 3 * tps), (135.0, "val", 4, 4 * tps), (135.5, "step", 4, 4 * tps),
+              (136.5, "step", 5, 5 * tps), (140.0, "val", 6, 6 * tps)]
+    # finished: from step 2's start to the last validation's end; step 0 and 1 (compilation) left out
+    tokens, seconds, t_k, to_exit = bd.measure(events, 2, tps, 6 * tps, t_exit=150.0)
+    assert (tokens, seconds, t_k) == (4 * tps, 9.0, 131.0)
+    assert to_exit == pytest.approx(4 * tps / 19.0)
+    # stopped (no metrics.json): up to the last step that started
+    tokens, seconds, _, to_exit = bd.measure(events, 2, tps, None, t_exit=150.0)
+    assert (tokens, seconds, to_exit) == (3 * tps, 5.5, None)
+    assert bd.measure(events[:2], 2, tps, None, 150.0) is None
