@@ -18,7 +18,7 @@ Writes ``bench_quality.json``, ``bench_quality.md`` (table + curve) and ``bench_
 $OUT (or ``--out-dir``), and each run's metrics.json, args.json and metrics.csv under
 ``runs/<label>/`` there (no model weights).
 
-    PYTHONPATH=. python benchmarks/bench_quality.py --fasta .probe/data/umaydis/Umaydis.fa.gz \\
+    PYTHONPATH=. python benchmarks/bench_quality.py --fasta .probe/data/Umaydis.fa.gz \\
         --max-time 240s --config 'hand-tuned=--micro-batch-size 32 --no-seq-warmup'      # one GPU, ~9 min
     PYTHONPATH=. python benchmarks/bench_quality.py --smoke                               # CPU, < 1 min
 """
@@ -41,7 +41,7 @@ _REPO = Path(__file__).resolve().parent.parent
 CLOCK = Path(__file__).resolve().parent / "cli_clock.py"
 sys.path.insert(0, str(CLOCK.parent))
 from cli_clock import read_clock  # noqa: E402
-DEFAULT_FASTA = ".probe/data/umaydis/Umaydis.fa.gz"
+DEFAULT_FASTA = ".probe/data/Umaydis.fa.gz"
 VAL_CONTIGS = "Umaydis:chr22:1:+:403592"
 TEST_CONTIGS = "Umaydis:chr21:1:+:470506,Umaydis:chr23:1:+:344927"
 TIME_COLUMNS = ("wall_s", "elapsed_s", "time_s")
