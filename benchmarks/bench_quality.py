@@ -119,6 +119,7 @@ def summarize(label: str, extra: list[str], metrics: dict, evaluation: dict, cur
         "pretrain_wall_s": pretrain_wall_s, "run_wall_s": metrics.get("wall_seconds"),
         "train_s": metrics.get("train_seconds"),
         "val_bpb": float(metrics["val_bits_per_base"]), "best_step": metrics.get("best_step"),
+        "val_fraction": metrics.get("val_fraction"),
         "test_bpb": float(evaluation["bits_per_base"]), "test_bases": int(evaluation["bases"]),
         "curve": curve,
     }
@@ -321,10 +322,11 @@ def main(argv=None) -> int:
             # write after every configuration: a cut-off call still leaves its results
             (out_dir / "bench_quality.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
             (out_dir / "bench_quality.md").write_text(markdown(results, meta))
-    try:
-        plot(results, out_dir / "bench_quality.png", f"{a.preset}, {a.seq_len:,} bp windows, {a.max_time}, {device}")
-    except Exception as exc:  # a plot must never lose the numbers
-        log(f"warning: no plot ({exc})")
+            try:
+                plot(results, out_dir / "bench_quality.png",
+                     f"{a.preset}, {a.seq_len:,} bp windows, {a.max_time or 'step budget'}, {device}")
+            except Exception as exc:  # a plot must never lose the numbers
+                log(f"warning: no plot ({exc})")
     print(markdown(results, meta))
     return 0 if all(not r.get("error") for r in results) else 1
 
