@@ -238,7 +238,8 @@ def run_config(label, extra, a, store: Path, test_fa: Path, work: Path, out_dir:
                   *(["--max-windows", a.eval_max_windows] if a.eval_max_windows else []))
     ev = subprocess.run(ev_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=a.timeout_s)
     if ev.returncode != 0:
-        return {"label": label, "extra_args": extra, "error": f"evaluate exit {ev.returncode}: {ev.stderr.strip()[-200:]}"}
+        why = f"evaluate exit {ev.returncode}: {ev.stderr.strip()[-200:]}"
+        return {"label": label, "extra_args": extra, "error": why}
     evaluation = json.loads(ev.stdout)
     evaluation.pop("per_record", None)
     metrics = json.loads((run / "metrics.json").read_text())

@@ -265,7 +265,8 @@ def test_fallbacks_order():
 
 
 # ----------------------------------------------------------------------------------- calibration
-CALIBRATION_JSON = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "calibrate_memory_h200_2026-12-01.json"
+CALIBRATION_JSON = (Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+                    / "calibrate_memory_h200_2026-12-01.json")
 
 
 def test_calibration_table_is_the_shipped_json():

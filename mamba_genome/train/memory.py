@@ -103,6 +103,8 @@ CALIBRATION: dict[tuple[int, int, int], dict] = {
                          "policies": {"none-s8": 1.346, "none-s64": 1.224, "ckpt-s8": 1.311, "ckpt-s64": 1.195,
                                       "ckpt-bf16": 0.923}},
 }
+
+
 def calibration_table(rows: list[dict], presets: dict[str, tuple[int, int]] | None = None) -> dict:
     """:data:`CALIBRATION` from the rows of a ``benchmarks/calibrate_memory.py`` JSON (those that ran).
 
