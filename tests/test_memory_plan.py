@@ -334,3 +334,11 @@ def test_fallbacks_keep_a_hand_set_runtime():
     assert [s.micro_batch for s in same] == [32, 16, 8, 4, 2, 1]
     assert all(s.policy is None and "given runtime" in s.reason for s in same)
     assert all(bytes_per_token(a, s.runtime) < bytes_per_token(a, rt) for s in steps[len(same):])
+
+
+def test_default_relative_speeds_are_the_calibration_medians():
+    import statistics
+
+    for policy, speed in mem.DEFAULT_RELATIVE_SPEED.items():
+        ratios = [r["policies"][policy] / r["policies"]["none-s8"] for r in mem.CALIBRATION.values()]
+        assert speed == pytest.approx(statistics.median(ratios), abs=5e-4), policy
