@@ -49,11 +49,13 @@ SMOKE_FASTA = _REPO / "tests" / "data" / "umaydis_3contigs.fa"
 
 
 # ------------------------------------------------------------------------------------ arithmetic
-def parse_config(spec: str) -> tuple[str, list[str]]:
-    """'LABEL=--flag value ...' -> (label, args); a spec without '=' is its own label."""
-    label, sep, rest = spec.partition("=")
+def parse_config(spec: str, labelled: bool = True) -> tuple[str, list[str]]:
+    """'LABEL=--flag value ...' -> (label, args). Without ``labelled`` (``--extra-args``) the
+    whole spec is flags and the label is made from them."""
+    label, sep, rest = spec.partition("=") if labelled else ("", "", spec)
     if not sep:
-        rest, label = spec, spec.strip().lstrip("-").replace(" ", "_") or "defaults"
+        rest = spec
+        label = "_".join(t.lstrip("-") for t in shlex.split(spec)) or "defaults"
     label = label.strip()
     if not label or any(c in label for c in "/\\"):
         raise ValueError(f"bad configuration label in {spec!r}")
@@ -285,7 +287,7 @@ def main(argv=None) -> int:
         a.common_args += " --max-steps 4 --val-every 2 --val-windows 4 --batch-size 4 --accelerator cpu"
     a.common_args = shlex.split(a.common_args)
     configs = [] if a.no_defaults else [("defaults", [])]
-    configs += [parse_config(s) for s in a.config] + [parse_config(s) for s in a.extra_args]
+    configs += [parse_config(s) for s in a.config] + [parse_config(s, labelled=False) for s in a.extra_args]
     if len({c[0] for c in configs}) != len(configs):
         raise SystemExit("error: two configurations have the same label")
     fasta = Path(a.fasta)

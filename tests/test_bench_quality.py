@@ -41,6 +41,8 @@ def test_parse_config(bq):
     assert bq.parse_config("hand=--micro-batch-size 32 --no-seq-warmup") == (
         "hand", ["--micro-batch-size", "32", "--no-seq-warmup"])
     assert bq.parse_config("--no-seq-warmup") == ("no-seq-warmup", ["--no-seq-warmup"])
+    assert bq.parse_config("--max-time=200s --no-seq-warmup", labelled=False) == (
+        "max-time=200s_no-seq-warmup", ["--max-time=200s", "--no-seq-warmup"])
     with pytest.raises(ValueError):
         bq.parse_config("a/b=--x")
 
