@@ -48,6 +48,30 @@ def test_great_apes_dry_run(tmp_path, capsys, no_network):
     assert held == {"chr19", "chr20", "chr21", "chr22"} and not held & set(human_train)
 
 
+def test_great_apes_chromosomes_dry_run(tmp_path, capsys, no_network):
+    apes = _load("great_apes")
+    out = tmp_path / "small"
+    assert apes.main(["--out", str(out), "--chromosomes", "chr21,22", "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert not out.exists() and "10 files" in text
+    assert "https://hgdownload.soe.ucsc.edu/goldenPath/ponAbe3/chromosomes/chr22.fa.gz" in text
+    assert "bigZips" not in text
+    rows, how = apes.chromosome_rows(["chr21", "chr22"])  # both test chromosomes: tails held out instead
+    assert len(rows) == 10 and {r[2] for r in rows} == {""} and "tail" in how
+    assert "human\thg38/chr21.fa.gz\t" in text
+    rows, how = apes.chromosome_rows(["chr2", "chr19", "chr21"])  # one per split: the chromosome split stays
+    assert {(r[1], r[2]) for r in rows if r[0] == "chimpanzee"} == {
+        ("panTro6/chr2A.fa.gz", "train"), ("panTro6/chr2B.fa.gz", "train"), ("panTro6/chr19.fa.gz", "val"),
+        ("panTro6/chr21.fa.gz", "test")}
+    apes.write_manifest(tmp_path / "manifest.tsv", rows)
+    for name in {r[1] for r in rows}:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(">x\nACGT\n")
+    assert {s.split for s in parse_manifest(tmp_path / "manifest.tsv")} == {"train", "val", "test"}
+    with pytest.raises(SystemExit, match="chrX"):
+        apes.main(["--out", str(out), "--chromosomes", "chrX", "--dry-run"])
+
+
 def test_great_apes_download_resumes(tmp_path, monkeypatch):
     apes = _load("great_apes")
     payload = bytes(range(256)) * 40

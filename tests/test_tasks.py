@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.tasks import baselines, coding, common, order, start_codon, strain, umaydis
+from benchmarks.tasks import apes, baselines, coding, common, order, pretraining, species, start_codon, strain, umaydis
 from benchmarks.tasks.cli import main as tasks_main
 from benchmarks.tasks.common import WindowSet
 from benchmarks.tasks.genes import call_genes, verify
@@ -250,6 +250,134 @@ def test_order_long_real_background(tmp_path):
 # ------------------------------------------------------------------------ metrics
 
 
+# ------------------------------------------------------------ apes and species
+
+
+def _write_maf(path: Path, n_blocks: int = 20, size: int = 3000, seed: int = 0) -> Path:
+    """A MAF of the four apes: block i at human 100,000 * i (so blocks cycle through the 8:1:1 pattern),
+    each ape a mutated copy of a random ancestor, with gaps; a second block 500 bp after each joins it."""
+    rng = np.random.default_rng(seed)
+    acgt = np.frombuffer(b"ACGT", np.uint8)
+    lines = ["##maf version=1", ""]
+    for i in range(n_blocks):
+        for start in (100_000 * i, 100_000 * i + size + 500):
+            anc = acgt[rng.integers(0, 4, size)]
+            lines.append("a")
+            for code in apes.SPECIES:
+                s = anc.copy()
+                hit = rng.random(size) < 0.05
+                s[hit] = acgt[rng.integers(0, 4, int(hit.sum()))]
+                row = bytearray(s.tobytes().lower() if code == "Ptro" else s.tobytes())
+                row[10:13] = b"---"
+                lines.append(f"s {code}.22 {start if code == 'Hsap' else 0} {size - 3} + 1 {row.decode()}")
+            lines.append("")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_read_maf_real_slice_ungapped_upper():
+    blocks = apes.read_maf(DATA / "apes_chr22_3blocks.maf")
+    assert len(blocks) == 3 and blocks[0].start == 17443628 and blocks[0].end == 17443628 + 160
+    assert set(blocks[0].seqs) == set(apes.SPECIES)
+    for b in blocks:
+        for s in b.seqs.values():
+            assert b"-" not in s and s == s.upper()
+    assert len(blocks[2].seqs["Ptro"]) == 159  # one gap column in the chimp row
+    assert len(blocks[1].seqs["Hsap"]) == 158 and blocks[1].seqs["Hsap"].startswith(b"CCAATGTCC")
+
+
+def test_great_apes_orthologues_share_a_split(tmp_path):
+    maf = _write_maf(tmp_path / "apes.maf")
+    runs = apes.runs(apes.read_maf(maf))
+    assert len(runs) == 20 and all(len(r[2]["Hsap"]) == 2 * 2997 for r in runs)  # two blocks joined per run
+    assert [r[0] for r in runs[:10]] == list(common.PATTERN)
+    ws = apes.prepare(maf=maf, seq_len=512, per_class={"train": 40, "val": 6, "test": 6})
+    assert ws.labels == ["human", "chimpanzee", "gorilla", "orangutan"] and ws.metric == "accuracy"
+    assert all(ws.counts()["test"][lab] == 6 for lab in ws.labels)
+    _no_cross_split_overlap(ws)
+    # which split a window is in follows the human coordinate of its run, for every species
+    by_split = {s: {w[:40] for w in _windows(ws, s)} for s in common.SPLITS}
+    for split, _start, run in runs:
+        for seq in run.values():
+            for other in set(common.SPLITS) - {split}:
+                assert not any(seq[i:i + 512][:40].decode() in by_split[other] for i in range(0, len(seq) - 511, 512))
+
+
+def test_species_windows_keep_their_group_split(tmp_path):
+    maf = _write_maf(tmp_path / "apes.maf")
+    genomes = {"COL": (SLICES["COL"], 400), "N315": (SLICES["N315"], 400)}
+    ws = species.prepare(DATA, maf=maf, genomes=genomes, seq_len=128, per_class={"train": 20, "val": 3, "test": 3})
+    assert ws.labels == ["COL", "N315", "human"]
+    assert all(n == 3 for n in ws.counts()["test"].values())
+    # a COL test window lies in a test block of the 400-bp pattern
+    col = common.read_genome(DATA / SLICES["COL"])
+    contig, seq = next(iter(col.items()))
+    blocks = common.genome_blocks(col, 400)[contig]
+    for w in _windows(ws, "test")[:3]:
+        i = seq.find(w.encode())
+        assert i >= 0 and common.split_of(blocks, i, i + 128) == "test"
+
+
+def test_pretraining_fasta_is_train_only(tmp_path):
+    ws = _separable(n=40, L=64)
+    ws.name = "order_short"
+    ws.save(tmp_path / "tasks")
+    dest = pretraining.write_group_fasta("order", tmp_path / "tasks", tmp_path / "order.fa.gz")
+    recs = dict(common.read_genome(dest))
+    assert list(recs)[:2] == ["lm_val", "lm_test"] and pretraining.held_out_bp(dest) == len(recs["lm_val"]) > 0
+    train = {w for w in _windows(ws, "train")}
+    held = {w for s in ("val", "test") for w in _windows(ws, s)}
+    joined = b"".join(recs.values()).decode()
+    assert sum(len(r) for r in recs.values()) == 64 * len(train)  # every train window, nothing else
+    assert not any(w in joined for w in held)
+    # genome groups: consecutive train blocks, joined; parts concatenate with one lm_val/lm_test
+    g = {"c": bytes(np.frombuffer(b"ACGT", np.uint8)[np.random.default_rng(0).integers(0, 4, 2000)])}
+    runs = list(pretraining._train_runs(g, 100))
+    assert [len(r) for r in runs] == [400] * 4  # 4 train, val, 4 train, test, twice
+    (tmp_path / "tasks" / "pretrain").mkdir()
+    for part in ("umaydis", "bacteria", "apes_human"):
+        held_recs, recs2 = pretraining._records(runs, part)
+        pretraining._write(tmp_path / "tasks" / "pretrain" / f"{part}.fa.gz", held_recs + recs2)
+    both = common.read_genome(pretraining.write_group_fasta("species", tmp_path / "tasks", tmp_path / "sp.fa.gz"))
+    assert [n for n in both if n in ("lm_val", "lm_test")] == ["lm_val", "lm_test"]
+    assert sum(map(len, both.values())) == 3 * 2000 * 0.8
+
+
+def test_gpu_suite_fine_tunes_through_the_cli(tmp_path, tiny_model, capsys):
+    """The GPU call's scheduler on CPU: a `mamba-genome finetune` process from one model, scored and recorded."""
+    from benchmarks.tasks.gpu import GpuPlan, run_gpu
+
+    ws = _separable(n=24, L=64)
+    ws.save(tmp_path / "tasks")
+    plan = GpuPlan(budget_s=170, finetune_max_s=3, finetune_setup_s=20, grace_s=10)
+    rc = run_gpu(tmp_path / "tasks", tmp_path / "out", tmp_path / "out" / "tasks_gpu.json", tmp_path / "work",
+                 ["order_short"], ["finetune"], plan, model=str(tiny_model))
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    got = json.loads((tmp_path / "out" / "tasks_gpu.json").read_text())["tasks"]["order_short"]
+    assert set(got["results"]) == {"finetune"} and got["majority_rate"] == 0.5
+    assert got["results"]["finetune"]["n_test"] == 16 and got["results"]["finetune"]["command"].startswith(
+        "mamba-genome finetune --manifest")
+    assert "order_short finetune: test auroc" in text and text.startswith("[")
+    assert (tmp_path / "out" / "runs" / "finetune_order_short" / "metrics.json").is_file()
+    assert (tmp_path / "out" / "logs" / "finetune_order_short.log").is_file()
+    assert "| order_short |" in (tmp_path / "out" / "tasks_gpu.md").read_text()
+
+
+def test_gpu_suite_stops_what_runs_past_the_budget(tmp_path, capsys):
+    import sys
+
+    from benchmarks.tasks.gpu import GpuPlan, Suite
+
+    suite = Suite(tmp_path, tmp_path / "out", tmp_path / "out" / "r.json", tmp_path / "w", [], [],
+                  GpuPlan(budget_s=4, grace_s=2, finetune_setup_s=1))
+    suite._spawn("probe", "slow", [sys.executable, "-c", "import time; time.sleep(60)"], part=tmp_path / "none.json")
+    assert suite.run() == 1
+    text = capsys.readouterr().out
+    assert "probe slow: over the budget, SIGTERM" in text and "failed: probe slow" in text
+    assert suite.now() < 10 and json.loads((tmp_path / "out" / "r.json").read_text()) == {"tasks": {}}
+
+
 def test_metrics():
     lo, hi = wilson(90, 100)
     assert round(lo, 3) == 0.826 and round(hi, 3) == 0.945
@@ -317,24 +445,55 @@ def tiny_model(tmp_path_factory):
     return path
 
 
-def test_probe_picks_layer_and_pool_on_val(tiny_model):
+def test_probe_picks_layer_pool_and_view_on_val(tiny_model):
     ws = _separable(n=30, L=48)
-    r = baselines.probe_stage(ws, str(tiny_model), device="cpu", log=lambda m: None)
-    assert {(g["layer"], g["pool"]) for g in r["grid"]} == {(0, "mean"), (1, "mean"), (0, "last"), (1, "last")}
+    r = baselines.probe_stage(ws, str(tiny_model), device="cpu", max_train=40, log=lambda m: None)
+    # 2 layers: both mean-pooled, the last also last-token pooled; forward and forward+RC; two C
+    assert {(g["layer"], g["pool"]) for g in r["grid"]} == {(0, "mean"), (1, "mean"), (1, "last")}
+    assert {(g["view"], g["C"]) for g in r["grid"]} == {("fwd", 0.1), ("fwd", 1.0), ("fwd+rc", 0.1), ("fwd+rc", 1.0)}
     best = max(r["grid"], key=lambda g: g["val_accuracy"])
-    assert r["val_accuracy"] == best["val_accuracy"]
+    assert r["val_accuracy"] == best["val_accuracy"] and r["train_windows"] == 40
     assert r["accuracy"] > 0.7 and r["n_test"] == 20
+    assert baselines.probe_layers(12) == [4, 6, 8, 11]
 
 
-def test_finetune_stage_scores_our_test_windows(tmp_path, tiny_model):
+def test_finetune_plan_sizes_by_task():
+    ws = _separable(n=640, L=64)  # 1,280 train windows
+    p = baselines.finetune_plan(ws, max_time_s=100)
+    assert p.batch_size == 64 and p.max_steps == 30 * 20 and p.val_every == 25 and p.warmup_steps == 30
+    assert p.pooling == "mean" and p.max_time_s == 100
+    long = WindowSet("order_long", ["a", "b"], 8192, np.full((4, 8192), 5), [0, 1, 0, 1], ["train"] * 4)
+    assert baselines.finetune_plan(long).batch_size == 16
+
+
+def test_finetune_result_maps_the_runs_test_windows_to_ours(tmp_path):
+    """The fine-tune stage's two halves without a run: its command line, and scoring a run directory.
+
+    A real ``mamba-genome finetune`` subprocess runs in test_gpu_suite_fine_tunes_through_the_cli."""
     ws = _separable(n=24, L=64)
     d = ws.save(tmp_path)
-    r = baselines.finetune_stage(ws, d, tmp_path / "run", model_path=str(tiny_model), max_steps=4, batch_size=8,
-                                 accelerator="cpu", log=lambda m: None)
-    assert r["n_test"] == int((ws.split == "test").sum()) == 16
-    assert r["steps"] == 4 and 0 <= r["accuracy"] <= 1 and "auroc" in r
-    pred = (tmp_path / "run" / "test_predictions.tsv").read_text().splitlines()
-    assert len(pred) == 17
+    plan = baselines.finetune_plan(ws, max_time_s=60.5)
+    argv = baselines.finetune_argv(ws, d, tmp_path / "run", plan, model_path="lm")
+    assert argv[:3] == ["finetune", "--manifest", str(d / "manifest.tsv")] and argv[-2:] == ["--from", "lm"]
+    assert argv[argv.index("--max-time") + 1] == "60s" and argv[argv.index("--pooling") + 1] == "mean"
+    assert argv[argv.index("--test-windows") + 1] == "8"  # every test window of the larger class
+    assert (d / "manifest.tsv").read_text().count("\n") == 7 and (d / "fasta" / "gc.test.fa").is_file()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"steps": 40, "best": {"step": 25, "val_acc": 0.9}}))
+    test_idx = np.flatnonzero(ws.split == "test")
+    rows = ["store\tcontig\tstart\tend\tlabel\tpredicted\tp_at\tp_gc"]
+    for j in test_idx[::-1]:  # any order: matched by record name
+        lab = ws.labels[ws.y[j]]
+        p = 0.8 if ws.y[j] == 1 else 0.3
+        rows.append(f"s\t{lab}_test_{j}\t0\t64\t{lab}\t{lab}\t{1 - p:.6f}\t{p:.6f}")
+    (run / "test_predictions.tsv").write_text("\n".join(rows) + "\n")
+    r = baselines.finetune_result(ws, run, plan, "runs/lm_order")
+    assert r["n_test"] == 16 and r["accuracy"] == 1.0 and r["auroc"] == 1.0 and r["steps"] == 40
+    assert r["val_accuracy"] == 0.9 and "best-on-val step 25" in r["method"] and "lm_order" in r["method"]
+    (run / "test_predictions.tsv").write_text("\n".join(rows[:-1]) + "\n")
+    with pytest.raises(RuntimeError, match="1 of ours are missing"):
+        baselines.finetune_result(ws, run, plan, "lm")
 
 
 def test_cli_run_and_report(tmp_path, tiny_model, capsys):
@@ -347,13 +506,12 @@ def test_cli_run_and_report(tmp_path, tiny_model, capsys):
     assert got["majority_rate"] == 0.5 and got["results"]["kmer"]["machine"]
     md = res.with_suffix(".md").read_text()
     assert "| order_short | 2 | 64 | 60/20/20 | auroc | 0.500 |" in md and "not run" in md
-    # the GPU command's stages, here on CPU with a tiny model: merged next to the k-mer row
+    # a model stage, here on CPU with a tiny model: merged next to the k-mer row
     assert tasks_main(["run", "--tasks-dir", str(tmp_path / "tasks"), "--tasks", "order_short", "--stages",
-                       "probe,finetune", "--model", str(tiny_model), "--probe-layers", "1", "--finetune-steps", "2",
-                       "--batch-size", "8", "--runs-dir", str(tmp_path / "runs"), "--results", str(res)]) == 0
+                       "probe", "--model", str(tiny_model), "--probe-layers", "1", "--results", str(res)]) == 0
     got = json.loads(res.read_text())["tasks"]["order_short"]["results"]
-    assert set(got) == {"kmer", "probe", "finetune"} and got["probe"]["chosen"]["layer"] == 1
-    assert res.with_suffix(".md").read_text().count("not run") == 1  # the CNN
+    assert set(got) == {"kmer", "probe"} and got["probe"]["chosen"]["layer"] == 1
+    assert res.with_suffix(".md").read_text().count("not run") == 2  # the CNN and fine-tuning
     assert tasks_main(["report", "--results", str(res)]) == 0
     assert "| order_short |" in capsys.readouterr().out
     # merge: another file's stages join (and per stage replace) what is there
@@ -362,7 +520,7 @@ def test_cli_run_and_report(tmp_path, tiny_model, capsys):
     (tmp_path / "other.json").write_text(json.dumps(other))
     assert tasks_main(["merge", str(tmp_path / "other.json"), "--results", str(res)]) == 0
     merged = json.loads(res.read_text())["tasks"]["order_short"]["results"]
-    assert set(merged) == {"kmer", "cnn", "probe", "finetune"} and merged["cnn"]["method"] == "cnn from elsewhere"
+    assert set(merged) == {"kmer", "cnn", "probe"} and merged["cnn"]["method"] == "cnn from elsewhere"
     assert tasks_main(["run", "--tasks-dir", str(tmp_path / "tasks"), "--tasks", "nope", "--results", str(res)]) == 2
     assert tasks_main(["run", "--tasks-dir", str(tmp_path / "missing"), "--tasks", "coding", "--results", str(res)]) == 2
 

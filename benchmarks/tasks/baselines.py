@@ -9,15 +9,23 @@ All four see exactly the windows of a :class:`~benchmarks.tasks.common.WindowSet
               Conv1d-BatchNorm-ReLU blocks with max-pooling, global mean+max pooling, a linear
               head; AdamW, early stopping on val accuracy (patience 3, at most 12 epochs), best
               epoch restored.
-``probe``     our model frozen: ``mamba_genome.load(model).embed(windows, pool, layer)`` for every
-              layer and pool in (mean, last); logistic regression on train; best (layer, pool) on val.
-``finetune``  :func:`mamba_genome.workflows.finetune.finetune` on the task's ``manifest.tsv`` (one FASTA
+``probe``     our model frozen: ``mamba_genome.load(model).embed(windows, pool, layer)`` of the
+              forward windows and of their reverse complements, at 4 layers mean-pooled and the
+              last layer last-token pooled; logistic regression on train; the best (layer, pool,
+              forward or forward+RC average, C) on val.
+``finetune``  ``mamba-genome finetune`` (a subprocess) on the task's ``manifest.tsv`` (one FASTA
               record per window, explicit splits, so its val/test windows are ours), from a
-              pretrained model or a preset; its test predictions are mapped back to our windows.
+              pretrained model or a preset: mean pooling, class-balanced draws, batch and steps
+              sized by the task (:func:`finetune_plan`), the best-on-val model scored; its test
+              predictions are mapped back to our windows.
 """
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -214,30 +222,70 @@ def cnn_stage(ws: WindowSet, *, seed: int = 0, max_epochs: int = 12, patience: i
 # ------------------------------------------------------------------------------ probe
 
 
-def probe_stage(ws: WindowSet, model_path: str, *, layers=None, pools=("mean", "last"), seed: int = 0,
-                device=None, batch_size: int | None = None, log=print) -> dict:
-    """Frozen embeddings of every window; logistic regression per (layer, pool); best on val, scored on test."""
+def probe_layers(n_layer: int) -> list[int]:
+    """The blocks probed by default: a third, half, two thirds of the way and the last (12 layers: 4, 6, 8, 11).
+
+    ``embed(layer=k)`` stops the forward pass after block k, so these cost 2.75 full passes, not 4.
+    """
+    return sorted({n_layer // 3, n_layer // 2, (2 * n_layer) // 3, n_layer - 1})
+
+
+def _stratified_cap(y: np.ndarray, cap: int | None, rng) -> np.ndarray:
+    """Indices of at most ``cap`` rows of ``y``, each class keeping its share (all rows when ``cap`` is None)."""
+    if cap is None or len(y) <= cap:
+        return np.arange(len(y))
+    keep = []
+    for k in np.unique(y):
+        idx = np.flatnonzero(y == k)
+        keep.append(rng.choice(idx, max(1, round(cap * len(idx) / len(y))), replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def probe_stage(ws: WindowSet, model_path: str, *, layers=None, pools=("mean", "last"), last_layers=None,
+                cs=(0.1, 1.0), max_train: int | None = 4000, seed: int = 0, device=None,
+                batch_size: int | None = None, log=print) -> dict:
+    """Frozen embeddings, forward and reverse complement; logistic regression per setting; best on val.
+
+    Settings: ``(layer, pool, view, C)`` with ``layer`` in ``layers`` (default :func:`probe_layers`)
+    for mean pooling and in ``last_layers`` (default: the final block) for last-token pooling;
+    ``view`` is the forward strand's embedding (``fwd``) or its average with the reverse
+    complement's (``fwd+rc``, the same window read from the other strand; ``embed --rc-average``);
+    ``C`` the L2 strength. At most ``max_train`` training windows (stratified, seeded) are embedded.
+    """
     import mamba_genome
+    from mamba_genome.data.tokenizer import COMPLEMENT
 
     t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
     gm = mamba_genome.load(model_path, device=device)
-    layers = list(range(gm.n_layer)) if layers is None else list(layers)
+    layers = probe_layers(gm.n_layer) if layers is None else list(layers)
+    last_layers = [gm.n_layer - 1] if last_layers is None else list(last_layers)
+    settings = [(layer, pool) for pool in pools for layer in (layers if pool == "mean" else last_layers)]
     parts = {s: ws.part(s) for s in ("train", "val", "test")}
+    keep = _stratified_cap(parts["train"][1], max_train, rng)
+    parts["train"] = (parts["train"][0][keep], parts["train"][1][keep])
+    x = np.concatenate([parts[s][0] for s in parts]).astype(np.int64)  # one embed call per setting and strand
+    x_rc = np.ascontiguousarray(COMPLEMENT[x][:, ::-1]).astype(np.int64)
+    bounds = np.cumsum([0] + [len(parts[s][0]) for s in parts])
     best, grid = None, []
-    for pool in pools:
-        for layer in layers:
-            emb = {s: gm.embed(x.astype(np.int64), pool=pool, layer=layer, batch_size=batch_size)
-                   for s, (x, _) in parts.items()}
-            clf = _fit_lr(emb["train"], parts["train"][1], 1.0, seed)
-            acc = float(np.mean(clf.predict(emb["val"]) == parts["val"][1]))
-            grid.append({"layer": layer, "pool": pool, "val_accuracy": acc})
-            log(f"  probe layer {layer} pool {pool}: val {acc:.3f}")
-            if best is None or acc > best[0]:
-                best = (acc, layer, pool, clf.predict_proba(emb["test"]))
-    acc, layer, pool, proba = best
+    for layer, pool in settings:
+        fwd = gm.embed(x, pool=pool, layer=layer, batch_size=batch_size)
+        rc = gm.embed(x_rc, pool=pool, layer=layer, batch_size=batch_size)
+        emb = {s: {"fwd": fwd[a:b], "fwd+rc": (fwd[a:b] + rc[a:b]) / 2} for s, a, b in zip(parts, bounds, bounds[1:])}
+        for view in ("fwd", "fwd+rc"):
+            for C in cs:
+                clf = _fit_lr(emb["train"][view], parts["train"][1], C, seed)
+                acc = float(np.mean(clf.predict(emb["val"][view]) == parts["val"][1]))
+                grid.append({"layer": layer, "pool": pool, "view": view, "C": C, "val_accuracy": acc})
+                log(f"  probe layer {layer} pool {pool} {view} C={C}: val {acc:.3f}")
+                if best is None or acc > best[0]:
+                    best = (acc, layer, pool, view, C, clf.predict_proba(emb["test"][view]))
+    acc, layer, pool, view, C, proba = best
     out = score_predictions(parts["test"][1], proba.argmax(1), proba, len(ws.labels))
-    out.update({"method": f"frozen {Path(model_path).name}, layer {layer}, {pool}-pooled + logistic regression",
-                "chosen": {"layer": layer, "pool": pool}, "val_accuracy": acc, "grid": grid, "model": str(model_path),
+    out.update({"method": f"frozen {Path(model_path).name}, layer {layer}, {pool}-pooled, {view} + logistic "
+                          f"regression (C={C})",
+                "chosen": {"layer": layer, "pool": pool, "view": view, "C": C}, "val_accuracy": acc, "grid": grid,
+                "model": str(model_path), "train_windows": int(len(keep)),
                 "seconds": round(time.perf_counter() - t0, 1)})
     return out
 
@@ -245,44 +293,108 @@ def probe_stage(ws: WindowSet, model_path: str, *, layers=None, pools=("mean", "
 # --------------------------------------------------------------------------- finetune
 
 
-def finetune_stage(ws: WindowSet, task_dir: str | Path, run_dir: str | Path, *, model_path: str | None = None,
-                   preset: str = "tiny", max_steps: int = 2000, batch_size: int = 32, lr: float = 1e-3,
-                   pooling: str = "mean", accelerator: str = "auto", max_time_s: float | None = None, seed: int = 0,
-                   model_overrides: dict | None = None, log=print) -> dict:
-    """``mamba-genome finetune --manifest <task>/manifest.tsv`` on the task's own windows; scored like the rest."""
-    from mamba_genome.workflows.finetune import FinetuneArgs, finetune
+@dataclass
+class FinetunePlan:
+    """The ``mamba-genome finetune`` settings of one task, sized by its windows (:func:`finetune_plan`)."""
 
-    t0 = time.perf_counter()
+    batch_size: int
+    max_steps: int  # at most this many optimiser steps (``max_epochs`` passes over the train windows)
+    val_every: int  # ``--steps-per-epoch``: steps between validations (the best-on-val model is kept)
+    warmup_steps: int
+    lr: float = 1e-3
+    pooling: str = "mean"
+    max_time_s: float | None = None
+
+
+def finetune_plan(ws: WindowSet, *, max_time_s: float | None = None, max_epochs: int = 30, lr: float = 1e-3,
+                  batch_size: int | None = None, max_steps: int | None = None) -> FinetunePlan:
+    """Batch by window length (64 up to 1 kbp, 32 up to 4 kbp, else 16); ``max_epochs`` passes at most;
+    two validations per pass over the train windows (at least every 25 steps); warmup 5% (<= 100 steps)."""
+    L = ws.seq_len
+    bs = batch_size or (64 if L <= 1024 else 32 if L <= 4096 else 16)
+    per_pass = max(1, int((ws.split == "train").sum()) // bs)
+    steps = max_steps or max(200, max_epochs * per_pass)
+    return FinetunePlan(batch_size=bs, max_steps=steps, val_every=max(25, per_pass // 2),
+                        warmup_steps=min(100, steps // 20), lr=lr, max_time_s=max_time_s)
+
+
+def finetune_argv(ws: WindowSet, task_dir: str | Path, run_dir: str | Path, plan: FinetunePlan, *,
+                  model_path: str | None = None, preset: str = "tiny", accelerator: str = "auto", seed: int = 0,
+                  model_overrides: dict | None = None) -> list[str]:
+    """Arguments of ``mamba-genome finetune`` for the task's own windows (writes its manifest when missing).
+
+    The manifest has one FASTA record per window with our splits, so the run's val and test windows
+    are ours; every val and test window is scored (``--val-windows``/``--test-windows`` = the
+    largest class); a class is drawn uniformly per training window, then a record uniformly.
+    """
     counts = ws.counts()
     manifest = Path(task_dir) / "manifest.tsv"
     if not manifest.is_file():
         ws.write_fasta(task_dir)
-    args = FinetuneArgs(manifest=str(manifest), from_run=model_path, preset=preset,
-                        seq_len=ws.seq_len, seq_len_warmup=False, rc_prob=0.0, pooling=pooling,
-                        batch_size=batch_size, max_steps=max_steps, lr=lr, max_time_s=max_time_s, seed=seed,
-                        val_windows=max(counts["val"].values()), test_windows=max(counts["test"].values()),
-                        contig_weighting="uniform", out=str(run_dir), accelerator=accelerator, progress=False,
-                        model_overrides=dict(model_overrides or {}))
-    metrics = finetune(args)
+    argv = ["finetune", "--manifest", str(manifest), "--seq-len", str(ws.seq_len), "--no-seq-len-warmup",
+            "--pooling", plan.pooling, "--batch-size", str(plan.batch_size), "--max-steps", str(plan.max_steps),
+            "--steps-per-epoch", str(plan.val_every), "--warmup-steps", str(plan.warmup_steps), "--lr", str(plan.lr),
+            "--val-windows", str(max(counts["val"].values())), "--test-windows", str(max(counts["test"].values())),
+            "--contig-weighting", "uniform", "--accelerator", accelerator, "--seed", str(seed),
+            "--out", str(run_dir), "--force", "-q"]
+    if plan.max_time_s:
+        argv += ["--max-time", f"{max(1, int(plan.max_time_s))}s"]
+    argv += ["--from", str(model_path)] if model_path else ["--preset", preset]
+    if model_overrides:
+        argv += ["--model-overrides", json.dumps(model_overrides)]
+    return argv
+
+
+def finetune_result(ws: WindowSet, run_dir: str | Path, plan: FinetunePlan, model_path: str | None,
+                    preset: str = "tiny") -> dict:
+    """Score a finished fine-tuning run on our test windows (its ``test_predictions.tsv``, ``metrics.json``)."""
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
     index = {}
-    with open(Path(run_dir) / "test_predictions.tsv") as fh:
+    with open(run_dir / "test_predictions.tsv") as fh:
         header = fh.readline().rstrip("\n").split("\t")
+        name_col = header.index("contig")
         cols = [header.index(f"p_{lab}") for lab in ws.labels]
         for line in fh:
             f = line.rstrip("\n").split("\t")
-            index[int(f[1].rsplit("_", 1)[1])] = [float(f[c]) for c in cols]
+            index[int(f[name_col].rsplit("_", 1)[1])] = [float(f[c]) for c in cols]
     test_idx = np.flatnonzero(ws.split == "test")
     missing = [int(i) for i in test_idx if int(i) not in index]
     if missing:
         raise RuntimeError(f"finetune scored {len(index)} test windows but {len(missing)} of ours are missing "
                            f"(first: {missing[0]})")
     proba = np.array([index[int(i)] for i in test_idx])
-    yte = ws.y[test_idx]
-    out = score_predictions(yte, proba.argmax(1), proba, len(ws.labels))
+    out = score_predictions(ws.y[test_idx], proba.argmax(1), proba, len(ws.labels))
+    best = metrics.get("best") or {}
     out.update({"method": f"fine-tuned {'from ' + Path(model_path).name if model_path else preset + ' from scratch'}, "
-                          f"{pooling} pooling, {metrics['steps']} steps",
-                "chosen": {"best": metrics.get("best")}, "run": str(run_dir), "steps": metrics["steps"],
-                "seconds": round(time.perf_counter() - t0, 1)})
+                          f"{plan.pooling} pooling, lr {plan.lr:g}, batch {plan.batch_size}, {metrics['steps']} steps, "
+                          f"best-on-val step {best.get('step', '?')}",
+                "chosen": {"best": best}, "run": str(run_dir), "steps": metrics["steps"],
+                "plan": asdict(plan), "val_accuracy": best.get("val_acc")})
+    return out
+
+
+def finetune_stage(ws: WindowSet, task_dir: str | Path, run_dir: str | Path, *, model_path: str | None = None,
+                   preset: str = "tiny", max_steps: int | None = None, batch_size: int | None = None,
+                   lr: float = 1e-3, max_time_s: float | None = None, max_epochs: int = 30,
+                   accelerator: str = "auto", seed: int = 0, model_overrides: dict | None = None,
+                   log=print) -> dict:
+    """``mamba-genome finetune --manifest <task>/manifest.tsv`` in a subprocess; scored like the rest.
+
+    Through the command line, so the stage depends only on the CLI's flags, not on the library's
+    internals. Settings from :func:`finetune_plan`.
+    """
+    t0 = time.perf_counter()
+    plan = finetune_plan(ws, max_time_s=max_time_s, max_epochs=max_epochs, lr=lr, batch_size=batch_size,
+                         max_steps=max_steps)
+    argv = finetune_argv(ws, task_dir, run_dir, plan, model_path=model_path, preset=preset, accelerator=accelerator,
+                         seed=seed, model_overrides=model_overrides)
+    log("  " + " ".join(["mamba-genome", *argv]))
+    p = subprocess.run([sys.executable, "-m", "mamba_genome", *argv], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"mamba-genome finetune exited {p.returncode}: {p.stderr.strip()[-2000:]}")
+    out = finetune_result(ws, run_dir, plan, model_path, preset)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
 

@@ -3,6 +3,7 @@
     python -m benchmarks.tasks prepare --data /work/shared/data --out runs/tasks
     python -m benchmarks.tasks run --tasks-dir runs/tasks --stages kmer,cnn
     python -m benchmarks.tasks run --tasks-dir runs/tasks --stages probe,finetune --model runs/pretrain_1.4m
+    python -m benchmarks.tasks gpu --tasks-dir runs/tasks --budget 450     # on a GPU: every model column
     python -m benchmarks.tasks report
 
 ``run`` merges its results into ``--results`` (JSON; stages already there from other runs are
@@ -43,10 +44,18 @@ def cmd_prepare(a) -> int:
     for name in _names(a.tasks):
         t0 = time.perf_counter()
         kw = {"gff": a.umaydis_gff} if name in ("coding_umaydis", "splice_donor") and a.umaydis_gff else {}
+        if name in ("species", "great_apes") and a.apes_maf:
+            kw = {"maf": a.apes_maf}
         ws = TASKS[name](Path(a.data), out, seed=a.seed, **kw)
         d = ws.save(out)
         print(ws.describe())
         print(f"  wrote {d} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    if not a.no_pretrain_fasta:
+        from .pretraining import GROUPS, write_genome_parts
+
+        wanted = {p for g in GROUPS.values() if set(g["tasks"]) & set(_names(a.tasks)) for p in g.get("parts", ())}
+        write_genome_parts(Path(a.data), out, maf=a.apes_maf, parts=[p for p in ("umaydis", "bacteria", "apes_human",
+                                                                               "apes_other") if p in wanted])
     return 0
 
 
@@ -106,11 +115,13 @@ def cmd_run(a) -> int:
                 r = baselines.cnn_stage(ws, seed=a.seed, max_epochs=a.cnn_epochs, max_time_s=a.cnn_time, log=log)
             elif stage == "probe":
                 layers = [int(x) for x in a.probe_layers.split(",")] if a.probe_layers else None
-                r = baselines.probe_stage(ws, a.model, layers=layers, seed=a.seed, log=log)
+                r = baselines.probe_stage(ws, a.model, layers=layers, max_train=a.probe_max_train or None,
+                                          seed=a.seed, log=log)
             else:
                 r = baselines.finetune_stage(ws, task_dir, Path(a.runs_dir) / f"finetune_{name}", model_path=a.model,
                                              preset=a.preset, max_steps=a.finetune_steps, batch_size=a.batch_size,
-                                             max_time_s=a.finetune_time, seed=a.seed, log=log)
+                                             max_time_s=a.finetune_time, max_epochs=a.finetune_epochs,
+                                             lr=a.finetune_lr, seed=a.seed, log=log)
             r.update({"machine": _machine(), "date": datetime.date.today().isoformat(),
                       "command": " ".join(["python -m benchmarks.tasks", *sys.argv[1:]]) if a.argv is None
                       else "python -m benchmarks.tasks " + " ".join(a.argv)})
@@ -127,7 +138,11 @@ def cmd_merge(a) -> int:
     """Stages of several results files (e.g. two processes' or a CPU and a GPU run) into ``--results``."""
     results = load_results(Path(a.results))
     for path in a.inputs:
-        for name, t in load_results(Path(path))["tasks"].items():
+        other = load_results(Path(path))
+        results.setdefault("pretraining", {}).update(other.get("pretraining", {}))
+        if not results["pretraining"]:
+            results.pop("pretraining")
+        for name, t in other["tasks"].items():
             entry = results["tasks"].setdefault(name, {})
             runs = {**entry.get("results", {}), **t.get("results", {})}
             entry.update(t)
@@ -135,6 +150,17 @@ def cmd_merge(a) -> int:
     write_results(Path(a.results), results)
     print(f"wrote {a.results} and {Path(a.results).with_suffix('.md')}")
     return 0
+
+
+def cmd_gpu(a) -> int:
+    from .gpu import GpuPlan, run_gpu
+
+    plan = GpuPlan(budget_s=a.budget, pretrain_s=a.pretrain_time or round(0.31 * a.budget), finetune_max_s=a.finetune_max_time, preset=a.preset,
+                   pretrain_batch_tokens=a.pretrain_batch_tokens)
+    out = Path(a.out)
+    return run_gpu(Path(a.tasks_dir), out, out / "tasks_gpu.json", Path(a.work or Path(a.tasks_dir) / "gpu"),
+                   _names(a.tasks), [s.strip() for s in a.stages.split(",") if s.strip()], plan, model=a.model,
+                   dry_run=a.dry_run)
 
 
 def cmd_report(a) -> int:
@@ -154,17 +180,28 @@ def main(argv=None) -> int:
     p.add_argument("--umaydis-gff", default=None,
                    help="U. maydis gene models (default: /usr/share/doc/maffilter/examples/Umaydis/Umaydis.gff3.gz "
                         "of `apt-get install maffilter-examples`)")
+    p.add_argument("--apes-maf", default=None,
+                   help="the 4-ape EPO alignment of chr22 (default: /usr/share/doc/maffilter/examples/Gorilla/"
+                        "Compara.epo_5_catarrhini_hsap-projected.chr22.subset.nogap.cleaned_aln.maf.gz)")
+    p.add_argument("--no-pretrain-fasta", action="store_true",
+                   help="skip the unlabelled pretraining FASTAs of the task groups (<out>/pretrain/)")
     p.add_argument("--seed", type=int, default=0)
     r = sub.add_parser("run", help="score classifiers on prepared tasks")
     r.add_argument("--tasks-dir", required=True, help="the --out of prepare")
     r.add_argument("--tasks", default="all")
     r.add_argument("--stages", default="kmer,cnn", help=f"comma-separated subset of: {', '.join(STAGES)}")
     r.add_argument("--model", default=None, help="pretrained model/run directory for probe and finetune")
-    r.add_argument("--probe-layers", default=None, help="comma-separated block indices to probe (default: all)")
+    r.add_argument("--probe-layers", default=None,
+                   help="comma-separated blocks to probe mean-pooled (default: 1/3, 1/2, 2/3 of the way and the last)")
+    r.add_argument("--probe-max-train", type=int, default=4000, help="training windows embedded for the probe (0: all)")
     r.add_argument("--preset", default="tiny", help="finetune from scratch at this preset when --model is not given")
-    r.add_argument("--finetune-steps", type=int, default=2000)
+    r.add_argument("--finetune-steps", type=int, default=None,
+                   help="most fine-tuning steps (default: --finetune-epochs passes over the train windows)")
+    r.add_argument("--finetune-epochs", type=int, default=30, help="most passes over the train windows")
     r.add_argument("--finetune-time", type=float, default=None, help="seconds per fine-tuning run (cap)")
-    r.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch size")
+    r.add_argument("--finetune-lr", type=float, default=1e-3, help="peak fine-tuning learning rate")
+    r.add_argument("--batch-size", type=int, default=None,
+                   help="fine-tuning batch size (default: 64 up to 1 kbp, 32 up to 4 kbp, else 16)")
     r.add_argument("--runs-dir", default="runs/tasks_runs", help="where fine-tuning run directories go")
     r.add_argument("--cnn-epochs", type=int, default=12, help="most CNN epochs (early stopping on val, patience 3)")
     r.add_argument("--cnn-time", type=float, default=None, help="seconds of CNN training per task (cap)")
@@ -172,6 +209,23 @@ def main(argv=None) -> int:
     r.add_argument("--results", default=str(RESULTS), help="JSON to merge results into (default: %(default)s)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("-v", "--verbose", action="store_true", help="print the grid / epochs")
+    g = sub.add_parser("gpu", help="pretrain per task group, then probe + fine-tune every task, in one time budget")
+    g.add_argument("--tasks-dir", required=True, help="the --out of prepare")
+    g.add_argument("--tasks", default="all")
+    g.add_argument("--stages", default="pretrain,probe,finetune",
+                   help="comma-separated subset of: pretrain, probe, finetune (without pretrain: the LMs of an "
+                        "earlier call in --work, or --model)")
+    g.add_argument("--model", default=None, help="one model for every task instead of pretraining per group")
+    g.add_argument("--out", default=os.environ.get("OUT") or "runs/tasks_gpu",
+                   help="results JSON/markdown, logs and small run files (default: $OUT, else %(default)s)")
+    g.add_argument("--work", default=None, help="LMs and fine-tuning runs (default: <tasks-dir>/gpu)")
+    g.add_argument("--budget", type=float, default=450.0, help="seconds for the whole call (default: %(default)s)")
+    g.add_argument("--pretrain-time", type=float, default=None,
+                   help="seconds of pretraining per group, all groups at once (default: 31%% of --budget, 140 s of 450)")
+    g.add_argument("--finetune-max-time", type=float, default=240.0, help="most seconds of fine-tuning per task")
+    g.add_argument("--preset", default="1.4m")
+    g.add_argument("--pretrain-batch-tokens", type=int, default=1 << 18, help="tokens per pretraining step")
+    g.add_argument("--dry-run", action="store_true", help="write the pretraining FASTAs, print the plan; run nothing")
     q = sub.add_parser("report", help="print the markdown table of --results")
     q.add_argument("--results", default=str(RESULTS))
     m = sub.add_parser("merge", help="merge the stages of other results files into --results")
@@ -180,7 +234,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     a.argv = list(argv) if argv is not None else None
     try:
-        return {"prepare": cmd_prepare, "run": cmd_run, "report": cmd_report, "merge": cmd_merge}[a.cmd](a)
+        return {"prepare": cmd_prepare, "run": cmd_run, "report": cmd_report, "merge": cmd_merge,
+                "gpu": cmd_gpu}[a.cmd](a)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -24,7 +24,9 @@ def _cell(r: dict | None, metric: str) -> str:
     if "k" in r.get("chosen", {}):
         s += f" k={r['chosen']['k']}"
     if "layer" in r.get("chosen", {}):
-        s += f" L{r['chosen']['layer']}/{r['chosen']['pool']}"
+        s += f" L{r['chosen']['layer']}/{r['chosen']['pool']}" + (f"/{r['chosen']['view']}" if "view" in r["chosen"] else "")
+    if r.get("steps") is not None and "plan" in r:
+        s += f" ({r['steps']:,} steps)"
     if "curve" in r and r.get("stopped_by", "") == "time":
         s += f" (time cap after {r['epochs_run']} epochs, not early-stopped)"
     elif "curve" in r and r["epochs_run"] - 1 - r["chosen"]["epoch"] < r.get("patience", 3):

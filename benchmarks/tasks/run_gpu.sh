@@ -1,38 +1,36 @@
 #!/usr/bin/env bash
-# The model stages of the task suite (frozen probe, fine-tuning) on a GPU machine, in one command.
+# The model columns of the task suite (frozen probe, fine-tuned) for every task, in one GPU call.
 #
 # 1. Here, on a CPU machine with /work/shared/data, pyrodigal and maffilter-examples (~3 min):
 #      python -m benchmarks.tasks prepare --data /work/shared/data --out runs/tasks
-#    (runs/ is git-ignored; the windows are ~14 MB of .npz, so they can travel with the tree.)
+#    (runs/ is git-ignored; windows + pretraining FASTAs are ~42 MB, so they travel with the tree.)
 # 2. On the GPU machine, from the repository root, with runs/tasks carried along:
-#      bash benchmarks/tasks/run_gpu.sh                  # pretrain 1.4m first, then probe + fine-tune
-#      MODEL=runs/my_lm bash benchmarks/tasks/run_gpu.sh # probe + fine-tune an existing LM
+#      bash benchmarks/tasks/run_gpu.sh                        # everything, in $BUDGET seconds (450)
+#      STAGES=probe,finetune bash benchmarks/tasks/run_gpu.sh  # reuse the LMs of an earlier call
+#      MODEL=runs/my_lm STAGES=probe,finetune bash benchmarks/tasks/run_gpu.sh  # one LM for all tasks
+#      TASKS=order_short,order_long bash benchmarks/tasks/run_gpu.sh
 #
-# Without MODEL it pretrains the 1.4m preset for $PRETRAIN_TIME on $PRETRAIN_FASTA (default: the bundled
-# E. coli K-12 genome, which travels with the repository; the bacterial `coding`/`start_codon` windows come
-# from that genome, so this LM has seen their sequence, never their labels). The results merge into
-# benchmarks/tasks/results/tasks.json (the CPU k-mer and CNN rows stay) and tasks.md.
-# Budget: $PRETRAIN_TIME + ~3 min of probing + 7 x $FINETUNE_TIME s of fine-tuning (defaults: ~30 min).
+# What it does (python -m benchmarks.tasks gpu, benchmarks/tasks/gpu.py): pretrains one 1.4m LM per task
+# group on that group's own unlabelled training sequence (U. maydis for coding_umaydis/splice_donor, the
+# three bacteria for coding/start_codon, the apes' chr22 for great_apes, ...), all groups at once for
+# $PRETRAIN_TIME s (default: 31% of $BUDGET); then, per group, the frozen probe of its tasks and a fine-tune per task, sized to end
+# inside the budget. Progress lines carry the elapsed seconds; the results JSON is rewritten after every
+# finished stage, in $OUT (the device's output folder) or runs/tasks_gpu. Merge it here afterwards:
+#      python -m benchmarks.tasks merge <that folder>/tasks_gpu.json      # into benchmarks/tasks/results/
 set -euo pipefail
-OUT=${OUT:-runs/tasks}
-PRETRAIN_TIME=${PRETRAIN_TIME:-5m}
-PRETRAIN_FASTA=${PRETRAIN_FASTA:-mamba_genome/bundled/ecoli_k12.fa.gz}
-FINETUNE_TIME=${FINETUNE_TIME:-180}
-PROBE_LAYERS=${PROBE_LAYERS:-0,2,4,6,8,10,11}
+TASKS_DIR=${TASKS_DIR:-runs/tasks}
+RESULTS_DIR=${OUT:-runs/tasks_gpu}
+BUDGET=${BUDGET:-450}
 if [ -z "${PY:-}" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
-
-if [ ! -f "$OUT/order_long/windows.npz" ]; then
-  echo "error: $OUT has no prepared tasks; run 'python -m benchmarks.tasks prepare --out $OUT' on a CPU machine first" >&2
+if [ ! -f "$TASKS_DIR/order_long/windows.npz" ]; then
+  echo "error: $TASKS_DIR has no prepared tasks; run 'python -m benchmarks.tasks prepare --out $TASKS_DIR' on a CPU machine first" >&2
   exit 2
 fi
-if [ -z "${MODEL:-}" ]; then
-  MODEL="$OUT/pretrain_1.4m"
-  if [ ! -d "$MODEL/best" ]; then
-    "$PY" -m mamba_genome pretrain --fasta "$PRETRAIN_FASTA" --preset 1.4m --max-time "$PRETRAIN_TIME" \
-      --out "$MODEL" --force
-  fi
-fi
-"$PY" -m benchmarks.tasks run --tasks-dir "$OUT" --stages probe,finetune --model "$MODEL" \
-  --probe-layers "$PROBE_LAYERS" --finetune-time "$FINETUNE_TIME" --runs-dir "$OUT/finetune_runs" --threads 0 -v
+args=(--tasks-dir "$TASKS_DIR" --out "$RESULTS_DIR" --budget "$BUDGET")
+[ -n "${PRETRAIN_TIME:-}" ] && args+=(--pretrain-time "$PRETRAIN_TIME")  # default: 31% of the budget
+[ -n "${STAGES:-}" ] && args+=(--stages "$STAGES")
+[ -n "${TASKS:-}" ] && args+=(--tasks "$TASKS")
+[ -n "${MODEL:-}" ] && args+=(--model "$MODEL")
+exec "$PY" -m benchmarks.tasks gpu "${args[@]}" "$@"

@@ -29,7 +29,8 @@ Measured (CPU, 2026-12-01, benchmarks/tasks/results): with this split the CNN sc
 [0.190, 0.240] and the k-mer LR 0.19 on val at every k tried, i.e. chance: 92-96% of each
 strain's tiles anchor to COL, so most windows are near-identical core sequence whose only
 signal is a few SNPs. The task is kept as the honest strain-level control; a model above chance
-here has learned strain-specific content.
+here has learned strain-specific content. Species identity with signal is the ``species`` task
+(five distant genomes); the ape-level version of this question is ``great_apes``.
 """
 from __future__ import annotations
 
