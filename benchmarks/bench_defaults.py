@@ -85,6 +85,10 @@ def markdown(rows: list[dict], device: str) -> str:
         ratio = "-" if r["ratio"] != r["ratio"] else f"{r['ratio']:.1%}"
         lines.append(f"| {r['preset']} | {_exp(r['seq_len'])} | {m(r['tokens_per_s'])} | {m(r['train_tokens_per_s'])} "
                      f"| {m(r['best_tokens_per_s'])} | {r['best_config']} | {ratio} | {r.get('note') or ''} |")
+    plans = [(r, r["plan"]) for r in rows if isinstance(r.get("plan"), list) and r["plan"]]
+    if plans:
+        lines += ["", "What the planner chose (its log line):"]
+        lines += [f"- {r['preset']} {_exp(r['seq_len'])}: {plan[-1]}" for r, plan in plans]
     return "\n".join(lines) + "\n"
 
 
@@ -126,7 +130,7 @@ def run_one(preset, seq_len, a, store, work, best, timeout_s, log) -> dict:
     run = work / f"{preset}_{seq_len}"
     clock = work / f"{preset}_{seq_len}.clock"
     cli = ["pretrain", "--data", str(store), "--preset", preset, "--seq-len", str(seq_len), "--no-seq-warmup",
-           "--max-steps", str(a.max_steps), "--val-contigs", a.val_contigs, "--out", str(run), "-q", *a.extra]
+           "--max-steps", str(a.max_steps), "--val-contigs", a.val_contigs, "--out", str(run), *a.extra]
     cmd = [sys.executable, str(CLOCK), str(clock), *cli]
     log(f"[{preset} {_exp(seq_len)}] mamba-genome {shlex.join(cli)}  (timeout {timeout_s:.0f} s)")
     t0 = time.time()
@@ -154,6 +158,7 @@ def run_one(preset, seq_len, a, store, work, best, timeout_s, log) -> dict:
     if p.returncode not in (0, None) and not note:
         msg = (err or "").strip().splitlines()[-1:] or ["?"]
         note = f"exit {p.returncode}: {msg[0][:160]}"
+        log("\n".join((err or "").strip().splitlines()[-20:]))
     m = measure(events, a.skip_steps, tps_step, metrics.get("tokens_seen"), t_exit)
     if m is None:
         r = row(preset, seq_len, {"tokens_seen": 0, **metrics}, float("nan"), best, tokens=0.0,
@@ -164,7 +169,9 @@ def run_one(preset, seq_len, a, store, work, best, timeout_s, log) -> dict:
     if not metrics:       # stopped: what the steps it made say
         last = [e for e in events if e[1] == "step"][-1]
         metrics = {"tokens_seen": last[2] * tps_step, "steps": last[2]}
-    metrics.setdefault("plan", resolved.get("stages") or resolved.get("plan"))
+    # the planner's one-line reasons, as the engine logs them (train/memory.py: "... tokens per forward ...")
+    metrics.setdefault("plan", [ln.strip() for ln in (err or "").splitlines() if "tokens per forward" in ln][-4:]
+                       or resolved.get("stages") or resolved.get("plan"))
     r = row(preset, seq_len, metrics, window, best, tokens=tokens, note=note)
     r["startup_s"] = t_k - t0
     r["tokens_per_s_to_exit"] = to_exit

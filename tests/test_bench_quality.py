@@ -131,7 +131,9 @@ def test_bench_defaults_ratio_table(tmp_path):
     assert r["ratio"] == pytest.approx(r["tokens_per_s"] / 3.252e6)
     missing = bd.row("7m", 1 << 20, metrics, run_wall_s=20.0, best=best)
     assert math.isnan(missing["ratio"])
+    r["plan"] = ["stage 1: no checkpointing, scan states every 8, 64 x 16,384 tokens per forward (...)"]
     md = bd.markdown([r, missing], "NVIDIA H200")
+    assert "- 1.4m 2^14: stage 1: no checkpointing" in md
     assert "| 1.4m | 2^14 |" in md and f"{r['ratio']:.1%}" in md and "| 7m | 2^20 |" in md
 
 
