@@ -30,6 +30,8 @@ POLICIES = {
     "ckpt-s8": dict(grad_checkpointing=True, scan_state_every=8),
     "ckpt-s64": dict(grad_checkpointing=True, scan_state_every=64),
     "ckpt-bf16": dict(grad_checkpointing=True, checkpoint_bf16=True),
+    # half the layers plain (train/memory.py interpolates the speed of "ckpt-s8+skipK" by K)
+    "ckpt-s8+skip8": dict(grad_checkpointing=True, scan_state_every=8, checkpoint_skip=8),
 }
 
 
@@ -41,7 +43,7 @@ def rows(presets, exps, micro_exps):
                 if (1 << m) >= L:
                     yield preset, L, (1 << m) // L, "none-s8"
             top = max(1, (1 << max(micro_exps)) // L)
-            for pol in ("none-s64", "ckpt-s8", "ckpt-s64", "ckpt-bf16"):
+            for pol in ("none-s64", "ckpt-s8", "ckpt-s64", "ckpt-bf16", "ckpt-s8+skip8"):
                 yield preset, L, top, pol
 
 
@@ -59,7 +61,7 @@ def main() -> int:
         a.presets, a.seq_exps, a.micro_exps, a.steps, a.warmup = ["tiny"], [8], [9, 10], 1, 0
     dev = "cuda" if torch.cuda.is_available() and not a.smoke else "cpu"
     out, t0 = [], time.time()
-    print(f"{'preset':6} {'seq_len':>8} {'micro':>5} {'policy':10} {'Mtok/s':>7} {'peak GiB':>8}")
+    print(f"{'preset':6} {'seq_len':>8} {'micro':>5} {'policy':13} {'Mtok/s':>7} {'peak GiB':>8}")
     for preset, L, micro, pol in rows(a.presets, a.seq_exps, a.micro_exps):
         rec = dict(preset=preset, seq_len=L, micro_batch=micro, policy=pol)
         if time.time() - t0 > a.budget_s:
@@ -84,7 +86,7 @@ def main() -> int:
         out.append(rec)
         tps = f"{rec['tokens_per_s'] / 1e6:7.3f}" if rec.get("status") == "ok" else f"{rec['status']:>7}"
         peak = f"{rec['peak_gib']:8.2f}" if rec.get("peak_gib") else f"{'':8}"
-        print(f"{preset:6} {L:8d} {micro:5d} {pol:10} {tps} {peak}", flush=True)
+        print(f"{preset:6} {L:8d} {micro:5d} {pol:13} {tps} {peak}", flush=True)
     meta = dict(device=torch.cuda.get_device_name() if dev == "cuda" else "cpu",
                 total_gib=torch.cuda.mem_get_info()[1] / 2**30 if dev == "cuda" else None,
                 date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), torch=torch.__version__)
