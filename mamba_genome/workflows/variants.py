@@ -49,7 +49,7 @@ class VariantResult:
     examples: dict = field(default_factory=dict)
     seconds: float = 0.0
     model_seconds: float = 0.0
-    tokens: int = 0
+    tokens: int = 0          # forward positions run (prefixes and suffixes, both strands, padding included)
     window: int = 0
     strands: int = 2
     precision: str = ""
@@ -73,7 +73,8 @@ class VariantResult:
         return [{"records": f"{self.records:,}", "alleles": f"{self.alleles:,}", "scored": f"{self.scored:,}",
                  "window": f"{self.window:,}", "strands": self.strands, "precision": self.precision,
                  "seconds": f"{self.seconds:.2f}", "variants/s": f"{self.scored / sec:,.0f}",
-                 "model tokens/s": f"{self.tokens / max(self.model_seconds, 1e-9):,.0f}", "output": str(self.out)}]
+                 "model tokens/s": f"{self.tokens / max(self.model_seconds, 1e-9):,.0f}",
+                 "positions/variant": f"{self.tokens / max(self.scored, 1):,.0f}", "output": str(self.out)}]
 
 
 def _out_kind(out) -> tuple[Path, str]:
@@ -95,7 +96,7 @@ def _out_kind(out) -> tuple[Path, str]:
 
 def score_vcf(vcf, fasta, model_path, out, window: int = 1024, both_strands: bool = True,
               batch_size: int | None = None, device: str | None = None, precision: str = "auto",
-              chunk_alleles: int | None = None, progress: bool = True) -> VariantResult:
+              chunk_alleles: int | None = None, progress: bool = True, share: bool = True) -> VariantResult:
     """Score every SNV and short indel of ``vcf`` by its log-likelihood ratio under a trained model.
 
     Args:
@@ -113,6 +114,9 @@ def score_vcf(vcf, fasta, model_path, out, window: int = 1024, both_strands: boo
         precision: ``"auto"`` (bf16 on a CUDA GPU that supports it, else fp32), ``"fp32"`` or ``"bf16"``.
         chunk_alleles: alleles read, scored and written per step (None: 16 batches).
         progress: tqdm bar in variants on stderr.
+        share: variants with the same window start share their prefix and reference pass
+            (:mod:`mamba_genome.variants.effect`); False runs each on its own (same scores,
+            for benchmarks).
 
     Returns:
         :class:`VariantResult`; ``problems()`` lists the alleles not scored.
@@ -139,7 +143,7 @@ def score_vcf(vcf, fasta, model_path, out, window: int = 1024, both_strands: boo
     if model.model_type != "lm":
         raise UserError(f"{model_path} is a '{model.model_type}' model; score --vcf needs a pretrained language model")
     scorer = VariantScorer(model, window=window, both_strands=both_strands, batch_size=batch_size,
-                           precision=precision)
+                           precision=precision, share=share)
     chunk_alleles = chunk_alleles or 16 * scorer.batch_size
     res = VariantResult(out, window=window, strands=2 if both_strands else 1, precision=scorer.precision,
                         counts={}, examples={})
@@ -280,11 +284,11 @@ def _score_chunk(chunk, ref, scorer):
             continue
         t = time.perf_counter()
         scorer.set_contig(contig, toks)
+        before = scorer.positions
         fwd, rev = scorer.score(pos0[sel], ref_tok[sel], ref_len[sel], alt_tok[sel], alt_len[sel])
         model_seconds += time.perf_counter() - t
+        tokens += scorer.positions - before
         rows = cand[sel]
-        per_strand = scorer.left + 2 * scorer.right + ref_len[sel] + alt_len[sel]
-        tokens += int(per_strand.sum()) * (2 if rev is not None else 1)
         cols["llr_forward"][rows] = fwd.llr
         if rev is None:
             cols["llr"][rows] = fwd.llr
