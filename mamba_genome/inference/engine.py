@@ -19,7 +19,11 @@ Every inference command uses it: ``embed``, ``score``, ``classify``, ``evaluate`
 - **Outputs** (hooks on the streamed hidden states): pooled embeddings (a float64 running sum
   for ``mean``; the final position for ``last``) or per-base rows to a :class:`PerBaseSink`,
   of any layer (``layer=k``: the residual stream after block k, RMS-normed); logits; per-base
-  target log-probabilities and predictive entropy; classifier log-probabilities.
+  target log-probabilities and predictive entropy; classifier log-probabilities. Per-base rows
+  leave the device by a non-blocking copy into pinned memory and are written to the sink by one
+  worker thread, in order (:class:`BackgroundWriter`), while the device runs the next chunk; the
+  sink (e.g. the atomic :class:`~mamba_genome.io.EmbeddingWriter`) is committed only after the
+  last write has finished.
 
 Likelihood (one definition, :mod:`mamba_genome.model.likelihood`): the base at position
 ``p >= 1`` is scored with ``log P(x_p | x_0..x_{p-1})`` (no ``<bos>``, as in pretraining);
@@ -257,14 +261,23 @@ class InferenceEngine:
         layer = self.check_layer(layer)
         lengths = [len(t) for t in toks] if lengths is None else lengths
         pooled = np.zeros((len(lengths), self.lm.config.d_model), dtype=np.float64)
-        for rc in ((False, True) if rc_average else (False,)):
-            for b in self.batches(toks, lengths, chunk_size, batch_size, rc):
-                out = self._embed_batch(b, pool, layer, precision, bar, rc, stride, sink)
-                if out is not None:
-                    pooled[b.idx] = out if not rc else (pooled[b.idx] + out) / 2
+        # per-base rows are copied off the device and written by a worker thread (in order), so the
+        # device runs the next chunk meanwhile
+        writer = BackgroundWriter() if pool is None else None
+        ok = False
+        try:
+            for rc in ((False, True) if rc_average else (False,)):
+                for b in self.batches(toks, lengths, chunk_size, batch_size, rc):
+                    out = self._embed_batch(b, pool, layer, precision, bar, rc, stride, sink, writer)
+                    if out is not None:
+                        pooled[b.idx] = out if not rc else (pooled[b.idx] + out) / 2
+            ok = True
+        finally:
+            if writer is not None:
+                writer.close(raise_error=ok)
         return None if pool is None else pooled.astype(np.float32)
 
-    def _embed_batch(self, batch: Batch, pool, layer, precision, bar, rc, stride, sink):
+    def _embed_batch(self, batch: Batch, pool, layer, precision, bar, rc, stride, sink, writer=None):
         idx, blens = batch.idx, batch.lengths
         acc = torch.zeros(len(idx), self.lm.config.d_model, dtype=torch.float64, device=self.device)
         for s, e, _ids, active, hidden in self.stream(batch, layer, precision, bar):
@@ -280,7 +293,8 @@ class InferenceEngine:
                     last = [min(e, blens[active[j]]) - s - 1 for j in ends]
                     acc[[active[j] for j in ends]] = hidden[ends, last].double()
             else:
-                _write_per_base(hidden, s, active, blens, idx, rc, stride, sink)
+                host, ready = to_host(hidden.float())
+                writer.submit(_write_per_base, host, ready, s, list(active), blens, idx, rc, stride, sink)
         if pool is None:
             return None
         if pool == "mean":
@@ -375,8 +389,65 @@ def _rows(active, n, device):
     return slice(None) if len(active) == n else torch.tensor(active, device=device)
 
 
-def _write_per_base(hidden, s, active, blens, idx, rc, stride, sink):
-    h = hidden.float().cpu().numpy()
+def to_host(t: torch.Tensor) -> tuple[torch.Tensor, "torch.cuda.Event | None"]:
+    """Start copying ``t`` to the host without waiting: on CUDA into pinned memory (non-blocking,
+    queued behind the work that produces ``t``) with an event that marks its arrival; on CPU
+    ``t`` itself and None."""
+    if t.device.type != "cuda":
+        return t, None
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    host.copy_(t, non_blocking=True)
+    ev = torch.cuda.Event()
+    ev.record(torch.cuda.current_stream(t.device))
+    return host, ev
+
+
+class BackgroundWriter:
+    """Runs write calls in order on one worker thread, at most ``depth`` waiting.
+
+    ``submit(fn, host, ready, *args)`` queues ``fn(host_numpy, *args)`` to run once the event
+    ``ready`` (from :func:`to_host`, or None) has fired; the caller blocks only while ``depth``
+    calls are already waiting (bounding host memory: one chunk being written, ``depth`` copied).
+    An exception in a write stops the writes; it is raised by the next ``submit`` or by
+    ``close()``. ``close`` waits for every queued write: output files are committed only after."""
+
+    def __init__(self, depth: int = 1):
+        import queue
+        import threading
+
+        self._q: "queue.Queue" = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="mamba-genome-writer")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue
+            fn, host, ready, args = item
+            try:
+                if ready is not None:
+                    ready.synchronize()
+                fn(host.numpy(), *args)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                self.error = exc
+
+    def submit(self, fn, host: torch.Tensor, ready, *args) -> None:
+        if self.error is not None:
+            raise self.error
+        self._q.put((fn, host, ready, args))
+
+    def close(self, raise_error: bool = True) -> None:
+        self._q.put(None)
+        self._thread.join()
+        if raise_error and self.error is not None:
+            raise self.error
+
+
+def _write_per_base(h: np.ndarray, s, active, blens, idx, rc, stride, sink):
     for j, b in enumerate(active):
         L = blens[b]
         n = min(s + h.shape[1], L) - s
@@ -458,6 +529,7 @@ class ChunkReader:
         return out
 
 
-__all__ = ["InferenceEngine", "Batch", "Chunk", "Scores", "ChunkReader", "PerBaseSink", "ArraySink",
+__all__ = ["InferenceEngine", "Batch", "Chunk", "Scores", "ChunkReader", "PerBaseSink", "ArraySink", "BackgroundWriter",
+           "to_host",
            "check_precision", "resolve_precision", "autocast", "progress_bar", "rows_still_running",
            "POOLS", "PRECISIONS", "DEFAULT_CHUNK_SIZE", "CHUNK_TOKENS", "DEFAULT_BATCH_SIZE"]
