@@ -258,3 +258,29 @@ def test_open_sequences_fasta_store_and_errors(tmp_path):
     (tmp_path / "plain_dir").mkdir()
     with pytest.raises(UserError, match="not a token store"):
         open_sequences(tmp_path / "plain_dir")
+
+
+def test_per_base_sink_errors_surface_and_writes_keep_order(engine, seqs):
+    """Per-base rows are written by a worker thread: in order (rc rows average over forward rows),
+    and a failing sink raises in the caller."""
+    from mamba_genome.inference.engine import ArraySink
+
+    seqs = _toks(seqs)
+    lengths = [len(s) for s in seqs]
+    sink = ArraySink(lengths, engine.lm.config.d_model, 1)
+    engine.embed(seqs, pool=None, sink=sink, chunk_size=16, rc_average=True)
+    ref = ArraySink(lengths, engine.lm.config.d_model, 1)
+    engine.embed(seqs, pool=None, sink=ref, chunk_size=10_000, rc_average=True)
+    for a, b in zip(sink.arrays, ref.arrays):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+    class Broken:
+        calls = 0
+
+        def write(self, *args):
+            Broken.calls += 1
+            if Broken.calls == 2:
+                raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        engine.embed(seqs, pool=None, sink=Broken(), chunk_size=16)

@@ -239,6 +239,32 @@ def plan_strand(contig: np.ndarray, pos0, ref, ref_len, alt, alt_len, window: in
                       rows[:, 3], order, req_row, req_end, batches, positions)
 
 
+class PendingScores:
+    """Scores queued by :meth:`VariantScorer.submit`; ``result()`` waits and returns what
+    :meth:`VariantScorer.score` returns."""
+
+    def __init__(self, n: int, plans: list, outs: list, both: bool):
+        self.n, self.plans, self.outs, self.both = n, plans, outs, both
+
+    def result(self) -> tuple[StrandScores, StrandScores | None]:
+        res = []
+        for k in range(1 + self.both):
+            out = np.zeros((4, self.n), dtype=np.float64)
+            if self.n:
+                out[:, self.plans[k].order] = self.outs[k].cpu().numpy()
+            res.append(StrandScores(*out))
+        return res[0], (res[1] if self.both else None)
+
+
+def _upload(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Host array -> device tensor; on CUDA through pinned memory with a non-blocking copy, so the
+    host does not wait for the work already queued."""
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 class VariantScorer:
     """Scores variants of one contig at a time with a loaded :class:`~mamba_genome.api.GenomeModel`.
 
@@ -301,22 +327,25 @@ class VariantScorer:
         Returns:
             (forward-strand scores, reverse-strand scores or None).
         """
+        return self.submit(pos0, ref, ref_len, alt, alt_len).result()
+
+    def submit(self, pos0: np.ndarray, ref: np.ndarray, ref_len: np.ndarray, alt: np.ndarray,
+               alt_len: np.ndarray) -> "PendingScores":
+        """:meth:`score` without waiting: the work is queued on the device and ``.result()`` of
+        the returned handle waits for it, so the host can prepare the next call meanwhile."""
         n = len(pos0)
-        res = []
-        for strand in range(1 + self.both):
-            out = np.zeros((4, n), dtype=np.float64)
-            if n:
-                plan = self.plan(pos0, ref, ref_len, alt, alt_len, rc=strand == 1)
-                out[:, plan.order] = self._run_plan(plan, rc=strand == 1)
-                self.positions += plan.positions
-            res.append(StrandScores(*out))
-        return res[0], (res[1] if self.both else None)
+        strands = [False, True] if self.both else [False]
+        plans = [self.plan(pos0, ref, ref_len, alt, alt_len, rc=rc) for rc in strands] if n else []
+        for plan in plans:
+            self.positions += plan.positions
+        return PendingScores(n, plans, [self._run_plan(plan, rc) for plan, rc in zip(plans, strands)], self.both)
 
     # ------------------------------------------------------------- internals
-    def _run_plan(self, plan: StrandPlan, rc: bool) -> np.ndarray:
-        """(4, n) float64 in plan order: alt sum, ref sum, alt count, ref count."""
+    def _run_plan(self, plan: StrandPlan, rc: bool) -> torch.Tensor:
+        """(4, n) float64 on the device, in plan order: alt sum, ref sum, alt count, ref count
+        (queued; nothing here waits for the device)."""
         dev = self.device
-        t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)   # noqa: E731
+        t = lambda a: _upload(a, dev)   # noqa: E731
         # one copy of each plan array per call: no host-to-device transfer (and wait) per batch
         key, rg, ra, rq, rf = (t(x) for x in (plan.key, plan.row_group, plan.row_a, plan.row_q, plan.row_f))
         allele = t(plan.row_allele).long()
@@ -328,7 +357,7 @@ class VariantScorer:
                 prefix = self._prefix_tokens(key[g0:g1], rc)
                 rows = self._row_tokens(allele[r0:r1], ra[r0:r1], rq[r0:r1], rf[r0:r1], width, rc)
                 out[:, v0:v1] = self._run(prefix, rows, rg[r0:r1] - g0, req_row[:, v0:v1] - r0, req_end[:, v0:v1])
-        return out.cpu().numpy()
+        return out
 
     def _prefix_tokens(self, key, rc: bool):
         """(G, P) prefix tokens: ``contig[key-Lf : key]``, or reverse ``rc(contig[key : key+Rf])``."""
@@ -415,4 +444,4 @@ class VariantScorer:
         return val.view(req_row.shape), cnt.view(req_row.shape)
 
 
-__all__ = ["VariantScorer", "StrandScores", "StrandPlan", "plan_strand", "pad_alleles", "encode_alleles", "flank_lengths", "MAX_WINDOW", "MIN_WINDOW"]
+__all__ = ["VariantScorer", "PendingScores", "StrandScores", "StrandPlan", "plan_strand", "pad_alleles", "encode_alleles", "flank_lengths", "MAX_WINDOW", "MIN_WINDOW"]

@@ -48,7 +48,7 @@ class VariantResult:
     counts: dict = field(default_factory=dict)
     examples: dict = field(default_factory=dict)
     seconds: float = 0.0
-    model_seconds: float = 0.0
+    model_seconds: float = 0.0   # wall time of the scoring loop, from the first chunk read to the last scored
     tokens: int = 0          # forward positions run (prefixes and suffixes, both strands, padding included)
     window: int = 0
     strands: int = 2
@@ -162,13 +162,12 @@ def score_vcf(vcf, fasta, model_path, out, window: int = 1024, both_strands: boo
     source = _prefetch(chunks) if threaded else chunks
     ok = False
     try:
-        first, pending = True, None
-        for chunk in source:
-            if first:
-                ref.check_naming(chunk.chrom, f"--vcf {Path(vcf).name}")
-                first = False
-            cols, status, ms, toks = _score_chunk(chunk, ref, scorer)
-            res.model_seconds += ms
+        first, pending, queued = True, None, None
+
+        def finish(job):
+            """Wait for a queued chunk's scores, count them and hand the chunk to the writer."""
+            nonlocal pending
+            chunk, cols, status, _, toks = _finish_chunk(*job)
             res.tokens += toks
             res.records += chunk.n_records
             res.alleles += len(chunk)
@@ -180,8 +179,24 @@ def score_vcf(vcf, fasta, model_path, out, window: int = 1024, both_strands: boo
             else:
                 writer.write_chunk(chunk, cols, status)
             bar.update(len(chunk))
+
+        for chunk in source:
+            if first:
+                ref.check_naming(chunk.chrom, f"--vcf {Path(vcf).name}")
+                first = False
+                t_loop = time.perf_counter()
+            # the next chunk is checked, planned and queued before the previous one is read
+            # back, so the device always has a chunk of work while the host prepares one
+            job = _submit_chunk(chunk, ref, scorer)
+            if queued is not None:
+                finish(queued)
+            queued = job
+        if queued is not None:
+            finish(queued)
         if pending is not None:
             pending.result()
+        if not first:   # the scoring loop's wall time (the device and the host overlap inside it)
+            res.model_seconds = time.perf_counter() - t_loop
         ok = True
     finally:
         if pool is not None:
@@ -240,8 +255,26 @@ def _tally(res: VariantResult, chunk, status: list[str]) -> None:
                 ex.append(f"{chunk.chrom[i]}:{chunk.pos[i]} {chunk.ref[i]}>{chunk.alt[i]}")
 
 
-def _score_chunk(chunk, ref, scorer):
-    """Status and scores of one chunk: ({column: (n,) float64}, status list, model seconds, tokens)."""
+def _finish_chunk(chunk, cols, status, jobs, model_seconds, tokens):
+    """Wait for the scores queued by :func:`_submit_chunk` and fill the chunk's columns:
+    (chunk, {column: (n,) float64}, status list, model seconds, tokens)."""
+    t = time.perf_counter()
+    for rows, job in jobs:
+        fwd, rev = job.result()
+        cols["llr_forward"][rows] = fwd.llr
+        if rev is None:
+            cols["llr"][rows] = fwd.llr
+            cols["llr_per_base"][rows] = fwd.llr_per_base
+        else:
+            cols["llr_reverse"][rows] = rev.llr
+            cols["llr"][rows] = (fwd.llr + rev.llr) / 2
+            cols["llr_per_base"][rows] = (fwd.llr_per_base + rev.llr_per_base) / 2
+    return chunk, cols, status.tolist(), model_seconds + time.perf_counter() - t, tokens
+
+
+def _submit_chunk(chunk, ref, scorer):
+    """Check one chunk's alleles and queue the scoring of the good ones (one job per contig):
+    (chunk, columns to fill, status, [(rows, PendingScores)], model seconds, tokens)."""
     from ..variants.effect import encode_alleles
 
     n = len(chunk)
@@ -259,7 +292,7 @@ def _score_chunk(chunk, ref, scorer):
     keep = ~too_long
     cand, ref_tok, ref_len, alt_tok, alt_len = cand[keep], ref_tok[keep], ref_len[keep], alt_tok[keep], alt_len[keep]
     cols = {c: np.full(n, np.nan) for c in ("llr", "llr_per_base", "llr_forward", "llr_reverse")}
-    model_seconds, tokens = 0.0, 0
+    model_seconds, tokens, jobs = 0.0, 0, []
     chroms = np.array([chunk.chrom[i] for i in cand], dtype=object)
     pos0 = chunk.pos[cand] - 1
     for contig in dict.fromkeys(chroms.tolist()):
@@ -285,19 +318,10 @@ def _score_chunk(chunk, ref, scorer):
         t = time.perf_counter()
         scorer.set_contig(contig, toks)
         before = scorer.positions
-        fwd, rev = scorer.score(pos0[sel], ref_tok[sel], ref_len[sel], alt_tok[sel], alt_len[sel])
+        jobs.append((cand[sel], scorer.submit(pos0[sel], ref_tok[sel], ref_len[sel], alt_tok[sel], alt_len[sel])))
         model_seconds += time.perf_counter() - t
         tokens += scorer.positions - before
-        rows = cand[sel]
-        cols["llr_forward"][rows] = fwd.llr
-        if rev is None:
-            cols["llr"][rows] = fwd.llr
-            cols["llr_per_base"][rows] = fwd.llr_per_base
-        else:
-            cols["llr_reverse"][rows] = rev.llr
-            cols["llr"][rows] = (fwd.llr + rev.llr) / 2
-            cols["llr_per_base"][rows] = (fwd.llr_per_base + rev.llr_per_base) / 2
-    return cols, status.tolist(), model_seconds, tokens
+    return chunk, cols, status, jobs, model_seconds, tokens
 
 
 def _fmt(values: np.ndarray, digits: int) -> list[str]:
