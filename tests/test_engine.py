@@ -88,10 +88,11 @@ def test_chunk_reader_reads_uint8_padded_chunks(seqs):
     reverse-complemented on the fly with rc."""
     toks = [encode(seqs[0]), encode(seqs[2])]                        # 101 and 5 bases
     chunk = ChunkReader(toks, [101, 5], 8, rc=False).read(0, 8, [0, 1])
-    assert chunk.dtype == np.uint8 and chunk.shape == (2, 8)
+    assert chunk.dtype == torch.uint8 and chunk.shape == (2, 8)
+    chunk = chunk.numpy()
     np.testing.assert_array_equal(chunk[0], toks[0][:8])
     np.testing.assert_array_equal(chunk[1], np.r_[toks[1], [PAD] * 3])
-    rc = ChunkReader(toks, [101, 5], 8, rc=True).read(0, 8, [1])
+    rc = ChunkReader(toks, [101, 5], 8, rc=True).read(0, 8, [1]).numpy()
     np.testing.assert_array_equal(rc[0, :5], encode(reverse_complement(seqs[2])))
 
 

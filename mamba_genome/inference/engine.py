@@ -227,11 +227,10 @@ class InferenceEngine:
         pending = _PendingProgress(bar, dev)
         with torch.no_grad(), autocast(precision, dev):
             for s, e in batch.reader.spans():
-                host = torch.from_numpy(batch.reader.read(s, e, active))     # uint8 tokens
-                if dev.type == "cuda":
-                    # pinned, so the copy is queued behind the running step and the host goes on
-                    # reading the next chunk instead of waiting for the GPU (no sync per step)
-                    host = host.pin_memory()
+                # uint8 tokens, read straight into pinned memory on CUDA, so the copy is queued
+                # behind the running step and the host goes on reading the next chunk instead of
+                # waiting for the GPU (no sync per step, no second host copy)
+                host = batch.reader.read(s, e, active, pin=dev.type == "cuda")
                 ids = host.to(dev, non_blocking=True).long()
                 hidden = self.lm.backbone(ids, state=state, output_layer=layer)   # (B_act, c, d)
                 yield Chunk(s, e, ids, active, hidden)
@@ -311,14 +310,30 @@ class InferenceEngine:
         log-probabilities per sequence and with ``entropy`` one of the predictive entropy of
         each position's base (both NaN where not scored: position 0, N, PAD); else None.
         """
-        from ..model import likelihood
-
         lengths = [len(t) for t in toks] if lengths is None else lengths
         n = len(lengths)
         ll = np.zeros(n, dtype=np.float64)
         count = np.zeros(n, dtype=np.int64)
         pb = [np.full(L, np.nan, dtype=np.float32) for L in lengths] if per_base else None
         ent = [np.full(L, np.nan, dtype=np.float32) for L in lengths] if entropy else None
+        dsts = [d for d in (pb, ent) if d is not None]
+        # per-base values leave the device without a wait and are filled in by a worker thread
+        writer = BackgroundWriter() if dsts else None
+        try:
+            self._score_batches(toks, lengths, chunk_size, batch_size, precision, bar, per_base, entropy, ll, count,
+                                dsts, writer)
+        except BaseException:
+            if writer is not None:
+                writer.close(raise_error=False)
+            raise
+        if writer is not None:
+            writer.close()
+        return Scores(ll, count, pb, ent)
+
+    def _score_batches(self, toks, lengths, chunk_size, batch_size, precision, bar, per_base, entropy, ll, count,
+                       dsts, writer):
+        from ..model import likelihood
+
         for batch in self.batches(toks, lengths, chunk_size, batch_size, rc=False):
             idx, blens = batch.idx, batch.lengths
             dev = self.device
@@ -335,27 +350,17 @@ class InferenceEngine:
                 sel = _rows(active, len(idx), dev)
                 acc[sel] += lp.sum(1, dtype=torch.float64)
                 cnt[sel] += keep.sum(1)
-                if per_base or entropy:
-                    keep_h = keep.cpu().numpy()
-                    outs = []
-                    if per_base:
-                        outs.append((pb, lp))
-                    if entropy:
-                        outs.append((ent, likelihood.entropy(pred)))
-                    for dst, val in outs:
-                        v = val.float().cpu().numpy()
-                        v[~keep_h] = np.nan
-                        for j, b in enumerate(active):
-                            m = min(e, blens[b]) - first
-                            if m > 0:
-                                dst[idx[b]][first: first + m] = v[j, :m]
+                if dsts:
+                    vals = ([lp] if per_base else []) + ([likelihood.entropy(pred)] if entropy else [])
+                    v = torch.stack(vals).float().masked_fill(~keep, float("nan"))      # (k, B, c')
+                    host, ready = to_host(v)
+                    writer.submit(_fill_per_base, host, ready, dsts, list(active), blens, idx, first, e)
                 carry = logits[:, -1]
                 rows = rows_still_running(active, blens, e, dev)
                 if rows is not None:
                     carry = carry[rows]
             ll[idx] = acc.cpu().numpy()
             count[idx] = cnt.cpu().numpy()
-        return Scores(ll, count, pb, ent)
 
     def class_log_probs(self, toks, head: torch.nn.Module, pooling: str, chunk_size: int | None = None,
                         batch_size: int | None = None, precision: str = "auto", bar=None,
@@ -447,6 +452,15 @@ class BackgroundWriter:
             raise self.error
 
 
+def _fill_per_base(v: np.ndarray, dsts, active, blens, idx, first, e):
+    """Per-base values (k, B_act, c') of targets ``first..`` into each of the k lists of arrays."""
+    for dst, vk in zip(dsts, v):
+        for j, b in enumerate(active):
+            m = min(e, blens[b]) - first
+            if m > 0:
+                dst[idx[b]][first: first + m] = vk[j, :m]
+
+
 def _write_per_base(h: np.ndarray, s, active, blens, idx, rc, stride, sink):
     for j, b in enumerate(active):
         L = blens[b]
@@ -512,10 +526,14 @@ class ChunkReader:
             yield s, min(s + c, Lmax)
             s += c
 
-    def read(self, s: int, e: int, active: list[int]) -> np.ndarray:
+    def read(self, s: int, e: int, active: list[int], pin: bool = False) -> torch.Tensor:
+        """(len(active), e - s) uint8 tensor of positions ``s..e-1`` (PAD past a sequence's end);
+        ``pin``: in pinned host memory (for a non-blocking copy to a GPU)."""
         from ..data.tokenizer import COMPLEMENT, PAD
 
-        out = np.full((len(active), e - s), PAD, dtype=np.uint8)   # token ids < VOCAB_SIZE <= 256
+        # token ids < VOCAB_SIZE <= 256
+        t = torch.full((len(active), e - s), PAD, dtype=torch.uint8, pin_memory=pin)
+        out = t.numpy()
         for j, b in enumerate(active):
             L = self.lengths[b]
             hi = min(e, L)
@@ -526,7 +544,7 @@ class ChunkReader:
             else:
                 piece = np.asarray(self.toks[b][s:hi])
             out[j, : hi - s] = piece
-        return out
+        return t
 
 
 __all__ = ["InferenceEngine", "Batch", "Chunk", "Scores", "ChunkReader", "PerBaseSink", "ArraySink", "BackgroundWriter",
