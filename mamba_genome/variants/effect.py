@@ -215,7 +215,7 @@ def plan_strand(contig: np.ndarray, pos0, ref, ref_len, alt, alt_len, window: in
         np.concatenate([vg[:, None], al[:, None], own_q[:, None], np.full((n, 1), f_std), alt], 1)])
     if not share:     # one row per allele, as without sharing (an alt equal to its ref still runs)
         desc = np.concatenate([desc, np.arange(2 * n)[:, None]], 1)
-    rows, inv = np.unique(desc, axis=0, return_inverse=True)
+    rows, inv = _unique_rows(desc)
     inv = inv.reshape(2, n)
     order = np.argsort(vg, kind="stable")
     req_row = np.stack([inv[1][order], inv[0][order]])                     # alt, ref
@@ -237,6 +237,20 @@ def plan_strand(contig: np.ndarray, pos0, ref, ref_len, alt, alt_len, window: in
         g0 = g1
     return StrandPlan(gkey[g_order], row_group, rows[:, 1], rows[:, 4: 4 + A].astype(np.uint8), rows[:, 2],
                       rows[:, 3], order, req_row, req_end, batches, positions)
+
+
+def _unique_rows(desc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(desc, axis=0, return_inverse=True)`` of an int64 matrix, by a lexsort of its
+    columns (ten times faster than unique's sort of the rows as opaque records)."""
+    if not len(desc):
+        return desc, np.zeros(0, dtype=np.int64)
+    order = np.lexsort(desc.T[::-1])                     # first column slowest
+    srt = desc[order]
+    new = np.ones(len(srt), dtype=bool)
+    new[1:] = (srt[1:] != srt[:-1]).any(1)
+    inv = np.empty(len(srt), dtype=np.int64)
+    inv[order] = np.cumsum(new) - 1
+    return srt[new], inv
 
 
 class PendingScores:
