@@ -167,8 +167,8 @@ def plan_strand(contig: np.ndarray, pos0, ref, ref_len, alt, alt_len, window: in
 
     Args:
         contig: (L,) token ids of the contig (read for the REF-matches-contig check only).
-        pos0, ref, ref_len, alt, alt_len: as :meth:`VariantScorer.score` (padded allele arrays
-            of equal width).
+        pos0, ref, ref_len, alt, alt_len: as :meth:`VariantScorer.score` (PAD-padded allele
+            arrays; their widths may differ).
         window: window length; ``rc``: plan the reverse strand.
         max_rows: suffix rows per batch (a batch takes whole groups, at least one).
         share: share prefixes and reference passes between variants (see the module docstring);

@@ -5,7 +5,9 @@ Owns the checks and bookkeeping around :class:`mamba_genome.variants.effect.Vari
 length normalisation):
 
 - the VCF is streamed in chunks of whole records (``chunk_alleles`` ALT alleles each);
-  multi-allelic records are split into one row per ALT; output keeps the input order;
+  multi-allelic records are split into one row per ALT; output keeps the input order; each
+  chunk is checked, planned and queued on the device before the previous one is read back
+  and written, so the host's parsing and checks overlap the model;
 - each allele gets a status (:data:`mamba_genome.variants.vcf.STATUSES`); a bad record
   (unknown contig, REF that disagrees with the FASTA, window off the contig end, symbolic or
   non-DNA ALT, allele longer than half the window) never stops the run: it is written with
