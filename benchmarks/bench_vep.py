@@ -18,8 +18,16 @@ What it does:
 Target (issue 15): 1M SNVs, 7m model, 1 kbp windows, both strands, <= 300 s on one H200.
 That is ~3.1 G forward positions (per SNV and strand 512 prefix + 2 x 512 suffix).
 
+``--alts-per-site 3`` writes saturated sites instead (n/3 records with all three ALTs; a list
+such as ``1,3`` runs each); ``--compare`` also runs the CLI with ``--no-window-sharing`` (every
+variant from its own prefix and reference pass, as before 2026-12-01) and compares time and
+scores; ``--count-only`` only counts forward positions per SNV with and without sharing from
+the batch plans (CPU, no model): the device-independent part of the speed-up.
+
 Usage (the lead, on the H200, from the repo root):
     PYTHONPATH=. python benchmarks/bench_vep.py --preset 7m --n 1000000 --window 1024
+    PYTHONPATH=. python benchmarks/bench_vep.py --n 60000 --alts-per-site 1,3 --compare   # old vs new
+    python benchmarks/bench_vep.py --count-only --n 1000000 --alts-per-site 1,3          # CPU, ~4 min
     PYTHONPATH=. python benchmarks/bench_vep.py --smoke          # CPU, tiny model, a few minutes
 Prints one markdown table; writes ``$OUT/bench_vep.json`` when ``$OUT`` is set (or ``--json``).
 """
