@@ -18,8 +18,16 @@ What it does:
 Target (issue 15): 1M SNVs, 7m model, 1 kbp windows, both strands, <= 300 s on one H200.
 That is ~3.1 G forward positions (per SNV and strand 512 prefix + 2 x 512 suffix).
 
+``--alts-per-site 3`` writes saturated sites instead (n/3 records with all three ALTs; a list
+such as ``1,3`` runs each); ``--compare`` also runs the CLI with ``--no-window-sharing`` (every
+variant from its own prefix and reference pass, as before 2026-12-01) and compares time and
+scores; ``--count-only`` only counts forward positions per SNV with and without sharing from
+the batch plans (CPU, no model): the device-independent part of the speed-up.
+
 Usage (the lead, on the H200, from the repo root):
     PYTHONPATH=. python benchmarks/bench_vep.py --preset 7m --n 1000000 --window 1024
+    PYTHONPATH=. python benchmarks/bench_vep.py --n 60000 --alts-per-site 1,3 --compare   # old vs new
+    python benchmarks/bench_vep.py --count-only --n 1000000 --alts-per-site 1,3          # CPU, ~4 min
     PYTHONPATH=. python benchmarks/bench_vep.py --smoke          # CPU, tiny model, a few minutes
 Prints one markdown table; writes ``$OUT/bench_vep.json`` when ``$OUT`` is set (or ``--json``).
 """
@@ -58,14 +66,22 @@ def write_reference(src: str, workdir: Path) -> tuple[Path, dict[str, np.ndarray
     return out, contigs
 
 
-def synth_vcf(contigs: dict[str, np.ndarray], n: int, window: int, path: Path, seed: int = 0) -> int:
-    """n sorted SNVs, >= window from each contig end, bgzipped VCF. Returns the count written."""
+def synth_vcf(contigs: dict[str, np.ndarray], n: int, window: int, path: Path, seed: int = 0,
+              alts_per_site: int = 1) -> int:
+    """n sorted SNVs, >= window from each contig end, bgzipped VCF. Returns the count written.
+
+    ``alts_per_site`` 1: one random ALT at each of n random positions (positions may repeat);
+    2 or 3: n // k random sites, each one record with k different ALTs (3: saturation
+    mutagenesis), so that n SNVs are written."""
     import pysam
 
     rng = np.random.default_rng(seed)
+    per_site = int(alts_per_site)
+    if not 1 <= per_site <= 3:
+        raise SystemExit("--alts-per-site must be 1, 2 or 3")
     names = [c for c, t in contigs.items() if len(t) > 2 * window + 1]
     usable = np.array([len(contigs[c]) - 2 * window for c in names], dtype=np.float64)
-    per = rng.multinomial(n, usable / usable.sum())
+    per = rng.multinomial(n // per_site, usable / usable.sum())
     bases = np.array(list("NNNNNACGTN"))      # token id -> letter (5..8 = A, C, G, T)
     header = ["##fileformat=VCFv4.2", *(f"##contig=<ID={c},length={len(contigs[c])}>" for c in names),
               "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
@@ -78,12 +94,63 @@ def synth_vcf(contigs: dict[str, np.ndarray], n: int, window: int, path: Path, s
             ref = toks[pos0]
             ok = (ref >= 5) & (ref <= 8)
             pos0, ref = pos0[ok], ref[ok]
-            alt = 5 + (ref - 5 + rng.integers(1, 4, size=len(ref))) % 4
-            r, a = bases[ref], bases[alt]
+            if per_site == 1:
+                alt = 5 + (ref - 5 + rng.integers(1, 4, size=len(ref))) % 4
+                r, a = bases[ref], bases[alt]
+            else:   # k of the 3 other bases, in a random order
+                shift = np.argsort(rng.random((len(ref), 3)), axis=1)[:, :per_site] + 1
+                alt = 5 + (ref[:, None] - 5 + shift) % 4
+                r, a = bases[ref], np.array([",".join(row) for row in bases[alt].tolist()])
             lines = [f"{c}\t{p}\t.\t{x}\t{y}\t.\t.\t.\n" for p, x, y in zip((pos0 + 1).tolist(), r.tolist(), a.tolist())]
             fh.write("".join(lines).encode())
-            written += len(lines)
+            written += len(lines) * per_site
     return written
+
+
+def count_positions(vcf: Path, contigs: dict[str, np.ndarray], window: int, batch_size: int | None = None,
+                    chunk_alleles: int | None = None) -> dict:
+    """Forward positions per SNV that ``score --vcf`` runs with and without window sharing, from
+    the plans alone (:func:`mamba_genome.variants.effect.plan_strand`; no model, no device): the
+    device-independent part of the speed-up. Chunks and batches as on a GPU by default
+    (``GPU_TOKENS`` per forward; 16 batches per VCF chunk)."""
+    import pysam
+
+    from mamba_genome.variants.effect import GPU_TOKENS, encode_alleles, flank_lengths, plan_strand
+
+    right = flank_lengths(window)[1]
+    batch_size = batch_size or max(1, GPU_TOKENS // (2 * (right + 2)))
+    chunk_alleles = chunk_alleles or 16 * batch_size
+    totals = {True: 0, False: 0}
+    n = 0
+
+    def flush(rows):
+        nonlocal n
+        by_contig: dict[str, list] = {}
+        for c, p, r, a in rows:
+            by_contig.setdefault(c, []).append((p, r, a))
+        for c, vs in by_contig.items():
+            pos0 = np.array([v[0] for v in vs])
+            r, rl = encode_alleles([v[1] for v in vs])
+            a, al = encode_alleles([v[2] for v in vs])
+            for share in (True, False):
+                for rc in (False, True):
+                    totals[share] += plan_strand(contigs[c], pos0, r, rl, a, al, window, rc, 2 * batch_size,
+                                                 share).positions
+            n += len(vs)
+
+    rows: list = []
+    pysam.set_verbosity(0)
+    with pysam.VariantFile(str(vcf)) as vf:
+        for rec in vf:
+            rows.extend((rec.chrom, rec.pos - 1, rec.ref, a) for a in rec.alts)
+            if len(rows) >= chunk_alleles:
+                flush(rows)
+                rows = []
+    if rows:
+        flush(rows)
+    return {"snvs": n, "positions_per_snv_shared": totals[True] / max(n, 1),
+            "positions_per_snv_unshared": totals[False] / max(n, 1),
+            "ratio": totals[False] / max(totals[True], 1)}
 
 
 def make_model(preset: str, workdir: Path) -> Path:
@@ -110,15 +177,17 @@ def parse_summary(stderr: str) -> dict:
     return {}
 
 
-def precision_check(vcf: Path, ref: Path, model: Path, k: int, window: int, device: str, workdir: Path) -> dict:
-    """bf16 vs fp32 LLRs of the first k variants (in-process API call)."""
+def precision_check(vcf: Path, ref: Path, model: Path, k: int, window: int, device: str, workdir: Path,
+                    shares=(True,)) -> dict:
+    """bf16 vs fp32 LLRs of the first k records (in-process API call); with ``shares=(True, False)``
+    also the shared path against the unshared one in each precision."""
     import gzip
 
     import pandas as pd
 
     from mamba_genome.workflows.variants import score_vcf
 
-    sub = workdir / "first.vcf"
+    sub = workdir / f"first_{vcf.name.split('.')[0]}.vcf"
     with gzip.open(vcf, "rt") as fh, open(sub, "w") as out:
         n = 0
         for line in fh:
@@ -128,20 +197,60 @@ def precision_check(vcf: Path, ref: Path, model: Path, k: int, window: int, devi
                     break
             out.write(line)
     res = {}
-    for prec in ("fp32", "bf16"):
-        o = workdir / f"first_{prec}.tsv"
-        score_vcf(sub, ref, model, o, window=window, device=device, precision=prec, progress=False)
-        res[prec] = pd.read_csv(o, sep="\t")["llr"].to_numpy()
-    d = np.abs(res["bf16"] - res["fp32"])
-    return {"variants": int(len(d)), "pearson_r": float(np.corrcoef(res["bf16"], res["fp32"])[0, 1]),
-            "max_abs_diff": float(d.max()), "median_abs_diff": float(np.median(d)),
-            "fp32_llr_sd": float(res["fp32"].std())}
+    for share in shares:
+        for prec in ("fp32", "bf16"):
+            o = workdir / f"first_{prec}_{'shared' if share else 'alone'}.tsv"
+            score_vcf(sub, ref, model, o, window=window, device=device, precision=prec, progress=False, share=share)
+            res[prec, share] = pd.read_csv(o, sep="\t")["llr"].to_numpy()
+    f32, b16 = res["fp32", shares[0]], res["bf16", shares[0]]
+    d = np.abs(b16 - f32)
+    out = {"variants": int(len(d)), "pearson_r": float(np.corrcoef(b16, f32)[0, 1]),
+           "max_abs_diff": float(d.max()), "median_abs_diff": float(np.median(d)), "fp32_llr_sd": float(f32.std())}
+    if False in shares and True in shares:
+        for prec in ("fp32", "bf16"):
+            e = np.abs(res[prec, True] - res[prec, False])
+            out[f"shared_vs_alone_{prec}_max_abs_diff"] = float(e.max())
+            out[f"shared_vs_alone_{prec}_median_abs_diff"] = float(np.median(e))
+    return out
+
+
+def run_cli(vcf: Path, ref: Path, model: Path, out: Path, args, share: bool = True) -> tuple[float, dict]:
+    """Wall seconds of one ``mamba-genome score --vcf`` process and its summary row."""
+    cmd = [sys.executable, "-c", "from mamba_genome.cli import main; main()", "score", "--vcf", str(vcf),
+           "--fasta", str(ref), "--model", str(model), "-o", str(out), "--window", str(args.window),
+           "--precision", args.precision, "--device", args.device]
+    if args.batch_size:
+        cmd += ["--batch-size", str(args.batch_size)]
+    if args.forward_only:
+        cmd += ["--forward-only"]
+    if not share:
+        cmd += ["--no-window-sharing"]
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise SystemExit(proc.returncode)
+    return wall, {**parse_summary(proc.stderr), "command": " ".join(cmd[3:])}
+
+
+def tsv_diff(a: Path, b: Path) -> dict:
+    """Largest and median |llr| difference between two score --vcf TSVs of the same VCF."""
+    import pandas as pd
+
+    x, y = (pd.read_csv(p, sep="\t")["llr"].to_numpy() for p in (a, b))
+    d = np.abs(x - y)
+    return {"max_abs_diff": float(np.nanmax(d)), "median_abs_diff": float(np.nanmedian(d)),
+            "same_nan": bool((np.isnan(x) == np.isnan(y)).all())}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--fasta", default=None, help=f"genome (FASTA, plain or gzip) [{DEFAULT_FASTA}]")
     ap.add_argument("--n", type=int, default=1_000_000, help="SNVs to synthesise")
+    ap.add_argument("--alts-per-site", default="1",
+                    help="1: one ALT per random position; 3: n/3 sites with all three ALTs; a list (1,3) runs each")
     ap.add_argument("--window", type=int, default=1024)
     ap.add_argument("--model", default=None, help="model/run directory (default: random --preset model)")
     ap.add_argument("--preset", default="7m")
@@ -151,6 +260,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out-format", default="tsv", choices=["tsv", "vcf.gz"])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision-check", type=int, default=20_000, help="variants for the bf16-vs-fp32 check (0: off)")
+    ap.add_argument("--compare", action="store_true",
+                    help="also run the CLI without window sharing (--no-window-sharing) and compare time and scores")
+    ap.add_argument("--count-only", action="store_true",
+                    help="only count forward positions per SNV with and without sharing (CPU, no model)")
     ap.add_argument("--workdir", default=None, help="default: $OUT/bench_vep_work or ./bench_vep_work")
     ap.add_argument("--json", default=None)
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny model, 200 SNVs, 64 bp windows, an 8 kbp genome")
@@ -165,50 +278,68 @@ def main(argv=None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(ROOT))
 
-    t = time.perf_counter()
     ref, contigs = write_reference(args.fasta, workdir)
-    vcf = workdir / "snvs.vcf.gz"
-    n = synth_vcf(contigs, args.n, args.window, vcf)
-    prep = time.perf_counter() - t
-    model = Path(args.model) if args.model else make_model(args.preset, workdir)
-    out = workdir / f"scored.{args.out_format}"
-    cmd = [sys.executable, "-c", "from mamba_genome.cli import main; main()", "score", "--vcf", str(vcf),
-           "--fasta", str(ref), "--model", str(model), "-o", str(out), "--window", str(args.window),
-           "--precision", args.precision, "--device", args.device]
-    if args.batch_size:
-        cmd += ["--batch-size", str(args.batch_size)]
-    if args.forward_only:
-        cmd += ["--forward-only"]
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-3000:])
-        return proc.returncode
-    summary = parse_summary(proc.stderr)
-    check = {}
-    if args.precision_check:
-        dev = "cuda" if args.device == "auto" and _cuda() else args.device
-        check = precision_check(vcf, ref, model, args.precision_check, args.window, dev, workdir)
-    gpu = _gpu_name()
-    row = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": gpu, "model": str(model),
-           "snvs": n, "window": args.window, "strands": 1 if args.forward_only else 2,
-           "precision": summary.get("precision", args.precision), "wall_s": round(wall, 1),
-           "snvs_per_s": round(n / wall), "model_tokens_per_s": summary.get("model tokens/s"),
-           "scored": summary.get("scored"), "prep_s": round(prep, 1), "bf16_check": check,
-           "target_met": bool(n >= 1_000_000 and wall <= 300), "command": " ".join(cmd[3:])}
-    chk = (f"r={check['pearson_r']:.5f}, max {check['max_abs_diff']:.3g}, median {check['median_abs_diff']:.3g} "
-           f"(fp32 sd {check['fp32_llr_sd']:.3g})") if check else "not run"
-    print("| device | model | SNVs | window | strands | precision | wall s (CLI, end to end) | SNVs/s | "
-          "forward tokens/s | scored | bf16 vs fp32 LLR | <= 300 s for 1M |")
-    print("|---|---|---:|---:|---:|---|---:|---:|---:|---:|---|---|")
-    print(f"| {gpu} | {args.model or args.preset + ' (random init)'} | {n:,} | {args.window} | {row['strands']} | "
-          f"{row['precision']} | {wall:.1f} | {n / wall:,.0f} | {row['model_tokens_per_s']} | {row['scored']} | "
-          f"{chk} | {'yes' if row['target_met'] else 'no'} |")
+    model = None
+    if not args.count_only:
+        model = Path(args.model) if args.model else make_model(args.preset, workdir)
+    gpu = _gpu_name() if not args.count_only else "none (plans only)"
+    dev = "cuda" if args.device == "auto" and not args.count_only and _cuda() else args.device
+    rows = []
+    for k in (int(x) for x in str(args.alts_per_site).split(",")):
+        t = time.perf_counter()
+        vcf = workdir / f"snvs_k{k}.vcf.gz"
+        n = synth_vcf(contigs, args.n, args.window, vcf, alts_per_site=k)
+        prep = time.perf_counter() - t
+        counts = count_positions(vcf, contigs, args.window)
+        if args.forward_only:
+            counts = {**counts, "note": "counted for both strands"}
+        row = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": gpu,
+               "model": str(model) if model else None, "snvs": n, "alts_per_site": k, "window": args.window,
+               "strands": 1 if args.forward_only else 2, "prep_s": round(prep, 1), "positions": counts}
+        print(f"alts/site {k}: {n:,} SNVs; forward positions per SNV {counts['positions_per_snv_unshared']:,.0f} "
+              f"without sharing, {counts['positions_per_snv_shared']:,.0f} with ({counts['ratio']:.3f}x fewer)",
+              flush=True)
+        if not args.count_only:
+            out = workdir / f"scored_k{k}.{args.out_format}"
+            wall, summary = run_cli(vcf, ref, model, out, args)
+            row.update(precision=summary.get("precision", args.precision), wall_s=round(wall, 1),
+                       snvs_per_s=round(n / wall), model_tokens_per_s=summary.get("model tokens/s"),
+                       scored=summary.get("scored"), command=summary["command"],
+                       target_met=bool(n >= 1_000_000 and wall <= 300))
+            if args.compare:
+                out0 = workdir / f"scored_k{k}_alone.{args.out_format}"
+                wall0, summary0 = run_cli(vcf, ref, model, out0, args, share=False)
+                row["unshared"] = {"wall_s": round(wall0, 1), "snvs_per_s": round(n / wall0),
+                                   "model_tokens_per_s": summary0.get("model tokens/s"), "command": summary0["command"]}
+                if args.out_format == "tsv":
+                    row["shared_vs_unshared_tsv"] = tsv_diff(out, out0)
+            if args.precision_check:
+                row["bf16_check"] = precision_check(vcf, ref, model, args.precision_check, args.window, dev, workdir,
+                                                    shares=(True, False) if args.compare else (True,))
+        rows.append(row)
+
+    print("| device | SNVs | ALTs/site | window | positions/SNV unshared -> shared | wall s unshared (CLI) | "
+          "wall s shared (CLI) | SNVs/s shared | forward tokens/s | shared vs unshared LLR max diff | "
+          "bf16 vs fp32 LLR |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|---:|---|---|")
+    for r in rows:
+        c = r["positions"]
+        chk = r.get("bf16_check") or {}
+        chk_s = (f"r={chk['pearson_r']:.5f}, max {chk['max_abs_diff']:.3g}, median {chk['median_abs_diff']:.3g}"
+                 if chk else "not run")
+        diff = r.get("shared_vs_unshared_tsv")
+        diff_s = f"{diff['max_abs_diff']:.3g} (median {diff['median_abs_diff']:.3g})" if diff else "-"
+        if "shared_vs_alone_fp32_max_abs_diff" in chk:
+            diff_s += (f"; first {chk['variants']:,} in-process: fp32 {chk['shared_vs_alone_fp32_max_abs_diff']:.3g}, "
+                       f"bf16 {chk['shared_vs_alone_bf16_max_abs_diff']:.3g}")
+        un = r.get("unshared", {})
+        print(f"| {r['device']} | {r['snvs']:,} | {r['alts_per_site']} | {r['window']} | "
+              f"{c['positions_per_snv_unshared']:,.0f} -> {c['positions_per_snv_shared']:,.0f} ({c['ratio']:.2f}x) | "
+              f"{un.get('wall_s', '-')} | {r.get('wall_s', '-')} | {r.get('snvs_per_s', '-')} | "
+              f"{r.get('model_tokens_per_s', '-')} | {diff_s} | {chk_s} |")
     path = args.json or (str(Path(out_dir) / "bench_vep.json") if out_dir else None)
     if path:
-        Path(path).write_text(json.dumps(row, indent=2))
+        Path(path).write_text(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
     return 0
 
 

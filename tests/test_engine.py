@@ -88,10 +88,11 @@ def test_chunk_reader_reads_uint8_padded_chunks(seqs):
     reverse-complemented on the fly with rc."""
     toks = [encode(seqs[0]), encode(seqs[2])]                        # 101 and 5 bases
     chunk = ChunkReader(toks, [101, 5], 8, rc=False).read(0, 8, [0, 1])
-    assert chunk.dtype == np.uint8 and chunk.shape == (2, 8)
+    assert chunk.dtype == torch.uint8 and chunk.shape == (2, 8)
+    chunk = chunk.numpy()
     np.testing.assert_array_equal(chunk[0], toks[0][:8])
     np.testing.assert_array_equal(chunk[1], np.r_[toks[1], [PAD] * 3])
-    rc = ChunkReader(toks, [101, 5], 8, rc=True).read(0, 8, [1])
+    rc = ChunkReader(toks, [101, 5], 8, rc=True).read(0, 8, [1]).numpy()
     np.testing.assert_array_equal(rc[0, :5], encode(reverse_complement(seqs[2])))
 
 
@@ -258,3 +259,29 @@ def test_open_sequences_fasta_store_and_errors(tmp_path):
     (tmp_path / "plain_dir").mkdir()
     with pytest.raises(UserError, match="not a token store"):
         open_sequences(tmp_path / "plain_dir")
+
+
+def test_per_base_sink_errors_surface_and_writes_keep_order(engine, seqs):
+    """Per-base rows are written by a worker thread: in order (rc rows average over forward rows),
+    and a failing sink raises in the caller."""
+    from mamba_genome.inference.engine import ArraySink
+
+    seqs = _toks(seqs)
+    lengths = [len(s) for s in seqs]
+    sink = ArraySink(lengths, engine.lm.config.d_model, 1)
+    engine.embed(seqs, pool=None, sink=sink, chunk_size=16, rc_average=True)
+    ref = ArraySink(lengths, engine.lm.config.d_model, 1)
+    engine.embed(seqs, pool=None, sink=ref, chunk_size=10_000, rc_average=True)
+    for a, b in zip(sink.arrays, ref.arrays):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+    class Broken:
+        calls = 0
+
+        def write(self, *args):
+            Broken.calls += 1
+            if Broken.calls == 2:
+                raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        engine.embed(seqs, pool=None, sink=Broken(), chunk_size=16)

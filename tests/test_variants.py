@@ -90,6 +90,65 @@ def test_prefix_reuse_equals_two_full_passes(lm, window, budget, batch):
         assert fwd.alt_n[i] == sum(ch in "ACGT" for ch in suffix)
 
 
+@pytest.mark.parametrize("window,budget,batch", [(31, None, None), (64, 64, 3)], ids=["W31-one-batch", "W64-chunked-b3"])
+def test_shared_windows_equal_full_passes_and_unshared(lm, window, budget, batch):
+    """Variants sharing a window start (3 ALTs at a site, an SNV and a deletion at one POS, an SNV
+    at a deletion's last base, a duplicate, a REF that is not the contig) score as two full passes
+    each (fp32, 1e-5) and as with share=False, with fewer forward positions."""
+    rng = np.random.default_rng(5)
+    contig = list("".join(rng.choice(list("ACGT"), 600)))
+    contig[330] = "N"
+    contig = "".join(contig)
+    c = lambda p, n=1: contig[p: p + n]   # noqa: E731
+    variants = [(200, c(200), a) for a in "ACGT" if a != c(200)]                 # a saturated site
+    variants += [(250, c(250), "T" if c(250) != "T" else "A"), (250, c(250, 3), c(250)),   # SNV + deletion, one POS
+                 (302, c(302), "G" if c(302) != "G" else "C"), (300, c(300, 3), c(300)),  # same REF end
+                 (320, c(320), c(320) + "GG"), (320, c(320), c(320) + "GG"),       # a duplicate insertion
+                 (325, "A" if c(325) != "A" else "C", "G"), (325, c(325), "G"),    # REF not the contig, same POS
+                 (331, c(331), "A"), (400, c(400, 2), "TTT")]
+    gm = GenomeModel(lm)
+    r, rl = encode_alleles([v[1] for v in variants])
+    a, al = encode_alleles([v[2] for v in variants])
+    pos = np.array([v[0] for v in variants])
+    out, positions = {}, {}
+    for share in (True, False):
+        sc = VariantScorer(gm, window=window, batch_size=batch, precision="fp32", share=share)
+        if budget:
+            sc.budget = budget
+        sc.set_contig("c", encode(contig))
+        out[share] = sc.score(pos, r, rl, a, al)
+        positions[share] = sc.positions
+    wins = [_windows(contig, p, ref, alt, window) for p, ref, alt in variants]
+    # the REF-is-not-the-contig variant: its ref window carries its own REF
+    seqs = [w for rw, aw in wins for w in (rw, aw, reverse_complement(rw), reverse_complement(aw))]
+    ll = _full_pass_ll(lm, seqs).reshape(-1, 4)
+    for share in (True, False):
+        fwd, rev = out[share]
+        np.testing.assert_allclose(fwd.llr, ll[:, 1] - ll[:, 0], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(rev.llr, ll[:, 3] - ll[:, 2], atol=1e-5, rtol=0)
+    for f in ("alt_sum", "ref_sum", "alt_n", "ref_n"):
+        for strand in (0, 1):
+            np.testing.assert_allclose(getattr(out[True][strand], f), getattr(out[False][strand], f), atol=1e-5)
+    assert positions[True] < positions[False]
+
+
+def test_plan_counts_positions_of_a_saturated_site(lm):
+    """Three SNVs at one site run one prefix and four suffixes per strand instead of three and six."""
+    from mamba_genome.variants.effect import plan_strand
+
+    contig = encode("ACGT" * 64)
+    r, rl = encode_alleles(["A", "A", "A"])
+    a, al = encode_alleles(["C", "G", "T"])
+    lf, rf = flank_lengths(64)
+    for rc, (p_len, f) in ((False, (lf, rf)), (True, (rf, lf))):
+        shared = plan_strand(contig, np.array([100] * 3), r, rl, a, al, 64, rc, max_rows=100)
+        alone = plan_strand(contig, np.array([100] * 3), r, rl, a, al, 64, rc, max_rows=100, share=False)
+        # a suffix is 1 + f bases, of which the last is only a target
+        assert shared.positions == p_len + 4 * f
+        assert alone.positions == 3 * p_len + 6 * f
+        assert len(shared.key) == 1 and len(shared.row_group) == 4
+
+
 def test_identical_alleles_score_zero(lm):
     gm = GenomeModel(lm)
     sc = VariantScorer(gm, window=64, precision="fp32")
@@ -138,6 +197,24 @@ def test_score_vcf_tsv_statuses_order_and_values(lm, model_dir, ref_fa, tmp_path
     # lowercase REF/ALT score like uppercase ones; the per-base value of an SNV is llr / (1 + right flank)
     low = df[df["id"] == "lower"].iloc[0]
     assert float(low["llr_per_base"]) == pytest.approx(float(low["llr"]) / (1 + flank_lengths(64)[1]), abs=1e-5)
+
+
+@pytest.mark.parametrize("ext", ["tsv", "vcf"])
+def test_small_chunks_queued_ahead_give_the_same_output(model_dir, ref_fa, tmp_path, ext):
+    """Chunks of 2 alleles (each queued before the previous one is read back; multi-allelic records
+    stay whole) write the same file as one chunk, with and without window sharing."""
+    outs = []
+    for chunk, share in ((None, True), (2, True), (3, False)):
+        o = tmp_path / f"o{chunk}{share}.{ext}"
+        score_vcf(DATA / "variants.vcf", ref_fa, model_dir, o, window=64, device="cpu", precision="fp32",
+                  progress=False, chunk_alleles=chunk, share=share)
+        outs.append([x for x in o.read_text().splitlines() if not x.startswith("##")])
+    assert outs[0] == outs[1]
+    if ext == "tsv":   # unshared: the same scores to the printed digits (same conditionals)
+        a = _read_tsv(tmp_path / "oNoneTrue.tsv")
+        b = _read_tsv(tmp_path / "o3False.tsv")
+        ok = a["status"] == "ok"
+        np.testing.assert_allclose(a.loc[ok, "llr"].astype(float), b.loc[ok, "llr"].astype(float), atol=2e-5)
 
 
 def test_score_vcf_annotated_vcf(model_dir, ref_fa, tmp_path):
@@ -265,6 +342,10 @@ def test_prefix_reuse_on_gpu_triton_path():
     alts = ["ACGT"[("ACGT".index(r) + 1 + int(rng.integers(3))) % 4] for r in refs]
     alts[:4] = [refs[0] + "GA", refs[1] + "T", refs[2], refs[3]]
     refs[2:4] = [contig[pos[2]: pos[2] + 3], contig[pos[3]: pos[3] + 2]]
+    # the last 30 sites saturated: all three ALTs (shared prefix and reference pass)
+    sat = [(p, contig[p], b) for p in pos[-30:] for b in "ACGT" if b != contig[p]]
+    pos = np.concatenate([pos[:-30], [s[0] for s in sat]])
+    refs, alts = refs[:-30] + [s[1] for s in sat], alts[:-30] + [s[2] for s in sat]
     gm = GenomeModel(lm)
     r, rl = encode_alleles(refs)
     a, al = encode_alleles(alts)
@@ -273,6 +354,11 @@ def test_prefix_reuse_on_gpu_triton_path():
         sc = VariantScorer(gm, window=window, precision=prec)
         sc.set_contig("c", encode(contig))
         out[prec] = sc.score(pos, r, rl, a, al)
+    alone = VariantScorer(gm, window=window, precision="fp32", share=False)
+    alone.set_contig("c", encode(contig))
+    f_alone, r_alone = alone.score(pos, r, rl, a, al)
+    np.testing.assert_allclose(out["fp32"][0].llr, f_alone.llr, atol=2e-3, rtol=0)
+    np.testing.assert_allclose(out["fp32"][1].llr, r_alone.llr, atol=2e-3, rtol=0)
     wins = [_windows(contig, p, x, y, window) for p, x, y in zip(pos[:16], refs, alts)]
     seqs = [w for rw, aw in wins for w in (rw, aw, reverse_complement(rw), reverse_complement(aw))]
     ids = [torch.from_numpy(encode(s)).long().cuda()[None] for s in seqs]

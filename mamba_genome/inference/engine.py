@@ -19,7 +19,11 @@ Every inference command uses it: ``embed``, ``score``, ``classify``, ``evaluate`
 - **Outputs** (hooks on the streamed hidden states): pooled embeddings (a float64 running sum
   for ``mean``; the final position for ``last``) or per-base rows to a :class:`PerBaseSink`,
   of any layer (``layer=k``: the residual stream after block k, RMS-normed); logits; per-base
-  target log-probabilities and predictive entropy; classifier log-probabilities.
+  target log-probabilities and predictive entropy; classifier log-probabilities. Per-base rows
+  leave the device by a non-blocking copy into pinned memory and are written to the sink by one
+  worker thread, in order (:class:`BackgroundWriter`), while the device runs the next chunk; the
+  sink (e.g. the atomic :class:`~mamba_genome.io.EmbeddingWriter`) is committed only after the
+  last write has finished.
 
 Likelihood (one definition, :mod:`mamba_genome.model.likelihood`): the base at position
 ``p >= 1`` is scored with ``log P(x_p | x_0..x_{p-1})`` (no ``<bos>``, as in pretraining);
@@ -223,11 +227,10 @@ class InferenceEngine:
         pending = _PendingProgress(bar, dev)
         with torch.no_grad(), autocast(precision, dev):
             for s, e in batch.reader.spans():
-                host = torch.from_numpy(batch.reader.read(s, e, active))     # uint8 tokens
-                if dev.type == "cuda":
-                    # pinned, so the copy is queued behind the running step and the host goes on
-                    # reading the next chunk instead of waiting for the GPU (no sync per step)
-                    host = host.pin_memory()
+                # uint8 tokens, read straight into pinned memory on CUDA, so the copy is queued
+                # behind the running step and the host goes on reading the next chunk instead of
+                # waiting for the GPU (no sync per step, no second host copy)
+                host = batch.reader.read(s, e, active, pin=dev.type == "cuda")
                 ids = host.to(dev, non_blocking=True).long()
                 hidden = self.lm.backbone(ids, state=state, output_layer=layer)   # (B_act, c, d)
                 yield Chunk(s, e, ids, active, hidden)
@@ -257,14 +260,23 @@ class InferenceEngine:
         layer = self.check_layer(layer)
         lengths = [len(t) for t in toks] if lengths is None else lengths
         pooled = np.zeros((len(lengths), self.lm.config.d_model), dtype=np.float64)
-        for rc in ((False, True) if rc_average else (False,)):
-            for b in self.batches(toks, lengths, chunk_size, batch_size, rc):
-                out = self._embed_batch(b, pool, layer, precision, bar, rc, stride, sink)
-                if out is not None:
-                    pooled[b.idx] = out if not rc else (pooled[b.idx] + out) / 2
+        # per-base rows are copied off the device and written by a worker thread (in order), so the
+        # device runs the next chunk meanwhile
+        writer = BackgroundWriter() if pool is None else None
+        ok = False
+        try:
+            for rc in ((False, True) if rc_average else (False,)):
+                for b in self.batches(toks, lengths, chunk_size, batch_size, rc):
+                    out = self._embed_batch(b, pool, layer, precision, bar, rc, stride, sink, writer)
+                    if out is not None:
+                        pooled[b.idx] = out if not rc else (pooled[b.idx] + out) / 2
+            ok = True
+        finally:
+            if writer is not None:
+                writer.close(raise_error=ok)
         return None if pool is None else pooled.astype(np.float32)
 
-    def _embed_batch(self, batch: Batch, pool, layer, precision, bar, rc, stride, sink):
+    def _embed_batch(self, batch: Batch, pool, layer, precision, bar, rc, stride, sink, writer=None):
         idx, blens = batch.idx, batch.lengths
         acc = torch.zeros(len(idx), self.lm.config.d_model, dtype=torch.float64, device=self.device)
         for s, e, _ids, active, hidden in self.stream(batch, layer, precision, bar):
@@ -280,7 +292,8 @@ class InferenceEngine:
                     last = [min(e, blens[active[j]]) - s - 1 for j in ends]
                     acc[[active[j] for j in ends]] = hidden[ends, last].double()
             else:
-                _write_per_base(hidden, s, active, blens, idx, rc, stride, sink)
+                host, ready = to_host(hidden.float())
+                writer.submit(_write_per_base, host, ready, s, list(active), blens, idx, rc, stride, sink)
         if pool is None:
             return None
         if pool == "mean":
@@ -297,14 +310,30 @@ class InferenceEngine:
         log-probabilities per sequence and with ``entropy`` one of the predictive entropy of
         each position's base (both NaN where not scored: position 0, N, PAD); else None.
         """
-        from ..model import likelihood
-
         lengths = [len(t) for t in toks] if lengths is None else lengths
         n = len(lengths)
         ll = np.zeros(n, dtype=np.float64)
         count = np.zeros(n, dtype=np.int64)
         pb = [np.full(L, np.nan, dtype=np.float32) for L in lengths] if per_base else None
         ent = [np.full(L, np.nan, dtype=np.float32) for L in lengths] if entropy else None
+        dsts = [d for d in (pb, ent) if d is not None]
+        # per-base values leave the device without a wait and are filled in by a worker thread
+        writer = BackgroundWriter() if dsts else None
+        try:
+            self._score_batches(toks, lengths, chunk_size, batch_size, precision, bar, per_base, entropy, ll, count,
+                                dsts, writer)
+        except BaseException:
+            if writer is not None:
+                writer.close(raise_error=False)
+            raise
+        if writer is not None:
+            writer.close()
+        return Scores(ll, count, pb, ent)
+
+    def _score_batches(self, toks, lengths, chunk_size, batch_size, precision, bar, per_base, entropy, ll, count,
+                       dsts, writer):
+        from ..model import likelihood
+
         for batch in self.batches(toks, lengths, chunk_size, batch_size, rc=False):
             idx, blens = batch.idx, batch.lengths
             dev = self.device
@@ -321,27 +350,17 @@ class InferenceEngine:
                 sel = _rows(active, len(idx), dev)
                 acc[sel] += lp.sum(1, dtype=torch.float64)
                 cnt[sel] += keep.sum(1)
-                if per_base or entropy:
-                    keep_h = keep.cpu().numpy()
-                    outs = []
-                    if per_base:
-                        outs.append((pb, lp))
-                    if entropy:
-                        outs.append((ent, likelihood.entropy(pred)))
-                    for dst, val in outs:
-                        v = val.float().cpu().numpy()
-                        v[~keep_h] = np.nan
-                        for j, b in enumerate(active):
-                            m = min(e, blens[b]) - first
-                            if m > 0:
-                                dst[idx[b]][first: first + m] = v[j, :m]
+                if dsts:
+                    vals = ([lp] if per_base else []) + ([likelihood.entropy(pred)] if entropy else [])
+                    v = torch.stack(vals).float().masked_fill(~keep, float("nan"))      # (k, B, c')
+                    host, ready = to_host(v)
+                    writer.submit(_fill_per_base, host, ready, dsts, list(active), blens, idx, first, e)
                 carry = logits[:, -1]
                 rows = rows_still_running(active, blens, e, dev)
                 if rows is not None:
                     carry = carry[rows]
             ll[idx] = acc.cpu().numpy()
             count[idx] = cnt.cpu().numpy()
-        return Scores(ll, count, pb, ent)
 
     def class_log_probs(self, toks, head: torch.nn.Module, pooling: str, chunk_size: int | None = None,
                         batch_size: int | None = None, precision: str = "auto", bar=None,
@@ -375,8 +394,74 @@ def _rows(active, n, device):
     return slice(None) if len(active) == n else torch.tensor(active, device=device)
 
 
-def _write_per_base(hidden, s, active, blens, idx, rc, stride, sink):
-    h = hidden.float().cpu().numpy()
+def to_host(t: torch.Tensor) -> tuple[torch.Tensor, "torch.cuda.Event | None"]:
+    """Start copying ``t`` to the host without waiting: on CUDA into pinned memory (non-blocking,
+    queued behind the work that produces ``t``) with an event that marks its arrival; on CPU
+    ``t`` itself and None."""
+    if t.device.type != "cuda":
+        return t, None
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    host.copy_(t, non_blocking=True)
+    ev = torch.cuda.Event()
+    ev.record(torch.cuda.current_stream(t.device))
+    return host, ev
+
+
+class BackgroundWriter:
+    """Runs write calls in order on one worker thread, at most ``depth`` waiting.
+
+    ``submit(fn, host, ready, *args)`` queues ``fn(host_numpy, *args)`` to run once the event
+    ``ready`` (from :func:`to_host`, or None) has fired; the caller blocks only while ``depth``
+    calls are already waiting (bounding host memory: one chunk being written, ``depth`` copied).
+    An exception in a write stops the writes; it is raised by the next ``submit`` or by
+    ``close()``. ``close`` waits for every queued write: output files are committed only after."""
+
+    def __init__(self, depth: int = 1):
+        import queue
+        import threading
+
+        self._q: "queue.Queue" = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="mamba-genome-writer")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue
+            fn, host, ready, args = item
+            try:
+                if ready is not None:
+                    ready.synchronize()
+                fn(host.numpy(), *args)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                self.error = exc
+
+    def submit(self, fn, host: torch.Tensor, ready, *args) -> None:
+        if self.error is not None:
+            raise self.error
+        self._q.put((fn, host, ready, args))
+
+    def close(self, raise_error: bool = True) -> None:
+        self._q.put(None)
+        self._thread.join()
+        if raise_error and self.error is not None:
+            raise self.error
+
+
+def _fill_per_base(v: np.ndarray, dsts, active, blens, idx, first, e):
+    """Per-base values (k, B_act, c') of targets ``first..`` into each of the k lists of arrays."""
+    for dst, vk in zip(dsts, v):
+        for j, b in enumerate(active):
+            m = min(e, blens[b]) - first
+            if m > 0:
+                dst[idx[b]][first: first + m] = vk[j, :m]
+
+
+def _write_per_base(h: np.ndarray, s, active, blens, idx, rc, stride, sink):
     for j, b in enumerate(active):
         L = blens[b]
         n = min(s + h.shape[1], L) - s
@@ -441,10 +526,14 @@ class ChunkReader:
             yield s, min(s + c, Lmax)
             s += c
 
-    def read(self, s: int, e: int, active: list[int]) -> np.ndarray:
+    def read(self, s: int, e: int, active: list[int], pin: bool = False) -> torch.Tensor:
+        """(len(active), e - s) uint8 tensor of positions ``s..e-1`` (PAD past a sequence's end);
+        ``pin``: in pinned host memory (for a non-blocking copy to a GPU)."""
         from ..data.tokenizer import COMPLEMENT, PAD
 
-        out = np.full((len(active), e - s), PAD, dtype=np.uint8)   # token ids < VOCAB_SIZE <= 256
+        # token ids < VOCAB_SIZE <= 256
+        t = torch.full((len(active), e - s), PAD, dtype=torch.uint8, pin_memory=pin)
+        out = t.numpy()
         for j, b in enumerate(active):
             L = self.lengths[b]
             hi = min(e, L)
@@ -455,9 +544,10 @@ class ChunkReader:
             else:
                 piece = np.asarray(self.toks[b][s:hi])
             out[j, : hi - s] = piece
-        return out
+        return t
 
 
-__all__ = ["InferenceEngine", "Batch", "Chunk", "Scores", "ChunkReader", "PerBaseSink", "ArraySink",
+__all__ = ["InferenceEngine", "Batch", "Chunk", "Scores", "ChunkReader", "PerBaseSink", "ArraySink", "BackgroundWriter",
+           "to_host",
            "check_precision", "resolve_precision", "autocast", "progress_bar", "rows_still_running",
            "POOLS", "PRECISIONS", "DEFAULT_CHUNK_SIZE", "CHUNK_TOKENS", "DEFAULT_BATCH_SIZE"]

@@ -5,7 +5,9 @@ Owns the checks and bookkeeping around :class:`mamba_genome.variants.effect.Vari
 length normalisation):
 
 - the VCF is streamed in chunks of whole records (``chunk_alleles`` ALT alleles each);
-  multi-allelic records are split into one row per ALT; output keeps the input order;
+  multi-allelic records are split into one row per ALT; output keeps the input order; each
+  chunk is checked, planned and queued on the device before the previous one is read back
+  and written, so the host's parsing and checks overlap the model;
 - each allele gets a status (:data:`mamba_genome.variants.vcf.STATUSES`); a bad record
   (unknown contig, REF that disagrees with the FASTA, window off the contig end, symbolic or
   non-DNA ALT, allele longer than half the window) never stops the run: it is written with
@@ -48,8 +50,8 @@ class VariantResult:
     counts: dict = field(default_factory=dict)
     examples: dict = field(default_factory=dict)
     seconds: float = 0.0
-    model_seconds: float = 0.0
-    tokens: int = 0
+    model_seconds: float = 0.0   # wall time of the scoring loop, from the first chunk read to the last scored
+    tokens: int = 0          # forward positions run (prefixes and suffixes, both strands, padding included)
     window: int = 0
     strands: int = 2
     precision: str = ""
@@ -73,7 +75,8 @@ class VariantResult:
         return [{"records": f"{self.records:,}", "alleles": f"{self.alleles:,}", "scored": f"{self.scored:,}",
                  "window": f"{self.window:,}", "strands": self.strands, "precision": self.precision,
                  "seconds": f"{self.seconds:.2f}", "variants/s": f"{self.scored / sec:,.0f}",
-                 "model tokens/s": f"{self.tokens / max(self.model_seconds, 1e-9):,.0f}", "output": str(self.out)}]
+                 "model tokens/s": f"{self.tokens / max(self.model_seconds, 1e-9):,.0f}",
+                 "positions/variant": f"{self.tokens / max(self.scored, 1):,.0f}", "output": str(self.out)}]
 
 
 def _out_kind(out) -> tuple[Path, str]:
@@ -95,7 +98,7 @@ def _out_kind(out) -> tuple[Path, str]:
 
 def score_vcf(vcf, fasta, model_path, out, window: int = 1024, both_strands: bool = True,
               batch_size: int | None = None, device: str | None = None, precision: str = "auto",
-              chunk_alleles: int | None = None, progress: bool = True) -> VariantResult:
+              chunk_alleles: int | None = None, progress: bool = True, share: bool = True) -> VariantResult:
     """Score every SNV and short indel of ``vcf`` by its log-likelihood ratio under a trained model.
 
     Args:
@@ -113,6 +116,9 @@ def score_vcf(vcf, fasta, model_path, out, window: int = 1024, both_strands: boo
         precision: ``"auto"`` (bf16 on a CUDA GPU that supports it, else fp32), ``"fp32"`` or ``"bf16"``.
         chunk_alleles: alleles read, scored and written per step (None: 16 batches).
         progress: tqdm bar in variants on stderr.
+        share: variants with the same window start share their prefix and reference pass
+            (:mod:`mamba_genome.variants.effect`); False runs each on its own (same scores,
+            for benchmarks).
 
     Returns:
         :class:`VariantResult`; ``problems()`` lists the alleles not scored.
@@ -139,7 +145,7 @@ def score_vcf(vcf, fasta, model_path, out, window: int = 1024, both_strands: boo
     if model.model_type != "lm":
         raise UserError(f"{model_path} is a '{model.model_type}' model; score --vcf needs a pretrained language model")
     scorer = VariantScorer(model, window=window, both_strands=both_strands, batch_size=batch_size,
-                           precision=precision)
+                           precision=precision, share=share)
     chunk_alleles = chunk_alleles or 16 * scorer.batch_size
     res = VariantResult(out, window=window, strands=2 if both_strands else 1, precision=scorer.precision,
                         counts={}, examples={})
@@ -158,13 +164,12 @@ def score_vcf(vcf, fasta, model_path, out, window: int = 1024, both_strands: boo
     source = _prefetch(chunks) if threaded else chunks
     ok = False
     try:
-        first, pending = True, None
-        for chunk in source:
-            if first:
-                ref.check_naming(chunk.chrom, f"--vcf {Path(vcf).name}")
-                first = False
-            cols, status, ms, toks = _score_chunk(chunk, ref, scorer)
-            res.model_seconds += ms
+        first, pending, queued = True, None, None
+
+        def finish(job):
+            """Wait for a queued chunk's scores, count them and hand the chunk to the writer."""
+            nonlocal pending
+            chunk, cols, status, _, toks = _finish_chunk(*job)
             res.tokens += toks
             res.records += chunk.n_records
             res.alleles += len(chunk)
@@ -176,8 +181,24 @@ def score_vcf(vcf, fasta, model_path, out, window: int = 1024, both_strands: boo
             else:
                 writer.write_chunk(chunk, cols, status)
             bar.update(len(chunk))
+
+        for chunk in source:
+            if first:
+                ref.check_naming(chunk.chrom, f"--vcf {Path(vcf).name}")
+                first = False
+                t_loop = time.perf_counter()
+            # the next chunk is checked, planned and queued before the previous one is read
+            # back, so the device always has a chunk of work while the host prepares one
+            job = _submit_chunk(chunk, ref, scorer)
+            if queued is not None:
+                finish(queued)
+            queued = job
+        if queued is not None:
+            finish(queued)
         if pending is not None:
             pending.result()
+        if not first:   # the scoring loop's wall time (the device and the host overlap inside it)
+            res.model_seconds = time.perf_counter() - t_loop
         ok = True
     finally:
         if pool is not None:
@@ -236,8 +257,26 @@ def _tally(res: VariantResult, chunk, status: list[str]) -> None:
                 ex.append(f"{chunk.chrom[i]}:{chunk.pos[i]} {chunk.ref[i]}>{chunk.alt[i]}")
 
 
-def _score_chunk(chunk, ref, scorer):
-    """Status and scores of one chunk: ({column: (n,) float64}, status list, model seconds, tokens)."""
+def _finish_chunk(chunk, cols, status, jobs, model_seconds, tokens):
+    """Wait for the scores queued by :func:`_submit_chunk` and fill the chunk's columns:
+    (chunk, {column: (n,) float64}, status list, model seconds, tokens)."""
+    t = time.perf_counter()
+    for rows, job in jobs:
+        fwd, rev = job.result()
+        cols["llr_forward"][rows] = fwd.llr
+        if rev is None:
+            cols["llr"][rows] = fwd.llr
+            cols["llr_per_base"][rows] = fwd.llr_per_base
+        else:
+            cols["llr_reverse"][rows] = rev.llr
+            cols["llr"][rows] = (fwd.llr + rev.llr) / 2
+            cols["llr_per_base"][rows] = (fwd.llr_per_base + rev.llr_per_base) / 2
+    return chunk, cols, status.tolist(), model_seconds + time.perf_counter() - t, tokens
+
+
+def _submit_chunk(chunk, ref, scorer):
+    """Check one chunk's alleles and queue the scoring of the good ones (one job per contig):
+    (chunk, columns to fill, status, [(rows, PendingScores)], model seconds, tokens)."""
     from ..variants.effect import encode_alleles
 
     n = len(chunk)
@@ -255,7 +294,7 @@ def _score_chunk(chunk, ref, scorer):
     keep = ~too_long
     cand, ref_tok, ref_len, alt_tok, alt_len = cand[keep], ref_tok[keep], ref_len[keep], alt_tok[keep], alt_len[keep]
     cols = {c: np.full(n, np.nan) for c in ("llr", "llr_per_base", "llr_forward", "llr_reverse")}
-    model_seconds, tokens = 0.0, 0
+    model_seconds, tokens, jobs = 0.0, 0, []
     chroms = np.array([chunk.chrom[i] for i in cand], dtype=object)
     pos0 = chunk.pos[cand] - 1
     for contig in dict.fromkeys(chroms.tolist()):
@@ -280,20 +319,11 @@ def _score_chunk(chunk, ref, scorer):
             continue
         t = time.perf_counter()
         scorer.set_contig(contig, toks)
-        fwd, rev = scorer.score(pos0[sel], ref_tok[sel], ref_len[sel], alt_tok[sel], alt_len[sel])
+        before = scorer.positions
+        jobs.append((cand[sel], scorer.submit(pos0[sel], ref_tok[sel], ref_len[sel], alt_tok[sel], alt_len[sel])))
         model_seconds += time.perf_counter() - t
-        rows = cand[sel]
-        per_strand = scorer.left + 2 * scorer.right + ref_len[sel] + alt_len[sel]
-        tokens += int(per_strand.sum()) * (2 if rev is not None else 1)
-        cols["llr_forward"][rows] = fwd.llr
-        if rev is None:
-            cols["llr"][rows] = fwd.llr
-            cols["llr_per_base"][rows] = fwd.llr_per_base
-        else:
-            cols["llr_reverse"][rows] = rev.llr
-            cols["llr"][rows] = (fwd.llr + rev.llr) / 2
-            cols["llr_per_base"][rows] = (fwd.llr_per_base + rev.llr_per_base) / 2
-    return cols, status.tolist(), model_seconds, tokens
+        tokens += scorer.positions - before
+    return chunk, cols, status, jobs, model_seconds, tokens
 
 
 def _fmt(values: np.ndarray, digits: int) -> list[str]:
