@@ -133,9 +133,10 @@ def _conv_bwd_dx_kernel(job0, job1, dv, w_T, dx, length, dim, width):
 
 
 # ----------------------------------------------------------------------------- launchers
-def _jobs(batch: int, length: int) -> tuple[int, int]:
+def _jobs(batch: int, length: int, dim: int, width: int) -> tuple[int, int]:
+    """(jobs, workers): jobs of T_JOB steps; one worker below ``MIN_PARALLEL_WORK`` inputs x taps."""
     njobs = batch * -(-length // T_JOB)
-    return njobs, min(_threads(), njobs)
+    return njobs, min(_threads(batch * length * dim * width), njobs)
 
 
 def _inputs(x, weight, bias, initial_state):
@@ -158,7 +159,7 @@ def _conv_fwd(x, weight, bias, initial_state, silu):
     arrays, keep = _inputs(x, weight, bias, initial_state)
     y = torch.empty(batch, length, dim, dtype=torch.float32)
     kw = dict(arrays, y=y.numpy().reshape(-1), length=length, dim=dim, width=weight.shape[1], silu=bool(silu))
-    njobs, nwork = _jobs(batch, length)
+    njobs, nwork = _jobs(batch, length, dim, weight.shape[1])
     _run_jobs(lambda w, j0, j1: _conv_fwd_kernel(j0, j1, **kw), njobs, nwork)
     del keep
     return y
@@ -169,7 +170,7 @@ def _conv_bwd(x, weight, bias, initial_state, silu, dy):
     batch, length, dim = x.shape
     width = weight.shape[1]
     arrays, keep = _inputs(x, weight, bias, initial_state)
-    njobs, nwork = _jobs(batch, length)
+    njobs, nwork = _jobs(batch, length, dim, weight.shape[1])
     f32 = dict(dtype=torch.float32)
     dy = dy.detach().float().contiguous()
     dv = torch.empty(batch, length, dim, **f32)

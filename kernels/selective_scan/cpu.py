@@ -313,11 +313,12 @@ def _scan_bwd_kernel(job0, job1, W, w, u, su, dl, sdl, z, sz, Bm, sB, Cm, sC, A_
 
 
 # ----------------------------------------------------------------------------- launchers
-def _split(batch: int, dim: int) -> tuple[int, int, int]:
+def _split(batch: int, dim: int, length: int, nstate: int) -> tuple[int, int, int]:
     """(channels per job W, jobs, workers): W = 16 * G with G in (4, 2, 1) channel blocks, the
     widest that still gives every thread a job (wide jobs read whole cache lines of each row of
-    u, delta, z, y; 16-channel jobs were 1.5-2x slower at D = 128)."""
-    threads = _threads()
+    u, delta, z, y; 16-channel jobs were 1.5-2x slower at D = 128). One worker for a small scan
+    (``MIN_PARALLEL_WORK`` state updates)."""
+    threads = _threads(batch * length * dim * nstate)
     blocks = -(-dim // BD)
     group = 1
     for g in (4, 2):
@@ -327,7 +328,6 @@ def _split(batch: int, dim: int) -> tuple[int, int, int]:
     width = BD * group
     njobs = batch * -(-dim // width)
     return width, njobs, min(threads, njobs)
-
 
 
 def _prepare(u, delta, A, B, C, D, z, delta_bias, initial_state):
@@ -355,8 +355,7 @@ def _scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, initial_state, stor
               seg=seg.numpy().reshape(-1), batch=batch, length=length, dim=dim, nstate=nstate,
               has_z=z is not None, softplus=bool(softplus), has_h0=initial_state is not None,
               store_seg=bool(store_seg))
-    njobs = batch * (-(-dim // BD))
-    width, njobs, nwork = _split(batch, dim)
+    width, njobs, nwork = _split(batch, dim, length, nstate)
     _run_jobs(lambda w, j0, j1: _scan_fwd_kernel(j0, j1, width, **kw), njobs, nwork)
     del keep
     return y, hT, (seg if store_seg else None)
@@ -367,7 +366,7 @@ def _scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, seg, dy, dhT):
     batch, length, dim = u.shape
     nstate = A.shape[1]
     arrays, keep = _prepare(u, delta, A, B, C, D, z, delta_bias, None)
-    width, njobs, nwork = _split(batch, dim)
+    width, njobs, nwork = _split(batch, dim, length, nstate)
     f32 = dict(dtype=torch.float32)
     du, ddl = torch.empty(batch, length, dim, **f32), torch.empty(batch, length, dim, **f32)
     dz = torch.empty(batch, length, dim, **f32) if z is not None else torch.empty(1, **f32)
