@@ -52,8 +52,8 @@ GPU_LR = 8e-3
 GPU_MAX_STEPS = 10_000
 # CPU defaults for the out-of-the-box run (tiny preset, 2 cores, < 5 minutes).
 CPU_SEQ_LEN = 512
-CPU_BATCH = 16
-CPU_LR = 8e-3
+CPU_BATCH = 4
+CPU_LR = 4e-3
 CPU_MAX_TIME = "4m15s"
 CPU_VAL_WINDOWS = 48
 GPU_VAL_WINDOWS = 256
