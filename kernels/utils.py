@@ -2,9 +2,10 @@
 
 The backend is resolved once per call from the input's device:
 CUDA tensors use Triton when it imports; CPU tensors use the compiled numba
-selective scan when numba imports (``"numba"``: ops without a numba kernel, i.e.
-all but the scan, run their PyTorch path under it) and the vectorised PyTorch
-path (``"torch"``) otherwise, with a one-line warning the first time.
+selective scan and causal conv1d when numba imports (``"numba"``: ops without a
+numba kernel, i.e. the norm and the single-step updates, run their PyTorch path
+under it) and the vectorised PyTorch path (``"torch"``) otherwise, with a
+one-line warning the first time.
 ``MAMBA_GENOME_BACKEND`` overrides the default for a whole process (useful for
 A/B runs); an explicit ``backend=`` argument overrides both. Under
 ``TRITON_INTERPRET=1`` the Triton kernels also run on CPU tensors, which is how

@@ -1,10 +1,13 @@
 """Causal depthwise conv1d (width 2-4): public functions and backend dispatch.
 
-Files: naive.py (float64 reference), parallel.py (PyTorch, CPU default),
-chunk.py (Triton forward/backward, CUDA default), step.py (single-step
-decode update: torch + Triton).
+Files: naive.py (float64 reference), parallel.py (PyTorch: the fallback, and
+the CPU path without numba), cpu.py (numba forward/backward in the (B, L, D)
+layout, the CPU default), chunk.py (Triton forward/backward, CUDA default),
+step.py (single-step decode update: torch + Triton).
 """
 from __future__ import annotations
+
+import torch
 
 from ..utils import check_shape, resolve_backend
 from .naive import causal_conv1d_naive
@@ -36,7 +39,8 @@ def causal_conv1d(x, weight, bias=None, activation=None, initial_state=None, ret
         activation: None or "silu".
         initial_state: (B, D, W-1) the previous W-1 inputs (oldest first), for streaming.
         return_final_state: also return the last W-1 inputs, (B, D, W-1).
-        backend: "reference", "torch", "triton" or None.
+        backend: "reference", "torch", "numba", "triton" or None (fastest available). "numba"
+            runs float64 inputs on the PyTorch path (its kernels are fp32).
 
     Returns:
         y (B, L, D), or (y, final_state).
@@ -54,6 +58,10 @@ def causal_conv1d(x, weight, bias=None, activation=None, initial_state=None, ret
         from .chunk import causal_conv1d_triton
 
         return causal_conv1d_triton(x, weight, **kw)
+    if backend == "numba" and x.dtype != torch.float64:
+        from .cpu import causal_conv1d_numba
+
+        return causal_conv1d_numba(x, weight, **kw)
     return causal_conv1d_torch(x, weight, **kw)
 
 

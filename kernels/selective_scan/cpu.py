@@ -25,112 +25,15 @@ dtype, the final state in fp32.
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
-import numba
 import numpy as np
 import torch
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
+
+from ..cpu_common import (  # noqa: F401  (the math helpers are used inside the kernels)
+    _FLAGS, _HALF, _ONE, _ZERO, _exp, _flat, _jit, _run_jobs, _sigmoid, _softplus, _threads, _vec,
+)
 
 BD = 16          # channel block: two AVX2 vectors of fp32, one AVX-512 vector; a job is 1, 2 or 4 blocks
 SEG_LEN = 32     # steps between the states saved for the backward
-
-_F32 = np.float32
-_LOG2E, _LN2_HI, _LN2_LO = _F32(1.4426950408889634), _F32(0.693359375), _F32(-2.12194440e-4)
-_SQRT2 = _F32(1.4142135623730951)
-_EXP_LO, _EXP_HI = _F32(-87.0), _F32(88.0)
-_ZERO, _HALF, _ONE, _TWENTY = _F32(0.0), _F32(0.5), _F32(1.0), _F32(20.0)
-# Cephes expf / logf minimax coefficients (relative error ~1 ulp on their reduced ranges)
-_E1, _E2, _E3 = _F32(1.9875691500e-4), _F32(1.3981999507e-3), _F32(8.3334519073e-3)
-_E4, _E5, _E6 = _F32(4.1665795894e-2), _F32(1.6666665459e-1), _F32(5.0000001201e-1)
-_L = tuple(_F32(c) for c in (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
-                             1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
-                             3.3333331174e-1))
-_L0, _L1, _L2, _L3, _L4, _L5, _L6, _L7, _L8 = _L
-
-# FMA contraction only, no reassociation: the exp's two-part ln 2 and log1p's (1 + w) - 1 rely
-# on the order of their operations (the helpers are inlined, so the kernels' flags are theirs),
-# and NaN / inf keep their meaning. The one reduction over channels, for dB and dC, is written
-# out as a tree (``_fold8``, ``_sum8``) so that it vectorises without reassociation.
-_FLAGS = {"contract", "nsz"}
-
-
-def _jit(fastmath, inline="never"):
-    """numba.njit, GIL released, with an on-disk cache; without a writable cache location
-    (read-only package and home directory) numba refuses ``cache=True`` at decoration, so
-    compile uncached. The math helpers are inlined by numba itself (``inline="always"``): left
-    to LLVM, a call inside a channel loop is not always inlined and then stops vectorisation."""
-    def wrap(fn):
-        opts = dict(fastmath=fastmath, nogil=True, error_model="numpy", inline=inline)
-        try:
-            return numba.njit(cache=True, **opts)(fn)
-        except RuntimeError:
-            return numba.njit(cache=False, **opts)(fn)
-    return wrap
-
-
-# ----------------------------------------------------------------------------- math helpers
-@intrinsic
-def _pow2(typingctx, k):
-    """2**k as float32 for a whole-valued float32 k in [-126, 127], built from the exponent bits
-    (fptosi, add the bias 127, shift into place, bitcast) so that it vectorises."""
-    if k != types.float32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        i32 = ir.IntType(32)
-        bits = builder.shl(builder.add(builder.fptosi(args[0], i32), ir.Constant(i32, 127)),
-                           ir.Constant(i32, 23))
-        return builder.bitcast(bits, ir.FloatType())
-
-    return types.float32(types.float32), codegen
-
-
-@_jit(_FLAGS, inline="always")
-def _exp(x):
-    """exp(x) for float32: 2**k * p(r), r = x - k ln 2 in [-ln2/2, ln2/2]; 0 below -87."""
-    xc = min(max(x, _EXP_LO), _EXP_HI)
-    k = np.floor(xc * _LOG2E + _HALF)
-    r = xc - k * _LN2_HI
-    r = r - k * _LN2_LO
-    p = ((((_E1 * r + _E2) * r + _E3) * r + _E4) * r + _E5) * r + _E6
-    p = p * r * r + r + _ONE
-    res = _ZERO if x < _EXP_LO else p * _pow2(k)
-    return x if x != x else res                           # NaN stays NaN
-
-
-@_jit(_FLAGS, inline="always")
-def _log_1_2(v):
-    """log(v) for float32 v in [1, 2] (Cephes logf after halving v above sqrt 2)."""
-    big = v > _SQRT2
-    m = v * _HALF if big else v
-    e = _ONE if big else _ZERO
-    x = m - _ONE
-    z = x * x
-    y = ((((((((_L0 * x + _L1) * x + _L2) * x + _L3) * x + _L4) * x + _L5) * x + _L6) * x + _L7) * x + _L8)
-    y = y * x * z + e * _LN2_LO - _HALF * z
-    return x + y + e * _LN2_HI
-
-
-@_jit(_FLAGS, inline="always")
-def _softplus(v):
-    """log(1 + exp(v)) = max(v, 0) + log1p(exp(-|v|)), identity above 20 (as torch's softplus).
-    Both sides of every choice are computed (selects, no branches), so that it vectorises."""
-    w = _exp(-abs(v))
-    s = _ONE + w
-    d = s - _ONE
-    lp = _log_1_2(s) * (w / d)                      # log1p(w) without cancellation ...
-    lp = w if d == _ZERO else lp                    # ... and w itself where 1 + w rounds to 1
-    r = max(v, _ZERO) + lp
-    return v if v > _TWENTY else r
-
-
-@_jit(_FLAGS, inline="always")
-def _sigmoid(v):
-    return _ONE / (_ONE + _exp(-v))
 
 
 @_jit(_FLAGS, inline="always")
@@ -410,19 +313,12 @@ def _scan_bwd_kernel(job0, job1, W, w, u, su, dl, sdl, z, sz, Bm, sB, Cm, sC, A_
 
 
 # ----------------------------------------------------------------------------- launchers
-_POOL: tuple[int, int, ThreadPoolExecutor] | None = None   # (pid, workers, pool)
-
-
-def _threads() -> int:
-    """Threads for a launch: as many as torch uses (``torch.set_num_threads`` applies here too)."""
-    return max(1, torch.get_num_threads())
-
-
-def _split(batch: int, dim: int) -> tuple[int, int, int]:
+def _split(batch: int, dim: int, length: int, nstate: int) -> tuple[int, int, int]:
     """(channels per job W, jobs, workers): W = 16 * G with G in (4, 2, 1) channel blocks, the
     widest that still gives every thread a job (wide jobs read whole cache lines of each row of
-    u, delta, z, y; 16-channel jobs were 1.5-2x slower at D = 128)."""
-    threads = _threads()
+    u, delta, z, y; 16-channel jobs were 1.5-2x slower at D = 128). One worker for a small scan
+    (``MIN_PARALLEL_WORK`` state updates)."""
+    threads = _threads(batch * length * dim * nstate)
     blocks = -(-dim // BD)
     group = 1
     for g in (4, 2):
@@ -432,42 +328,6 @@ def _split(batch: int, dim: int) -> tuple[int, int, int]:
     width = BD * group
     njobs = batch * -(-dim // width)
     return width, njobs, min(threads, njobs)
-
-
-def _run_jobs(run, njobs: int, nwork: int) -> None:
-    """``run(w, job0, job1)`` for nwork contiguous slices of range(njobs), in parallel threads
-    (the kernels release the GIL). Slice 0 runs in the calling thread. The pool is made again
-    after a fork (a child process has none of its parent's threads)."""
-    global _POOL
-    if nwork <= 1:
-        run(0, 0, njobs)
-        return
-    pid = os.getpid()
-    if _POOL is None or _POOL[0] != pid or _POOL[1] < nwork - 1:
-        _POOL = (pid, nwork - 1, ThreadPoolExecutor(nwork - 1, thread_name_prefix="mamba-genome-scan"))
-    cuts = [w * njobs // nwork for w in range(nwork + 1)]
-    futures = [_POOL[2].submit(run, w, cuts[w], cuts[w + 1]) for w in range(1, nwork)]
-    run(0, cuts[0], cuts[1])
-    for f in futures:
-        f.result()
-
-
-def _flat(t: torch.Tensor):
-    """(flat fp32 numpy view, (batch stride, time stride)) of a (B, L, X) tensor with unit stride
-    on its last axis; other tensors are converted / copied first."""
-    t = t.detach()
-    if t.dtype != torch.float32 or t.stride(-1) != 1:
-        t = t.float().contiguous()
-    span = 1 + sum((s - 1) * st for s, st in zip(t.shape, t.stride()))
-    flat = torch.as_strided(t, (span,), (1,), t.storage_offset())
-    return flat.numpy(), (t.stride(0), t.stride(1)), t
-
-
-def _vec(t: torch.Tensor | None, n: int) -> np.ndarray:
-    """A contiguous fp32 (n,) / flattened numpy array (zeros when ``t`` is None)."""
-    if t is None:
-        return np.zeros(n, np.float32)
-    return t.detach().float().contiguous().reshape(-1).numpy()
 
 
 def _prepare(u, delta, A, B, C, D, z, delta_bias, initial_state):
@@ -495,8 +355,7 @@ def _scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, initial_state, stor
               seg=seg.numpy().reshape(-1), batch=batch, length=length, dim=dim, nstate=nstate,
               has_z=z is not None, softplus=bool(softplus), has_h0=initial_state is not None,
               store_seg=bool(store_seg))
-    njobs = batch * (-(-dim // BD))
-    width, njobs, nwork = _split(batch, dim)
+    width, njobs, nwork = _split(batch, dim, length, nstate)
     _run_jobs(lambda w, j0, j1: _scan_fwd_kernel(j0, j1, width, **kw), njobs, nwork)
     del keep
     return y, hT, (seg if store_seg else None)
@@ -507,7 +366,7 @@ def _scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, seg, dy, dhT):
     batch, length, dim = u.shape
     nstate = A.shape[1]
     arrays, keep = _prepare(u, delta, A, B, C, D, z, delta_bias, None)
-    width, njobs, nwork = _split(batch, dim)
+    width, njobs, nwork = _split(batch, dim, length, nstate)
     f32 = dict(dtype=torch.float32)
     du, ddl = torch.empty(batch, length, dim, **f32), torch.empty(batch, length, dim, **f32)
     dz = torch.empty(batch, length, dim, **f32) if z is not None else torch.empty(1, **f32)

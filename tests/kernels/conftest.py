@@ -67,3 +67,14 @@ def scan_fwd_calls(monkeypatch):
 
     monkeypatch.setattr(chunk, "_selective_scan_fwd", counting)
     return calls
+
+
+@pytest.fixture(autouse=True)
+def split_small_cpu_launches(monkeypatch):
+    """The compiled CPU kernels run small launches in one thread (``MIN_PARALLEL_WORK``); the
+    kernel tests use small shapes, so they switch that off to cover the split over threads."""
+    from mamba_genome.kernels import utils
+
+    if utils.numba_available():
+        common = importlib.import_module("mamba_genome.kernels.cpu_common")
+        monkeypatch.setattr(common, "MIN_PARALLEL_WORK", 0)

@@ -1,4 +1,4 @@
-"""Causal conv1d: Triton and torch backends against the float64 loop reference.
+"""Causal conv1d: Triton, torch and numba (compiled CPU) backends against the float64 loop reference.
 
 Compares y, the final conv state and the gradients of x, weight, bias and initial_state.
 """
@@ -7,9 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mamba_genome.kernels import causal_conv1d
+from mamba_genome.kernels import causal_conv1d, utils
 
 from .conftest import DEVICE, DTYPE_NAME, TOL, assert_close, cuda_only
+
+# the compiled CPU kernels (kernels/causal_conv1d/cpu.py), where numba imports and tensors are on CPU
+NUMBA = pytest.param("numba", marks=pytest.mark.skipif(not (utils.numba_available() and DEVICE == "cpu"),
+                                                       reason="needs numba and CPU tensors"))
 
 
 def case(b, l, d, w, dtype, bias=True, silu=True, h0=True, marks=()):
@@ -48,7 +52,7 @@ def run(inputs, silu, backend):
     return y, final, {k: v.grad for k, v in leaves.items() if v is not None}
 
 
-@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("backend", ["triton", "torch", NUMBA])
 @pytest.mark.parametrize("p", CASES)
 def test_conv_matches_reference(p, backend):
     inputs = make_inputs(**p)
@@ -63,7 +67,7 @@ def test_conv_matches_reference(p, backend):
         assert_close(f"d{name}", ref, g[name], tol)
 
 
-@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("backend", ["triton", "torch", NUMBA])
 def test_conv_streaming(backend):
     """conv([x1; x2]) == conv(x1) then conv(x2, initial_state=final1)."""
     p = dict(b=2, l=200, d=16, w=4, dtype=torch.float32, bias=True, silu=True, h0=True)
@@ -76,12 +80,22 @@ def test_conv_streaming(backend):
     assert_close("final_state", f, f2, 1e-6)
 
 
-def test_conv_sliced_input():
-    """x as a strided view of a wider projection."""
-    proj = torch.randn(2, 100, 48, device=DEVICE)
-    x, w = proj[..., 8:40], torch.randn(32, 4, device=DEVICE)
-    ref = causal_conv1d(x, w, activation="silu", backend="reference")
-    assert_close("y", ref, causal_conv1d(x, w, activation="silu", backend="triton"), 1e-5)
+@pytest.mark.parametrize("backend", ["triton", NUMBA])
+def test_conv_sliced_input(backend):
+    """x as a strided view of a wider projection (the model's x half of in_proj's output), read
+    in place; the gradient lands in the projection's slice."""
+    proj = torch.randn(2, 300, 48, device=DEVICE)
+    w = torch.randn(32, 4, device=DEVICE)
+    gy = torch.randn(2, 300, 32, device=DEVICE, dtype=torch.float64)
+    outs = {}
+    for name in ("reference", backend):
+        leaf = proj.clone().requires_grad_(True)
+        y = causal_conv1d(leaf[..., 8:40], w, activation="silu", backend=name)
+        (y.double() * gy).sum().backward()
+        outs[name] = (y, leaf.grad)
+    assert_close("y", outs["reference"][0], outs[backend][0], 1e-5)
+    assert_close("dproj", outs["reference"][1], outs[backend][1], 1e-5)
+    assert outs[backend][1][..., :8].abs().max() == 0 and outs[backend][1][..., 40:].abs().max() == 0
 
 
 @pytest.mark.parametrize("p,tune", [

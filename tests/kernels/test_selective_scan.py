@@ -33,8 +33,11 @@ CPU_CASES = [  # small: on CPU each program walks its steps in the Triton interp
     case(3, 100, 32, 16, torch.float32, bias=False),
     case(1, 500, 32, 16, torch.bfloat16),
     case(1, 200, 24, 8, torch.float16, z=False, h0=False),
-    case(1, 2049, 4, 4, torch.float32),
+    case(1, 257, 4, 4, torch.float32),     # 16 interpreter tiles + 1 step; chunks of 48 steps, the last partial
 ]
+# long and odd for the PyTorch path: 8 of its SEQ_CHUNK = 256 steps + 1 (too slow for the interpreter,
+# whose chunking the 257-step case and test_scan_tile_configs cover)
+LONG_CPU_CASE = case(1, 2049, 4, 4, torch.float32)
 CUDA_CASES = [
     case(2, 4096, 512, 16, torch.bfloat16, marks=cuda_only),
     case(2, 4096, 512, 16, torch.float32, marks=cuda_only),
@@ -104,6 +107,11 @@ def check(p, backend, sliced=False, inputs=None):
 @pytest.mark.parametrize("p", CPU_CASES + CUDA_CASES)
 def test_scan_matches_reference(p, backend):
     check(p, backend)
+
+
+@pytest.mark.parametrize("p", [LONG_CPU_CASE])
+def test_torch_scan_long_odd_length(p):
+    check(p, "torch")
 
 
 @pytest.mark.parametrize("p", [case(2, 130, 16, 8, torch.float32), case(2, 300, 32, 16, torch.bfloat16, marks=cuda_only)])

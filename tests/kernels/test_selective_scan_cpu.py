@@ -66,6 +66,27 @@ def test_numba_scan_thread_counts(threads):
 
 
 @numba_only
+def test_small_launches_stay_in_the_calling_thread(monkeypatch):
+    """Below ``MIN_PARALLEL_WORK`` the scan and the conv use one worker (streaming short chunks
+    paid a thread hand-off per call); above it, every thread. The kernel tests otherwise run
+    with the threshold at 0 (conftest), so the split over threads stays covered."""
+    import importlib
+
+    common = importlib.import_module("mamba_genome.kernels.cpu_common")
+    scan = importlib.import_module("mamba_genome.kernels.selective_scan.cpu")
+    conv = importlib.import_module("mamba_genome.kernels.causal_conv1d.cpu")
+    monkeypatch.setattr(common, "MIN_PARALLEL_WORK", 1 << 18)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert scan._split(2, 128, 1, 16)[2] == 1 and conv._jobs(2, 1, 128, 4)[1] == 1
+        assert scan._split(4, 128, 512, 16)[2] == 2 and conv._jobs(4, 512, 128, 4)[1] == 2
+        check(dict(b=2, l=7, d=32, n=16, dtype=torch.float32, **ALL), "numba")   # one worker, same values
+    finally:
+        torch.set_num_threads(before)
+
+
+@numba_only
 def test_numba_scan_large_dt():
     """dt above the softplus cut-off and exp(dt A) below float32's range: the state restarts."""
     p = dict(b=1, l=90, d=16, n=8, dtype=torch.float32, **ALL)
