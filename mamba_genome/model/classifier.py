@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from .config import MambaConfig
 from .lm import MambaLM
+from .runtime import RuntimeOptions
 
 POOLINGS = ("last", "mean")
 
@@ -41,7 +42,8 @@ class MambaClassifier(nn.Module):
 
     model_type = "classifier"
 
-    def __init__(self, config: MambaConfig, num_classes: int, pooling: str = "last"):
+    def __init__(self, config: MambaConfig, num_classes: int, pooling: str = "last",
+                 runtime: RuntimeOptions | None = None):
         super().__init__()
         if int(num_classes) < 2:
             raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
@@ -50,10 +52,18 @@ class MambaClassifier(nn.Module):
         self.config = config
         self.num_classes = int(num_classes)
         self.pooling = pooling
-        self.backbone = MambaLM(config)
+        self.backbone = MambaLM(config, runtime)
         self.head = nn.Linear(config.d_model, self.num_classes)
         nn.init.normal_(self.head.weight, std=config.initializer_range)
         nn.init.zeros_(self.head.bias)
+
+    @property
+    def runtime(self) -> RuntimeOptions:
+        return self.backbone.runtime
+
+    def set_runtime(self, runtime: RuntimeOptions | None = None, **changes) -> RuntimeOptions:
+        """See :meth:`MambaLM.set_runtime`."""
+        return self.backbone.set_runtime(runtime, **changes)
 
     @property
     def init_kwargs(self) -> dict:
@@ -63,7 +73,7 @@ class MambaClassifier(nn.Module):
     @classmethod
     def from_pretrained_lm(cls, lm: MambaLM, num_classes: int, pooling: str = "last") -> "MambaClassifier":
         """A classifier whose backbone starts from the weights of ``lm`` (a fresh head)."""
-        clf = cls(lm.config, num_classes, pooling)
+        clf = cls(lm.config, num_classes, pooling, runtime=lm.runtime)
         clf.backbone.load_state_dict(lm.state_dict())
         return clf
 
