@@ -242,6 +242,10 @@ class ValidationSchedule(Callback):
                 return False
             if trainer.should_stop and trainer.fit_loop._can_stop_early:
                 return True   # the last step is always followed by a validation
+            if loop.restarting and loop.restarted_on_last:
+                # resumed from a checkpoint of a finished step (epoch end, validation end): Lightning
+                # then skips the validation and counts that step, as its own check would have it
+                return True
             return not loop._should_accumulate() and self.due(trainer.global_step)
 
         loop._should_check_val_fx = should_check_val   # the instance attribute wins over Lightning's method
