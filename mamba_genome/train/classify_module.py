@@ -123,7 +123,7 @@ class ClassifyModule(L.LightningModule):
 
     # --------------------------------------------------------------- training
     def training_step(self, batch, batch_idx):
-        logits = self.model(batch["input_ids"])
+        logits = self.model(batch["input_ids"], batch.get("length"))
         loss = F.cross_entropy(logits.float(), batch["label"])
         acc = (logits.argmax(-1) == batch["label"]).float().mean()
         self._train_loss.append(loss.detach())
@@ -132,7 +132,7 @@ class ClassifyModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        logits = self.model(batch["input_ids"]).float()
+        logits = self.model(batch["input_ids"], batch.get("length")).float()
         loss = F.cross_entropy(logits, batch["label"], reduction="sum")
         correct = (logits.argmax(-1) == batch["label"]).sum()
         self._val.append(torch.stack([loss, correct.float(), torch.tensor(float(len(logits)), device=loss.device)]))

@@ -249,7 +249,7 @@ def predict_windows(model, ds, batch_size: int, device, precision: str = "auto")
 
     lp = InferenceEngine(model.backbone).class_log_probs(
         _Windows(), model.head, model.pooling, batch_size=batch_size, precision=precision,
-        lengths=[ds.seq_len] * len(ds))
+        lengths=ds.lengths)
     return np.exp(lp)
 
 
@@ -355,7 +355,7 @@ def finetune(args: FinetuneArgs) -> dict:
         rundir.check(resume=args.resume, force=args.force, inputs=_run_inputs(args, sources))
     task = build_task(sources, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                       store_dir=args.store_dir, progress=args.progress)
-    task.check_windows(args.seq_len)
+    task.check_windows(args.seq_len, whole_records=task.whole_records(args.seq_len))
     labels = task.labels
     if args.progress:
         from ..cli.common import print_table
@@ -389,11 +389,16 @@ def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start
     model, source = _build_model(args, len(labels))
     world = args.devices
     seq_fn = lambda e: seq_len_for_epoch(e, args.seq_len, args.seq_len_start, args.seq_len_warmup)  # noqa: E731
+    # many short records (genes, reads, 512-bp windows): each is trained and scored whole, padded
+    whole = task.whole_records(args.seq_len)
     train_ds = BalancedWindowDataset(task.split_regions("train"), len(labels), seq_fn(0),
                                      samples_per_epoch=args.epoch_steps * args.batch_size * world,
-                                     weighting=args.contig_weighting, rc_prob=args.rc_prob, seed=args.seed)
-    val_ds = FixedWindowDataset(task.split_regions("val"), len(labels), args.seq_len, per_class=args.val_windows)
-    test_ds = FixedWindowDataset(task.split_regions("test"), len(labels), args.seq_len, per_class=args.test_windows)
+                                     weighting=args.contig_weighting, rc_prob=args.rc_prob, seed=args.seed,
+                                     whole_records=whole)
+    val_ds = FixedWindowDataset(task.split_regions("val"), len(labels), args.seq_len, per_class=args.val_windows,
+                                whole_records=whole)
+    test_ds = FixedWindowDataset(task.split_regions("test"), len(labels), args.seq_len, per_class=args.test_windows,
+                                 whole_records=whole)
     _log(args, f"model: {source}, {model.num_parameters():,} parameters, pooling={args.pooling}"
                f"{', backbone frozen' if args.freeze_backbone else ''}; {len(val_ds)} val and {len(test_ds)} test windows "
                f"of {args.seq_len:,} bp")
