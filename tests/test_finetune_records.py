@@ -43,15 +43,18 @@ def record_fastas(tmp_path_factory):
 
 
 def test_finetune_on_short_records(record_fastas, tmp_path):
+    """Once refused with "class 'cds' has no usable train window of 512 bp": 500-bp records at --seq-len 512
+    train (2 micro-batches of 2 per step) and every test record is scored whole."""
     out = tmp_path / "run"
     res = CliRunner().invoke(main, [
         "finetune", "--class", f"cds={record_fastas / 'cds.fa'}", "--class", f"ig={record_fastas / 'ig.fa'}",
-        "--seq-len", "512", "--max-steps", "4", "--batch-size", "4", "--val-windows", "4", "--test-windows", "50",
+        "--seq-len", "512", "--max-steps", "4", "--batch-size", "4", "--micro-batch-size", "2", "--val-windows", "4", "--test-windows", "50",
         "--accelerator", "cpu", "--model-overrides", json.dumps({"d_model": 16, "n_layer": 1}), "--out", str(out),
         "-q"])
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())
     assert all("whole records" in v for v in m["split"].values())
+    assert (m["micro_batch"], m["accumulate"], m["memory"]) == (2, 2, "auto")   # the expert flag over the planner
     rows = (out / "test_predictions.tsv").read_text().splitlines()[1:]
     spans = [(r.split("\t")[1], int(r.split("\t")[3]) - int(r.split("\t")[2])) for r in rows]
     # every held-out record is scored whole, at its own length; none is in train or val
