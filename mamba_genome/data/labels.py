@@ -182,11 +182,16 @@ class ClassificationTask:
 
     def whole_records(self, seq_len: int) -> bool:
         """Whether records shorter than ``seq_len`` are trained and scored whole (padded): when a FASTA
-        was split by whole records (many short ones), or when some class has no full window otherwise."""
+        was split by whole records, or a class's regions in a split are many short records
+        (:func:`splits_by_record`) some shorter than ``seq_len``. Contigs too short for a window stay an error."""
         if any("whole records" in m for m in self.methods.values()):
             return True
-        return any(max((r.length for r in self.split_regions(split, k)), default=0) < seq_len
-                   for k in range(len(self.labels)) for split in SPLITS)
+        for k in range(len(self.labels)):
+            for split in SPLITS:
+                regs = self.split_regions(split, k)
+                if splits_by_record(regs) and min(r.length for r in regs) < seq_len:
+                    return True
+        return False
 
     def check_windows(self, seq_len: int, splits=SPLITS, whole_records: bool = False) -> None:
         """Raise ``UserError`` if a class has no region of at least ``seq_len`` in a split (with
