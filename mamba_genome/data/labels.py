@@ -49,11 +49,11 @@ from torch.utils.data import Dataset, Sampler
 from ..errors import InputFileError, UserError
 from .splits import Region, make_splits
 from .store import TokenStore, ingest, is_store
-from .tokenizer import N, PAD, reverse_complement_tokens
+from .tokenizer import N, PAD
+from .windows import draw_window, region_table
 
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test", "": None}
-_MAX_TRIES = 16  # train windows drawn before settling for the least-N one
 RECORD_SPLIT_MIN_RECORDS = 20  # a FASTA with at least this many records ...
 RECORD_SPLIT_MAX_MEDIAN = 10_000  # ... whose median record is shorter than this is split by whole records
 
@@ -360,7 +360,8 @@ class BalancedWindowDataset(Dataset):
     ``(seed, epoch, i)``: a class uniformly at random, a region of that class
     (weighted by its number of window positions, or uniformly), a window
     inside it; windows more than ``max_n_fraction`` N are redrawn; the window
-    is reverse-complemented with probability ``rc_prob``.
+    is reverse-complemented with probability ``rc_prob`` (the windows core,
+    :func:`mamba_genome.data.windows.draw_window`, shared with pretraining).
 
     With ``whole_records``, a region shorter than the window is one item of its own (weight 1,
     as a region exactly one window long), its bases first and PAD after them; ``length`` says
@@ -399,13 +400,11 @@ class BalancedWindowDataset(Dataset):
         if L not in self._tables:
             table = []
             for k in range(self.num_classes):
-                regs = [r for r in self.all_regions
-                        if r.label == k and (r.length >= L or self.whole_records and r.length > 0)]
+                regs, cum = region_table([r for r in self.all_regions if r.label == k], L, weighting=self.weighting,
+                                         whole_records=self.whole_records)
                 if not regs:
                     raise UserError(f"class {k} has no training region of at least {L:,} bp; use a smaller --seq-len")
-                w = np.array([max(1, r.length - L + 1) if self.weighting == "length" else 1 for r in regs],
-                             dtype=np.float64)
-                table.append((regs, np.cumsum(w)))
+                table.append((regs, cum))
             self._tables[L] = table
         return self._tables[L]
 
@@ -422,21 +421,9 @@ class BalancedWindowDataset(Dataset):
         rng = np.random.default_rng([self.seed, int(epoch), int(i)])
         k = int(rng.integers(self.num_classes))
         regs, cum = self._table(seq_len)[k]
-        best = None
-        for _ in range(_MAX_TRIES):
-            r = regs[int(np.searchsorted(cum, rng.random() * cum[-1], side="right"))]
-            start = r.start + int(rng.integers(0, max(1, r.length - seq_len + 1)))
-            w = self._stores.tokens(r.store, r.contig)[start : min(start + seq_len, r.end)]
-            n = int(np.count_nonzero(w == N))
-            if best is None or n / len(w) < best[0]:
-                best = (n / len(w), r, start, w)
-            if n <= self.max_n_fraction * len(w):
-                break
-        _, r, start, w = best
-        tokens = np.asarray(w, dtype=np.int64)
-        if rng.random() < self.rc_prob:
-            tokens = reverse_complement_tokens(tokens)
-        return k, r.store, r.contig, start, np.ascontiguousarray(tokens)
+        r, start, tokens = draw_window(rng, regs, cum, seq_len, lambda r: self._stores.tokens(r.store, r.contig),
+                                       max_n_fraction=self.max_n_fraction, rc_prob=self.rc_prob)
+        return k, r.store, r.contig, start, tokens
 
     def __getitem__(self, key) -> dict:
         epoch, seq_len, i = key if isinstance(key, tuple) else (self.epoch, self.seq_len, key)
