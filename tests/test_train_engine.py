@@ -155,3 +155,15 @@ def fasta_small(tmp_path_factory):
         for i, n in enumerate((6000, 2000)):
             fh.write(f">c{i}\n{''.join(rng.choice('ACGT') for _ in range(n))}\n")
     return p
+
+
+def test_other_ranks_plan_for_rank0s_memory(monkeypatch):
+    """The ranks Lightning starts re-run the command: they plan for the free memory rank 0 measured."""
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_NTASKS"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv(engine.FREE_BYTES_ENV, str(40 * GiB))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (7 * GiB, 80 * GiB))
+    assert engine.device_memory(True) == ("cuda", 7 * GiB)          # rank 0 measures (and publishes) ...
+    assert engine.device_memory(False) == ("cpu", None)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert engine.device_memory(True) == ("cuda", 7 * GiB)          # ... what rank 1 then plans for

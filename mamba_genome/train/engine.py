@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -92,14 +93,31 @@ def split_batch(per_device: int, micro: int) -> tuple[int, int]:
     return math.ceil(per_device / acc), acc
 
 
+# The free memory the plan was made for, published to the processes a multi-GPU run starts from this one
+# (Lightning re-runs the command line per rank): every rank must plan the same micro-batches.
+FREE_BYTES_ENV = "MAMBA_GENOME_PLAN_FREE_BYTES"
+
+
 def device_memory(on_gpu: bool) -> tuple[str, int | None]:
-    """``(device_type, free bytes)`` of this process's device (None on CPU)."""
+    """``(device_type, free bytes)`` to plan for (None on CPU), the same on every rank of a run.
+
+    One process: the device's free memory now. The ranks Lightning starts: what rank 0 measured
+    (:data:`FREE_BYTES_ENV`). Ranks started by torchrun / srun, which measure at different moments:
+    90% of the device's total memory, the same on identical GPUs.
+    """
     if not on_gpu:
         return "cpu", None
+    rank = next((int(os.environ[k]) for k in ("RANK", "LOCAL_RANK") if os.environ.get(k, "").isdigit()), 0)
+    if rank != 0 and os.environ.get(FREE_BYTES_ENV, "").isdigit():
+        return "cuda", int(os.environ[FREE_BYTES_ENV])
     import torch
 
-    free, _ = torch.cuda.mem_get_info()
-    return "cuda", int(free)
+    if any(int(os.environ.get(k, "1") or 1) > 1 for k in ("WORLD_SIZE", "SLURM_NTASKS")):
+        free = int(0.9 * torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
+    else:
+        free = int(torch.cuda.mem_get_info()[0])
+    os.environ[FREE_BYTES_ENV] = str(free)
+    return "cuda", free
 
 
 class StagePlanner:
@@ -282,4 +300,4 @@ class ValidationSchedule(Callback):
 
 
 __all__ = ["ExpertOverrides", "StagePlan", "StagePlanner", "StageRuntime", "ValidationSchedule",
-           "VAL_MAX_FRACTION", "device_memory", "split_batch", "val_interval_for_fraction"]
+           "VAL_MAX_FRACTION", "FREE_BYTES_ENV", "device_memory", "split_batch", "val_interval_for_fraction"]

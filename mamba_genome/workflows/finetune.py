@@ -6,6 +6,13 @@ a window), a Mamba backbone (from scratch or from a pretrained LM) with a
 pooled linear head, AdamW with linear warmup then cosine decay to 1e-6,
 and sequence-length warmup (2^14, doubling per epoch) for long windows.
 
+The pieces it shares with ``pretrain``: the windows core (:mod:`mamba_genome.data.windows`),
+the schedule module (:mod:`mamba_genome.train.schedule`), the run-directory policy
+(:mod:`mamba_genome.train.rundir`) and the engine's planner (:mod:`mamba_genome.train.engine`:
+micro-batch, gradient accumulation and memory policy for the device, ``--memory auto|low``).
+Many short records (genes, reads, 512-bp windows; split whole, seeded, per class) are trained
+and scored whole at their own length, padded, the classifier pooling over the real bases.
+
 Run directory (the policy of :mod:`mamba_genome.train.rundir`: a non-empty
 ``--out`` needs ``--resume`` or ``--force``, ``--force`` removes only what
 a run of ours wrote, one live run per directory; ``metrics.json`` is written
