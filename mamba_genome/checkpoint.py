@@ -136,17 +136,27 @@ def read_meta(path) -> dict:
     return meta
 
 
-def load_model(path, device=None, **config_overrides):
-    """Rebuild a model from a model/run directory. Returns (model, meta), model in eval mode."""
+def load_model(path, device=None, runtime=None, **config_overrides):
+    """Rebuild a model from a model/run directory. Returns (model, meta), model in eval mode.
+
+    ``runtime``: the :class:`~mamba_genome.model.runtime.RuntimeOptions` to execute with (default
+    ones otherwise); run-time fields among ``config_overrides`` (``scan_backend="torch"``) are
+    applied to it. Run-time fields in an older ``config.json`` are ignored: they are not the
+    architecture.
+    """
+    from .model.runtime import RuntimeOptions, split_runtime
+
     d = resolve_model_dir(path)
     meta = read_meta(d)
+    arch_overrides, rt_overrides = split_runtime(config_overrides)
     try:
-        config = MambaConfig.from_dict({**meta["config"], **config_overrides})
+        config = MambaConfig.from_dict({**meta["config"], **arch_overrides})
+        runtime = (runtime or RuntimeOptions()).replace(**rt_overrides)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{d / CONFIG_NAME}: bad model config ({exc})") from None
     cls = _model_class(meta["model_type"])
     try:
-        model = cls(config, **meta.get("init_kwargs", {}))
+        model = cls(config, runtime=runtime, **meta.get("init_kwargs", {}))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{d / CONFIG_NAME}: bad init_kwargs for a {meta['model_type']} model ({exc})") from None
     try:

@@ -12,12 +12,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mamba_genome.model.config import MambaConfig
 from mamba_genome.model.lm import MambaLM
 
 
-def _config():
-    return MambaConfig.from_preset("tiny", d_model=16, n_layer=2, gradient_checkpointing=True, scan_backend="torch")
+def _model():
+    return MambaLM.from_preset("tiny", d_model=16, n_layer=2, gradient_checkpointing=True, scan_backend="torch")
 
 
 def _batch(rank: int, step: int) -> torch.Tensor:
@@ -29,8 +28,8 @@ def _worker(rank: int, world: int, port: int, out: str):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)
-    model = MambaLM(_config())
-    assert model.training and model.config.gradient_checkpointing   # the checkpointed path
+    model = _model()
+    assert model.training and model.runtime.gradient_checkpointing   # the checkpointed path
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     grads = []
     for step in range(2):
@@ -53,7 +52,7 @@ def test_ddp_averages_checkpointed_gradients(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
     ddp_grads = torch.load(out, weights_only=True)
     torch.manual_seed(0)
-    model = MambaLM(_config())
+    model = _model()
     for step in range(2):
         want = {}
         for rank in range(2):

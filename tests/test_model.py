@@ -8,10 +8,17 @@ import torch
 
 from mamba_genome.model.config import PRESETS, MambaConfig
 from mamba_genome.model.lm import MambaLM, param_groups
+from mamba_genome.model.runtime import RuntimeOptions, split_runtime
 
 
 def small(**kw):
     return MambaConfig.from_preset("tiny", d_model=32, n_layer=2, **kw)
+
+
+def small_lm(n_layer=2, **kw):
+    """A small MambaLM; run-time options (scan_backend, gradient_checkpointing, ...) go to its RuntimeOptions."""
+    arch, rt = split_runtime(kw)
+    return MambaLM(MambaConfig.from_preset("tiny", d_model=32, n_layer=n_layer, **arch), RuntimeOptions(**rt))
 
 
 @pytest.mark.parametrize("preset,expected", [("1.4m", 1.40e6), ("7m", 7.01e6)])
@@ -38,7 +45,7 @@ def test_config_validation_and_roundtrip():
 
 def test_forward_backward_shapes_and_all_grads():
     torch.manual_seed(0)
-    m = MambaLM(small())
+    m = small_lm()
     x = torch.randint(5, 10, (3, 37))
     logits = m(x)
     assert logits.shape == (3, 37, 10)
@@ -50,7 +57,7 @@ def test_forward_backward_shapes_and_all_grads():
 
 
 def test_tied_head_and_initialisation():
-    m = MambaLM(small())
+    m = small_lm()
     assert m.lm_head.weight is m.embedding.weight
     mixer = m.layers[0].mixer
     A = -torch.exp(mixer.A_log)
@@ -61,7 +68,7 @@ def test_tied_head_and_initialisation():
 
 
 def test_no_weight_decay_on_A_log_D_norms_biases():
-    m = MambaLM(small())
+    m = small_lm()
     decay, no_decay = param_groups(m, 0.1)
     nd = {id(p) for p in no_decay["params"]}
     names = {id(p): n for n, p in m.named_parameters()}
@@ -77,7 +84,7 @@ def test_no_weight_decay_on_A_log_D_norms_biases():
 @pytest.mark.parametrize("chunk", [1, 7, 50, 64])
 def test_streaming_chunks_match_single_pass(chunk):
     torch.manual_seed(1)
-    m = MambaLM(small()).eval()
+    m = small_lm().eval()
     x = torch.randint(5, 10, (2, 131))
     with torch.no_grad():
         full = m.backbone(x)
@@ -88,7 +95,7 @@ def test_streaming_chunks_match_single_pass(chunk):
 
 def test_token_by_token_step_matches_forward():
     torch.manual_seed(2)
-    m = MambaLM(small()).eval()
+    m = small_lm().eval()
     x = torch.randint(5, 10, (2, 40))
     with torch.no_grad():
         ref = m(x)
@@ -100,15 +107,15 @@ def test_token_by_token_step_matches_forward():
 def test_reference_and_torch_backends_agree_in_model():
     torch.manual_seed(3)
     x = torch.randint(5, 10, (1, 23))
-    m = MambaLM(small(scan_backend="torch")).double().eval()
-    ref = MambaLM(small(scan_backend="reference")).double().eval()
+    m = small_lm(scan_backend="torch").double().eval()
+    ref = small_lm(scan_backend="reference").double().eval()
     ref.load_state_dict(m.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(m(x), ref(x), rtol=1e-9, atol=1e-9)
 
 
 def test_output_layer_selection():
-    m = MambaLM(small()).eval()
+    m = small_lm().eval()
     x = torch.randint(5, 10, (1, 9))
     with torch.no_grad():
         h0 = m.backbone(x, output_layer=0)
@@ -124,8 +131,8 @@ def test_bf16_checkpoints_keep_loss_and_grads_close():
     rounding of each block's input, and every gradient agrees to bf16 precision."""
     torch.manual_seed(5)
     x = torch.randint(5, 10, (2, 40))
-    ref = MambaLM(small())
-    low = MambaLM(small(gradient_checkpointing=True, checkpoint_bf16=True))
+    ref = small_lm()
+    low = small_lm(gradient_checkpointing=True, checkpoint_bf16=True)
     low.load_state_dict(ref.state_dict())
     l_ref, l_low = ref.loss(x), low.loss(x)
     assert abs(l_ref.item() - l_low.item()) < 1e-2 * abs(l_ref.item())
@@ -140,8 +147,8 @@ def test_bf16_checkpoints_keep_loss_and_grads_close():
 def test_gradient_checkpointing_gives_same_grads():
     torch.manual_seed(4)
     x = torch.randint(5, 10, (2, 33))
-    m1 = MambaLM(small())
-    m2 = MambaLM(small(gradient_checkpointing=True))
+    m1 = small_lm()
+    m2 = small_lm(gradient_checkpointing=True)
     m2.load_state_dict(m1.state_dict())
     m1.loss(x).backward()
     m2.loss(x).backward()
@@ -153,8 +160,8 @@ def test_checkpoint_skip_leaves_last_layers_plain():
     """checkpoint_skip=N runs the last N layers without checkpointing: same loss and gradients."""
     torch.manual_seed(6)
     x = torch.randint(5, 10, (2, 30))
-    m1 = MambaLM(small(gradient_checkpointing=True))
-    m2 = MambaLM(small(gradient_checkpointing=True, checkpoint_skip=1))
+    m1 = small_lm(gradient_checkpointing=True)
+    m2 = small_lm(gradient_checkpointing=True, checkpoint_skip=1)
     m2.load_state_dict(m1.state_dict())
     m1.loss(x).backward()
     m2.loss(x).backward()
@@ -171,7 +178,7 @@ def test_checkpointing_keeps_one_stream_tensor_per_layer(overrides):
     x = torch.randint(5, 10, (2, 24))
 
     def count(n_layer, **kw):
-        model = MambaLM(MambaConfig.from_preset("tiny", d_model=32, n_layer=n_layer, **kw))
+        model = small_lm(n_layer, **kw)
         n = 0
 
         def pack(t):
@@ -196,8 +203,36 @@ def test_checkpointing_keeps_one_stream_tensor_per_layer(overrides):
 
 def test_keep_scan_follows_checkpoint_bf16_unless_set():
     """checkpoint_keep_scan defaults to on, and to off with checkpoint_bf16 (the least-memory mode);
-    an explicit value wins and survives a config round trip."""
-    assert small().checkpoint_keep_scan is True
-    assert small(checkpoint_bf16=True).checkpoint_keep_scan is False
-    cfg = small(checkpoint_bf16=True, checkpoint_keep_scan=True)
-    assert MambaConfig.from_dict(cfg.to_dict()).checkpoint_keep_scan is True
+    an explicit value wins."""
+    assert RuntimeOptions().checkpoint_keep_scan is True
+    assert RuntimeOptions(checkpoint_bf16=True).checkpoint_keep_scan is False
+    assert RuntimeOptions(checkpoint_bf16=True, checkpoint_keep_scan=True).checkpoint_keep_scan is True
+
+
+def test_config_holds_architecture_only():
+    """No run-time option is a MambaConfig field, so none reaches config.json; an old config dict
+    that still carries them loads with them ignored."""
+    from mamba_genome.model.runtime import RUNTIME_FIELDS
+
+    d = small().to_dict()
+    assert not set(RUNTIME_FIELDS) & set(d)
+    with pytest.raises(TypeError):
+        small(gradient_checkpointing=True)
+    old = {**d, "gradient_checkpointing": True, "checkpoint_bf16": False, "checkpoint_keep_scan": True,
+           "checkpoint_skip": 1, "scan_state_every": 16, "scan_backend": "torch"}
+    assert MambaConfig.from_dict(old) == small()
+
+
+def test_set_runtime_changes_execution_not_the_function():
+    """set_runtime reaches every layer; gradients with checkpointing switched on later are the plain ones."""
+    torch.manual_seed(8)
+    x = torch.randint(5, 10, (2, 21))
+    m1, m2 = small_lm(), small_lm()
+    m2.load_state_dict(m1.state_dict())
+    rt = m2.set_runtime(gradient_checkpointing=True, checkpoint_skip=1)
+    assert all(layer.mixer.runtime is rt for layer in m2.layers) and m2.runtime.gradient_checkpointing
+    assert not m1.runtime.gradient_checkpointing  # the default options are not shared between models
+    m1.loss(x).backward()
+    m2.loss(x).backward()
+    for (n, p1), p2 in zip(m1.named_parameters(), m2.parameters()):
+        torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-5, atol=1e-6, msg=n)

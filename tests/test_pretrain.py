@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from mamba_genome.checkpoint import load_model
 from mamba_genome.cli import main
 from mamba_genome.errors import UserError
+from mamba_genome.model.runtime import RUNTIME_FIELDS
 from mamba_genome.workflows.pretrain import BUNDLED_FASTA, PretrainArgs, _plan
 
 DATA = Path(__file__).parent / "data"
@@ -170,10 +171,11 @@ def test_cpu_defaults_and_gpu_recipe(monkeypatch):
     assert cpu.budget == "max_time" and cpu.precision == "32-true" and cpu.num_workers == 0
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    gpu = _plan(PretrainArgs(seq_len=2 ** 15))
+    h200 = ("cuda", 130 << 30)   # a fake device's free memory: the planner, not the machine, decides
+    gpu = _plan(PretrainArgs(seq_len=2 ** 15), memory_info=h200)
     assert gpu.tokens_per_step == 2 ** 20 and gpu.lr == 8e-3 and gpu.precision == "bf16-mixed"
     assert gpu.micro_batch * gpu.accumulate == gpu.batch_size and gpu.accumulate > 1
-    ddp = _plan(PretrainArgs(seq_len=1024, devices="4"))
+    ddp = _plan(PretrainArgs(seq_len=1024, devices="4"), memory_info=h200)
     assert ddp.world == 4 and ddp.batch_size == 1024 and ddp.micro_batch * ddp.accumulate * 4 == 1024
 
 
@@ -235,5 +237,7 @@ def test_checkpointed_training_runs(fasta, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["steps"] == 3 and math.isfinite(m["val_loss"])
     cfg = json.loads((out / "best" / "config.json").read_text())
-    assert cfg["config"]["gradient_checkpointing"] is True and cfg["config"]["scan_state_every"] == 16
-    assert cfg["config"]["checkpoint_skip"] == 1
+    assert not set(RUNTIME_FIELDS) & set(cfg["config"])     # the checkpoint holds the architecture only
+    rt = json.loads((out / "args.json").read_text())["resolved"]["stages"][-1]["runtime"]
+    assert rt["gradient_checkpointing"] is True and rt["scan_state_every"] == 16 and rt["checkpoint_skip"] == 1
+    assert m["stages"][-1]["runtime"] == rt and 0 <= m["val_fraction"] < 1

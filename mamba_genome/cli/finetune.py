@@ -72,6 +72,11 @@ def _parse_overrides(text: str | None) -> dict:
                    "--max-time and the hardware flags may change).")
 @click.option("--force", is_flag=True, help="Replace an existing run directory (only files a mamba-genome run wrote).")
 @click.option("--devices", type=int, default=1, show_default=True, help="GPUs (or CPU processes) to train on.")
+@click.option("--memory", type=click.Choice(["auto", "low"]), default="auto", show_default=True,
+              help="auto: the micro-batch and memory policy with the most tokens/s in the GPU's free memory; "
+                   "low: the least memory (activation checkpointing, bf16 checkpoints).")
+@click.option("--micro-batch-size", type=int, default=None, hidden=True,
+              help="Expert: windows per device per forward pass (over the planner).")
 @click.option("--accelerator", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
 @click.option("--precision", default=None, help="Lightning precision [default: bf16-mixed on GPU, else 32-true].")
 @click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
@@ -82,8 +87,8 @@ def _parse_overrides(text: str | None) -> dict:
 @handle_errors
 def finetune(classes, manifest, from_run, preset, seq_len, batch_size, max_steps, max_time, steps_per_epoch, lr,
              warmup_steps, pooling, freeze_backbone, no_seq_len_warmup, val_windows, test_windows, val_fraction, test_fraction,
-             contig_weighting, baseline, kmer_k, out, resume, force, devices, accelerator, precision, num_workers,
-             seed, quiet, model_overrides):
+             contig_weighting, baseline, kmer_k, out, resume, force, devices, memory, micro_batch_size, accelerator,
+             precision, num_workers, seed, quiet, model_overrides):
     """Fine-tune a classifier that names the genome (species, strain, ...) of a DNA window.
 
     Windows are drawn class-balanced: a class uniformly, then a contig, then a
@@ -109,6 +114,7 @@ def finetune(classes, manifest, from_run, preset, seq_len, batch_size, max_steps
         given = {name for name in ctx.params
                  if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
         values = {"max_steps": max_steps, "max_time_s": max_time_s, "devices": devices, "accelerator": accelerator,
+                  "memory": memory, "micro_batch_size": micro_batch_size,
                   "precision": precision, "num_workers": num_workers, "classes": classes, "manifest": manifest}
         flag = {"max_time_s": "max_time"}
         args = resume_args(out, **{k: v for k, v in values.items() if flag.get(k, k) in given},
@@ -121,7 +127,8 @@ def finetune(classes, manifest, from_run, preset, seq_len, batch_size, max_steps
             warmup_steps=warmup_steps, pooling=pooling, freeze_backbone=freeze_backbone,
             seq_len_warmup=not no_seq_len_warmup, val_windows=val_windows, test_windows=test_windows,
             val_fraction=val_fraction, test_fraction=test_fraction, contig_weighting=contig_weighting,
-            baseline=baseline, kmer_k=kmer_k, out=out, force=force, devices=devices, accelerator=accelerator,
+            baseline=baseline, kmer_k=kmer_k, out=out, force=force, devices=devices, memory=memory,
+            micro_batch_size=micro_batch_size, accelerator=accelerator,
             precision=precision, num_workers=num_workers, seed=seed, progress=not quiet, model_overrides=overrides)
     metrics = run_finetune(args)
     if not metrics:  # a non-zero DDP rank

@@ -21,8 +21,11 @@ Examples:
 \b
 Defaults follow Gu & Dao (2023): AdamW (0.9, 0.95), weight decay 0.1, lr 8e-3
 with 10% warmup and cosine decay, ~2^20 tokens per step on GPU (batch =
-2^20 / seq-len, gradient accumulation as needed), bf16-mixed, sequence-length
-warmup from 1024 doubling to --seq-len. On CPU: tiny windows, fp32, a 3m45s
+2^20 / seq-len), bf16-mixed, sequence-length warmup from 1024 doubling to
+--seq-len. For each length the micro-batch, gradient accumulation and memory
+policy (activation checkpointing, scan-state spacing) are chosen to fit the
+GPU's free memory at the highest throughput (--memory low: the least memory);
+validation is kept under 3% of the wall clock. On CPU: tiny windows, fp32, a 3m45s
 budget. The run directory holds best/ and last/ models, last.ckpt (--resume),
 metrics.json, split.json, args.json, loss_curve.png and logs/.
 
@@ -54,7 +57,10 @@ def _csv(ctx, param, value):
 @click.option("--preset", type=click.Choice(["tiny", "1.4m", "7m"]), default="tiny", show_default=True, help="Model size.")
 @click.option("--seq-len", type=int, help="Training window length in tokens [GPU 1024, CPU 512].")
 @click.option("--batch-size", type=int, help="Windows per optimizer step, all devices [GPU 2^20/seq-len, CPU 4 at 512].")
-@click.option("--micro-batch-size", type=int, help="Windows per device per forward pass (gradient accumulation above it).")
+@click.option("--memory", type=click.Choice(["auto", "low"]), default="auto", show_default=True,
+              help="auto: per sequence-length stage, the micro-batch and memory policy with the most tokens/s in "
+                   "the GPU's free memory; low: the least memory (activation checkpointing, bf16 checkpoints).")
+@click.option("--micro-batch-size", type=int, hidden=True, help="Expert: windows per device per forward pass (over the planner).")
 @click.option("--max-steps", type=int, help="Stop after this many optimizer steps [GPU 10000].")
 @click.option("--max-tokens", type=int, help="Stop after this many training tokens.")
 @click.option("--max-time", metavar="DURATION", help="Wall-clock budget, e.g. 4h, 90m, 270s, 1h30m; the LR schedule is fitted to it [CPU 3m45s].")
@@ -75,19 +81,23 @@ def _csv(ctx, param, value):
 @click.option("--split-bed", type=click.Path(dir_okay=False), help="BED file 'chrom start end split' (train/val/test).")
 @click.option("--no-seq-warmup", is_flag=True, help="Train at --seq-len from the first step.")
 @click.option("--seq-warmup-start", type=int, default=1024, show_default=True, help="First length of the sequence-length warmup.")
-@click.option("--grad-checkpointing", is_flag=True, help="Recompute blocks in backward (less memory at long --seq-len).")
-@click.option("--checkpoint-bf16", is_flag=True,
+# Expert flags over the memory planner (hidden; --memory is the user-facing choice).
+@click.option("--grad-checkpointing", is_flag=True, default=None, hidden=True,
+              help="Recompute blocks in backward (less memory at long --seq-len).")
+@click.option("--checkpoint-bf16", is_flag=True, default=None, hidden=True,
               help="With --grad-checkpointing, the least memory: keep the per-layer checkpoints in bf16 (half "
                    "their memory; the residual adds stay fp32) and recompute the scan rather than keep its states.")
-@click.option("--checkpoint-skip", type=int, default=0, show_default=True, help="With --grad-checkpointing: leave the last N layers un-checkpointed (faster; each keeps its activations, ~0.5-1.3 GiB per 1.4m layer at 2^20).")
-@click.option("--scan-state-every", type=int, default=64, show_default=True, help="Steps between the scan states saved for the backward (multiple of 8). 16: ~10% faster scan backward, 4x the memory for those states (1 GiB per 1.4m layer at 2^20).")
+@click.option("--checkpoint-skip", type=int, hidden=True,
+              help="With --grad-checkpointing: leave the last N layers un-checkpointed.")
+@click.option("--scan-state-every", type=int, hidden=True,
+              help="Steps between the scan states saved for the backward (multiple of 8).")
 @click.option("--val-every", type=int, help="Validate every N optimizer steps [about 8 times per run].")
 @click.option("--val-windows", type=int, help="Validation windows, evenly spaced over the val split [GPU 256, CPU 48].")
 @click.option("--num-workers", type=int, help="DataLoader worker processes [GPU 4, CPU 0].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary table.")
 @click.option("--model-overrides", hidden=True, metavar="JSON", help="MambaConfig fields over the preset (tests, experiments).")
 @handle_errors
-def pretrain(fasta, data, preset, seq_len, batch_size, micro_batch_size, max_steps, max_tokens, max_time, lr,
+def pretrain(fasta, data, preset, seq_len, batch_size, memory, micro_batch_size, max_steps, max_tokens, max_time, lr,
              weight_decay, out, resume, force, devices, num_nodes, strategy, precision, accelerator, seed,
              val_contigs, test_contigs, split_bed, no_seq_warmup, seq_warmup_start, grad_checkpointing, checkpoint_bf16,
              checkpoint_skip, scan_state_every, val_every, val_windows, num_workers, quiet, model_overrides):
@@ -101,11 +111,11 @@ def pretrain(fasta, data, preset, seq_len, batch_size, micro_batch_size, max_ste
 
     args = PretrainArgs(
         fasta=fasta, data=data, preset=preset, seq_len=seq_len, batch_size=batch_size,
-        micro_batch_size=micro_batch_size, max_steps=max_steps, max_tokens=max_tokens, max_time=max_time, lr=lr,
+        memory=memory, micro_batch_size=micro_batch_size, max_steps=max_steps, max_tokens=max_tokens, max_time=max_time, lr=lr,
         weight_decay=weight_decay, out=out, resume=resume, force=force, devices=devices, num_nodes=num_nodes,
         strategy=strategy, precision=precision, accelerator=accelerator, seed=seed, val_contigs=val_contigs,
         test_contigs=test_contigs, split_bed=split_bed, seq_warmup=not no_seq_warmup, seq_warmup_start=seq_warmup_start,
-        gradient_checkpointing=grad_checkpointing, checkpoint_bf16=checkpoint_bf16,
+        gradient_checkpointing=grad_checkpointing or None, checkpoint_bf16=checkpoint_bf16 or None,
         checkpoint_skip=checkpoint_skip, scan_state_every=scan_state_every, val_every=val_every, val_windows=val_windows,
         num_workers=num_workers, quiet=quiet, model_overrides=_parse_overrides(model_overrides),
     )

@@ -6,7 +6,10 @@ Modules, one concern each:
 - ``fasta``: reading and validating FASTA (plain, gzip, BGZF), streaming tokens.
 - ``store``: ``ingest`` a reference into a memory-mapped token store; ``TokenStore``.
 - ``splits``: train/val/test regions by contig, BED file or held-out contig tails.
-- ``sampler``: torch Datasets of random or tiled windows over a store.
+- ``windows``: the windows core (a region by weight, a start, N retries, reverse complement),
+  shared by pretraining's and fine-tuning's training windows.
+- ``sampler``: torch Datasets of random or tiled windows over a store (pretraining).
+- ``labels``: labelled FASTAs, class splits, class-balanced and fixed windows (fine-tuning).
 
 The names below are imported lazily so ``import mamba_genome.data`` stays cheap
 (torch is only imported when a sampler is used).

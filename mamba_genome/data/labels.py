@@ -49,11 +49,11 @@ from torch.utils.data import Dataset, Sampler
 from ..errors import InputFileError, UserError
 from .splits import Region, make_splits
 from .store import TokenStore, ingest, is_store
-from .tokenizer import N, reverse_complement_tokens
+from .tokenizer import N, PAD
+from .windows import draw_window, region_table
 
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test", "": None}
-_MAX_TRIES = 16  # train windows drawn before settling for the least-N one
 RECORD_SPLIT_MIN_RECORDS = 20  # a FASTA with at least this many records ...
 RECORD_SPLIT_MAX_MEDIAN = 10_000  # ... whose median record is shorter than this is split by whole records
 
@@ -180,13 +180,27 @@ class ClassificationTask:
                          "split": self.methods[name]})
         return rows
 
-    def check_windows(self, seq_len: int, splits=SPLITS) -> None:
-        """Raise ``UserError`` if a class has no region of at least ``seq_len`` in a split."""
+    def whole_records(self, seq_len: int) -> bool:
+        """Whether records shorter than ``seq_len`` are trained and scored whole (padded): when a FASTA
+        was split by whole records, or a class's regions in a split are many short records
+        (:func:`splits_by_record`) some shorter than ``seq_len``. Contigs too short for a window stay an error."""
+        if any("whole records" in m for m in self.methods.values()):
+            return True
+        for k in range(len(self.labels)):
+            for split in SPLITS:
+                regs = self.split_regions(split, k)
+                if splits_by_record(regs) and min(r.length for r in regs) < seq_len:
+                    return True
+        return False
+
+    def check_windows(self, seq_len: int, splits=SPLITS, whole_records: bool = False) -> None:
+        """Raise ``UserError`` if a class has no region of at least ``seq_len`` in a split (with
+        ``whole_records``: no region at all)."""
         for k, name in enumerate(self.labels):
             for split in splits:
                 regs = self.split_regions(split, k)
                 longest = max((r.length for r in regs), default=0)
-                if longest < seq_len:
+                if longest < (1 if whole_records else seq_len):
                     raise UserError(
                         f"class '{name}' has no usable {split} window of {seq_len:,} bp (longest {split} region "
                         f"{longest:,} bp); use a smaller --seq-len or give it more sequence")
@@ -346,13 +360,19 @@ class BalancedWindowDataset(Dataset):
     ``(seed, epoch, i)``: a class uniformly at random, a region of that class
     (weighted by its number of window positions, or uniformly), a window
     inside it; windows more than ``max_n_fraction`` N are redrawn; the window
-    is reverse-complemented with probability ``rc_prob``.
+    is reverse-complemented with probability ``rc_prob`` (the windows core,
+    :func:`mamba_genome.data.windows.draw_window`, shared with pretraining).
 
-    Returns (per item): ``{"input_ids": LongTensor [L], "label": LongTensor []}``.
+    With ``whole_records``, a region shorter than the window is one item of its own (weight 1,
+    as a region exactly one window long), its bases first and PAD after them; ``length`` says
+    how many are real, so the classifier pools over those only.
+
+    Returns (per item): ``{"input_ids": LongTensor [L], "label": LongTensor [], "length": LongTensor []}``.
     """
 
     def __init__(self, regions: list[LabelledRegion], num_classes: int, seq_len: int, *, samples_per_epoch: int,
-                 weighting: str = "length", rc_prob: float = 0.5, max_n_fraction: float = 0.1, seed: int = 0):
+                 weighting: str = "length", rc_prob: float = 0.5, max_n_fraction: float = 0.1, seed: int = 0,
+                 whole_records: bool = False):
         if weighting not in ("length", "uniform"):
             raise UserError(f"--contig-weighting must be 'length' or 'uniform', got '{weighting}'")
         self.all_regions = list(regions)
@@ -362,6 +382,7 @@ class BalancedWindowDataset(Dataset):
         self.rc_prob = float(rc_prob)
         self.max_n_fraction = float(max_n_fraction)
         self.seed = int(seed)
+        self.whole_records = bool(whole_records)
         self.epoch = 0
         self._stores = _StoreCache()
         self._tables: dict[int, list] = {}
@@ -379,11 +400,11 @@ class BalancedWindowDataset(Dataset):
         if L not in self._tables:
             table = []
             for k in range(self.num_classes):
-                regs = [r for r in self.all_regions if r.label == k and r.length >= L]
+                regs, cum = region_table([r for r in self.all_regions if r.label == k], L, weighting=self.weighting,
+                                         whole_records=self.whole_records)
                 if not regs:
                     raise UserError(f"class {k} has no training region of at least {L:,} bp; use a smaller --seq-len")
-                w = np.array([r.length - L + 1 if self.weighting == "length" else 1 for r in regs], dtype=np.float64)
-                table.append((regs, np.cumsum(w)))
+                table.append((regs, cum))
             self._tables[L] = table
         return self._tables[L]
 
@@ -395,30 +416,29 @@ class BalancedWindowDataset(Dataset):
         return int(np.random.default_rng([self.seed, int(epoch), int(i)]).integers(self.num_classes))
 
     def window(self, epoch: int, seq_len: int, i: int) -> tuple[int, str, str, int, np.ndarray]:
-        """(label, store, contig, start, tokens) of item ``i`` of ``epoch`` at ``seq_len``."""
+        """(label, store, contig, start, tokens) of item ``i`` of ``epoch`` at ``seq_len`` (the real
+        bases only: a whole record shorter than ``seq_len`` is not padded here)."""
         rng = np.random.default_rng([self.seed, int(epoch), int(i)])
         k = int(rng.integers(self.num_classes))
         regs, cum = self._table(seq_len)[k]
-        best = None
-        for _ in range(_MAX_TRIES):
-            r = regs[int(np.searchsorted(cum, rng.random() * cum[-1], side="right"))]
-            start = r.start + int(rng.integers(0, r.length - seq_len + 1))
-            w = self._stores.tokens(r.store, r.contig)[start : start + seq_len]
-            n = int(np.count_nonzero(w == N))
-            if best is None or n < best[0]:
-                best = (n, r, start, w)
-            if n <= self.max_n_fraction * seq_len:
-                break
-        _, r, start, w = best
-        tokens = np.asarray(w, dtype=np.int64)
-        if rng.random() < self.rc_prob:
-            tokens = reverse_complement_tokens(tokens)
-        return k, r.store, r.contig, start, np.ascontiguousarray(tokens)
+        r, start, tokens = draw_window(rng, regs, cum, seq_len, lambda r: self._stores.tokens(r.store, r.contig),
+                                       max_n_fraction=self.max_n_fraction, rc_prob=self.rc_prob)
+        return k, r.store, r.contig, start, tokens
 
     def __getitem__(self, key) -> dict:
         epoch, seq_len, i = key if isinstance(key, tuple) else (self.epoch, self.seq_len, key)
         k, _, _, _, tokens = self.window(epoch, seq_len, i)
-        return {"input_ids": torch.from_numpy(tokens), "label": torch.tensor(k)}
+        return {"input_ids": torch.from_numpy(pad_to(tokens, seq_len)), "label": torch.tensor(k),
+                "length": torch.tensor(len(tokens))}
+
+
+def pad_to(tokens: np.ndarray, seq_len: int) -> np.ndarray:
+    """``tokens`` followed by PAD up to ``seq_len`` (a whole record shorter than the window)."""
+    if len(tokens) >= seq_len:
+        return tokens
+    out = np.full(seq_len, PAD, dtype=np.int64)
+    out[: len(tokens)] = tokens
+    return out
 
 
 class EpochSampler(Sampler):
@@ -461,29 +481,37 @@ class FixedWindowDataset(Dataset):
     Each class's held-out regions are tiled with non-overlapping windows of
     ``seq_len`` (tiles more than ``max_n_fraction`` N are skipped); an evenly
     spaced subset of ``per_class`` tiles is kept. Windows lie inside held-out
-    regions, so they never overlap training data.
+    regions, so they never overlap training data. With ``whole_records`` a region
+    shorter than ``seq_len`` is one window of its own, padded (``lengths`` holds the
+    real lengths).
 
-    Returns (per item): ``{"input_ids": LongTensor [L], "label": LongTensor [], "index": int}``.
+    Returns (per item): ``{"input_ids": LongTensor [L], "label": LongTensor [], "length": LongTensor [],
+    "index": int}``.
     """
 
     def __init__(self, regions: list[LabelledRegion], num_classes: int, seq_len: int, *, per_class: int,
-                 max_n_fraction: float = 0.5):
+                 max_n_fraction: float = 0.5, whole_records: bool = False):
         if per_class < 1:
             raise UserError(f"windows per class must be at least 1, got {per_class}")
         self.seq_len = int(seq_len)
         self._stores = _StoreCache()
-        windows = []  # (label, store, contig, start)
+        windows = []  # (label, store, contig, start, length)
         for k in range(num_classes):
             tiles = []
             for r in (r for r in regions if r.label == k):
                 toks = self._stores.tokens(r.store, r.contig)
+                if whole_records and 0 < r.length < self.seq_len:
+                    n_count = np.count_nonzero(np.asarray(toks[r.start: r.end]) == N)
+                    if n_count <= max_n_fraction * r.length:
+                        tiles.append((k, r.store, r.contig, r.start, r.length))
+                    continue
                 n_tiles = r.length // self.seq_len
                 step = max(1, (32 << 20) // self.seq_len)  # look at <= 32 MB at a time
                 for t0 in range(0, n_tiles, step):
                     t1 = min(n_tiles, t0 + step)
                     block = np.asarray(toks[r.start + t0 * self.seq_len : r.start + t1 * self.seq_len])
                     n_count = np.count_nonzero(block.reshape(t1 - t0, self.seq_len) == N, axis=1)
-                    tiles += [(k, r.store, r.contig, r.start + (t0 + int(j)) * self.seq_len)
+                    tiles += [(k, r.store, r.contig, r.start + (t0 + int(j)) * self.seq_len, self.seq_len)
                               for j in np.flatnonzero(n_count <= max_n_fraction * self.seq_len)]
             if not tiles:
                 raise UserError(f"class {k} has no held-out window of {self.seq_len:,} bp that is mostly bases")
@@ -495,19 +523,25 @@ class FixedWindowDataset(Dataset):
         return len(self.windows)
 
     def tokens(self, i: int) -> np.ndarray:
-        _, store, contig, start = self.windows[i]
-        return np.asarray(self._stores.tokens(store, contig)[start : start + self.seq_len], dtype=np.int64)
+        """The real bases of window ``i`` (not padded)."""
+        _, store, contig, start, length = self.windows[i]
+        return np.asarray(self._stores.tokens(store, contig)[start : start + length], dtype=np.int64)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [w[4] for w in self.windows]
 
     def __getitem__(self, i: int) -> dict:
-        return {"input_ids": torch.from_numpy(self.tokens(i)), "label": torch.tensor(self.windows[i][0]), "index": i}
+        return {"input_ids": torch.from_numpy(pad_to(self.tokens(i), self.seq_len)),
+                "label": torch.tensor(self.windows[i][0]), "length": torch.tensor(self.windows[i][4]), "index": i}
 
     @property
     def labels(self) -> np.ndarray:
         return np.array([w[0] for w in self.windows], dtype=np.int64)
 
     def to_rows(self, label_names: list[str]) -> list[dict]:
-        return [{"label": label_names[k], "store": s, "contig": c, "start": st, "end": st + self.seq_len}
-                for k, s, c, st in self.windows]
+        return [{"label": label_names[k], "store": s, "contig": c, "start": st, "end": st + n}
+                for k, s, c, st, n in self.windows]
 
 
 def write_split_json(path: str | os.PathLike, task: ClassificationTask, extra: dict) -> None:

@@ -24,9 +24,8 @@ from torch.utils.data import Dataset, DistributedSampler
 from ..errors import UserError
 from .splits import Region
 from .store import TokenStore
-from .tokenizer import N, reverse_complement_tokens
-
-_MAX_TRIES = 16  # windows drawn per item before settling for the least-N one
+from .tokenizer import N
+from .windows import draw_window, region_table
 
 
 class _StoreBacked(Dataset):
@@ -68,7 +67,8 @@ class RandomWindowDataset(_StoreBacked):
     is drawn with probability proportional to its number of window positions,
     then a window fully inside it; windows with more than ``max_n_fraction``
     N are redrawn (up to 16 tries, then the least-N one is kept); the window
-    is reverse-complemented with probability ``rc_prob``.
+    is reverse-complemented with probability ``rc_prob``: the windows core,
+    :func:`mamba_genome.data.windows.draw_window`, which fine-tuning shares.
 
     Args:
         store_path: store directory (str/Path) or an open ``TokenStore``.
@@ -107,13 +107,11 @@ class RandomWindowDataset(_StoreBacked):
         seq_len = int(seq_len)
         if seq_len < 1:
             raise UserError(f"--seq-len must be at least 1, got {seq_len}")
-        usable = [r for r in self.all_regions if r.length >= seq_len]
+        usable, cum = region_table(self.all_regions, seq_len)
         if not usable:
             raise self._too_short(seq_len, self.all_regions)
         self.seq_len = seq_len
-        self.regions = usable
-        positions = np.array([r.length - seq_len + 1 for r in usable], dtype=np.float64)
-        self._cum = np.cumsum(positions)
+        self.regions, self._cum = usable, cum
 
     def __len__(self) -> int:
         return self.samples_per_epoch
@@ -122,21 +120,9 @@ class RandomWindowDataset(_StoreBacked):
         if not 0 <= i < self.samples_per_epoch:
             raise IndexError(i)
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
-        L = self.seq_len
-        best, best_n = None, L + 1
-        for _ in range(_MAX_TRIES):
-            r = self.regions[int(np.searchsorted(self._cum, rng.random() * self._cum[-1], side="right"))]
-            start = r.start + int(rng.integers(0, r.length - L + 1))
-            window = self.store.tokens(r.contig)[start : start + L]
-            n_count = int(np.count_nonzero(window == N))
-            if n_count < best_n:
-                best, best_n = window, n_count
-            if n_count <= self.max_n_fraction * L:
-                break
-        tokens = np.asarray(best, dtype=np.int64)
-        if rng.random() < self.rc_prob:
-            tokens = reverse_complement_tokens(tokens)
-        return {"input_ids": torch.from_numpy(np.ascontiguousarray(tokens))}
+        _, _, tokens = draw_window(rng, self.regions, self._cum, self.seq_len, lambda r: self.store.tokens(r.contig),
+                                   max_n_fraction=self.max_n_fraction, rc_prob=self.rc_prob)
+        return {"input_ids": torch.from_numpy(tokens)}
 
 
 class TiledWindowDataset(_StoreBacked):

@@ -24,6 +24,7 @@ from mamba_genome.kernels import (
 )
 
 from .config import MambaConfig
+from .runtime import RuntimeOptions
 
 
 @dataclass
@@ -46,9 +47,10 @@ class RMSNorm(nn.Module):
 
 
 class MambaMixer(nn.Module):
-    def __init__(self, config: MambaConfig, layer_idx: int = 0):
+    def __init__(self, config: MambaConfig, layer_idx: int = 0, runtime: RuntimeOptions | None = None):
         super().__init__()
         self.config = config
+        self.runtime = runtime or RuntimeOptions()   # execution options (MambaLM.set_runtime changes them)
         self.layer_idx = layer_idx
         d_model, d_inner, N, R = config.d_model, config.d_inner, config.d_state, config.dt_rank
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=config.bias)
@@ -86,7 +88,7 @@ class MambaMixer(nn.Module):
     def forward(self, hidden: torch.Tensor, state: LayerState | None = None, replay=None) -> torch.Tensor:
         """hidden (B, L, d_model) -> (B, L, d_model). If ``state`` is given it is read and updated.
         ``replay``: ``(ReplayCache, key)`` when this call is an activation-checkpointing unit."""
-        c = self.config
+        c, rt = self.config, self.runtime
         xz = self.in_proj(hidden)                                          # (B, L, 2*d_inner)
         A = -torch.exp(self.A_log.float())                                 # (d_inner, N)
         if state is None:
@@ -94,17 +96,17 @@ class MambaMixer(nn.Module):
             # recomputes the conv output and the scan output instead of keeping them
             return mamba_inner(xz, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.x_proj.weight,
                                self.dt_proj.weight, self.dt_proj.bias.float(), A, self.D.float(),
-                               self.out_proj.weight, self.out_proj.bias, backend=c.scan_backend, replay=replay,
-                               state_every=c.scan_state_every)
+                               self.out_proj.weight, self.out_proj.bias, backend=rt.scan_backend, replay=replay,
+                               state_every=rt.scan_state_every)
         x, z = xz.chunk(2, dim=-1)
         conv_w = self.conv1d.weight.squeeze(1)                             # (d_inner, W)
         x, conv_tail = causal_conv1d(x, conv_w, self.conv1d.bias, activation="silu",
-                                     initial_state=state.conv, return_final_state=True, backend=c.scan_backend)
+                                     initial_state=state.conv, return_final_state=True, backend=rt.scan_backend)
         x_dbl = self.x_proj(x)                                             # (B, L, R + 2N)
         dt, B, C = torch.split(x_dbl, [c.dt_rank, c.d_state, c.d_state], dim=-1)
         # dt_proj runs inside the scan (weight here, bias as delta_bias)
         y, ssm = selective_scan(x, dt, A, B, C, D=self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
-                                delta_softplus=True, backend=c.scan_backend, delta_proj_weight=self.dt_proj.weight,
+                                delta_softplus=True, backend=rt.scan_backend, delta_proj_weight=self.dt_proj.weight,
                                 initial_state=state.ssm, return_final_state=True)
         state.conv, state.ssm = conv_tail.detach(), ssm.detach()
         # under autocast the GEMM casts y itself; outside it, y meets the weight's dtype
@@ -114,26 +116,30 @@ class MambaMixer(nn.Module):
 
     def step(self, hidden: torch.Tensor, state: LayerState) -> torch.Tensor:
         """One token: hidden (B, d_model) -> (B, d_model); ``state`` updated in place."""
-        c = self.config
+        c, rt = self.config, self.runtime
         x, z = self.in_proj(hidden).chunk(2, dim=-1)                       # (B, d_inner) each
         x = causal_conv1d_update(x, state.conv, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu",
-                                 backend=c.scan_backend)
+                                 backend=rt.scan_backend)
         dt, B, C = torch.split(self.x_proj(x), [c.dt_rank, c.d_state, c.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)
         A = -torch.exp(self.A_log.float())
         y = selective_state_update(state.ssm, x, dt, A, B, C, D=self.D.float(), z=z,
-                                   dt_bias=self.dt_proj.bias.float(), dt_softplus=True, backend=c.scan_backend)
+                                   dt_bias=self.dt_proj.bias.float(), dt_softplus=True, backend=rt.scan_backend)
         return self.out_proj(y)
 
 
 class Block(nn.Module):
     """Pre-norm residual block: residual += mixer(RMSNorm(residual))."""
 
-    def __init__(self, config: MambaConfig, layer_idx: int = 0):
+    def __init__(self, config: MambaConfig, layer_idx: int = 0, runtime: RuntimeOptions | None = None):
         super().__init__()
         self.config = config
         self.norm = RMSNorm(config.d_model, eps=config.rms_norm_eps)
-        self.mixer = MambaMixer(config, layer_idx)
+        self.mixer = MambaMixer(config, layer_idx, runtime)
+
+    @property
+    def runtime(self) -> RuntimeOptions:
+        return self.mixer.runtime
 
     def forward(self, hidden, residual=None, state: LayerState | None = None):
         """Returns (mixer_out, residual): the caller adds them (fused into the next norm)."""
@@ -143,7 +149,7 @@ class Block(nn.Module):
     def forward_residual(self, residual: torch.Tensor) -> torch.Tensor:
         """Residual stream in -> residual stream out: residual + mixer(RMSNorm(residual)).
 
-        The layer shape of the bf16-checkpoint path (``MambaConfig.checkpoint_bf16``), whose
+        The layer shape of the bf16-checkpoint path (``RuntimeOptions.checkpoint_bf16``), whose
         unit's only input is the residual stream. Same values as ``forward``: the add is the
         same fp32 add, done after the mixer instead of inside the next norm.
         """
@@ -151,7 +157,7 @@ class Block(nn.Module):
 
     def mixer_of_residual(self, residual: torch.Tensor, upcast: bool = False, replay=None) -> torch.Tensor:
         """mixer(RMSNorm(residual)) without the add. With ``upcast`` (the checkpointing unit
-        when the checkpoint is kept in bf16, ``MambaConfig.checkpoint_bf16``) the bf16 input
+        when the checkpoint is kept in bf16, ``RuntimeOptions.checkpoint_bf16``) the bf16 input
         is made fp32 first, so the block computes as in ``forward_residual``."""
         normed, _ = self.norm(residual.float() if upcast else residual, None,
                               residual_in_fp32=self.config.residual_in_fp32)

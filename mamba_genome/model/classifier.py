@@ -11,7 +11,10 @@ so a pretrained LM's weights load into it under the prefix ``backbone.``; its
 
 Pooling: ``"last"`` takes the hidden state of the final token, which in a
 causal model has seen the whole window; ``"mean"`` averages over all
-positions (more robust early in training).
+positions (more robust early in training). A batch of records shorter than
+its width (padded at the end) passes ``lengths`` (B,): pooling then covers the
+real tokens only (``last`` = the last real token); the causal model never lets
+the padding change a real position.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import torch.nn as nn
 
 from .config import MambaConfig
 from .lm import MambaLM
+from .runtime import RuntimeOptions
 
 POOLINGS = ("last", "mean")
 
@@ -41,7 +45,8 @@ class MambaClassifier(nn.Module):
 
     model_type = "classifier"
 
-    def __init__(self, config: MambaConfig, num_classes: int, pooling: str = "last"):
+    def __init__(self, config: MambaConfig, num_classes: int, pooling: str = "last",
+                 runtime: RuntimeOptions | None = None):
         super().__init__()
         if int(num_classes) < 2:
             raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
@@ -50,10 +55,18 @@ class MambaClassifier(nn.Module):
         self.config = config
         self.num_classes = int(num_classes)
         self.pooling = pooling
-        self.backbone = MambaLM(config)
+        self.backbone = MambaLM(config, runtime)
         self.head = nn.Linear(config.d_model, self.num_classes)
         nn.init.normal_(self.head.weight, std=config.initializer_range)
         nn.init.zeros_(self.head.bias)
+
+    @property
+    def runtime(self) -> RuntimeOptions:
+        return self.backbone.runtime
+
+    def set_runtime(self, runtime: RuntimeOptions | None = None, **changes) -> RuntimeOptions:
+        """See :meth:`MambaLM.set_runtime`."""
+        return self.backbone.set_runtime(runtime, **changes)
 
     @property
     def init_kwargs(self) -> dict:
@@ -63,7 +76,7 @@ class MambaClassifier(nn.Module):
     @classmethod
     def from_pretrained_lm(cls, lm: MambaLM, num_classes: int, pooling: str = "last") -> "MambaClassifier":
         """A classifier whose backbone starts from the weights of ``lm`` (a fresh head)."""
-        clf = cls(lm.config, num_classes, pooling)
+        clf = cls(lm.config, num_classes, pooling, runtime=lm.runtime)
         clf.backbone.load_state_dict(lm.state_dict())
         return clf
 
@@ -72,16 +85,21 @@ class MambaClassifier(nn.Module):
         for p in self.backbone.parameters():
             p.requires_grad_(False)
 
-    def pool(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden (B, L, d_model) -> (B, d_model)."""
+    def pool(self, hidden: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden (B, L, d_model), lengths (B,) of real tokens or None (all L) -> (B, d_model)."""
+        if lengths is None:
+            return hidden[:, -1] if self.pooling == "last" else hidden.mean(dim=1)
+        lengths = lengths.to(device=hidden.device, dtype=torch.long).clamp(1, hidden.shape[1])
         if self.pooling == "last":
-            return hidden[:, -1]
-        return hidden.mean(dim=1)
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
+        real = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]   # (B, L)
+        summed = (hidden * real[..., None].to(hidden.dtype)).sum(dim=1)
+        return summed / lengths[:, None].to(summed.dtype)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """input_ids (B, L) -> logits (B, num_classes)."""
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids (B, L), lengths (B,) or None -> logits (B, num_classes)."""
         hidden = self.backbone.backbone(input_ids)  # (B, L, d_model)
-        pooled = self.pool(hidden).to(self.head.weight.dtype)  # (B, d_model)
+        pooled = self.pool(hidden, lengths).to(self.head.weight.dtype)  # (B, d_model)
         return self.head(pooled)
 
     def num_parameters(self) -> int:

@@ -3,6 +3,10 @@
 Follows Gu & Dao (2023), "Mamba: Linear-Time Sequence Modeling with Selective
 State Spaces", Sec. 3.4 / App. E.3 (DNA models). The two DNA presets are the
 paper's: `1.4m` (d_model 128, 12 layers) and `7m` (d_model 256, 16 layers).
+
+Architecture only: how the model executes (activation checkpointing, scan-state
+spacing, kernel backend) is :class:`~mamba_genome.model.runtime.RuntimeOptions`,
+chosen per run and never saved in a checkpoint.
 """
 from __future__ import annotations
 
@@ -34,26 +38,6 @@ class MambaConfig:
     tie_embeddings: bool = True  # LM head shares the embedding matrix
     initializer_range: float = 0.02  # std of the embedding init
     rescale_prenorm_residual: bool = True  # out_proj init scaled by 1/sqrt(n_layer) (GPT-2 style)
-    # --- execution (not architecture; safe to change after training) --------
-    gradient_checkpointing: bool = False  # recompute each block in backward (saves memory at 1 Mbp)
-    # with gradient_checkpointing: keep each layer's checkpoint of the fp32 residual stream as bf16
-    # (half the saved memory: 0.5 instead of 1 GiB per layer for 7m at 2^20). The residual adds stay
-    # fp32; each block reads its input rounded to bf16, as its RMSNorm output already is.
-    checkpoint_bf16: bool = False
-    # with gradient_checkpointing (Triton backend): keep each layer's scan segment states and x_proj
-    # output from the forward (fp32 (L/64) x d_inner x d_state + bf16 (L, dt_rank + 2 d_state): 0.6 GiB
-    # per 7m layer at 2^20), so the recomputation in the backward skips the conv, x_proj, the scan and
-    # out_proj. False recomputes them: the least memory. None (default): on, unless checkpoint_bf16
-    # asks for the least memory.
-    checkpoint_keep_scan: bool | None = None
-    # with gradient_checkpointing: leave the last N layers un-checkpointed. Each keeps its activations
-    # (about 2.4 GiB per 7m layer at 2^20 in bf16) and saves its recomputation in the backward.
-    checkpoint_skip: int = 0
-    # steps between the scan states the Triton forward saves for the backward (fp32 d_inner x d_state
-    # each). The backward rebuilds every state between two saved ones, so 16 makes it ~10% faster
-    # (H100, 2^20) for 4x their memory: 1 GiB instead of 0.25 per 1.4m layer at 2^20 (2x for 7m).
-    scan_state_every: int = 64
-    scan_backend: str | None = None  # "reference" | "torch" | "numba" | "triton" | None (fastest available)
 
     def __post_init__(self):
         if self.dt_rank == "auto":
@@ -63,12 +47,6 @@ class MambaConfig:
                 raise ValueError(f"MambaConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 2 <= self.d_conv <= 4:
             raise ValueError(f"MambaConfig.d_conv must be in 2..4, got {self.d_conv}")
-        if self.checkpoint_keep_scan is None:
-            self.checkpoint_keep_scan = not self.checkpoint_bf16
-        if self.checkpoint_skip < 0:
-            raise ValueError(f"MambaConfig.checkpoint_skip must be >= 0, got {self.checkpoint_skip}")
-        if self.scan_state_every < 8 or self.scan_state_every % 8:
-            raise ValueError(f"MambaConfig.scan_state_every must be a multiple of 8, got {self.scan_state_every}")
         if not 0 < self.dt_min <= self.dt_max:
             raise ValueError("MambaConfig needs 0 < dt_min <= dt_max")
 
@@ -86,6 +64,11 @@ class MambaConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "MambaConfig":
+        """The config of a ``config.json``; the run-time options older checkpoints carried
+        (:data:`~mamba_genome.model.runtime.RUNTIME_FIELDS`) are ignored."""
+        from .runtime import RUNTIME_FIELDS
+
+        d = {k: v for k, v in d.items() if k not in RUNTIME_FIELDS}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -2,6 +2,10 @@
 
     input_ids (B, L) -> embedding -> n_layer x [RMSNorm -> Mixer, residual] -> RMSNorm -> logits (B, L, V)
 
+How it executes (activation checkpointing, scan-state spacing, kernel backend) is
+a :class:`~mamba_genome.model.runtime.RuntimeOptions`, apart from the architecture:
+``MambaLM(config, runtime)``, changed later with :meth:`MambaLM.set_runtime`.
+
 `backbone()` returns hidden states for embeddings and classification heads;
 `allocate_state()` + `forward(..., state=...)` stream long inputs chunk by chunk
 with the conv and SSM states carried, giving the same result as one pass.
@@ -19,22 +23,42 @@ from mamba_genome.kernels import ReplayCache
 from .block import Block, LayerState, RMSNorm
 from .recompute import checkpointed_block
 from .config import MambaConfig
+from .runtime import RuntimeOptions
 from .likelihood import next_token_nll_sums
 
 
 class MambaLM(nn.Module):
     model_type = "lm"
 
-    def __init__(self, config: MambaConfig):
+    def __init__(self, config: MambaConfig, runtime: RuntimeOptions | None = None):
         super().__init__()
         self.config = config
+        self.runtime = runtime or RuntimeOptions()
         self.embedding = nn.Embedding(config.padded_vocab_size, config.d_model)
-        self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.layers = nn.ModuleList(Block(config, i, self.runtime) for i in range(config.n_layer))
         self.norm_f = RMSNorm(config.d_model, eps=config.rms_norm_eps)
         self.lm_head = nn.Linear(config.d_model, config.padded_vocab_size, bias=False)
         self.reset_parameters()
         if config.tie_embeddings:
             self.lm_head.weight = self.embedding.weight
+
+    @classmethod
+    def from_preset(cls, name: str, **options) -> "MambaLM":
+        """A fresh model of preset ``name``; ``options`` may mix architecture fields (``d_model=32``) and
+        run-time options (``scan_backend="torch"``, see :data:`~mamba_genome.model.runtime.RUNTIME_FIELDS`)."""
+        from .runtime import split_runtime
+
+        arch, rt = split_runtime(options)
+        return cls(MambaConfig.from_preset(name, **arch), RuntimeOptions(**rt))
+
+    def set_runtime(self, runtime: RuntimeOptions | None = None, **changes) -> RuntimeOptions:
+        """Execute with ``runtime`` (default: the current options) with ``changes`` applied, from the next
+        forward on; returns the options now in use. The weights and what the model computes stay the same."""
+        rt = (runtime or self.runtime).replace(**changes) if changes else (runtime or self.runtime)
+        self.runtime = rt
+        for layer in self.layers:
+            layer.mixer.runtime = rt
+        return rt
 
     # ------------------------------------------------------------------ init
     def reset_parameters(self):
@@ -72,7 +96,7 @@ class MambaLM(nn.Module):
         if not 0 < stop <= n:
             raise ValueError(f"output_layer must be in [0, {n - 1}], got {output_layer}")
         hidden = self.embedding(input_ids)                                 # (B, L, d_model)
-        if self.config.gradient_checkpointing and self.training and state is None and torch.is_grad_enabled():
+        if self.runtime.gradient_checkpointing and self.training and state is None and torch.is_grad_enabled():
             return self._backbone_checkpointed(hidden, stop)
         residual = None
         for i in range(stop):
@@ -92,11 +116,11 @@ class MambaLM(nn.Module):
         ``checkpoint_keep_scan`` each layer's scan states wait in a ``ReplayCache`` for its
         recomputation. No dropout anywhere, so no RNG state is saved and restored.
         """
-        c = self.config
-        cache = ReplayCache() if c.checkpoint_keep_scan else None
-        first_plain = max(0, stop - c.checkpoint_skip)
+        c, rt = self.config, self.runtime
+        cache = ReplayCache() if rt.checkpoint_keep_scan else None
+        first_plain = max(0, stop - rt.checkpoint_skip)
         residual = None
-        lowp = c.checkpoint_bf16 and c.residual_in_fp32
+        lowp = rt.checkpoint_bf16 and c.residual_in_fp32
         if lowp:
             residual = hidden.float()
         for i in range(stop):

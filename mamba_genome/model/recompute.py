@@ -55,7 +55,7 @@ class BlockCheckpointFn(torch.autograd.Function):
         enabled, dtype = ctx.autocast
         # the Triton norm kernels are called directly (as the block's backend would; on CPU that is
         # the interpreter, under TRITON_INTERPRET=1) when the stream is fp32 and fits their rows
-        fused = (resolve_backend(block.config.scan_backend, res.device) == "triton" and res.dtype == torch.float32
+        fused = (resolve_backend(block.runtime.scan_backend, res.device) == "triton" and res.dtype == torch.float32
                  and res.shape[-1] <= _norm_kernels()._MAX_D)
         with torch.enable_grad(), torch.autocast(dev, dtype=dtype, enabled=enabled):
             if fused:

@@ -59,3 +59,12 @@ class RuntimeOptions:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def split_runtime(options: dict) -> tuple[dict, dict]:
+    """``(architecture fields, run-time fields)`` of a dict that may mix both (old configs, overrides)."""
+    arch = {k: v for k, v in options.items() if k not in RUNTIME_FIELDS}
+    return arch, {k: v for k, v in options.items() if k in RUNTIME_FIELDS}
+
+
+__all__ = ["RuntimeOptions", "RUNTIME_FIELDS", "SCAN_BACKENDS", "split_runtime"]

@@ -68,8 +68,9 @@ class TimeBudget(Callback):
     """
 
     def __init__(self, schedule: TrainSchedule, budget_s: float, reserve_s: float = 5.0, first_fit: int = 4,
-                 val_every: int | None = None, n_val: int = 4):
+                 val_every: int | None = None, n_val: int = 4, val_schedule=None):
         self.schedule = schedule
+        self.val_schedule = val_schedule  # the engine's ValidationSchedule, whose interval this sets
         self.val_every = val_every
         self.n_val = int(n_val)
         self.budget_s = float(budget_s)
@@ -125,18 +126,17 @@ class TimeBudget(Callback):
         per_step = (time.perf_counter() - self._t0) / done
         remaining = self.budget_s - spent - self.reserve_s - self._val_s
         total = self.schedule.total_steps
-        if done >= self._next_fit and spent < 0.5 * self.budget_s:
+        refit = done >= self._next_fit and spent < 0.5 * self.budget_s
+        if refit:
             self._next_fit *= 2
             total = max(step + 1, step + int(remaining / per_step))
-            if self.val_every is None and self.n_val > 0:
-                # Validate about n_val times over the fitted run (and always at the end).
-                # (both: Lightning re-derives val_check_batch from val_check_interval at each reload)
-                every = max(1, total // self.n_val) * trainer.accumulate_grad_batches
-                trainer.val_check_interval = trainer.val_check_batch = every
         stop = remaining < per_step
         if trainer.world_size > 1:  # every rank must take the same decision
             total, stop = trainer.strategy.broadcast((total, stop), src=0)
         self.schedule.total_steps = total
+        if refit and self.val_every is None and self.n_val > 0 and self.val_schedule is not None:
+            # Validate about n_val times over the fitted run (and always at the end).
+            self.val_schedule.set_every(max(1, total // self.n_val))
         if stop:
             self.stopped_by_budget = True
             self.schedule.total_steps = min(self.schedule.total_steps, step)
@@ -236,7 +236,8 @@ _SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 
 
 def _validates_after_this_batch(trainer) -> bool:
-    """Whether Lightning validates right after the current training batch (an int ``val_check_interval``)."""
+    """Whether Lightning validates right after the current training batch (the engine's
+    :class:`~mamba_genome.train.engine.ValidationSchedule` decides)."""
     loop = trainer.fit_loop.epoch_loop
     try:
         return bool(loop._should_check_val_fx(trainer.fit_loop._data_fetcher))

@@ -5,9 +5,10 @@ windows), validation on fixed held-out windows, the optimiser (AdamW, no
 weight decay on A_log/D/norms/biases) and the schedules of the great-apes
 fine-tuning in Gu & Dao (2023), App. E.3.4:
 
-- learning rate: linear warmup, then cosine decay to ``min_lr`` (1e-6);
+- learning rate: linear warmup, then cosine decay to ``min_lr`` (1e-6)
+  (:func:`~mamba_genome.train.schedule.warmup_cosine`, pretraining's curve too);
 - sequence length: for long windows, start at 2^14 and double every epoch
-  up to the target (:func:`seq_len_for_epoch`).
+  up to the target (:func:`~mamba_genome.train.schedule.seq_len_for_epoch`).
 
 The module keeps the best model by validation accuracy (ties: lower loss)
 and writes it with :func:`mamba_genome.checkpoint.save_model` to ``best/``,
@@ -19,7 +20,6 @@ continues on exactly the windows an uninterrupted run would see.
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -33,21 +33,7 @@ from ..data.labels import BalancedWindowDataset, EpochSampler, FixedWindowDatase
 from ..model.classifier import MambaClassifier
 from ..model.lm import param_groups
 from .rng import rng_state, set_rng_state
-
-
-def warmup_cosine(step: int, *, warmup_steps: int, max_steps: int, lr: float, min_lr: float) -> float:
-    """Learning rate at ``step``: linear warmup to ``lr``, cosine decay to ``min_lr`` at ``max_steps``."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
-    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
-
-
-def seq_len_for_epoch(epoch: int, target: int, start: int = 1 << 14, warmup: bool = True) -> int:
-    """Sequence-length warmup: ``start * 2**epoch`` capped at ``target`` (``target`` if shorter than ``start``)."""
-    if not warmup or target <= start:
-        return target
-    return min(target, start << min(int(epoch), 40))
+from .schedule import seq_len_for_epoch, warmup_cosine
 
 
 class ClassifyModule(L.LightningModule):
@@ -57,7 +43,12 @@ class ClassifyModule(L.LightningModule):
         model: the classifier to train.
         train_ds, val_ds: class-balanced train windows and fixed val windows.
         seq_len_fn: epoch -> training window length (sequence-length warmup).
-        batch_size, num_workers: DataLoader settings.
+        batch_size, num_workers: DataLoader settings (``batch_size``: the micro-batch).
+        accumulate: micro-batches per optimizer step.
+        val_batch_size: validation windows per forward pass (default ``batch_size``).
+        plan, on_stage: the engine's :class:`~mamba_genome.train.engine.StagePlan` of the target length
+            (it serves every epoch: the loader is built once) and its
+            :class:`~mamba_genome.train.engine.StageRuntime`, applied when the loader is built.
         lr, min_lr, weight_decay, warmup_steps, max_steps: optimiser and schedule.
         out_dir: the run directory; ``best/`` is written there (rank 0).
         save_extra, save_init: metadata for :func:`save_model` (labels, seq_len, ...).
@@ -66,13 +57,16 @@ class ClassifyModule(L.LightningModule):
     def __init__(self, model: MambaClassifier, train_ds: BalancedWindowDataset, val_ds: FixedWindowDataset, *,
                  seq_len_fn, batch_size: int, lr: float, min_lr: float, weight_decay: float, warmup_steps: int,
                  max_steps: int, out_dir: str | Path, save_extra: dict, num_workers: int = 0,
-                 max_time_s: float | None = None):
+                 max_time_s: float | None = None, accumulate: int = 1, val_batch_size: int | None = None,
+                 plan=None, on_stage=None):
         super().__init__()
         self.model = model
         self._t0 = time.perf_counter()
         self.train_ds, self.val_ds = train_ds, val_ds
         self.seq_len_fn = seq_len_fn
         self.batch_size, self.num_workers = batch_size, num_workers
+        self.accumulate, self.val_batch_size = int(accumulate), int(val_batch_size or batch_size)
+        self.plan, self.on_stage = plan, on_stage
         self.lr, self.min_lr, self.weight_decay = lr, min_lr, weight_decay
         self.warmup_steps, self.max_steps = warmup_steps, max_steps
         self.max_time_s = max_time_s
@@ -110,20 +104,23 @@ class ClassifyModule(L.LightningModule):
     def train_dataloader(self):
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer else (0, 1)
         sampler = EpochSampler(len(self.train_ds), self.seq_len_fn, rank, world)
+        per_step = self.batch_size * self.accumulate  # this rank's windows per optimizer step
         if self._resume_at is not None:  # --resume: continue the epoch at the first unseen window
             epoch, step = self._resume_at
-            per_epoch = len(sampler) // self.batch_size  # optimizer steps per epoch (no accumulation)
-            sampler.resume_at(epoch, max(0, step - epoch * per_epoch) * self.batch_size)
+            per_epoch = len(sampler) // per_step  # optimizer steps per epoch
+            sampler.resume_at(epoch, max(0, step - epoch * per_epoch) * per_step)
             self._resume_at = None
+        if self.on_stage is not None and self.plan is not None and self._trainer is not None:
+            self.on_stage(self.trainer, self.plan)
         return DataLoader(self.train_ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                           persistent_workers=False, pin_memory=torch.cuda.is_available(), drop_last=True)
 
     def val_dataloader(self):
-        return DataLoader(self.val_ds, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(self.val_ds, batch_size=self.val_batch_size, shuffle=False, num_workers=self.num_workers)
 
     # --------------------------------------------------------------- training
     def training_step(self, batch, batch_idx):
-        logits = self.model(batch["input_ids"])
+        logits = self.model(batch["input_ids"], batch.get("length"))
         loss = F.cross_entropy(logits.float(), batch["label"])
         acc = (logits.argmax(-1) == batch["label"]).float().mean()
         self._train_loss.append(loss.detach())
@@ -132,7 +129,7 @@ class ClassifyModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        logits = self.model(batch["input_ids"]).float()
+        logits = self.model(batch["input_ids"], batch.get("length")).float()
         loss = F.cross_entropy(logits, batch["label"], reduction="sum")
         correct = (logits.argmax(-1) == batch["label"]).sum()
         self._val.append(torch.stack([loss, correct.float(), torch.tensor(float(len(logits)), device=loss.device)]))

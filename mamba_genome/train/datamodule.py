@@ -10,12 +10,15 @@ Sequence-length warmup: the Trainer reloads the training DataLoader every
 "epoch" (``reload_dataloaders_every_n_epochs=1``), and an epoch here is
 exactly the optimizer steps left in the current warmup stage. Each reload
 asks the :class:`~mamba_genome.train.schedule.TrainSchedule` which stage the
-global step is in, and sizes the window length, the micro-batch and the
-number of samples from it. Windows are a pure function of (seed, global step
-at the reload, index).
+global step is in and the engine's planner (:class:`~mamba_genome.train.engine.StagePlanner`)
+how that length runs: the micro-batch and gradient accumulation (a short stage
+packs more windows per forward pass) and the memory policy, which ``on_stage``
+applies to the Trainer and the model. Windows are a pure function of (seed,
+global step at the reload, index).
 
 Exact resume: the data module's ``state_dict`` (saved in ``last.ckpt``) is
-the current epoch (its first step, length, window length, batch) and how many
+the current epoch (its first step, length, window length, micro-batch and
+accumulation) and how many
 micro-batches of it this rank has consumed; a resumed run rebuilds that same
 epoch and starts it at the next unseen window, so it trains on exactly the
 windows, in the same order, as a run that was never interrupted.
@@ -25,6 +28,7 @@ processes (the 2-core laptop case, where workers only compete with the model).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import lightning as L
@@ -32,6 +36,7 @@ from torch.utils.data import DataLoader
 
 from ..data.sampler import RandomWindowDataset, ResumableShardSampler, TiledWindowDataset
 from ..data.splits import SplitPlan
+from .engine import StagePlan
 from .schedule import TrainSchedule
 
 
@@ -48,9 +53,9 @@ class GenomeDataModule(L.LightningDataModule):
         store_path: token store directory.
         plan: the train/val/test split.
         schedule: the run's schedule (sequence-length stage per step).
-        micro_batch_size: windows per device per forward pass at the final
-            sequence length (doubled at each shorter warmup stage).
-        accumulate: micro-batches per optimizer step.
+        plan_for: ``seq_len -> StagePlan`` (micro-batch, accumulation, runtime of that length).
+        on_stage: ``(trainer, StagePlan) -> None``, called when a stage starts being served
+            (:class:`~mamba_genome.train.engine.StageRuntime`).
         val_windows: at most this many validation windows (evenly spaced tiles).
         val_batch_size: validation windows per forward pass.
         num_workers: DataLoader worker processes.
@@ -59,17 +64,18 @@ class GenomeDataModule(L.LightningDataModule):
         rc_prob: reverse-complement augmentation probability.
     """
 
-    def __init__(self, store_path, plan: SplitPlan, schedule: TrainSchedule, *, micro_batch_size: int,
-                 accumulate: int = 1, val_windows: int = 64, val_batch_size: int | None = None,
-                 num_workers: int = 0, pin_memory: bool = False, seed: int = 0, rc_prob: float = 0.5):
+    def __init__(self, store_path, plan: SplitPlan, schedule: TrainSchedule, *,
+                 plan_for: Callable[[int], StagePlan], on_stage: Callable | None = None, val_windows: int = 64,
+                 val_batch_size: int | None = None, num_workers: int = 0, pin_memory: bool = False, seed: int = 0,
+                 rc_prob: float = 0.5):
         super().__init__()
         self.store_path = str(store_path)
         self.plan = plan
         self.schedule = schedule
-        self.micro_batch_size = int(micro_batch_size)
-        self.accumulate = int(accumulate)
+        self.plan_for = plan_for
+        self.on_stage = on_stage
         self.val_windows = int(val_windows)
-        self.val_batch_size = int(val_batch_size or micro_batch_size)
+        self.val_batch_size = int(val_batch_size or plan_for(schedule.final_seq_len).micro_batch)
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.seed = int(seed)
@@ -93,25 +99,38 @@ class GenomeDataModule(L.LightningDataModule):
         epoch, self._resume = self._resume, None
         if epoch is not None and epoch.get("world") == world and \
                 epoch["start_step"] <= step <= epoch["start_step"] + epoch["steps"]:
-            skip = (step - epoch["start_step"]) * self.accumulate * epoch["batch"]  # this rank's windows done
+            # a checkpoint from before per-stage plans: its accumulation was the final length's
+            epoch.setdefault("accumulate", self.plan_for(self.schedule.final_seq_len).accumulate)
+            skip = (step - epoch["start_step"]) * epoch["accumulate"] * epoch["batch"]  # this rank's windows done
         else:
             stage = self.schedule.stage_at(step)
+            sp = self.plan_for(stage.seq_len)
             steps = self.schedule.steps_in_stage(step)
             if self.epoch_end is not None:  # e.g. the next --max-time re-fit of the schedule
                 end = self.epoch_end(step)
                 if end is not None and end > step:
                     steps = min(steps, end - step)
             epoch = {"start_step": step, "steps": steps, "seq_len": stage.seq_len,
-                     "batch": self.micro_batch_size * stage.batch_multiplier, "world": world}
+                     "batch": sp.micro_batch, "accumulate": sp.accumulate, "world": world}
             skip = 0
         self._epoch = epoch
-        samples = epoch["steps"] * self.accumulate * epoch["batch"] * world
+        if self.on_stage is not None and trainer is not None:
+            self.on_stage(trainer, self.current_plan())
+        samples = epoch["steps"] * epoch["accumulate"] * epoch["batch"] * world
         ds = RandomWindowDataset(self.store_path, self.plan.regions("train"), epoch["seq_len"],
                                  samples_per_epoch=samples, rc_prob=self.rc_prob, seed=self.seed)
         ds.set_epoch(epoch["start_step"])
         self.current_seq_len = epoch["seq_len"]
         sampler = ResumableShardSampler(samples, rank=rank, world=world, start=skip)
         return self._loader(ds, epoch["batch"], drop_last=True, sampler=sampler)
+
+    def current_plan(self) -> StagePlan | None:
+        """The plan of the epoch being served (a resumed epoch keeps its recorded micro-batch)."""
+        if self._epoch is None:
+            return None
+        e = self._epoch
+        return dataclasses.replace(self.plan_for(e["seq_len"]), micro_batch=e["batch"], accumulate=e["accumulate"],
+                                   batch=e["batch"] * e["accumulate"])
 
     def state_dict(self) -> dict:
         """The epoch being trained on (saved in ``last.ckpt`` at an optimizer-step boundary)."""

@@ -1,16 +1,19 @@
 """Training schedules: learning rate, sequence-length warmup, and time budgets.
 
-Owns the pure, testable arithmetic of a pretraining run:
+Owns the pure, testable arithmetic of every training run (pretrain and finetune):
 
-- :func:`lr_multiplier`: linear warmup over the first 10% of steps, then
-  cosine decay to a floor (Gu & Dao 2023, App. E.2: "linear learning rate
-  warmup with cosine decay", as in HyenaDNA).
+- :func:`warmup_cosine`: the one learning-rate curve, linear warmup then cosine
+  decay to a floor (Gu & Dao 2023, App. E.2: "linear learning rate warmup with
+  cosine decay", as in HyenaDNA); :func:`lr_multiplier` is it as a fraction of
+  the peak, with the warmup a fraction of the run (pretraining: 10%).
 - :func:`seq_len_stages`: sequence-length warmup (paper App. E.3.2, following
   HyenaDNA): start at 1024 tokens (or the target if smaller), double the
   length each stage up to the target, halving the batch so tokens per step
   stay constant.
 - :class:`TrainSchedule`: both of the above for one run, with a total step
   count that may be re-fitted to a wall-clock budget (``--max-time``).
+- :func:`seq_len_for_epoch`: fine-tuning's sequence-length warmup (App. E.3.4: from
+  2^14, doubling each epoch up to the target).
 - :func:`parse_duration`: ``"4h"``, ``"90m"``, ``"270s"``, ``"1h30m"`` -> seconds.
 
 Nothing here imports torch; the Lightning pieces read these objects.
@@ -64,21 +67,21 @@ def format_duration(seconds: float) -> str:
 # ------------------------------------------------------------- learning rate
 
 
-def lr_multiplier(step: int, total_steps: int, warmup_fraction: float = 0.1, min_lr_ratio: float = 0.1) -> float:
-    """Multiplier of the peak learning rate at optimizer step ``step`` (0-based).
+def warmup_cosine(step: int, *, warmup_steps: int, max_steps: int, lr: float, min_lr: float) -> float:
+    """Learning rate at optimizer step ``step`` (0-based): linear warmup from ``lr / warmup_steps`` to
+    ``lr`` over ``warmup_steps`` steps, then cosine decay to ``min_lr`` at ``max_steps``; ``min_lr`` after."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
 
-    Linear warmup from ``1/warmup_steps`` to 1 over the first
-    ``warmup_fraction * total_steps`` steps, then cosine decay from 1 to
-    ``min_lr_ratio`` at ``total_steps``; constant ``min_lr_ratio`` after.
-    """
+
+def lr_multiplier(step: int, total_steps: int, warmup_fraction: float = 0.1, min_lr_ratio: float = 0.1) -> float:
+    """:func:`warmup_cosine` as a fraction of the peak, warming up over ``warmup_fraction`` of
+    ``total_steps`` and decaying to ``min_lr_ratio``."""
     total_steps = max(1, int(total_steps))
-    warmup = int(round(warmup_fraction * total_steps))
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    if step >= total_steps:
-        return min_lr_ratio
-    progress = (step - warmup) / max(1, total_steps - warmup)
-    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return warmup_cosine(step, warmup_steps=int(round(warmup_fraction * total_steps)), max_steps=total_steps,
+                         lr=1.0, min_lr=min_lr_ratio)
 
 
 # ------------------------------------------------------ sequence-length warmup
@@ -127,6 +130,14 @@ def seq_len_stages(final_seq_len: int, total_steps: int, *, start_seq_len: int =
     for i, length in enumerate(lengths):
         stages.append(SeqLenStage(i * per_stage, length, 2 ** (n_warm - i)))
     return stages
+
+
+def seq_len_for_epoch(epoch: int, target: int, start: int = 1 << 14, warmup: bool = True) -> int:
+    """Fine-tuning's sequence-length warmup: ``start * 2**epoch`` capped at ``target`` (``target`` if
+    shorter than ``start``)."""
+    if not warmup or target <= start:
+        return target
+    return min(target, start << min(int(epoch), 40))
 
 
 # ------------------------------------------------------------------ one run
@@ -184,6 +195,6 @@ class TrainSchedule:
 
 
 __all__ = [
-    "parse_duration", "format_duration", "lr_multiplier", "SeqLenStage", "seq_len_lengths",
+    "parse_duration", "format_duration", "warmup_cosine", "lr_multiplier", "seq_len_for_epoch", "SeqLenStage", "seq_len_lengths",
     "seq_len_stages", "TrainSchedule",
 ]

@@ -198,13 +198,13 @@ def random_tokens(batch: int, length: int, device, seed: int = 0) -> torch.Tenso
 def build_model(cfg: BenchTrainConfig, device: torch.device):
     from ..model.config import MambaConfig
     from ..model.lm import MambaLM
+    from ..model.runtime import RuntimeOptions
 
     torch.manual_seed(cfg.seed)
-    mcfg = MambaConfig.from_preset(cfg.preset, gradient_checkpointing=cfg.grad_checkpointing,
-                                   checkpoint_bf16=cfg.checkpoint_bf16,
-                                   scan_backend=cfg.scan_backend,
-                                   scan_state_every=cfg.scan_state_every, checkpoint_skip=cfg.checkpoint_skip)
-    return MambaLM(mcfg).to(device)
+    runtime = RuntimeOptions(gradient_checkpointing=cfg.grad_checkpointing, checkpoint_bf16=cfg.checkpoint_bf16,
+                             scan_backend=cfg.scan_backend, scan_state_every=cfg.scan_state_every,
+                             checkpoint_skip=cfg.checkpoint_skip)
+    return MambaLM(MambaConfig.from_preset(cfg.preset), runtime).to(device)
 
 
 def make_optimizer(model, cfg: BenchTrainConfig, device: torch.device):

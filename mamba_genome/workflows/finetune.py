@@ -6,6 +6,13 @@ a window), a Mamba backbone (from scratch or from a pretrained LM) with a
 pooled linear head, AdamW with linear warmup then cosine decay to 1e-6,
 and sequence-length warmup (2^14, doubling per epoch) for long windows.
 
+The pieces it shares with ``pretrain``: the windows core (:mod:`mamba_genome.data.windows`),
+the schedule module (:mod:`mamba_genome.train.schedule`), the run-directory policy
+(:mod:`mamba_genome.train.rundir`) and the engine's planner (:mod:`mamba_genome.train.engine`:
+micro-batch, gradient accumulation and memory policy for the device, ``--memory auto|low``).
+Many short records (genes, reads, 512-bp windows; split whole, seeded, per class) are trained
+and scored whole at their own length, padded, the classifier pooling over the real bases.
+
 Run directory (the policy of :mod:`mamba_genome.train.rundir`: a non-empty
 ``--out`` needs ``--resume`` or ``--force``, ``--force`` removes only what
 a run of ours wrote, one live run per directory; ``metrics.json`` is written
@@ -49,7 +56,8 @@ RUN_FILES = ("best", "last", "last.ckpt", "args.json", "labels.json", "metrics.j
              "confusion_matrix.png", "curves.csv", "curves.png", "split.json", "test_predictions.tsv",
              "kmer_baseline.json")
 # What --resume may change (everything else comes from the run's args.json).
-RESUMABLE_OVERRIDES = ("max_steps", "max_time_s", "devices", "accelerator", "precision", "num_workers", "progress")
+RESUMABLE_OVERRIDES = ("max_steps", "max_time_s", "devices", "accelerator", "precision", "num_workers", "progress",
+                       "memory", "micro_batch_size")
 
 
 @dataclass
@@ -90,6 +98,8 @@ class FinetuneArgs:
     resume: bool = False  # continue the run in `out` from its last.ckpt
     force: bool = False  # replace an existing run directory (mamba-genome runs only)
     devices: int = 1  # GPUs (or CPU processes) to train on
+    memory: str = "auto"  # --memory: auto (fastest micro-batch and policy that fit) | low (least memory)
+    micro_batch_size: int | None = None  # hidden expert flag: windows per device per forward pass
     accelerator: str = "auto"  # auto | cpu | gpu
     precision: str | None = None  # Lightning precision; default bf16-mixed on a bf16 GPU, else 32-true
     num_workers: int = 0  # DataLoader worker processes
@@ -139,6 +149,12 @@ class FinetuneArgs:
             raise UserError(f"--contig-weighting must be 'length' or 'uniform', got '{self.contig_weighting}'")
         if self.baseline not in (None, "kmer"):
             raise UserError(f"--baseline must be 'kmer', got '{self.baseline}'")
+        from ..train.memory import MEMORY_MODES
+
+        if self.memory not in MEMORY_MODES:
+            raise UserError(f"--memory must be one of {', '.join(MEMORY_MODES)}, got '{self.memory}'")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise UserError(f"--micro-batch-size must be at least 1, got {self.micro_batch_size}")
         if self.kmer_k > 12:
             raise UserError(f"--kmer-k must be at most 12 (4^k features), got {self.kmer_k}")
 
@@ -208,14 +224,17 @@ def _build_model(args: FinetuneArgs, num_classes: int):
     from ..model.classifier import MambaClassifier
     from ..model.config import MambaConfig
 
+    from ..model.runtime import split_runtime
+
+    arch_overrides = split_runtime(args.model_overrides)[0]
     if args.from_run:
-        pre, meta = load_model(args.from_run, **args.model_overrides)
+        pre, meta = load_model(args.from_run, **arch_overrides)
         lm = pre.backbone if meta["model_type"] == "classifier" else pre
         model = MambaClassifier.from_pretrained_lm(lm, num_classes, args.pooling)
         source = f"pretrained {meta['model_type']} {args.from_run}"
     else:
         try:
-            cfg = MambaConfig.from_preset(args.preset, **args.model_overrides)
+            cfg = MambaConfig.from_preset(args.preset, **arch_overrides)
         except (TypeError, ValueError) as exc:
             raise UserError(f"bad model settings: {exc}") from None
         model = MambaClassifier(cfg, num_classes, args.pooling)
@@ -249,7 +268,7 @@ def predict_windows(model, ds, batch_size: int, device, precision: str = "auto")
 
     lp = InferenceEngine(model.backbone).class_log_probs(
         _Windows(), model.head, model.pooling, batch_size=batch_size, precision=precision,
-        lengths=[ds.seq_len] * len(ds))
+        lengths=ds.lengths)
     return np.exp(lp)
 
 
@@ -355,7 +374,7 @@ def finetune(args: FinetuneArgs) -> dict:
         rundir.check(resume=args.resume, force=args.force, inputs=_run_inputs(args, sources))
     task = build_task(sources, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                       store_dir=args.store_dir, progress=args.progress)
-    task.check_windows(args.seq_len)
+    task.check_windows(args.seq_len, whole_records=task.whole_records(args.seq_len))
     labels = task.labels
     if args.progress:
         from ..cli.common import print_table
@@ -383,24 +402,43 @@ def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start
     from ..checkpoint import load_model, save_model
     from ..data.labels import BalancedWindowDataset, FixedWindowDataset, write_split_json
     from ..train.callbacks import GracefulStop, ResumableCheckpoint, SaveAfterValidation, StepProgressBar
-    from ..train.classify_module import ClassifyModule, seq_len_for_epoch
+    from ..model.runtime import split_runtime
+    from ..train.classify_module import ClassifyModule
+    from ..train.engine import ExpertOverrides, StagePlanner, StageRuntime, device_memory
+    from ..train.schedule import seq_len_for_epoch
 
     torch.manual_seed(args.seed)
     model, source = _build_model(args, len(labels))
     world = args.devices
     seq_fn = lambda e: seq_len_for_epoch(e, args.seq_len, args.seq_len_start, args.seq_len_warmup)  # noqa: E731
+    on_gpu = args.accelerator != "cpu" and torch.cuda.is_available()
+    device_type, free = device_memory(on_gpu)
+    planner = StagePlanner(model.config, lambda L: args.batch_size, device_type=device_type, free_bytes=free,
+                           memory=args.memory, expert=ExpertOverrides(micro_batch_size=args.micro_batch_size,
+                                                                      **split_runtime(args.model_overrides)[1]))
+    # the plan of the target (longest) length serves every epoch: the loader is built once, its
+    # epochs fixed in windows (sequence-length warmup shortens the windows, not the batch)
+    final = planner.plan(args.seq_len)
+    batch = final.micro_batch * final.accumulate
+    # many short records (genes, reads, 512-bp windows): each is trained and scored whole, padded
+    whole = task.whole_records(args.seq_len)
     train_ds = BalancedWindowDataset(task.split_regions("train"), len(labels), seq_fn(0),
-                                     samples_per_epoch=args.epoch_steps * args.batch_size * world,
-                                     weighting=args.contig_weighting, rc_prob=args.rc_prob, seed=args.seed)
-    val_ds = FixedWindowDataset(task.split_regions("val"), len(labels), args.seq_len, per_class=args.val_windows)
-    test_ds = FixedWindowDataset(task.split_regions("test"), len(labels), args.seq_len, per_class=args.test_windows)
+                                     samples_per_epoch=args.epoch_steps * batch * world,
+                                     weighting=args.contig_weighting, rc_prob=args.rc_prob, seed=args.seed,
+                                     whole_records=whole)
+    val_ds = FixedWindowDataset(task.split_regions("val"), len(labels), args.seq_len, per_class=args.val_windows,
+                                whole_records=whole)
+    test_ds = FixedWindowDataset(task.split_regions("test"), len(labels), args.seq_len, per_class=args.test_windows,
+                                 whole_records=whole)
     _log(args, f"model: {source}, {model.num_parameters():,} parameters, pooling={args.pooling}"
                f"{', backbone frozen' if args.freeze_backbone else ''}; {len(val_ds)} val and {len(test_ds)} test windows "
                f"of {args.seq_len:,} bp")
     extra = {"labels": labels, "seq_len": args.seq_len, "pooling": args.pooling, "source": source,
              "task": "classification"}
     module = ClassifyModule(
-        model, train_ds, val_ds, seq_len_fn=seq_fn, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
+        model, train_ds, val_ds, seq_len_fn=seq_fn, batch_size=final.micro_batch, accumulate=final.accumulate,
+        val_batch_size=final.micro_batch * (2 if on_gpu else 1),
+        plan=final, on_stage=StageRuntime(lambda m: _log(args, m)), lr=args.lr, min_lr=args.min_lr,
         weight_decay=args.weight_decay, max_steps=args.max_steps, out_dir=out, save_extra=extra,
         warmup_steps=args.warmup_steps if args.warmup_steps is not None else args.max_steps // 10,
         num_workers=args.num_workers, max_time_s=args.max_time_s)
@@ -419,6 +457,7 @@ def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start
         max_time=datetime.timedelta(seconds=args.max_time_s) if args.max_time_s else None,
         precision=_precision(args), logger=False, enable_checkpointing=False, enable_model_summary=False,
         enable_progress_bar=True, callbacks=callbacks, num_sanity_val_steps=0,
+        accumulate_grad_batches=final.accumulate,
         gradient_clip_val=args.grad_clip or None, use_distributed_sampler=False,
         reload_dataloaders_every_n_epochs=0)
     try:
@@ -464,7 +503,8 @@ def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start
         "labels": labels, "seq_len": args.seq_len, "steps": trainer.global_step,
         "best": module.best, "train_seconds": round(train_seconds, 2),
         "n_test_windows": len(test_ds), "n_val_windows": len(val_ds), "model_source": source,
-        "num_parameters": model.num_parameters(), "split": task.methods,
+        "num_parameters": model.num_parameters(), "split": task.methods, "memory": args.memory,
+        "micro_batch": final.micro_batch, "accumulate": final.accumulate, "runtime": final.runtime.to_dict(),
         "args": {k: v for k, v in asdict(args).items() if k != "model_overrides"},
     })
     if baseline is not None:

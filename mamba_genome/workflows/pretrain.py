@@ -46,8 +46,7 @@ from ..errors import RunInterrupted, UserError
 from ..train.rundir import RunDir
 
 PRESET_NAMES = ("tiny", "1.4m", "7m")
-GPU_TOKENS_PER_STEP = 2 ** 20     # paper: ~1M tokens per optimizer step
-GPU_TOKENS_PER_MICROBATCH = 2 ** 16
+GPU_TOKENS_PER_STEP = 2 ** 20     # paper: ~1M tokens per optimizer step (micro-batches: the memory planner's)
 GPU_LR = 8e-3
 GPU_MAX_STEPS = 10_000
 # CPU defaults for the out-of-the-box run (tiny preset, 2 cores, < 5 minutes).
@@ -76,7 +75,8 @@ class PretrainArgs:
     preset: str = "tiny"                # --preset: tiny | 1.4m | 7m (model size)
     seq_len: int | None = None          # --seq-len: final training window length (tokens)
     batch_size: int | None = None       # --batch-size: windows per optimizer step (all devices)
-    micro_batch_size: int | None = None  # --micro-batch-size: windows per device per forward pass
+    micro_batch_size: int | None = None  # --micro-batch-size (hidden): windows per device per forward pass
+    memory: str = "auto"                # --memory: auto (fastest that fits) | low (least memory)
     max_steps: int | None = None        # --max-steps: optimizer steps
     max_tokens: int | None = None       # --max-tokens: training tokens (converted to steps)
     max_time: str | float | None = None  # --max-time: wall-clock budget ("4h", "270s"); fits the schedule
@@ -99,10 +99,11 @@ class PretrainArgs:
     split_bed: str | None = None        # --split-bed: BED file chrom/start/end/split
     seq_warmup: bool = True             # --no-seq-warmup switches sequence-length warmup off
     seq_warmup_start: int = 1024        # --seq-warmup-start: first warmup length (paper: 1024)
-    gradient_checkpointing: bool = False  # --grad-checkpointing: recompute blocks in backward
-    checkpoint_bf16: bool = False       # --checkpoint-bf16: keep those checkpoints in bf16 (half the memory)
-    scan_state_every: int = 64          # --scan-state-every: steps between scan states kept for the backward
-    checkpoint_skip: int = 0            # --checkpoint-skip: last N layers not checkpointed
+    # Hidden expert flags over the memory planner's choice (None: the planner decides).
+    gradient_checkpointing: bool | None = None  # --grad-checkpointing: recompute blocks in backward
+    checkpoint_bf16: bool | None = None  # --checkpoint-bf16: keep those checkpoints in bf16 (half the memory)
+    scan_state_every: int | None = None  # --scan-state-every: steps between scan states kept for the backward
+    checkpoint_skip: int | None = None   # --checkpoint-skip: last N layers not checkpointed
     val_every: int | None = None        # --val-every: validate every N optimizer steps
     val_windows: int | None = None      # --val-windows: validation windows (evenly spaced)
     num_workers: int | None = None      # --num-workers: DataLoader workers [0 on CPU, 4 on GPU]
@@ -134,12 +135,16 @@ class PretrainArgs:
             raise UserError(f"--lr must be in (0, 1), got {self.lr}")
         if self.checkpoint_bf16 and not self.gradient_checkpointing:
             raise UserError("--checkpoint-bf16 only applies with --grad-checkpointing; add that flag")
-        if self.checkpoint_skip < 0:
+        if self.checkpoint_skip is not None and self.checkpoint_skip < 0:
             raise UserError(f"--checkpoint-skip must be >= 0, got {self.checkpoint_skip}")
         if self.checkpoint_skip and not self.gradient_checkpointing:
             raise UserError("--checkpoint-skip only applies with --grad-checkpointing; add that flag")
-        if self.scan_state_every < 8 or self.scan_state_every % 8:
+        if self.scan_state_every is not None and (self.scan_state_every < 8 or self.scan_state_every % 8):
             raise UserError(f"--scan-state-every must be a positive multiple of 8, got {self.scan_state_every}")
+        from ..train.memory import MEMORY_MODES
+
+        if self.memory not in MEMORY_MODES:
+            raise UserError(f"--memory must be one of {', '.join(MEMORY_MODES)}, got '{self.memory}'")
         if not 0 <= self.weight_decay < 1:
             raise UserError(f"--weight-decay must be in [0, 1), got {self.weight_decay}")
         if not 0 <= self.warmup_fraction < 1:
@@ -155,11 +160,29 @@ class PretrainArgs:
         self.val_contigs = tuple(self.val_contigs or ())
         self.test_contigs = tuple(self.test_contigs or ())
         try:
-            from ..model.config import MambaConfig
-
-            MambaConfig.from_preset(self.preset, **self.model_overrides)
+            self.architecture()
+            self.expert()
         except (TypeError, ValueError) as exc:
             raise UserError(f"bad model settings: {exc}") from None
+
+    def architecture(self):
+        """The :class:`MambaConfig` of this run (the preset, with the architecture fields of the overrides)."""
+        from ..model.config import MambaConfig
+        from ..model.runtime import split_runtime
+
+        return MambaConfig.from_preset(self.preset, **split_runtime(self.model_overrides)[0])
+
+    def expert(self):
+        """The expert flags (and run-time fields of the overrides) that win over the memory planner."""
+        from ..model.runtime import RuntimeOptions, split_runtime
+        from ..train.engine import ExpertOverrides
+
+        rt = split_runtime(self.model_overrides)[1]
+        RuntimeOptions(**rt)  # validates them
+        flags = dict(gradient_checkpointing=self.gradient_checkpointing, checkpoint_bf16=self.checkpoint_bf16,
+                     checkpoint_skip=self.checkpoint_skip, scan_state_every=self.scan_state_every)
+        return ExpertOverrides(micro_batch_size=self.micro_batch_size,
+                               **{**rt, **{k: v for k, v in flags.items() if v is not None}})
 
 
 @dataclass
@@ -170,8 +193,8 @@ class _Plan:
     world: int
     seq_len: int
     batch_size: int        # windows per optimizer step, all devices, at the final length
-    micro_batch: int       # windows per device per forward pass, at the final length
-    accumulate: int
+    micro_batch: int       # windows per device per forward pass, at the final length (the planner's)
+    accumulate: int        # micro-batches per optimizer step, at the final length
     lr: float
     precision: str
     total_steps: int       # initial estimate under --max-time
@@ -212,7 +235,11 @@ def _count_devices(devices, on_gpu: bool) -> int:
     return n
 
 
-def _plan(args: PretrainArgs) -> _Plan:
+def _plan(args: PretrainArgs, memory_info: tuple[str, int | None] | None = None) -> _Plan:
+    """The run's settings; ``plan.planner`` (a :class:`~mamba_genome.train.engine.StagePlanner`) plans each
+    sequence-length stage. ``memory_info``: ``(device_type, free bytes)``, by default this device's."""
+    from ..train.engine import StagePlanner, device_memory
+
     on_gpu = _gpu_available(args.accelerator)
     world = _count_devices(args.devices, on_gpu) * args.num_nodes if (on_gpu or args.devices) else 1
     seq_len = int(args.seq_len or (1024 if on_gpu else CPU_SEQ_LEN))
@@ -223,13 +250,12 @@ def _plan(args: PretrainArgs) -> _Plan:
     else:
         batch = max(1, CPU_BATCH * CPU_SEQ_LEN // seq_len)
     per_device = math.ceil(batch / world)
-    if args.micro_batch_size:
-        micro = min(int(args.micro_batch_size), per_device)
-    elif on_gpu:
-        micro = max(1, min(per_device, GPU_TOKENS_PER_MICROBATCH // seq_len))
-    else:
-        micro = per_device
-    accumulate = math.ceil(per_device / micro)
+    device_type, free = memory_info if memory_info is not None else device_memory(on_gpu)
+    # a warmup stage of seq_len / 2^j has 2^j times the windows per step (constant tokens per step)
+    planner = StagePlanner(args.architecture(), lambda L: per_device * max(1, seq_len // L), device_type=device_type,
+                           free_bytes=free, memory=args.memory, expert=args.expert())
+    final = planner.plan(seq_len)
+    micro, accumulate = final.micro_batch, final.accumulate
     batch = micro * accumulate * world  # rounded to what the devices actually run
     lr = float(args.lr if args.lr is not None else (GPU_LR if on_gpu else CPU_LR))
     precision = args.precision or ("bf16-mixed" if on_gpu else "32-true")
@@ -251,8 +277,10 @@ def _plan(args: PretrainArgs) -> _Plan:
     if val_every is None and budget != "max_time":
         val_every = max(1, total // 8)
     workers = args.num_workers if args.num_workers is not None else (4 if on_gpu else 0)
-    return _Plan(on_gpu, world, seq_len, batch, micro, accumulate, lr, precision, total, budget, max_time,
+    plan = _Plan(on_gpu, world, seq_len, batch, micro, accumulate, lr, precision, total, budget, max_time,
                  val_every, val_windows, int(workers))
+    plan.planner = planner  # not a field: args.json records the stage plans instead
+    return plan
 
 
 # --------------------------------------------------------------------- run dir
@@ -349,7 +377,8 @@ def _merge_resume_args(args: PretrainArgs, run_dir: Path) -> PretrainArgs:
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(f"--resume: {run_dir}/args.json is missing or unreadable; cannot resume this run") from None
     keep = ("fasta", "data", "preset", "seq_len", "batch_size", "micro_batch_size", "val_contigs", "test_contigs",
-            "split_bed", "seq_warmup", "seq_warmup_start", "model_overrides", "seed", "val_windows")
+            "split_bed", "seq_warmup", "seq_warmup_start", "model_overrides", "seed", "val_windows",
+            "memory", "gradient_checkpointing", "checkpoint_bf16", "scan_state_every", "checkpoint_skip")
     merged = dataclasses.asdict(args)
     given_data = bool(args.fasta or args.data)
     for k in keep:
@@ -526,6 +555,7 @@ def _train(args: PretrainArgs, plan: _Plan, store, source: str, split, run_dir: 
     from ..train.callbacks import (GracefulStop, ResumableCheckpoint, RunExporter, StepBudget, StepProgressBar,
                                    TimeBudget)
     from ..train.datamodule import GenomeDataModule
+    from ..train.engine import VAL_MAX_FRACTION, StageRuntime, ValidationSchedule
     from ..train.lm_module import LMModule
     from ..train.plots import plot_loss_curve
     from ..train.schedule import TrainSchedule, format_duration
@@ -535,25 +565,25 @@ def _train(args: PretrainArgs, plan: _Plan, store, source: str, split, run_dir: 
         accelerator = "cpu"
     else:
         accelerator = "gpu" if plan.on_gpu else args.accelerator
-    config = MambaConfig.from_preset(args.preset, gradient_checkpointing=args.gradient_checkpointing,
-                                     checkpoint_bf16=args.checkpoint_bf16,
-                                     scan_state_every=args.scan_state_every,
-                                     checkpoint_skip=args.checkpoint_skip, **args.model_overrides)
+    config = args.architecture()
     schedule = TrainSchedule(total_steps=plan.total_steps, final_seq_len=plan.seq_len, lr=plan.lr,
                              warmup_fraction=args.warmup_fraction, min_lr_ratio=args.min_lr_ratio,
                              seq_warmup=args.seq_warmup, start_seq_len=args.seq_warmup_start)
     module = LMModule(config, schedule, weight_decay=args.weight_decay)
-    data = GenomeDataModule(store.path, split, schedule, micro_batch_size=plan.micro_batch,
-                            accumulate=plan.accumulate, val_windows=plan.val_windows,
-                            val_batch_size=max(1, plan.micro_batch), num_workers=plan.num_workers,
-                            pin_memory=plan.on_gpu, seed=args.seed)
+    stage_log = _echo if progress else None
+    # validation has no backward: twice the training micro-batch fits on GPU
+    data = GenomeDataModule(store.path, split, schedule, plan_for=plan.planner.plan, on_stage=StageRuntime(stage_log),
+                            val_windows=plan.val_windows, val_batch_size=plan.micro_batch * (2 if plan.on_gpu else 1),
+                            num_workers=plan.num_workers, pin_memory=plan.on_gpu, seed=args.seed)
+    stage_plans = [plan.planner.plan(st.seq_len).to_dict() for st in schedule.stages()]
     n_params = module.model.num_parameters()
 
     record_args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(args).items()}
     for k in _PATH_ARGS:
         if record_args.get(k):
             record_args[k] = str(Path(record_args[k]).resolve())
-    args_record = {"args": record_args, "resolved": dataclasses.asdict(plan), "model_config": config.to_dict(),
+    args_record = {"args": record_args, "resolved": {**dataclasses.asdict(plan), "stages": stage_plans},
+                   "model_config": config.to_dict(),
                    "source": source, "store": str(store.path), "genome": _genome_fingerprint(store)}
     if launch_rank() == 0:
         if not args.resume:
@@ -581,10 +611,11 @@ def _train(args: PretrainArgs, plan: _Plan, store, source: str, split, run_dir: 
     bar = StepProgressBar(schedule, enabled=progress)
     resume_hint = f"mamba-genome pretrain --out {run_dir} --resume"
     graceful = GracefulStop(ckpt_writer, resume_hint)
-    callbacks = [exporter, graceful, bar]
+    val_schedule = ValidationSchedule(plan.val_every, max_fraction=VAL_MAX_FRACTION if plan.on_gpu else None)
+    callbacks = [val_schedule, exporter, graceful, bar]
     time_budget = None
     if plan.budget == "max_time":
-        time_budget = TimeBudget(schedule, plan.max_time, val_every=plan.val_every)
+        time_budget = TimeBudget(schedule, plan.max_time, val_every=plan.val_every, val_schedule=val_schedule)
         data.epoch_end = time_budget.next_refit
         callbacks.append(time_budget)
     else:
@@ -603,13 +634,12 @@ def _train(args: PretrainArgs, plan: _Plan, store, source: str, split, run_dir: 
     except Exception:  # pragma: no cover - optional dependency
         pass
 
-    val_every = plan.val_every or 10 ** 9
     trainer = L.Trainer(
         accelerator=accelerator, devices=args.devices if args.devices not in (None,) else "auto",
         num_nodes=args.num_nodes, strategy=args.strategy, precision=plan.precision,
         max_epochs=-1, max_steps=plan.total_steps if plan.budget != "max_time" else -1,
         gradient_clip_val=args.grad_clip, accumulate_grad_batches=plan.accumulate,
-        reload_dataloaders_every_n_epochs=1, val_check_interval=val_every * plan.accumulate,
+        reload_dataloaders_every_n_epochs=1,  # when to validate: val_schedule (in optimizer steps)
         check_val_every_n_epoch=None, num_sanity_val_steps=0, logger=loggers, callbacks=callbacks,
         enable_checkpointing=False, enable_model_summary=False,
         log_every_n_steps=max(1, min(50, (plan.total_steps if plan.budget != "max_time" else 100) // 50)),
@@ -631,6 +661,7 @@ def _train(args: PretrainArgs, plan: _Plan, store, source: str, split, run_dir: 
         _echo(f"  {plan.batch_size} x {plan.seq_len:,} = {plan.tokens_per_step:,} tokens/step{extra}, lr {plan.lr:g}, "
               f"{limit}{warm}, {plan.precision} on {plan.world} {'GPU' if plan.on_gpu else 'CPU'} device(s)")
         _echo(f"  run dir: {run_dir}")
+
 
     ckpt = str(run_dir / "last.ckpt") if args.resume else None
     with warnings.catch_warnings():
@@ -666,7 +697,8 @@ def _train(args: PretrainArgs, plan: _Plan, store, source: str, split, run_dir: 
         "tokens_per_second": module.tokens_seen / max(module.train_seconds, 1e-9),
         "preset": args.preset, "num_parameters": n_params, "seq_len": plan.seq_len,
         "tokens_per_step": plan.tokens_per_step, "lr": plan.lr, "precision": plan.precision,
-        "devices": plan.world, "stopped_by": stopped, "data_source": source, "split": split.describe(),
+        "devices": plan.world, "stopped_by": stopped, "memory": args.memory,
+        "val_fraction": round(val_schedule.val_fraction, 4), "stages": stage_plans, "data_source": source, "split": split.describe(),
         "run_dir": str(run_dir),
     }
     _write_json(run_dir / "metrics.json", metrics)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import torch
 
-from mamba_genome.model.config import MambaConfig
 from mamba_genome.model.lm import MambaLM
 
 from .conftest import DEVICE
@@ -14,8 +13,8 @@ from .conftest import DEVICE
 def test_triton_model_matches_torch_model():
     torch.manual_seed(0)
     cfg = dict(d_model=16, n_layer=2)
-    ref = MambaLM(MambaConfig.from_preset("tiny", scan_backend="torch", **cfg)).to(DEVICE)
-    tri = MambaLM(MambaConfig.from_preset("tiny", scan_backend="triton", **cfg)).to(DEVICE)
+    ref = MambaLM.from_preset("tiny", scan_backend="torch", **cfg).to(DEVICE)
+    tri = MambaLM.from_preset("tiny", scan_backend="triton", **cfg).to(DEVICE)
     tri.load_state_dict(ref.state_dict())
     x = torch.randint(0, 8, (2, 45), device=DEVICE)
     losses = []
@@ -41,10 +40,10 @@ def test_triton_checkpointing_with_kept_scan_states(scan_fwd_calls):
     calls = scan_fwd_calls
     torch.manual_seed(1)
     cfg = dict(d_model=16, n_layer=2, scan_backend="triton")
-    models = {"plain": MambaLM(MambaConfig.from_preset("tiny", **cfg)).to(DEVICE).train()}
-    models["kept"] = MambaLM(MambaConfig.from_preset("tiny", gradient_checkpointing=True, **cfg)).to(DEVICE).train()
-    models["recomputed"] = MambaLM(MambaConfig.from_preset("tiny", gradient_checkpointing=True,
-                                                           checkpoint_keep_scan=False, **cfg)).to(DEVICE).train()
+    models = {"plain": MambaLM.from_preset("tiny", **cfg).to(DEVICE).train()}
+    models["kept"] = MambaLM.from_preset("tiny", gradient_checkpointing=True, **cfg).to(DEVICE).train()
+    models["recomputed"] = MambaLM.from_preset("tiny", gradient_checkpointing=True,
+                                                           checkpoint_keep_scan=False, **cfg).to(DEVICE).train()
     for m in models.values():
         m.load_state_dict(models["plain"].state_dict())
     x = torch.randint(0, 8, (2, 50), device=DEVICE)
@@ -70,8 +69,8 @@ def test_triton_checkpointing_under_bf16_autocast():
     loss equal and gradients as the plain model's to bf16 rounding."""
     torch.manual_seed(2)
     cfg = dict(d_model=16, n_layer=2, scan_backend="triton")
-    plain = MambaLM(MambaConfig.from_preset("tiny", **cfg)).to(DEVICE).train()
-    ckpt = MambaLM(MambaConfig.from_preset("tiny", gradient_checkpointing=True, **cfg)).to(DEVICE).train()
+    plain = MambaLM.from_preset("tiny", **cfg).to(DEVICE).train()
+    ckpt = MambaLM.from_preset("tiny", gradient_checkpointing=True, **cfg).to(DEVICE).train()
     ckpt.load_state_dict(plain.state_dict())
     x = torch.randint(0, 8, (2, 40), device=DEVICE)
     losses = []

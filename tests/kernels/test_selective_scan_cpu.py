@@ -308,7 +308,6 @@ def test_model_on_cpu_runs_the_numba_scan(monkeypatch):
     go through the compiled scan, and match the PyTorch path: loss, every gradient, and the
     streamed hidden states against one pass."""
     from mamba_genome.kernels.selective_scan import cpu
-    from mamba_genome.model.config import MambaConfig
     from mamba_genome.model.lm import MambaLM
 
     monkeypatch.delenv("MAMBA_GENOME_BACKEND", raising=False)
@@ -321,8 +320,8 @@ def test_model_on_cpu_runs_the_numba_scan(monkeypatch):
 
     monkeypatch.setattr(cpu, "_scan_fwd", counting)
     torch.manual_seed(0)
-    ref = MambaLM(MambaConfig.from_preset("tiny", d_model=16, n_layer=2, scan_backend="torch"))
-    dflt = MambaLM(MambaConfig.from_preset("tiny", d_model=16, n_layer=2))
+    ref = MambaLM.from_preset("tiny", d_model=16, n_layer=2, scan_backend="torch")
+    dflt = MambaLM.from_preset("tiny", d_model=16, n_layer=2)
     dflt.load_state_dict(ref.state_dict())
     x = torch.randint(0, 8, (2, 75))
     losses = []

@@ -1,0 +1,303 @@
+"""The training engine's run-time choices: micro-batch, memory policy and validation cadence per stage.
+
+Shared by ``pretrain`` and ``finetune``:
+
+- :class:`StagePlanner` asks the memory planner (:func:`mamba_genome.train.memory.plan_stage`) once per
+  sequence-length stage for the micro-batch and the :class:`~mamba_genome.model.runtime.RuntimeOptions`
+  that give the most tokens/s in the device's free memory, so every warmup stage runs at full occupancy
+  (a short stage packs more windows into each forward pass). The expert flags
+  (:class:`ExpertOverrides`: ``--micro-batch-size``, ``--grad-checkpointing``, ...) win over the plan.
+  A stage's windows per optimizer step are split into ``accumulate`` equal micro-batches.
+- :class:`StageRuntime` applies each stage's runtime to the model (``set_runtime``), sets
+  the Trainer's gradient accumulation, and logs the plan's reason once per stage.
+- :class:`ValidationSchedule` (a callback) decides when to validate, in optimizer steps (Lightning's
+  ``val_check_interval`` counts batches, which changes meaning when the accumulation changes per
+  stage). With ``max_fraction`` (on GPU) the interval grows, from the measured step and validation
+  times, until validation costs at most that fraction of the wall clock
+  (:func:`val_interval_for_fraction`); the fraction spent is reported as ``val_fraction``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from lightning.pytorch.callbacks import Callback
+
+from ..model.config import MambaConfig
+from ..model.runtime import RuntimeOptions
+from .memory import plan_stage
+
+VAL_MAX_FRACTION = 0.03   # validation's share of the wall clock on GPU
+
+
+@dataclass(frozen=True)
+class ExpertOverrides:
+    """The hidden expert flags; ``None`` leaves the planner's choice."""
+
+    micro_batch_size: int | None = None       # --micro-batch-size
+    gradient_checkpointing: bool | None = None  # --grad-checkpointing
+    checkpoint_bf16: bool | None = None       # --checkpoint-bf16
+    checkpoint_skip: int | None = None        # --checkpoint-skip
+    scan_state_every: int | None = None       # --scan-state-every
+    scan_backend: str | None = None           # kernels backend (tests, benchmarks)
+
+    def runtime_changes(self) -> dict:
+        names = ("gradient_checkpointing", "checkpoint_bf16", "checkpoint_skip", "scan_state_every", "scan_backend")
+        out = {k: getattr(self, k) for k in names if getattr(self, k) is not None}
+        if "checkpoint_bf16" in out:  # keep_scan follows checkpoint_bf16 unless set (RuntimeOptions)
+            out["checkpoint_keep_scan"] = not out["checkpoint_bf16"]
+        return out
+
+    def describe(self) -> str:
+        flags = {"micro_batch_size": "--micro-batch-size", "gradient_checkpointing": "--grad-checkpointing",
+                 "checkpoint_bf16": "--checkpoint-bf16", "checkpoint_skip": "--checkpoint-skip",
+                 "scan_state_every": "--scan-state-every"}
+        return ", ".join(f"{flag} {getattr(self, k)}" for k, flag in flags.items() if getattr(self, k) is not None)
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """How one sequence-length stage runs on each device."""
+
+    seq_len: int
+    batch: int              # windows per device per optimizer step (micro_batch * accumulate)
+    micro_batch: int        # windows per device per forward pass
+    accumulate: int         # micro-batches per optimizer step
+    runtime: RuntimeOptions
+    reason: str             # one line for the run log
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "runtime": self.runtime.to_dict()}
+
+
+def split_batch(per_device: int, micro: int) -> tuple[int, int]:
+    """``(micro, accumulate)`` with ``micro * accumulate >= per_device``, as even as possible.
+
+    The fewest micro-batches of at most ``micro`` windows; an accumulation count that divides
+    ``per_device`` is preferred (then the windows per step are exact) when it costs at most one more
+    micro-batch than the fewest.
+
+    Example:
+        >>> split_batch(64, 32), split_batch(64, 24), split_batch(10, 4)
+        ((32, 2), (16, 4), (5, 2))
+    """
+    per_device, micro = max(1, int(per_device)), max(1, min(int(micro), int(per_device)))
+    acc = math.ceil(per_device / micro)
+    for a in (acc, acc + 1):
+        if per_device % a == 0:
+            return per_device // a, a
+    return math.ceil(per_device / acc), acc
+
+
+# The free memory the plan was made for, published to the processes a multi-GPU run starts from this one
+# (Lightning re-runs the command line per rank): every rank must plan the same micro-batches.
+FREE_BYTES_ENV = "MAMBA_GENOME_PLAN_FREE_BYTES"
+
+
+def device_memory(on_gpu: bool) -> tuple[str, int | None]:
+    """``(device_type, free bytes)`` to plan for (None on CPU), the same on every rank of a run.
+
+    One process: the device's free memory now. The ranks Lightning starts: what rank 0 measured
+    (:data:`FREE_BYTES_ENV`). Ranks started by torchrun / srun, which measure at different moments:
+    90% of the device's total memory, the same on identical GPUs.
+    """
+    if not on_gpu:
+        return "cpu", None
+    rank = next((int(os.environ[k]) for k in ("RANK", "LOCAL_RANK") if os.environ.get(k, "").isdigit()), 0)
+    if rank != 0 and os.environ.get(FREE_BYTES_ENV, "").isdigit():
+        return "cuda", int(os.environ[FREE_BYTES_ENV])
+    import torch
+
+    if any(int(os.environ.get(k, "1") or 1) > 1 for k in ("WORLD_SIZE", "SLURM_NTASKS")):
+        free = int(0.9 * torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
+    else:
+        free = int(torch.cuda.mem_get_info()[0])
+    os.environ[FREE_BYTES_ENV] = str(free)
+    return "cuda", free
+
+
+class StagePlanner:
+    """The :class:`StagePlan` of each sequence length of a run (cached; pure given its inputs).
+
+    Args:
+        arch: the model's architecture.
+        windows_per_step: ``seq_len -> windows per device per optimizer step`` at that length.
+        device_type, free_bytes: what :func:`device_memory` returns (tests give fake ones).
+        memory: ``"auto"`` or ``"low"`` (``--memory``).
+        expert: the hidden expert flags, which win over the plan.
+    """
+
+    def __init__(self, arch: MambaConfig, windows_per_step: Callable[[int], int], *, device_type: str,
+                 free_bytes: int | None, memory: str = "auto", expert: ExpertOverrides | None = None):
+        self.arch = arch
+        self.windows_per_step = windows_per_step
+        self.device_type, self.free_bytes = device_type, free_bytes
+        self.memory = memory
+        self.expert = expert or ExpertOverrides()
+        self._plans: dict[int, StagePlan] = {}
+
+    def plan(self, seq_len: int) -> StagePlan:
+        seq_len = int(seq_len)
+        if seq_len not in self._plans:
+            per_device = max(1, int(self.windows_per_step(seq_len)))
+            p = plan_stage(self.arch, seq_len, per_device, device_type=self.device_type,
+                           free_bytes=self.free_bytes, memory=self.memory)
+            micro, reason = p.micro_batch, p.reason
+            changes = self.expert.runtime_changes()
+            runtime = p.runtime.replace(**changes) if changes else p.runtime
+            if self.expert.micro_batch_size:
+                micro = min(int(self.expert.micro_batch_size), per_device)
+            if self.expert.describe():
+                reason = f"{reason}; overridden by {self.expert.describe()}"
+            micro, acc = split_batch(per_device, micro)
+            self._plans[seq_len] = StagePlan(seq_len, micro * acc, micro, acc, runtime,
+                                             f"seq-len {seq_len:,}: {micro} x {acc} micro-batches per step; {reason}")
+        return self._plans[seq_len]
+
+
+class StageRuntime:
+    """Applies a stage's plan when the data module starts serving it (a new stage, or a resumed one).
+
+    The model's runtime (``set_runtime``) and the Trainer's gradient accumulation follow the plan;
+    ``log`` gets each stage's reason once (rank 0). Called from the data module's
+    ``train_dataloader`` rather than ``on_train_epoch_start``, which Lightning skips when it
+    resumes mid-epoch.
+    """
+
+    def __init__(self, log: Callable[[str], None] | None = None):
+        self.log = log
+        self._logged: set[int] = set()
+
+    def __call__(self, trainer, plan: StagePlan) -> None:
+        trainer.accumulate_grad_batches = plan.accumulate
+        trainer.lightning_module.model.set_runtime(plan.runtime)
+        if self.log is not None and trainer.is_global_zero and plan.seq_len not in self._logged:
+            self._logged.add(plan.seq_len)
+            self.log(plan.reason)
+
+
+def val_interval_for_fraction(val_seconds: float, step_seconds: float, max_fraction: float = VAL_MAX_FRACTION) -> int:
+    """The fewest optimizer steps between validations for them to take at most ``max_fraction`` of the clock.
+
+    ``k`` steps then one validation spend ``val / (k * step + val)`` of the time in validation;
+    that is at most ``f`` for ``k >= val * (1 - f) / (f * step)``.
+
+    Example:
+        >>> val_interval_for_fraction(3.0, 0.1, 0.03)   # 3 s validation, 0.1 s steps: 970 steps
+        970
+    """
+    if not 0 < max_fraction < 1:
+        raise ValueError(f"max_fraction must be in (0, 1), got {max_fraction}")
+    if val_seconds <= 0 or step_seconds <= 0:
+        return 1
+    return max(1, math.ceil(val_seconds * (1.0 - max_fraction) / (max_fraction * step_seconds) - 1e-9))
+
+
+class ValidationSchedule(Callback):
+    """When to validate, in optimizer steps, and how much of the wall clock validation took.
+
+    Validates every ``every`` optimizer steps (and when the run stops). With ``max_fraction``
+    (None: a fixed interval) the steps between validations are also at least
+    :func:`val_interval_for_fraction` of the seconds per training step and of the last
+    validation, as measured (on rank 0, broadcast so every rank validates at the same step);
+    the next validation step is then part of the checkpoint. :meth:`set_every` lets a time
+    budget change ``every`` (the validations it wants over the fitted run).
+    """
+
+    def __init__(self, every: int | None, max_fraction: float | None = None):
+        self.every = int(every) if every else None
+        self.max_fraction = max_fraction
+        self.last_val_step = 0            # adaptive mode: the step of the last validation
+        self.min_interval = 1             # adaptive mode: fewest steps between validations for max_fraction
+        self.val_seconds = 0.0            # spent validating during fit, this session
+        self.train_seconds = 0.0          # in the training loop, validation excluded, this session
+        self._steps_timed = 0
+        self._val_t: float | None = None
+        self._t_step: float | None = None
+        self._last_step: int | None = None
+
+    @property
+    def state_key(self) -> str:
+        return "ValidationSchedule"
+
+    def state_dict(self) -> dict:
+        return {"last_val_step": int(self.last_val_step), "min_interval": int(self.min_interval),
+                "every": -1 if self.every is None else int(self.every)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.last_val_step = int(state.get("last_val_step", 0))
+        self.min_interval = int(state.get("min_interval", 1))
+        if int(state.get("every", -1)) > 0:
+            self.every = int(state["every"])
+
+    def set_every(self, every: int) -> None:
+        self.every = max(1, int(every))
+
+    @property
+    def val_fraction(self) -> float:
+        """Validation's share of this session's training-loop wall clock."""
+        total = self.val_seconds + self.train_seconds
+        return self.val_seconds / total if total > 0 else 0.0
+
+    def due(self, step: int) -> bool:
+        """Whether the optimizer step ``step`` (just taken) is followed by a validation."""
+        if step <= 0 or self.every is None and self.max_fraction is None:
+            return False
+        if self.max_fraction is None:
+            return step % self.every == 0
+        return step - self.last_val_step >= max(self.every or 10 ** 9, self.min_interval)
+
+    # ------------------------------------------------------------------ hooks
+    def setup(self, trainer, pl_module, stage):
+        loop = trainer.fit_loop.epoch_loop
+
+        def should_check_val(data_fetcher):
+            if not loop._should_check_val_epoch():
+                return False
+            if trainer.should_stop and trainer.fit_loop._can_stop_early:
+                return True   # the last step is always followed by a validation
+            if loop.restarting and loop.restarted_on_last:
+                # resumed from a checkpoint of a finished step (epoch end, validation end): Lightning
+                # then skips the validation and counts that step, as its own check would have it
+                return True
+            return not loop._should_accumulate() and self.due(trainer.global_step)
+
+        loop._should_check_val_fx = should_check_val   # the instance attribute wins over Lightning's method
+
+    def on_train_start(self, trainer, pl_module):
+        self._t_step = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        now = time.perf_counter()
+        if self._t_step is not None:
+            self.train_seconds += now - self._t_step
+        self._t_step = now
+        if trainer.global_step != self._last_step:
+            self._last_step = trainer.global_step
+            self._steps_timed += 1
+
+    def on_validation_start(self, trainer, pl_module):
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._val_t = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module):
+        if self._val_t is None:
+            return
+        took = time.perf_counter() - self._val_t
+        self._val_t = None
+        self.val_seconds += took
+        self._t_step = time.perf_counter()     # the next step's clock starts after validation
+        self.last_val_step = trainer.global_step
+        if self.max_fraction is not None and self._steps_timed:
+            k = val_interval_for_fraction(took, self.train_seconds / self._steps_timed, self.max_fraction)
+            if trainer.world_size > 1:
+                k = trainer.strategy.broadcast(k, src=0)
+            self.min_interval = int(k)
+
+
+__all__ = ["ExpertOverrides", "StagePlan", "StagePlanner", "StageRuntime", "ValidationSchedule",
+           "VAL_MAX_FRACTION", "FREE_BYTES_ENV", "device_memory", "split_batch", "val_interval_for_fraction"]

@@ -1,0 +1,64 @@
+"""Fine-tuning on many short records (genes, reads, 512-bp windows): each record is one item, trained and
+scored whole at its own length, padded to the batch width, pooled over its real bases only."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mamba_genome.cli import main
+from mamba_genome.data.tokenizer import PAD
+from mamba_genome.model.classifier import MambaClassifier
+from mamba_genome.model.config import MambaConfig
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_pooling_over_real_tokens_ignores_padding(pooling):
+    torch.manual_seed(0)
+    clf = MambaClassifier(MambaConfig.from_preset("tiny", d_model=16, n_layer=2), 3, pooling).eval()
+    a, b = torch.randint(5, 9, (1, 30)), torch.randint(5, 9, (1, 17))
+    batch = torch.full((2, 30), PAD, dtype=torch.long)
+    batch[0], batch[1, :17] = a[0], b[0]
+    with torch.no_grad():
+        got = clf(batch, torch.tensor([30, 17]))
+        torch.testing.assert_close(got[0], clf(a)[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got[1], clf(b)[0], rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(clf(batch)[1], got[1])   # without lengths the padding is pooled too
+
+
+@pytest.fixture(scope="module")
+def record_fastas(tmp_path_factory):
+    """Two classes of 40 records each, 500 bp (shorter than --seq-len 512) or 512 bp, of different composition."""
+    d = tmp_path_factory.mktemp("records")
+    rng = random.Random(0)
+    for name, alphabet in (("cds", "GGCCAT"), ("ig", "AATTGC")):
+        with open(d / f"{name}.fa", "w") as fh:
+            for i in range(40):
+                n = 500 if i % 2 else 512
+                fh.write(f">{name}{i}\n{''.join(rng.choice(alphabet) for _ in range(n))}\n")
+    return d
+
+
+def test_finetune_on_short_records(record_fastas, tmp_path):
+    """Once refused with "class 'cds' has no usable train window of 512 bp": 500-bp records at --seq-len 512
+    train (2 micro-batches of 2 per step) and every test record is scored whole."""
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, [
+        "finetune", "--class", f"cds={record_fastas / 'cds.fa'}", "--class", f"ig={record_fastas / 'ig.fa'}",
+        "--seq-len", "512", "--max-steps", "4", "--batch-size", "4", "--micro-batch-size", "2", "--val-windows", "4", "--test-windows", "50",
+        "--accelerator", "cpu", "--model-overrides", json.dumps({"d_model": 16, "n_layer": 1}), "--out", str(out),
+        "-q"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert all("whole records" in v for v in m["split"].values())
+    assert (m["micro_batch"], m["accumulate"], m["memory"]) == (2, 2, "auto")   # the expert flag over the planner
+    rows = (out / "test_predictions.tsv").read_text().splitlines()[1:]
+    spans = [(r.split("\t")[1], int(r.split("\t")[3]) - int(r.split("\t")[2])) for r in rows]
+    # every held-out record is scored whole, at its own length; none is in train or val
+    assert {n for _, n in spans} == {500, 512} and len(spans) == m["n_test_windows"] == 8
+    split = json.loads((out / "split.json").read_text())
+    train = {r["contig"] for r in split["regions"] if r["split"] == "train"}
+    assert not train & {c for c, _ in spans}

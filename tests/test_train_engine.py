@@ -1,0 +1,169 @@
+"""The training engine's choices (mamba_genome.train.engine): the memory planner's micro-batch and
+policy per sequence-length stage, as they reach the Trainer's accumulation and the model's runtime;
+the validation interval that keeps validation under 3% of the clock; old checkpoints still loading."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mamba_genome.checkpoint import load_model, save_model
+from mamba_genome.cli import main
+from mamba_genome.model.config import MambaConfig
+from mamba_genome.model.lm import MambaLM
+from mamba_genome.model.runtime import RUNTIME_FIELDS, RuntimeOptions
+from mamba_genome.train import engine
+from mamba_genome.train.engine import (ExpertOverrides, StagePlanner, ValidationSchedule, split_batch,
+                                       val_interval_for_fraction)
+from mamba_genome.train.memory import bytes_per_token, fixed_bytes, plan_stage
+
+GiB = 1 << 30
+
+
+def test_split_batch_is_even_and_covers_the_batch():
+    for per_device in (1, 3, 7, 10, 64, 96, 1024):
+        for micro in (1, 2, 5, 24, 32, 2000):
+            m, a = split_batch(per_device, micro)
+            assert m <= max(1, min(micro, per_device)) and m * a >= per_device, (per_device, micro)
+            assert a <= math.ceil(per_device / min(micro, per_device)) + 1
+    assert split_batch(64, 24) == (16, 4)     # 4 even micro-batches rather than 24 + 24 + 16
+
+
+def test_planner_per_stage_on_a_big_gpu():
+    """1.4m, 2^20 tokens per step, 130 GiB free: every warmup stage gets the planner's full-occupancy
+    micro-batch (more windows when shorter) and the fastest policy; the accumulation follows."""
+    arch = MambaConfig.from_preset("1.4m")
+    final = 1 << 14
+    planner = StagePlanner(arch, lambda L: 64 * final // L, device_type="cuda", free_bytes=130 * GiB)
+    for L in (1 << 10, 1 << 12, final):
+        p = planner.plan(L)
+        ref = plan_stage(arch, L, 64 * final // L, device_type="cuda", free_bytes=130 * GiB)
+        assert p.runtime == ref.runtime and not p.runtime.gradient_checkpointing
+        assert p.micro_batch == ref.micro_batch and p.micro_batch * L == 1 << 19   # the same tokens per forward
+        assert p.micro_batch * p.accumulate == 64 * final // L and p.accumulate == 2
+        assert f"seq-len {L:,}" in p.reason
+
+
+def test_planner_checkpoints_when_memory_is_short_and_experts_override():
+    arch = MambaConfig.from_preset("7m")
+    L = 1 << 20
+    small = fixed_bytes(arch) + 1.05 * bytes_per_token(arch, RuntimeOptions(gradient_checkpointing=True)) * L
+    p = StagePlanner(arch, lambda _: 1, device_type="cuda", free_bytes=int(small / 0.85)).plan(L)
+    assert p.runtime.gradient_checkpointing and (p.micro_batch, p.accumulate) == (1, 1)
+    low = StagePlanner(arch, lambda _: 1, device_type="cuda", free_bytes=130 * GiB, memory="low").plan(L)
+    assert low.runtime.gradient_checkpointing and low.runtime.checkpoint_bf16
+    expert = ExpertOverrides(micro_batch_size=2, scan_state_every=16, gradient_checkpointing=True)
+    p = StagePlanner(MambaConfig.from_preset("1.4m"), lambda _: 8, device_type="cuda", free_bytes=130 * GiB,
+                     expert=expert).plan(1 << 14)
+    assert (p.micro_batch, p.accumulate) == (2, 4) and p.runtime.scan_state_every == 16
+    assert p.runtime.gradient_checkpointing and "--micro-batch-size 2" in p.reason
+    cpu = StagePlanner(arch, lambda _: 4, device_type="cpu", free_bytes=None).plan(512)
+    assert (cpu.micro_batch, cpu.accumulate) == (4, 1) and cpu.runtime == RuntimeOptions()
+
+
+def test_stage_plans_reach_the_trainer_and_the_model(tmp_path, monkeypatch, fasta_small):
+    """A CPU run planned as if on a small GPU: in every optimizer step of every stage the number and size
+    of the micro-batches are the plan's, and the model runs with the plan's runtime."""
+    from mamba_genome.train.lm_module import LMModule
+
+    arch = MambaConfig.from_preset("tiny", d_model=16, n_layer=1)
+    rt = RuntimeOptions(gradient_checkpointing=True, checkpoint_bf16=True)
+    # room for 2.5 windows of 64 (and so 5 of 32) at the least-memory policy: 2 micro-batches per step
+    free = int((fixed_bytes(arch) + 2.5 * bytes_per_token(arch, rt) * 64) / 0.85)
+    monkeypatch.setattr(engine, "device_memory", lambda on_gpu: ("cuda", free))
+    seen = []
+    orig = LMModule.training_step
+
+    def training_step(self, batch, batch_idx):
+        seen.append((self.global_step, tuple(batch["input_ids"].shape), self.trainer.accumulate_grad_batches,
+                     self.model.runtime))
+        return orig(self, batch, batch_idx)
+
+    monkeypatch.setattr(LMModule, "training_step", training_step)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["pretrain", "--fasta", str(fasta_small), "--seq-len", "64", "--seq-warmup-start",
+                                    "32", "--batch-size", "4", "--max-steps", "6", "--val-every", "3", "--val-windows",
+                                    "2", "--accelerator", "cpu", "--model-overrides",
+                                    json.dumps({"d_model": 16, "n_layer": 1}), "--out", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    stages = {p["seq_len"]: p for p in json.loads((out / "metrics.json").read_text())["stages"]}
+    assert set(stages) == {32, 64} and stages[64]["accumulate"] == 2
+    for L, p in stages.items():
+        assert p["micro_batch"] * p["accumulate"] == 4 * 64 // L
+        steps = [s for s in seen if s[1][1] == L]
+        assert steps, L
+        for step in {s[0] for s in steps}:
+            mine = [s for s in steps if s[0] == step]
+            assert len(mine) == p["accumulate"]
+            assert all(s[1][0] == p["micro_batch"] and s[2] == p["accumulate"] for s in mine)
+            assert all(s[3] == RuntimeOptions(**p["runtime"]) for s in mine)
+
+
+def test_val_interval_keeps_validation_under_the_fraction():
+    for val_s, step_s in ((3.0, 0.1), (0.5, 2.0), (10.0, 0.01), (1e-3, 1.0)):
+        k = val_interval_for_fraction(val_s, step_s, 0.03)
+        assert val_s / (k * step_s + val_s) <= 0.03 + 1e-12
+        assert k == 1 or val_s / ((k - 1) * step_s + val_s) > 0.03     # and no more steps than needed
+    assert val_interval_for_fraction(0.0, 1.0) == 1
+    with pytest.raises(ValueError):
+        val_interval_for_fraction(1.0, 1.0, 1.5)
+
+
+def test_validation_schedule_fixed_and_adaptive():
+    fixed = ValidationSchedule(4)
+    assert [s for s in range(13) if fixed.due(s)] == [4, 8, 12]
+    adaptive = ValidationSchedule(2, max_fraction=0.03)
+    assert adaptive.due(2)                     # before anything is measured: every 2 steps
+    adaptive.last_val_step, adaptive.min_interval = 2, 50   # a validation that took as long as 1.5 steps
+    assert not adaptive.due(4) and not adaptive.due(51) and adaptive.due(52)
+    adaptive.set_every(100)
+    assert not adaptive.due(52) and adaptive.due(102)
+    state = adaptive.state_dict()
+    again = ValidationSchedule(2, max_fraction=0.03)
+    again.load_state_dict(state)
+    assert (again.last_val_step, again.min_interval, again.every) == (2, 50, 100)
+
+
+def test_old_config_with_runtime_keys_loads(tmp_path):
+    """A config.json written before run-time options left MambaConfig (with gradient_checkpointing and
+    friends in "config") loads, the keys ignored; a new one holds none of them."""
+    torch.manual_seed(0)
+    model = MambaLM(MambaConfig.from_preset("tiny", d_model=16, n_layer=2))
+    d = save_model(model, tmp_path / "m")
+    meta = json.loads((d / "config.json").read_text())
+    assert not set(RUNTIME_FIELDS) & set(meta["config"])
+    meta["config"].update(gradient_checkpointing=True, checkpoint_bf16=False, checkpoint_keep_scan=True,
+                          checkpoint_skip=0, scan_state_every=64, scan_backend=None)
+    (d / "config.json").write_text(json.dumps(meta))
+    loaded, _ = load_model(d, scan_backend="torch")
+    assert loaded.config == model.config and loaded.runtime == RuntimeOptions(scan_backend="torch")
+    x = torch.randint(5, 9, (1, 20))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model.eval()(x))
+
+
+@pytest.fixture(scope="module")
+def fasta_small(tmp_path_factory):
+    import random
+
+    rng = random.Random(0)
+    p = tmp_path_factory.mktemp("fa") / "g.fa"
+    with open(p, "w") as fh:
+        for i, n in enumerate((6000, 2000)):
+            fh.write(f">c{i}\n{''.join(rng.choice('ACGT') for _ in range(n))}\n")
+    return p
+
+
+def test_other_ranks_plan_for_rank0s_memory(monkeypatch):
+    """The ranks Lightning starts re-run the command: they plan for the free memory rank 0 measured."""
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_NTASKS"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv(engine.FREE_BYTES_ENV, str(40 * GiB))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (7 * GiB, 80 * GiB))
+    assert engine.device_memory(True) == ("cuda", 7 * GiB)          # rank 0 measures (and publishes) ...
+    assert engine.device_memory(False) == ("cpu", None)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert engine.device_memory(True) == ("cuda", 7 * GiB)          # ... what rank 1 then plans for
