@@ -317,11 +317,12 @@ def test_lm_probe_step_runs_a_real_step_with_the_plans_runtime(monkeypatch):
     assert [(p.policy, p.micro_batch) for p in ran] == [(got.policy, got.micro_batch)]
     assert got.micro_batch < plan.micro_batch and got.measured_bytes is not None
     # the plan that ran is on the model, and the probe left no gradients behind
-    cfg = model.config
+    cfg = model.runtime
     assert (cfg.gradient_checkpointing, cfg.scan_state_every) == (got.runtime.gradient_checkpointing,
                                                                   got.runtime.scan_state_every)
     assert all(p.grad is None for p in model.parameters())
     mem.apply_runtime(model, runtime_of("ckpt-bf16"))
+    cfg = model.runtime
     assert cfg.gradient_checkpointing and cfg.checkpoint_bf16 and not cfg.checkpoint_keep_scan
 
 

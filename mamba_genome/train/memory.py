@@ -421,14 +421,8 @@ def _plan_at(arch, seq_len, policy, micro, why, rt=None) -> MemoryPlan:
 
 
 def apply_runtime(model, rt: RuntimeOptions) -> None:
-    """Put ``rt`` on a MambaLM: ``model.set_runtime`` where the model has it, else (models whose
-    config still carries the run-time fields) those fields of ``model.config``."""
-    if hasattr(model, "set_runtime"):
-        model.set_runtime(rt)
-        return
-    for key, value in rt.to_dict().items():
-        if hasattr(model.config, key):
-            setattr(model.config, key, value)
+    """Put ``rt`` on a MambaLM or MambaClassifier (``model.set_runtime``)."""
+    model.set_runtime(rt)
 
 
 def lm_probe_step(model, device, autocast_dtype=None) -> Callable[[MemoryPlan], None]:
