@@ -127,6 +127,7 @@ def test_bad_inputs(fastas, tmp_path):
 @pytest.mark.parametrize("field, value, flag", [
     ("seq_len", 0, "--seq-len"), ("pooling", "max", "--pooling"), ("val_fraction", 1.0, "--val-fraction"),
     ("warmup_steps", 300, "--warmup-steps"), ("baseline", "cnn", "--baseline"), ("preset", "huge", "--preset"),
+    ("patience", 0, "--patience"), ("rc_prob", 1.5, "--rc-prob"),
 ])
 def test_args_validation_names_the_flag(field, value, flag):
     with pytest.raises(Exception, match=flag):
@@ -158,3 +159,33 @@ def test_max_time_takes_durations_and_rejects_nonsense(tmp_path):
     res = CliRunner().invoke(main, [*args, "5x"])
     assert res.exit_code == 1 and "--max-time" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "run").exists()
+
+
+def test_patience_stops_early_and_rc_prob_reaches_the_windows(fastas, tmp_path):
+    """--patience 1 with a learning rate far too high (seeded): training stops at the first validation that
+    is not a new best, long before --max-steps, and says so; the flags reach the run's arguments."""
+    out = tmp_path / "ft"
+    fast = [a for a in FAST]
+    fast[fast.index("--max-steps") + 1] = "40"
+    r = CliRunner().invoke(main, ["finetune", "--class", f"COL={fastas / 'saureus_COL_8k.fa'}",
+                                  "--class", f"N315={fastas / 'saureus_N315_8k.fa'}", "--out", str(out),
+                                  "--patience", "1", "--lr", "0.5", "--rc-prob", "0", *fast])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    curves = pd.read_csv(out / "curves.csv", sep=None, engine="python")
+    assert m["stopped_early"] is True and m["steps"] < 40, m["steps"]
+    assert m["best"]["step"] < m["steps"] and m["steps"] == int(curves["step"].iloc[-1])
+    assert m["args"]["rc_prob"] == 0 and m["args"]["patience"] == 1
+
+
+def test_validations_since_best_counts_from_the_curves():
+    from mamba_genome.train.classify_module import ClassifyModule
+
+    mod = ClassifyModule.__new__(ClassifyModule)
+    mod.curves = [{"step": s} for s in (2, 4, 6, 8)]
+    mod.best = None
+    assert mod.validations_since_best() == 0
+    mod.best = {"step": 4}
+    assert mod.validations_since_best() == 2
+    mod.best = {"step": 8}
+    assert mod.validations_since_best() == 0

@@ -60,6 +60,11 @@ def _parse_overrides(text: str | None) -> dict:
               help="Contig tail held out for val (FASTAs without a split).")
 @click.option("--test-fraction", type=float, default=0.1, show_default=True,
               help="Contig tail held out for test (FASTAs without a split).")
+@click.option("--rc-prob", type=float, default=0.5, show_default=True,
+              help="Probability that a training window is reverse-complemented (0 for strand-specific tasks "
+                   "such as start codons or splice sites on the gene's strand).")
+@click.option("--patience", type=int, default=None, metavar="N",
+              help="Stop after N validations in a row without a better best model [train to --max-steps/--max-time].")
 @click.option("--contig-weighting", type=click.Choice(["length", "uniform"]), default="length", show_default=True,
               help="Pick a class's contig weighted by length or uniformly.")
 @click.option("--baseline", type=click.Choice(["kmer"]), default=None,
@@ -87,7 +92,7 @@ def _parse_overrides(text: str | None) -> dict:
 @handle_errors
 def finetune(classes, manifest, from_run, preset, seq_len, batch_size, max_steps, max_time, steps_per_epoch, lr,
              warmup_steps, pooling, freeze_backbone, no_seq_len_warmup, val_windows, test_windows, val_fraction, test_fraction,
-             contig_weighting, baseline, kmer_k, out, resume, force, devices, memory, micro_batch_size, accelerator,
+             rc_prob, patience, contig_weighting, baseline, kmer_k, out, resume, force, devices, memory, micro_batch_size, accelerator,
              precision, num_workers, seed, quiet, model_overrides):
     """Fine-tune a classifier that names the genome (species, strain, ...) of a DNA window.
 
@@ -127,6 +132,7 @@ def finetune(classes, manifest, from_run, preset, seq_len, batch_size, max_steps
             warmup_steps=warmup_steps, pooling=pooling, freeze_backbone=freeze_backbone,
             seq_len_warmup=not no_seq_len_warmup, val_windows=val_windows, test_windows=test_windows,
             val_fraction=val_fraction, test_fraction=test_fraction, contig_weighting=contig_weighting,
+            rc_prob=rc_prob, patience=patience,
             baseline=baseline, kmer_k=kmer_k, out=out, force=force, devices=devices, memory=memory,
             micro_batch_size=micro_batch_size, accelerator=accelerator,
             precision=precision, num_workers=num_workers, seed=seed, progress=not quiet, model_overrides=overrides)

@@ -52,13 +52,16 @@ class ClassifyModule(L.LightningModule):
         lr, min_lr, weight_decay, warmup_steps, max_steps: optimiser and schedule.
         out_dir: the run directory; ``best/`` is written there (rank 0).
         save_extra, save_init: metadata for :func:`save_model` (labels, seq_len, ...).
+        patience: stop training after this many validations in a row without a better best model
+            (None: train to the step or time budget). Counted from the curves, so a resumed run
+            continues the count.
     """
 
     def __init__(self, model: MambaClassifier, train_ds: BalancedWindowDataset, val_ds: FixedWindowDataset, *,
                  seq_len_fn, batch_size: int, lr: float, min_lr: float, weight_decay: float, warmup_steps: int,
                  max_steps: int, out_dir: str | Path, save_extra: dict, num_workers: int = 0,
                  max_time_s: float | None = None, accumulate: int = 1, val_batch_size: int | None = None,
-                 plan=None, on_stage=None):
+                 plan=None, on_stage=None, patience: int | None = None):
         super().__init__()
         self.model = model
         self._t0 = time.perf_counter()
@@ -74,6 +77,8 @@ class ClassifyModule(L.LightningModule):
         self.save_extra = save_extra
         self.curves: list[dict] = []
         self.best: dict | None = None
+        self.patience = patience
+        self.stopped_early = False
         self._val = []
         self._train_loss = []
         self._t0 = time.perf_counter()
@@ -157,6 +162,16 @@ class ClassifyModule(L.LightningModule):
             if self.trainer.is_global_zero:
                 save_model(self.model, self.out_dir / "best", extra={**self.save_extra, "best": row},
                            init_kwargs=self.model.init_kwargs)
+        if self.patience and self.trainer.state.fn == "fit" and self.validations_since_best() >= self.patience:
+            self.trainer.should_stop = True   # every rank sees the same reduced metrics, so all stop together
+            self.stopped_early = True
+
+    def validations_since_best(self) -> int:
+        """Validations (in fit) since the one that gave the best model; 0 right after a new best."""
+        if self.best is None:
+            return 0
+        at = max(i for i, r in enumerate(self.curves) if r["step"] == self.best["step"])
+        return len(self.curves) - 1 - at
 
     # -------------------------------------------------------------- optimiser
     def lr_at(self, step: int) -> float:

@@ -92,6 +92,7 @@ class FinetuneArgs:
     seq_len_start: int = 1 << 14  # first sequence length of the warmup (paper: 2^14)
     grad_clip: float = 1.0
     max_time_s: float | None = None  # stop training after this many seconds (LR cosine follows the clock too)
+    patience: int | None = None  # stop after this many validations without a better best model (--patience)
     seed: int = 0
     # --- hardware / output ------------------------------------------------------
     out: str | None = None  # run directory [runs/finetune-<timestamp>]
@@ -130,6 +131,8 @@ class FinetuneArgs:
                         ("kmer-k", self.kmer_k), ("kmer-train-windows", self.kmer_train_windows)):
             if int(v) < 1:
                 raise UserError(f"--{flag} must be at least 1, got {v}")
+        if self.patience is not None and self.patience < 1:
+            raise UserError(f"--patience must be at least 1 validation, got {self.patience}")
         if self.max_time_s is not None and not self.max_time_s > 0:
             raise UserError(f"--max-time must be positive seconds, got {self.max_time_s}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
@@ -441,7 +444,7 @@ def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start
         plan=final, on_stage=StageRuntime(lambda m: _log(args, m)), lr=args.lr, min_lr=args.min_lr,
         weight_decay=args.weight_decay, max_steps=args.max_steps, out_dir=out, save_extra=extra,
         warmup_steps=args.warmup_steps if args.warmup_steps is not None else args.max_steps // 10,
-        num_workers=args.num_workers, max_time_s=args.max_time_s)
+        num_workers=args.num_workers, max_time_s=args.max_time_s, patience=args.patience)
     # Lightning's banner lines (GPU available, tips) are noise in a CLI; warnings still show.
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning vs torch deprecation, not ours
@@ -501,6 +504,7 @@ def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start
         _write_text(out / "kmer_baseline.json", json.dumps(baseline, indent=1) + "\n")
     metrics.update({
         "labels": labels, "seq_len": args.seq_len, "steps": trainer.global_step,
+        "stopped_early": bool(module.stopped_early),
         "best": module.best, "train_seconds": round(train_seconds, 2),
         "n_test_windows": len(test_ds), "n_val_windows": len(val_ds), "model_source": source,
         "num_parameters": model.num_parameters(), "split": task.methods, "memory": args.memory,
