@@ -174,7 +174,10 @@ def test_cpu_defaults_and_gpu_recipe(monkeypatch):
     h200 = ("cuda", 130 << 30)   # a fake device's free memory: the planner, not the machine, decides
     gpu = _plan(PretrainArgs(seq_len=2 ** 15), memory_info=h200)
     assert gpu.tokens_per_step == 2 ** 20 and gpu.lr == 8e-3 and gpu.precision == "bf16-mixed"
-    assert gpu.micro_batch * gpu.accumulate == gpu.batch_size and gpu.accumulate > 1
+    assert gpu.micro_batch * gpu.accumulate == gpu.batch_size and gpu.accumulate == 1   # it all fits at once
+    small = _plan(PretrainArgs(preset="7m", seq_len=2 ** 15), memory_info=("cuda", 8 << 30))
+    assert small.tokens_per_step == 2 ** 20 and small.micro_batch * small.accumulate == small.batch_size
+    assert small.accumulate > 1   # 8 GiB cannot hold 2^20 tokens of 7m activations: accumulation
     ddp = _plan(PretrainArgs(seq_len=1024, devices="4"), memory_info=h200)
     assert ddp.world == 4 and ddp.batch_size == 1024 and ddp.micro_batch * ddp.accumulate * 4 == 1024
 
