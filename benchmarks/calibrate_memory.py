@@ -24,15 +24,18 @@ import torch  # noqa: E402
 
 from mamba_genome.workflows.bench_train import BenchTrainConfig, run_bench_train  # noqa: E402
 
-POLICIES = {
-    "none-s8": dict(scan_state_every=8),
-    "none-s64": dict(scan_state_every=64),
-    "ckpt-s8": dict(grad_checkpointing=True, scan_state_every=8),
-    "ckpt-s64": dict(grad_checkpointing=True, scan_state_every=64),
-    "ckpt-bf16": dict(grad_checkpointing=True, checkpoint_bf16=True),
-    # half the layers plain (train/memory.py interpolates the speed of "ckpt-s8+skipK" by K)
-    "ckpt-s8+skip8": dict(grad_checkpointing=True, scan_state_every=8, checkpoint_skip=8),
-}
+from mamba_genome.train.memory import runtime_of  # noqa: E402
+
+# the planner's policy names; "ckpt-s8+skip8" (half the layers plain) lets train/memory.py interpolate
+# the speed of "ckpt-s8+skipK" by K
+POLICY_NAMES = ("none-s8", "none-s64", "ckpt-s8", "ckpt-s64", "ckpt-bf16", "ckpt-s8+skip8")
+
+
+def bench_options(policy: str) -> dict:
+    """BenchTrainConfig fields of one of the planner's policies (train/memory.py:runtime_of)."""
+    rt = runtime_of(policy)
+    return dict(grad_checkpointing=rt.gradient_checkpointing, checkpoint_bf16=rt.checkpoint_bf16,
+                scan_state_every=rt.scan_state_every, checkpoint_skip=rt.checkpoint_skip)
 
 
 def rows(presets, exps, micro_exps):
@@ -43,7 +46,7 @@ def rows(presets, exps, micro_exps):
                 if (1 << m) >= L:
                     yield preset, L, (1 << m) // L, "none-s8"
             top = max(1, (1 << max(micro_exps)) // L)
-            for pol in ("none-s64", "ckpt-s8", "ckpt-s64", "ckpt-bf16", "ckpt-s8+skip8"):
+            for pol in POLICY_NAMES[1:]:   # none-s8 is the curve above
                 yield preset, L, top, pol
 
 
@@ -75,7 +78,7 @@ def main() -> int:
         try:
             cfg = BenchTrainConfig(preset=preset, seq_len=L, batch_size=micro, steps=a.steps, warmup=a.warmup,
                                    precision="bf16-mixed" if dev == "cuda" else "32", device=dev,
-                                   scan_share=False, **POLICIES[pol])
+                                   scan_share=False, **bench_options(pol))
             r = run_bench_train(cfg)
             rec.update(status="ok", tokens_per_s=r.tokens_per_s, step_ms=r.step_ms, peak_gib=r.peak_mem_gib,
                        reserved_gib=r.reserved_gib)

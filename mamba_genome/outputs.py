@@ -464,7 +464,7 @@ class PendingOutput:
                     mode = default_file_mode()
                 os.chmod(self.tmp, mode)
                 os.replace(self.tmp, self.out.target)
-                _fsync_dir(self.out.target.parent)
+                _fsync(self.out.target.parent)
             else:
                 with open(self.tmp, "rb") as src, _open_stream(self.out, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
@@ -488,17 +488,9 @@ class PendingOutput:
 
 
 def _fsync(p: Path) -> None:
+    """Flush a file, or a directory's entries, to disk (best effort)."""
     with contextlib.suppress(OSError):
         fd = os.open(p, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _fsync_dir(d: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(d, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:

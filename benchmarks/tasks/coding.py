@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import WindowSet, genome_blocks, gc_fraction, gc_matched, read_genome, split_of
+from .common import WindowSet, genome_blocks, gc_matched_by_split, read_genome, split_of
 from .genes import call_genes, check_calls, pyrodigal_version, verify
 
 NAME = "coding"
@@ -82,17 +82,10 @@ def prepare(data: Path, out: Path | None = None, *, seed: int = 0, genomes: dict
         check_calls(report, f"{NAME}: {rel}")
         cand = list(candidates(genome, genes, seq_len, block, per_gene))
         lab = np.array([c[0] for c in cand])
-        spl = np.array([c[1] for c in cand])
-        gc = np.array([gc_fraction(c[2]) for c in cand])
-        kept = {}
-        for s in ("train", "val", "test"):
-            ia, ib = gc_matched(gc[(lab == 0) & (spl == s)], gc[(lab == 1) & (spl == s)], rng)
-            idx = np.concatenate([np.flatnonzero((lab == 0) & (spl == s))[ia], np.flatnonzero((lab == 1) & (spl == s))[ib]])
-            for j in idx:
-                seqs.append(cand[j][2])
-                ys.append(cand[j][0])
-                splits.append(s)
-            kept[s] = int(len(ia))
+        got, labels_, splits_, kept = gc_matched_by_split(cand, rng)
+        seqs += got
+        ys += labels_
+        splits += splits_
         per_genome[gname] = {"file": rel, "genes": len(genes), "gene_check": report,
                              "candidates": {"coding": int((lab == 0).sum()), "noncoding": int((lab == 1).sum())},
                              "gc_matched_pairs": kept}

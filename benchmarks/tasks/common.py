@@ -233,6 +233,28 @@ class WindowSet:
                    metric=meta["metric"], provenance=meta["provenance"], gc=z["gc"])
 
 
+
+def gc_matched_by_split(cand: list, rng: np.random.Generator) -> tuple[list[str], list[int], list[str], dict]:
+    """GC-matched pairs of the two classes within each split.
+
+    ``cand``: ``(label 0/1, split, sequence)`` triples. Returns the kept sequences, labels and splits
+    (train, then val, then test; within a split label 0 then label 1) and the pairs kept per split.
+    """
+    lab = np.array([c[0] for c in cand])
+    spl = np.array([c[1] for c in cand])
+    gc = np.array([gc_fraction(c[2]) for c in cand])
+    seqs, ys, splits, kept = [], [], [], {}
+    for s in ("train", "val", "test"):
+        a, b = np.flatnonzero((lab == 0) & (spl == s)), np.flatnonzero((lab == 1) & (spl == s))
+        ia, ib = gc_matched(gc[a], gc[b], rng)
+        for j in np.concatenate([a[ia], b[ib]]):
+            seqs.append(cand[j][2])
+            ys.append(cand[j][0])
+            splits.append(s)
+        kept[s] = int(len(ia))
+    return seqs, ys, splits, kept
+
+
 def subsample_per_class(y: np.ndarray, split: np.ndarray, per_split: dict[str, int], rng) -> np.ndarray:
     """Indices keeping at most ``per_split[s]`` windows of each class in split ``s`` (equal counts per class).
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .coding import GENOMES
-from .common import WindowSet, genome_blocks, gc_fraction, gc_matched, read_genome, revcomp, split_of
+from .common import WindowSet, genome_blocks, gc_matched_by_split, read_genome, revcomp, split_of
 from .genes import call_genes, check_calls, pyrodigal_version, verify
 
 NAME = "start_codon"
@@ -94,17 +94,10 @@ def prepare(data: Path, out: Path | None = None, *, seed: int = 0, genomes: dict
         check_calls(report, f"{NAME}: {rel}")
         cand = list(candidates(genome, genes, seq_len, block, rng))
         lab = np.array([c[0] for c in cand])
-        spl = np.array([c[1] for c in cand])
-        gc = np.array([gc_fraction(c[2]) for c in cand])
-        kept = {}
-        for s in ("train", "val", "test"):
-            ia, ib = gc_matched(gc[(lab == 0) & (spl == s)], gc[(lab == 1) & (spl == s)], rng)
-            for j in np.concatenate([np.flatnonzero((lab == 0) & (spl == s))[ia],
-                                     np.flatnonzero((lab == 1) & (spl == s))[ib]]):
-                seqs.append(cand[j][2])
-                ys.append(cand[j][0])
-                splits.append(s)
-            kept[s] = int(len(ia))
+        got, labels_, splits_, kept = gc_matched_by_split(cand, rng)
+        seqs += got
+        ys += labels_
+        splits += splits_
         per_genome[gname] = {"file": rel, "genes": len(genes), "gene_check": report,
                              "candidates": {"start": int((lab == 0).sum()), "internal": int((lab == 1).sum())},
                              "gc_matched_pairs": kept}
