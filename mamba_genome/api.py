@@ -195,7 +195,8 @@ class GenomeModel:
         bar = self._bar(progress, sum(len(t) for t in toks), "classify")
         try:
             lp = self.engine.class_log_probs(toks, self.model.head, self.model.pooling, chunk_size=chunk_size,
-                                             batch_size=batch_size, precision=precision, bar=bar)
+                                             batch_size=batch_size, precision=precision, bar=bar,
+                                             strands=self.model.strands)
         finally:
             bar.close()
         probs = np.exp(lp).astype(np.float32)

@@ -207,14 +207,18 @@ def test_evaluate_equals_api_score(tmp_path, lm, seqs):
 
 
 # ---------------------------------------------------------------------- classifier, embed
+@pytest.mark.parametrize("strands", ["fwd", "both"])
 @pytest.mark.parametrize("pooling", ["mean", "last"])
-def test_class_log_probs_equal_classifier_forward(lm, seqs, pooling):
+def test_class_log_probs_equal_classifier_forward(lm, seqs, pooling, strands):
     from mamba_genome.model.classifier import MambaClassifier
 
     torch.manual_seed(1)
-    clf = MambaClassifier.from_pretrained_lm(lm, num_classes=3, pooling=pooling).eval()
+    clf = MambaClassifier.from_pretrained_lm(lm, num_classes=3, pooling=pooling, strands=strands).eval()
+    if strands == "both":   # a head that weighs the two strands differently
+        torch.nn.init.normal_(clf.head.weight, std=1.0)
     toks = _toks(seqs)
-    lp = InferenceEngine(clf.backbone).class_log_probs(toks, clf.head, clf.pooling, chunk_size=9, batch_size=3)
+    lp = InferenceEngine(clf.backbone).class_log_probs(toks, clf.head, clf.pooling, chunk_size=9, batch_size=3,
+                                                       strands=clf.strands)
     for i, t in enumerate(toks):
         with torch.no_grad():
             want = torch.log_softmax(clf(torch.from_numpy(t).long()[None]), -1)[0].double().numpy()

@@ -29,6 +29,45 @@ def test_pooling_over_real_tokens_ignores_padding(pooling):
         assert not torch.allclose(clf(batch)[1], got[1])   # without lengths the padding is pooled too
 
 
+def test_reverse_complement_rows_keeps_padding_at_the_end():
+    from mamba_genome.data.tokenizer import encode, reverse_complement_tokens
+    from mamba_genome.model.classifier import reverse_complement_rows
+
+    a, b = torch.from_numpy(encode("ACGTTNGA").astype("int64")), torch.from_numpy(encode("AACG").astype("int64"))
+    batch = torch.full((2, 8), PAD, dtype=torch.long)
+    batch[0], batch[1, :4] = a, b
+    rc = reverse_complement_rows(batch, torch.tensor([8, 4]))
+    assert rc[0].tolist() == reverse_complement_tokens(a).tolist()
+    assert rc[1, :4].tolist() == reverse_complement_tokens(b).tolist() and rc[1, 4:].tolist() == [PAD] * 4
+    assert reverse_complement_rows(batch)[1].tolist() == reverse_complement_tokens(batch[1]).tolist()
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_both_strands_classifier_sees_the_reverse_complement(pooling):
+    """strands="both": the head reads [pool(fwd pass), pool(RC pass)]; swapping a window for its reverse
+    complement swaps the two halves; padded records give what they give alone."""
+    from mamba_genome.data.tokenizer import reverse_complement_tokens
+
+    torch.manual_seed(0)
+    cfg = MambaConfig.from_preset("tiny", d_model=16, n_layer=2)
+    clf = MambaClassifier(cfg, 3, pooling, strands="both").eval()
+    assert clf.head.in_features == 32 and clf.init_kwargs["strands"] == "both"
+    a, b = torch.randint(5, 9, (1, 30)), torch.randint(5, 9, (1, 17))
+    batch = torch.full((2, 30), PAD, dtype=torch.long)
+    batch[0], batch[1, :17] = a[0], b[0]
+    with torch.no_grad():
+        got = clf(batch, torch.tensor([30, 17]))
+        torch.testing.assert_close(got[0], clf(a)[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got[1], clf(b)[0], rtol=1e-5, atol=1e-6)
+        fwd = clf.pool(clf.backbone.backbone(a))
+        rc = clf.pool(clf.backbone.backbone(reverse_complement_tokens(a)))
+        torch.testing.assert_close(clf(a), clf.head(torch.cat([fwd, rc], 1)), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(clf(reverse_complement_tokens(a)), clf.head(torch.cat([rc, fwd], 1)),
+                                   rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="strands"):
+        MambaClassifier(cfg, 3, pooling, strands="rc")
+
+
 @pytest.fixture(scope="module")
 def record_fastas(tmp_path_factory):
     """Two classes of 40 records each, 500 bp (shorter than --seq-len 512) or 512 bp, of different composition."""
@@ -62,3 +101,30 @@ def test_finetune_on_short_records(record_fastas, tmp_path):
     split = json.loads((out / "split.json").read_text())
     train = {r["contig"] for r in split["regions"] if r["split"] == "train"}
     assert not train & {c for c, _ in spans}
+
+
+def test_finetune_both_strands_saves_and_classifies_the_same(record_fastas, tmp_path):
+    """--strands both is kept in the model's init_kwargs; classify on a test record gives the run's own
+    test probability for it (the RC pass covers the record's real bases, not the padding)."""
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, [
+        "finetune", "--class", f"cds={record_fastas / 'cds.fa'}", "--class", f"ig={record_fastas / 'ig.fa'}",
+        "--seq-len", "512", "--max-steps", "2", "--batch-size", "2", "--val-windows", "2", "--test-windows", "4",
+        "--strands", "both", "--rc-prob", "0", "--accelerator", "cpu",
+        "--model-overrides", json.dumps({"d_model": 16, "n_layer": 1}), "--out", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((out / "best" / "config.json").read_text())
+    assert cfg["init_kwargs"]["strands"] == "both"
+    assert json.loads((out / "metrics.json").read_text())["args"]["rc_prob"] == 0
+    header, *rows = [r.split("\t") for r in (out / "test_predictions.tsv").read_text().splitlines()]
+    short = next(r for r in rows if int(r[3]) - int(r[2]) == 500)    # a padded record
+    name, p_cds = short[1], float(short[header.index("p_cds")])
+    fasta = record_fastas / ("cds.fa" if name.startswith("cds") else "ig.fa")
+    seqs = dict(zip(*[iter(fasta.read_text().split())] * 2))
+    (tmp_path / "one.fa").write_text(f">{name}\n{seqs['>' + name]}\n")
+    got = CliRunner().invoke(main, ["classify", str(tmp_path / "one.fa"), "--model", str(out)])
+    assert got.exit_code == 0, got.output
+    head, line = got.stdout.strip().splitlines()[:2]
+    assert abs(float(line.split("\t")[head.split("\t").index("p_cds")]) - p_cds) < 1e-4
+    bad = CliRunner().invoke(main, ["finetune", "--class", "a=x.fa", "--class", "b=y.fa", "--strands", "rc"])
+    assert bad.exit_code != 0 and "strands" in bad.output

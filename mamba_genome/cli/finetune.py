@@ -51,6 +51,9 @@ def _parse_overrides(text: str | None) -> dict:
 @click.option("--warmup-steps", type=int, default=None, help="Linear LR warmup steps [default: 10%% of max-steps].")
 @click.option("--pooling", type=click.Choice(["last", "mean"]), default="last", show_default=True,
               help="Pool the last token's or the mean hidden state.")
+@click.option("--strands", type=click.Choice(["fwd", "both"]), default="fwd", show_default=True,
+              help="fwd: pool the forward pass; both: also run the reverse complement and concatenate the two "
+                   "pooled vectors (the classifier sees both sides of every position; twice the compute).")
 @click.option("--freeze-backbone", is_flag=True, help="Train only the linear head.")
 @click.option("--no-seq-len-warmup", is_flag=True,
               help="Train at --seq-len from the start (default: windows above 2^14 start at 2^14, doubling per epoch).")
@@ -91,7 +94,7 @@ def _parse_overrides(text: str | None) -> dict:
               help="JSON object of MambaConfig overrides (tests and experiments), e.g. '{\"d_model\": 32}'.")
 @handle_errors
 def finetune(classes, manifest, from_run, preset, seq_len, batch_size, max_steps, max_time, steps_per_epoch, lr,
-             warmup_steps, pooling, freeze_backbone, no_seq_len_warmup, val_windows, test_windows, val_fraction, test_fraction,
+             warmup_steps, pooling, strands, freeze_backbone, no_seq_len_warmup, val_windows, test_windows, val_fraction, test_fraction,
              rc_prob, patience, contig_weighting, baseline, kmer_k, out, resume, force, devices, memory, micro_batch_size, accelerator,
              precision, num_workers, seed, quiet, model_overrides):
     """Fine-tune a classifier that names the genome (species, strain, ...) of a DNA window.
@@ -129,7 +132,7 @@ def finetune(classes, manifest, from_run, preset, seq_len, batch_size, max_steps
             classes=classes, manifest=manifest, from_run=from_run, preset=preset, seq_len=seq_len,
             batch_size=batch_size,
             max_steps=max_steps, max_time_s=max_time_s, steps_per_epoch=steps_per_epoch, lr=lr,
-            warmup_steps=warmup_steps, pooling=pooling, freeze_backbone=freeze_backbone,
+            warmup_steps=warmup_steps, pooling=pooling, strands=strands, freeze_backbone=freeze_backbone,
             seq_len_warmup=not no_seq_len_warmup, val_windows=val_windows, test_windows=test_windows,
             val_fraction=val_fraction, test_fraction=test_fraction, contig_weighting=contig_weighting,
             rc_prob=rc_prob, patience=patience,

@@ -364,13 +364,23 @@ class InferenceEngine:
 
     def class_log_probs(self, toks, head: torch.nn.Module, pooling: str, chunk_size: int | None = None,
                         batch_size: int | None = None, precision: str = "auto", bar=None,
-                        lengths: Sequence[int] | None = None) -> np.ndarray:
+                        lengths: Sequence[int] | None = None, strands: str = "fwd") -> np.ndarray:
         """Classifier log-probabilities float64 (n, C): ``log_softmax(head(pool(hidden)))``.
 
         ``head`` is a classifier's linear head, ``pooling`` its ``"mean"``/``"last"``; the head
-        runs in float32 on the pooled embedding, whatever ``precision`` the backbone used."""
+        runs in float32 on the pooled embedding, whatever ``precision`` the backbone used.
+        ``strands``: the classifier's ``"fwd"`` or ``"both"`` (the head reads the forward pass's
+        pooled vector concatenated with the reverse complement's, each pooled over its own pass)."""
         pooled = self.embed(toks, pool=pooling, chunk_size=chunk_size, batch_size=batch_size, precision=precision,
                             bar=bar, lengths=lengths)
+        if strands == "both":
+            lengths = [len(t) for t in toks] if lengths is None else lengths
+            rc = np.zeros_like(pooled)
+            for b in self.batches(toks, lengths, chunk_size, batch_size, rc=True):
+                rc[b.idx] = self._embed_batch(b, pooling, None, precision, bar, True, 1, None)
+            pooled = np.concatenate([pooled, rc], axis=1)
+        elif strands != "fwd":
+            raise ValueError(f"strands must be 'fwd' or 'both', got {strands!r}")
         w = head.weight
         out = np.empty((len(pooled), head.out_features), dtype=np.float64)
         with torch.no_grad():

@@ -140,7 +140,7 @@ def _classify_group(engine, model, labels, records, L, batch_size, per_window, p
     windows = [(r, s, min(len(tok), s + L)) for r, (_, tok) in enumerate(records) for s in tile_starts(len(tok), L)]
     log_probs = engine.class_log_probs(
         [records[r][1][s:e] for r, s, e in windows], model.head, model.pooling, batch_size=batch_size,
-        precision=precision, bar=bar, lengths=[e - s for _, s, e in windows])
+        precision=precision, bar=bar, lengths=[e - s for _, s, e in windows], strands=model.strands)
     rows = []
     pcols = [f"p_{x}" for x in labels]
     if per_window:

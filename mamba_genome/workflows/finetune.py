@@ -78,6 +78,7 @@ class FinetuneArgs:
     from_run: str | None = None  # pretrained LM (or classifier) run/model directory (--from); None = from scratch
     preset: str = "tiny"  # model size when training from scratch: tiny | 1.4m | 7m
     pooling: str = "last"  # "last" token (the paper's choice) or "mean" over positions
+    strands: str = "fwd"  # "fwd" pass only, or "both": + the reverse complement's pass, pooled, concatenated
     freeze_backbone: bool = False  # train only the linear head
     # --- optimisation -----------------------------------------------------------
     seq_len: int = 1024  # window length in bases
@@ -125,6 +126,8 @@ class FinetuneArgs:
             raise UserError(f"--preset must be one of {', '.join(_PRESETS)}, got '{self.preset}'")
         if self.pooling not in ("last", "mean"):
             raise UserError(f"--pooling must be 'last' or 'mean', got '{self.pooling}'")
+        if self.strands not in ("fwd", "both"):
+            raise UserError(f"--strands must be 'fwd' or 'both', got '{self.strands}'")
         for flag, v in (("seq-len", self.seq_len), ("batch-size", self.batch_size), ("max-steps", self.max_steps),
                         ("val-windows", self.val_windows), ("test-windows", self.test_windows),
                         ("devices", self.devices), ("seq-len-start", self.seq_len_start),
@@ -233,14 +236,14 @@ def _build_model(args: FinetuneArgs, num_classes: int):
     if args.from_run:
         pre, meta = load_model(args.from_run, **arch_overrides)
         lm = pre.backbone if meta["model_type"] == "classifier" else pre
-        model = MambaClassifier.from_pretrained_lm(lm, num_classes, args.pooling)
+        model = MambaClassifier.from_pretrained_lm(lm, num_classes, args.pooling, args.strands)
         source = f"pretrained {meta['model_type']} {args.from_run}"
     else:
         try:
             cfg = MambaConfig.from_preset(args.preset, **arch_overrides)
         except (TypeError, ValueError) as exc:
             raise UserError(f"bad model settings: {exc}") from None
-        model = MambaClassifier(cfg, num_classes, args.pooling)
+        model = MambaClassifier(cfg, num_classes, args.pooling, strands=args.strands)
         source = f"from scratch ({args.preset})"
     if args.freeze_backbone:
         model.freeze_backbone()
@@ -271,7 +274,7 @@ def predict_windows(model, ds, batch_size: int, device, precision: str = "auto")
 
     lp = InferenceEngine(model.backbone).class_log_probs(
         _Windows(), model.head, model.pooling, batch_size=batch_size, precision=precision,
-        lengths=ds.lengths)
+        lengths=ds.lengths, strands=model.strands)
     return np.exp(lp)
 
 
@@ -433,10 +436,11 @@ def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start
                                 whole_records=whole)
     test_ds = FixedWindowDataset(task.split_regions("test"), len(labels), args.seq_len, per_class=args.test_windows,
                                  whole_records=whole)
-    _log(args, f"model: {source}, {model.num_parameters():,} parameters, pooling={args.pooling}"
+    _log(args, f"model: {source}, {model.num_parameters():,} parameters, pooling={args.pooling}, strands={args.strands}"
                f"{', backbone frozen' if args.freeze_backbone else ''}; {len(val_ds)} val and {len(test_ds)} test windows "
                f"of {args.seq_len:,} bp")
-    extra = {"labels": labels, "seq_len": args.seq_len, "pooling": args.pooling, "source": source,
+    extra = {"labels": labels, "seq_len": args.seq_len, "pooling": args.pooling, "strands": args.strands,
+             "source": source,
              "task": "classification"}
     module = ClassifyModule(
         model, train_ds, val_ds, seq_len_fn=seq_fn, batch_size=final.micro_batch, accumulate=final.accumulate,
