@@ -349,13 +349,17 @@ def test_gpu_suite_fine_tunes_through_the_cli(tmp_path, tiny_model, capsys):
 
     ws = _separable(n=24, L=64)
     ws.save(tmp_path / "tasks")
-    plan = GpuPlan(budget_s=170, finetune_max_s=3, finetune_setup_s=20, grace_s=10)
+    plan = GpuPlan(budget_s=170, finetune_max_s=3, finetune_setup_s=20, grace_s=10, ablate=("order_short",))
     rc = run_gpu(tmp_path / "tasks", tmp_path / "out", tmp_path / "out" / "tasks_gpu.json", tmp_path / "work",
                  ["order_short"], ["finetune"], plan, model=str(tiny_model))
     text = capsys.readouterr().out
     assert rc == 0, text
     got = json.loads((tmp_path / "out" / "tasks_gpu.json").read_text())["tasks"]["order_short"]
-    assert set(got["results"]) == {"finetune"} and got["majority_rate"] == 0.5
+    # the default classifier reads both strands' passes; the ablation is the forward-only one
+    assert set(got["results"]) == {"finetune", "finetune_fwd"} and got["majority_rate"] == 0.5
+    assert "--strands both" in got["results"]["finetune"]["command"]
+    assert "--strands fwd" in got["results"]["finetune_fwd"]["command"]
+    assert "| order_short |" in (tmp_path / "out" / "tasks_gpu.md").read_text()
     assert got["results"]["finetune"]["n_test"] == 16 and got["results"]["finetune"]["command"].startswith(
         "mamba-genome finetune --manifest")
     assert "order_short finetune: test auroc" in text and text.startswith("[")
@@ -462,8 +466,13 @@ def test_finetune_plan_sizes_by_task():
     p = baselines.finetune_plan(ws, max_time_s=100)
     assert p.batch_size == 64 and p.max_steps == 30 * 20 and p.val_every == 25 and p.warmup_steps == 30
     assert p.pooling == "mean" and p.max_time_s == 100
+    # both strands' passes by default; an oriented task (the motif-order control) gets no RC augmentation
+    assert (p.strands, p.rc_prob) == ("both", 0.0) and "order_short" in baselines.ORIENTED
     long = WindowSet("order_long", ["a", "b"], 8192, np.full((4, 8192), 5), [0, 1, 0, 1], ["train"] * 4)
     assert baselines.finetune_plan(long).batch_size == 16
+    species = WindowSet("species", ["a", "b"], 64, np.full((4, 64), 5), [0, 1, 0, 1], ["train"] * 4)
+    assert baselines.finetune_plan(species, strands="fwd").rc_prob == 0.5
+    assert baselines.finetune_plan(species, strands="fwd").strands == "fwd"
 
 
 def test_finetune_result_maps_the_runs_test_windows_to_ours(tmp_path):
@@ -476,6 +485,7 @@ def test_finetune_result_maps_the_runs_test_windows_to_ours(tmp_path):
     argv = baselines.finetune_argv(ws, d, tmp_path / "run", plan, model_path="lm")
     assert argv[:3] == ["finetune", "--manifest", str(d / "manifest.tsv")] and argv[-2:] == ["--from", "lm"]
     assert argv[argv.index("--max-time") + 1] == "60s" and argv[argv.index("--pooling") + 1] == "mean"
+    assert argv[argv.index("--strands") + 1] == "both" and argv[argv.index("--rc-prob") + 1] == "0"
     assert argv[argv.index("--test-windows") + 1] == "8"  # every test window of the larger class
     assert (d / "manifest.tsv").read_text().count("\n") == 7 and (d / "fasta" / "gc.test.fa").is_file()
     run = tmp_path / "run"

@@ -15,9 +15,10 @@ All four see exactly the windows of a :class:`~benchmarks.tasks.common.WindowSet
               forward or forward+RC average, C) on val.
 ``finetune``  ``mamba-genome finetune`` (a subprocess) on the task's ``manifest.tsv`` (one FASTA
               record per window, explicit splits, so its val/test windows are ours), from a
-              pretrained model or a preset: mean pooling, class-balanced draws, batch and steps
-              sized by the task (:func:`finetune_plan`), the best-on-val model scored; its test
-              predictions are mapped back to our windows.
+              pretrained model or a preset: mean pooling over both strands' passes (``--strands
+              both``), no reverse-complement augmentation on the oriented tasks (:data:`ORIENTED`),
+              class-balanced draws, batch and steps sized by the task (:func:`finetune_plan`), the
+              best-on-val model scored; its test predictions are mapped back to our windows.
 """
 from __future__ import annotations
 
@@ -293,6 +294,14 @@ def probe_stage(ws: WindowSet, model_path: str, *, layers=None, pools=("mean", "
 # --------------------------------------------------------------------------- finetune
 
 
+#: Tasks whose windows have a fixed orientation, so reverse-complement augmentation would mix two
+#: different questions: start codons and splice donors are cut in gene / transcript orientation (the
+#: signal sits on one strand, on one side of the centre), the order controls insert their motifs on
+#: the forward strand (a reverse complement turns "M1 before M2" into "rc(M2) before rc(M1)").
+#: The others (genome orientation, genes on either strand; species, strains) are strand-symmetric.
+ORIENTED = frozenset({"start_codon", "splice_donor", "order_short", "order_long"})
+
+
 @dataclass
 class FinetunePlan:
     """The ``mamba-genome finetune`` settings of one task, sized by its windows (:func:`finetune_plan`)."""
@@ -304,18 +313,25 @@ class FinetunePlan:
     lr: float = 1e-3
     pooling: str = "mean"
     max_time_s: float | None = None
+    rc_prob: float = 0.5  # --rc-prob: 0 for the ORIENTED tasks
+    strands: str = "both"  # --strands: the classifier pools the forward and the reverse-complement pass
 
 
 def finetune_plan(ws: WindowSet, *, max_time_s: float | None = None, max_epochs: int = 30, lr: float = 1e-3,
-                  batch_size: int | None = None, max_steps: int | None = None) -> FinetunePlan:
+                  batch_size: int | None = None, max_steps: int | None = None, strands: str = "both",
+                  rc_prob: float | None = None) -> FinetunePlan:
     """Batch by window length (64 up to 1 kbp, 32 up to 4 kbp, else 16); ``max_epochs`` passes at most;
-    two validations per pass over the train windows (at least every 25 steps); warmup 5% (<= 100 steps)."""
+    two validations per pass over the train windows (at least every 25 steps); warmup 5% (<= 100 steps);
+    no reverse-complement augmentation for the :data:`ORIENTED` tasks (``rc_prob`` None), else 0.5."""
     L = ws.seq_len
     bs = batch_size or (64 if L <= 1024 else 32 if L <= 4096 else 16)
     per_pass = max(1, int((ws.split == "train").sum()) // bs)
     steps = max_steps or max(200, max_epochs * per_pass)
+    if rc_prob is None:
+        rc_prob = 0.0 if ws.name in ORIENTED else 0.5
     return FinetunePlan(batch_size=bs, max_steps=steps, val_every=max(25, per_pass // 2),
-                        warmup_steps=min(100, steps // 20), lr=lr, max_time_s=max_time_s)
+                        warmup_steps=min(100, steps // 20), lr=lr, max_time_s=max_time_s, rc_prob=rc_prob,
+                        strands=strands)
 
 
 def finetune_argv(ws: WindowSet, task_dir: str | Path, run_dir: str | Path, plan: FinetunePlan, *,
@@ -332,7 +348,7 @@ def finetune_argv(ws: WindowSet, task_dir: str | Path, run_dir: str | Path, plan
     if not manifest.is_file():
         ws.write_fasta(task_dir)
     argv = ["finetune", "--manifest", str(manifest), "--seq-len", str(ws.seq_len), "--no-seq-len-warmup",
-            "--pooling", plan.pooling, "--batch-size", str(plan.batch_size), "--max-steps", str(plan.max_steps),
+            "--pooling", plan.pooling, "--strands", plan.strands, "--rc-prob", f"{plan.rc_prob:g}", "--batch-size", str(plan.batch_size), "--max-steps", str(plan.max_steps),
             "--steps-per-epoch", str(plan.val_every), "--warmup-steps", str(plan.warmup_steps), "--lr", str(plan.lr),
             "--val-windows", str(max(counts["val"].values())), "--test-windows", str(max(counts["test"].values())),
             "--contig-weighting", "uniform", "--accelerator", accelerator, "--seed", str(seed),
@@ -367,7 +383,8 @@ def finetune_result(ws: WindowSet, run_dir: str | Path, plan: FinetunePlan, mode
     out = score_predictions(ws.y[test_idx], proba.argmax(1), proba, len(ws.labels))
     best = metrics.get("best") or {}
     out.update({"method": f"fine-tuned {'from ' + Path(model_path).name if model_path else preset + ' from scratch'}, "
-                          f"{plan.pooling} pooling, lr {plan.lr:g}, batch {plan.batch_size}, {metrics['steps']} steps, "
+                          f"{plan.pooling} pooling, strands {plan.strands}, rc-prob {plan.rc_prob:g}, lr {plan.lr:g}, "
+                          f"batch {plan.batch_size}, {metrics['steps']} steps, "
                           f"best-on-val step {best.get('step', '?')}",
                 "chosen": {"best": best}, "run": str(run_dir), "steps": metrics["steps"],
                 "plan": asdict(plan), "val_accuracy": best.get("val_acc")})
@@ -378,7 +395,7 @@ def finetune_stage(ws: WindowSet, task_dir: str | Path, run_dir: str | Path, *, 
                    preset: str = "tiny", max_steps: int | None = None, batch_size: int | None = None,
                    lr: float = 1e-3, max_time_s: float | None = None, max_epochs: int = 30,
                    accelerator: str = "auto", seed: int = 0, model_overrides: dict | None = None,
-                   log=print) -> dict:
+                   strands: str = "both", log=print) -> dict:
     """``mamba-genome finetune --manifest <task>/manifest.tsv`` in a subprocess; scored like the rest.
 
     Through the command line, so the stage depends only on the CLI's flags, not on the library's
@@ -386,7 +403,7 @@ def finetune_stage(ws: WindowSet, task_dir: str | Path, run_dir: str | Path, *, 
     """
     t0 = time.perf_counter()
     plan = finetune_plan(ws, max_time_s=max_time_s, max_epochs=max_epochs, lr=lr, batch_size=batch_size,
-                         max_steps=max_steps)
+                         max_steps=max_steps, strands=strands)
     argv = finetune_argv(ws, task_dir, run_dir, plan, model_path=model_path, preset=preset, accelerator=accelerator,
                          seed=seed, model_overrides=model_overrides)
     log("  " + " ".join(["mamba-genome", *argv]))

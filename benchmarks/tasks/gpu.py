@@ -50,6 +50,8 @@ class GpuPlan:
     pretrain_batch_tokens: int = 1 << 18  # tokens per pretraining step (4 groups or more share the GPU)
     probe_max_train: int = 4000  # training windows embedded per task for the probe
     lr: float = 1e-3  # fine-tuning peak LR
+    strands: str = "both"  # fine-tuning classifier: forward + reverse-complement pass ("fwd": forward only)
+    ablate: tuple = ()  # tasks also fine-tuned with --strands fwd, recorded as stage "finetune_fwd" (not tabled)
 
     def __post_init__(self):
         if not self.budget_s > self.grace_s + self.finetune_setup_s:
@@ -164,28 +166,33 @@ class Suite:
             self._spawn("probe", group, argv, part=part)
             self.log(f"probe {group}: started ({', '.join(mine)})")
         if "finetune" in self.stages:
-            for t in mine:
+            runs = [(t, "finetune", self.plan.strands) for t in mine]
+            runs += [(t, "finetune_fwd", "fwd") for t in mine if t in self.plan.ablate and self.plan.strands != "fwd"]
+            for t, stage, strands in runs:
                 try:
-                    self.start_finetune(t, model)
+                    self.start_finetune(t, model, stage=stage, strands=strands)
                 except Exception as exc:
-                    self.failed.append(f"finetune {t}")
-                    self.log(f"{t} finetune: cannot start: {type(exc).__name__}: {exc}")
+                    self.failed.append(f"{stage} {t}")
+                    self.log(f"{t} {stage}: cannot start: {type(exc).__name__}: {exc}")
 
-    def start_finetune(self, task: str, model: str | None) -> None:
+    def start_finetune(self, task: str, model: str | None, stage: str = "finetune", strands: str | None = None) -> None:
+        """One ``mamba-genome finetune`` of ``task``; ``stage`` names its results entry and run directory."""
         from .baselines import finetune_argv, finetune_plan
 
         ws = WindowSet.load(self.tasks_dir / task)
         left = self.plan.budget_s - self.plan.grace_s - self.now() - self.plan.finetune_setup_s
         if left < 10:
-            self.log(f"{task} finetune: skipped, {left:.0f} s left of the budget")
+            self.log(f"{task} {stage}: skipped, {left:.0f} s left of the budget")
             return
-        plan = finetune_plan(ws, max_time_s=min(self.plan.finetune_max_s, left), lr=self.plan.lr)
-        run_dir = self.work / "finetune" / task
+        plan = finetune_plan(ws, max_time_s=min(self.plan.finetune_max_s, left), lr=self.plan.lr,
+                             strands=strands or self.plan.strands)
+        run_dir = self.work / stage / task
         argv = finetune_argv(ws, self.tasks_dir / task, run_dir, plan, model_path=model, preset=self.plan.preset)
-        self._spawn("finetune", task, [self.py, "-m", "mamba_genome", *argv], plan=plan, run=run_dir, model=model,
+        self._spawn(stage, task, [self.py, "-m", "mamba_genome", *argv], plan=plan, run=run_dir, model=model,
                     argv=argv)
-        self.log(f"{task} finetune: started (batch {plan.batch_size}, <= {plan.max_steps} steps, "
-                 f"validation every {plan.val_every}, {plan.max_time_s:.0f} s)")
+        self.log(f"{task} {stage}: started (batch {plan.batch_size}, <= {plan.max_steps} steps, "
+                 f"validation every {plan.val_every}, strands {plan.strands}, rc-prob {plan.rc_prob:g}, "
+                 f"{plan.max_time_s:.0f} s)")
 
     # ---------------------------------------------------------------- finish
     def finished(self, job: Job) -> None:
@@ -234,21 +241,21 @@ class Suite:
         else:
             from .baselines import finetune_result
 
-            run = job.info["run"]
-            self._keep(run, f"finetune_{job.name}", ("metrics.json", "curves.csv", "confusion_matrix.tsv"))
+            run, stage = job.info["run"], job.kind  # finetune | finetune_fwd
+            self._keep(run, f"{stage}_{job.name}", ("metrics.json", "curves.csv", "confusion_matrix.tsv"))
             if rc != 0 or not (run / "metrics.json").is_file():
-                self.failed.append(f"finetune {job.name}")
-                self.log(f"{job.name} finetune: FAILED (exit {rc}, {took:.0f} s): {self._tail(job)}")
+                self.failed.append(f"{stage} {job.name}")
+                self.log(f"{job.name} {stage}: FAILED (exit {rc}, {took:.0f} s): {self._tail(job)}")
                 return
             ws = WindowSet.load(self.tasks_dir / job.name)
             try:
                 r = finetune_result(ws, run, job.info["plan"], job.info["model"], preset=self.plan.preset)
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
-                self.failed.append(f"finetune {job.name}")
-                self.log(f"{job.name} finetune: could not score the run: {exc}")
+                self.failed.append(f"{stage} {job.name}")
+                self.log(f"{job.name} {stage}: could not score the run: {exc}")
                 return
             r["seconds"] = round(took, 1)
-            self._record(job.name, "finetune", r, "mamba-genome " + " ".join(job.info["argv"]))
+            self._record(job.name, stage, r, "mamba-genome " + " ".join(job.info["argv"]))
 
     def _keep(self, run: Path, name: str, files) -> None:
         for f in files:
@@ -267,11 +274,13 @@ class Suite:
                          f"{held_out_bp(fasta):,} bp), {self.plan.pretrain_s:.0f} s")
             for t in [t for t in GROUPS[g]["tasks"] if t in self.tasks]:
                 ws = WindowSet.load(self.tasks_dir / t)
-                p = finetune_plan(ws, max_time_s=self.plan.finetune_max_s, lr=self.plan.lr)
+                p = finetune_plan(ws, max_time_s=self.plan.finetune_max_s, lr=self.plan.lr, strands=self.plan.strands)
                 n = int((ws.split == "train").sum())
                 self.log(f"{t}: {n:,} train windows of {ws.seq_len:,} bp; finetune batch {p.batch_size}, "
                          f"<= {p.max_steps:,} steps ({p.max_steps * p.batch_size / max(n, 1):.0f} passes), "
-                         f"validation every {p.val_every}, warmup {p.warmup_steps}, <= {p.max_time_s:.0f} s")
+                         f"validation every {p.val_every}, warmup {p.warmup_steps}, strands {p.strands}, rc-prob "
+                         f"{p.rc_prob:g}, <= {p.max_time_s:.0f} s" + (", + a --strands fwd run" if t in self.plan.ablate
+                                                                       else ""))
         return 0
 
     def run(self) -> int:
