@@ -424,7 +424,9 @@ def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start
                                                                       **split_runtime(args.model_overrides)[1]))
     # the plan of the target (longest) length serves every epoch: the loader is built once, its
     # epochs fixed in windows (sequence-length warmup shortens the windows, not the batch)
-    final = planner.plan(args.seq_len)
+    # --strands both runs each window twice (and its reverse complement) in one backbone call: planned as
+    # windows of twice the length, the same tokens per forward pass
+    final = planner.plan(args.seq_len * (2 if args.strands == "both" else 1))
     batch = final.micro_batch * final.accumulate
     # many short records (genes, reads, 512-bp windows): each is trained and scored whole, padded
     whole = task.whole_records(args.seq_len)
