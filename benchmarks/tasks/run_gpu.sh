@@ -9,12 +9,16 @@
 #      STAGES=probe,finetune bash benchmarks/tasks/run_gpu.sh  # reuse the LMs of an earlier call
 #      MODEL=runs/my_lm STAGES=probe,finetune bash benchmarks/tasks/run_gpu.sh  # one LM for all tasks
 #      TASKS=order_short,order_long bash benchmarks/tasks/run_gpu.sh
+#      ABLATE=start_codon,splice_donor bash benchmarks/tasks/run_gpu.sh  # + a forward-only (--strands fwd)
+#                                     fine-tune of those tasks, recorded as stage finetune_fwd (JSON, not the table)
+#      STRANDS=fwd bash benchmarks/tasks/run_gpu.sh            # the forward-only classifier everywhere
 #
 # What it does (python -m benchmarks.tasks gpu, benchmarks/tasks/gpu.py): pretrains one 1.4m LM per task
 # group on that group's own unlabelled training sequence (U. maydis for coding_umaydis/splice_donor, the
 # three bacteria for coding/start_codon, the apes' chr22 for great_apes, ...), all groups at once for
 # $PRETRAIN_TIME s (default: 31% of $BUDGET); then, per group, the frozen probe of its tasks and a fine-tune per task, sized to end
-# inside the budget. Progress lines carry the elapsed seconds; the results JSON is rewritten after every
+# inside the budget (classifier over both strands' passes, no reverse-complement augmentation on the oriented tasks:
+# benchmarks/tasks/baselines.py:finetune_plan). Progress lines carry the elapsed seconds; the results JSON is rewritten after every
 # finished stage, in $OUT (the device's output folder) or runs/tasks_gpu. Merge it here afterwards:
 #      python -m benchmarks.tasks merge <that folder>/tasks_gpu.json      # into benchmarks/tasks/results/
 set -euo pipefail
@@ -33,4 +37,6 @@ args=(--tasks-dir "$TASKS_DIR" --out "$RESULTS_DIR" --budget "$BUDGET")
 [ -n "${STAGES:-}" ] && args+=(--stages "$STAGES")
 [ -n "${TASKS:-}" ] && args+=(--tasks "$TASKS")
 [ -n "${MODEL:-}" ] && args+=(--model "$MODEL")
+[ -n "${STRANDS:-}" ] && args+=(--strands "$STRANDS")  # default: both (forward + reverse-complement pass)
+[ -n "${ABLATE:-}" ] && args+=(--ablate "$ABLATE")
 exec "$PY" -m benchmarks.tasks gpu "${args[@]}" "$@"
