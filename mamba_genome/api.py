@@ -192,7 +192,8 @@ class GenomeModel:
                             "fine-tune it first (`mamba-genome finetune`)")
         check_precision(precision)
         single, toks = _as_token_list(seqs)
-        bar = self._bar(progress, sum(len(t) for t in toks), "classify")
+        passes = 2 if self.model.strands == "both" else 1   # the reverse-complement pass streams them again
+        bar = self._bar(progress, passes * sum(len(t) for t in toks), "classify")
         try:
             lp = self.engine.class_log_probs(toks, self.model.head, self.model.pooling, chunk_size=chunk_size,
                                              batch_size=batch_size, precision=precision, bar=bar,

@@ -10,7 +10,8 @@ probabilities, i.e. the windows vote in log space. A record shorter than
 ``seq_len`` is one shorter window.
 
 Windows go through the inference engine (:mod:`mamba_genome.inference.engine`): batched by
-length, streamed, pooled as the classifier was trained (``mean``/``last``), then its head.
+length, streamed, pooled as the classifier was trained (``mean``/``last``; a ``--strands both``
+classifier also streams each window's reverse complement and reads both pooled passes), then its head.
 
 Rows (one per record): ``id length predicted p_<label>...``; with
 ``per_window``: ``id start end predicted p_<label>...`` (0-based, half-open).
