@@ -71,6 +71,8 @@ class MambaClassifier(nn.Module):
         self.strands = strands
         self.backbone = MambaLM(config, runtime)
         self.head = nn.Linear(config.d_model * (2 if strands == "both" else 1), self.num_classes)
+        # token id -> its complement, on the model's device (no host copy per forward pass); not saved
+        self.register_buffer("complement", torch.as_tensor(COMPLEMENT, dtype=torch.long), persistent=False)
         nn.init.normal_(self.head.weight, std=config.initializer_range)
         nn.init.zeros_(self.head.bias)
 
@@ -117,7 +119,7 @@ class MambaClassifier(nn.Module):
             hidden = self.backbone.backbone(input_ids)  # (B, L, d_model)
             pooled = self.pool(hidden, lengths)  # (B, d_model)
         else:  # one backbone call on the 2B rows: forward windows, then their reverse complements
-            both = torch.cat([input_ids, reverse_complement_rows(input_ids, lengths)], dim=0)
+            both = torch.cat([input_ids, reverse_complement_rows(input_ids, lengths, self.complement)], dim=0)
             lens = None if lengths is None else torch.cat([lengths, lengths], dim=0)
             fwd, rc = self.pool(self.backbone.backbone(both), lens).chunk(2, dim=0)
             pooled = torch.cat([fwd, rc], dim=1)  # (B, 2 * d_model)
@@ -127,9 +129,11 @@ class MambaClassifier(nn.Module):
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
 
 
-def reverse_complement_rows(input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+def reverse_complement_rows(input_ids: torch.Tensor, lengths: torch.Tensor | None = None,
+                            table: torch.Tensor | None = None) -> torch.Tensor:
     """input_ids (B, L), lengths (B,) or None -> (B, L): each row's first ``lengths[b]`` tokens
-    reverse-complemented, in place at the start of the row; the padding after them is kept."""
+    reverse-complemented, in place at the start of the row; the padding after them is kept.
+    ``table``: :data:`~mamba_genome.data.tokenizer.COMPLEMENT` as a tensor on the device (default: made here)."""
     L = input_ids.shape[1]
     pos = torch.arange(L, device=input_ids.device)[None, :]  # (1, L)
     if lengths is None:
@@ -137,8 +141,9 @@ def reverse_complement_rows(input_ids: torch.Tensor, lengths: torch.Tensor | Non
     else:
         n = lengths.to(device=input_ids.device, dtype=torch.long).clamp(0, L)[:, None]  # (B, 1)
         src = torch.where(pos < n, n - 1 - pos, pos)  # (B, L)
-    table = torch.as_tensor(COMPLEMENT, device=input_ids.device).to(input_ids.dtype)
-    return table[input_ids.gather(1, src).long()]
+    if table is None:
+        table = torch.as_tensor(COMPLEMENT, dtype=torch.long, device=input_ids.device)
+    return table[input_ids.gather(1, src).long()].to(input_ids.dtype)
 
 
 __all__ = ["MambaClassifier", "POOLINGS", "STRANDS", "reverse_complement_rows"]
