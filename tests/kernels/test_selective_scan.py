@@ -125,8 +125,8 @@ def test_scan_sliced_inputs(p):
                                            (150, 4, dict(T=2, M=1, BD=4, programs=256)),
                                            # tuning variants (chunk.py: fwd_pipe, i32) with partial tiles,
                                            # masked channels and several chunks
-                                           (37, 12, dict(T=4, M=2, BD=8, programs=16, fwd_pipe=True, i32=True)),
-                                           (21, 6, dict(T=4, M=1, BD=4, programs=64, fwd_pipe=True))])
+                                           (25, 12, dict(T=4, M=2, BD=8, programs=16, fwd_pipe=True, i32=True)),
+                                           (13, 6, dict(T=4, M=1, BD=4, programs=64, fwd_pipe=True))])
 def test_scan_tile_configs(length, d, tune, monkeypatch):
     """Other tile / segment / channel-block sizes: partial tiles, many chunks, masked channels.
     The last case has 75 chunks, so the chunk carry chains several blocks of CARRY_K chunks."""
