@@ -66,11 +66,19 @@ SP8 = tl.constexpr(0.005253523122519255)
 
 # ----------------------------------------------------------------------------- kernels
 @triton.jit
+def _time_index(t, I32: tl.constexpr):
+    """t as int32 (I32: the launcher has checked that every in-row offset fits) or as it is (int64)."""
+    if I32:
+        t = t.to(tl.int32)
+    return t
+
+
+@triton.jit
 def _fwd_chunk_state_kernel(
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, hloc_ptr, dtsum_ptr,
     L, D, N, NC, K, s_ub, s_ul, s_db, s_dl, s_bb, s_bl,
     BD: tl.constexpr, NP: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    DFIRST: tl.constexpr,
+    DFIRST: tl.constexpr, I32: tl.constexpr = False,
 ):
     """End state of chunk c (c < NC-1) started from zero, and sum_t dt_t over the chunk."""
     pid_c = tl.program_id(1 if DFIRST else 0).to(tl.int64)
@@ -89,7 +97,7 @@ def _fwd_chunk_state_kernel(
     B_ptr += pid_b * s_bb
     h = tl.zeros([BD, NP], dtype=tl.float32)
     tot = tl.zeros([BD], dtype=tl.float32)
-    t_lo = pid_c * K
+    t_lo = _time_index(pid_c * K, I32)
     t_hi = tl.minimum(t_lo + K, L)
     # software pipelining: the loads of step t+1 are issued before step t's arithmetic
     u_n = tl.load(u_ptr + t_lo * s_ul + offs_d, mask=md & ((offs_d * 0 + t_lo) < t_hi), other=0.0).to(tl.float32)
@@ -170,6 +178,76 @@ def _chunk_carry_kernel(
 
 
 @triton.jit
+def _tanh_approx(x):
+    """tanh.approx.f32: one MUFU op, abs error ~5e-4 (GPU only: inline PTX)."""
+    return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [x], dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
+def _fwd_row(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, t, t_hi, offs_d, offs_n, md, mn,
+             s_ul, s_dl, s_zl, s_bl, s_cl, HAS_Z: tl.constexpr):
+    """Row t of u, delta, z (BD,) and B, C (NP,) as fp32; zeros where t >= t_hi."""
+    ok_d = md & ((offs_d * 0 + t) < t_hi)
+    ok_n = mn & ((offs_n * 0 + t) < t_hi)
+    u = tl.load(u_ptr + t * s_ul + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+    v = tl.load(delta_ptr + t * s_dl + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+    z = tl.zeros([offs_d.shape[0]], dtype=tl.float32)
+    if HAS_Z:
+        z = tl.load(z_ptr + t * s_zl + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+    Bt = tl.load(B_ptr + t * s_bl + offs_n, mask=ok_n, other=0.0).to(tl.float32)
+    Ct = tl.load(C_ptr + t * s_cl + offs_n, mask=ok_n, other=0.0).to(tl.float32)
+    return u, v, z, Bt, Ct
+
+
+@triton.jit
+def _fwd_channel_math(u, v, z, Dv, md, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+                      TANH: tl.constexpr):
+    """Per-channel terms of one step: dt, dt * u, the gate silu(z) (1 without z) and D u (0 without D)."""
+    if SOFTPLUS:
+        x = tl.exp2(-tl.abs(v) * LOG2E)
+        p = SP1 + x * (SP2 + x * (SP3 + x * (SP4 + x * (SP5 + x * (SP6 + x * (SP7 + x * SP8))))))
+        dt = tl.where(md, tl.maximum(v, 0.0) + x * (1.0 + x * p), 0.0)
+    else:
+        dt = v
+    gate = tl.full(u.shape, 1.0, tl.float32)
+    if HAS_Z:
+        if TANH:
+            gate = z * (0.5 + 0.5 * _tanh_approx(0.5 * z))
+        else:
+            gate = z * (1.0 / (1.0 + tl.exp2(-z * LOG2E)))
+    du = tl.zeros(u.shape, dtype=tl.float32)
+    if HAS_D:
+        du = Dv * u
+    return dt, dt * u, gate, du
+
+
+@triton.jit
+def _fwd_segment_pipelined(h, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, A2, bias, Dv, offs_d, offs_n, md, mn,
+                           t0, t_hi, s_ul, s_dl, s_bl, s_cl, s_zl, D,
+                           BD: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+                           TANH: tl.constexpr):
+    """Steps t0 .. t_hi-1 of the forward scan (the PIPE variant of _fwd_chunk_scan_kernel): rows are
+    loaded two steps ahead and the per-channel math runs one step ahead of the state update."""
+    u, v, z, B_c, C_c = _fwd_row(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, t0, t_hi, offs_d, offs_n, md, mn,
+                                 s_ul, s_dl, s_zl, s_bl, s_cl, HAS_Z)
+    dt_c, dtu_c, gate_c, du_c = _fwd_channel_math(u, v + bias, z, Dv, md, SOFTPLUS, HAS_D, HAS_Z, TANH)
+    u_n, v_n, z_n, B_n, C_n = _fwd_row(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, t0 + 1, t_hi, offs_d, offs_n, md, mn,
+                                       s_ul, s_dl, s_zl, s_bl, s_cl, HAS_Z)
+    for t in range(t0, t_hi):
+        # step t+1's per-channel terms (independent of h), then the loads of row t+2
+        dt_n, dtu_n, gate_n, du_n = _fwd_channel_math(u_n, v_n + bias, z_n, Dv, md, SOFTPLUS, HAS_D, HAS_Z, TANH)
+        B_nx = B_n
+        C_nx = C_n
+        u_n, v_n, z_n, B_n, C_n = _fwd_row(u_ptr, delta_ptr, z_ptr, B_ptr, C_ptr, t + 2, t_hi, offs_d, offs_n, md,
+                                           mn, s_ul, s_dl, s_zl, s_bl, s_cl, HAS_Z)
+        h = tl.exp2(A2 * dt_c[:, None]) * h + dtu_c[:, None] * B_c[None, :]
+        y = (tl.sum(h * C_c[None, :], 1) + du_c) * gate_c
+        tl.store(y_ptr + t * D + offs_d, y.to(y_ptr.dtype.element_ty), mask=md)
+        dt_c, dtu_c, gate_c, du_c, B_c, C_c = dt_n, dtu_n, gate_n, du_n, B_nx, C_nx
+    return h
+
+
+@triton.jit
 def _fwd_chunk_scan_kernel(
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, y_ptr,
     hc_ptr, hs_ptr, final_ptr,
@@ -178,10 +256,19 @@ def _fwd_chunk_scan_kernel(
     BD: tl.constexpr, NP: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     STORE_FINAL: tl.constexpr, STORE_HS: tl.constexpr,
-    DFIRST: tl.constexpr,
+    DFIRST: tl.constexpr, PIPE: tl.constexpr = False, TANH: tl.constexpr = False, I32: tl.constexpr = False,
 ):
     """Scan chunk c (NSEG segments of S steps) from its start state hc[b, c]; write y and
-    the state at every segment start into hs (with ``STORE_HS``: only the backward reads it)."""
+    the state at every segment start into hs (with ``STORE_HS``: only the backward reads it).
+
+    Tuning variants (``TUNE`` keys fwd_pipe, fwd_tanh, fwd_i32; off by default):
+    PIPE  the per-channel math of step t+1 (softplus, dt u, the gate silu(z), D u) is done in
+          step t, from rows loaded two steps ahead, so that within one step it is independent of
+          the state chain and the compiler can interleave it with the (BD, NP) update.
+    TANH  the gate's sigmoid(z) = 0.5 + 0.5 tanh(z / 2), one MUFU op (tanh.approx, abs error
+          ~5e-4) instead of exp2 + a full-precision division; only for bf16 / fp16 y (the
+          launcher checks), where it is below y's rounding. GPU only (inline PTX).
+    I32   time offsets in int32 (the launcher checks L * stride < 2^31): fewer 64-bit address ops."""
     pid_c = tl.program_id(1 if DFIRST else 0).to(tl.int64)
     pid_d = tl.program_id(0 if DFIRST else 1).to(tl.int64)
     pid_b = tl.program_id(2).to(tl.int64)
@@ -206,46 +293,55 @@ def _fwd_chunk_scan_kernel(
     h = tl.load(hc_ptr + (pid_b * NC + pid_c) * D * N + dn, mask=mdn, other=0.0)
     for sg in range(NSEG):
         seg = pid_c * NSEG + sg
-        t0 = seg * S
-        if STORE_HS and t0 < L:
+        t_seg = seg * S
+        if STORE_HS and t_seg < L:
             tl.store(hs_ptr + (pid_b * NS + seg) * D * N + dn, h, mask=mdn)
+        t0 = _time_index(t_seg, I32)
         t_hi = tl.minimum(t0 + S, L)
         ok_d = (offs_d * 0 + t0) < t_hi
         ok_n = (offs_n * 0 + t0) < t_hi
-        u_n = tl.load(u_ptr + t0 * s_ul + offs_d, mask=md & ok_d, other=0.0).to(tl.float32)
-        v_n = tl.load(delta_ptr + t0 * s_dl + offs_d, mask=md & ok_d, other=0.0).to(tl.float32)
-        z_n = tl.zeros([BD], dtype=tl.float32)
-        if HAS_Z:
-            z_n = tl.load(z_ptr + t0 * s_zl + offs_d, mask=md & ok_d, other=0.0).to(tl.float32)
-        B_n = tl.load(B_ptr + t0 * s_bl + offs_n, mask=mn & ok_n, other=0.0).to(tl.float32)
-        C_n = tl.load(C_ptr + t0 * s_cl + offs_n, mask=mn & ok_n, other=0.0).to(tl.float32)
-        for t in range(t0, t_hi):
-            u = u_n
-            v = v_n + bias
-            zt = z_n
-            Bt = B_n
-            Ct = C_n
-            more_d = (offs_d * 0 + t + 1) < t_hi
-            more_n = (offs_n * 0 + t + 1) < t_hi
-            u_n = tl.load(u_ptr + (t + 1) * s_ul + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
-            v_n = tl.load(delta_ptr + (t + 1) * s_dl + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
+        if PIPE:
+            h = _fwd_segment_pipelined(
+                h, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, A2, bias, Dv, offs_d, offs_n, md, mn, t0, t_hi,
+                s_ul, s_dl, s_bl, s_cl, s_zl, D, BD, SOFTPLUS, HAS_D, HAS_Z, TANH)
+        else:
+            u_n = tl.load(u_ptr + t0 * s_ul + offs_d, mask=md & ok_d, other=0.0).to(tl.float32)
+            v_n = tl.load(delta_ptr + t0 * s_dl + offs_d, mask=md & ok_d, other=0.0).to(tl.float32)
+            z_n = tl.zeros([BD], dtype=tl.float32)
             if HAS_Z:
-                z_n = tl.load(z_ptr + (t + 1) * s_zl + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
-            B_n = tl.load(B_ptr + (t + 1) * s_bl + offs_n, mask=mn & more_n, other=0.0).to(tl.float32)
-            C_n = tl.load(C_ptr + (t + 1) * s_cl + offs_n, mask=mn & more_n, other=0.0).to(tl.float32)
-            if SOFTPLUS:
-                x = tl.exp2(-tl.abs(v) * LOG2E)
-                p = SP1 + x * (SP2 + x * (SP3 + x * (SP4 + x * (SP5 + x * (SP6 + x * (SP7 + x * SP8))))))
-                dt = tl.where(md, tl.maximum(v, 0.0) + x * (1.0 + x * p), 0.0)
-            else:
-                dt = v
-            h = tl.exp2(A2 * dt[:, None]) * h + (dt * u)[:, None] * Bt[None, :]
-            y = tl.sum(h * Ct[None, :], 1)
-            if HAS_D:
-                y += Dv * u
-            if HAS_Z:
-                y *= zt * (1.0 / (1.0 + tl.exp2(-zt * LOG2E)))
-            tl.store(y_ptr + t * D + offs_d, y.to(y_ptr.dtype.element_ty), mask=md)
+                z_n = tl.load(z_ptr + t0 * s_zl + offs_d, mask=md & ok_d, other=0.0).to(tl.float32)
+            B_n = tl.load(B_ptr + t0 * s_bl + offs_n, mask=mn & ok_n, other=0.0).to(tl.float32)
+            C_n = tl.load(C_ptr + t0 * s_cl + offs_n, mask=mn & ok_n, other=0.0).to(tl.float32)
+            for t in range(t0, t_hi):
+                u = u_n
+                v = v_n + bias
+                zt = z_n
+                Bt = B_n
+                Ct = C_n
+                more_d = (offs_d * 0 + t + 1) < t_hi
+                more_n = (offs_n * 0 + t + 1) < t_hi
+                u_n = tl.load(u_ptr + (t + 1) * s_ul + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
+                v_n = tl.load(delta_ptr + (t + 1) * s_dl + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
+                if HAS_Z:
+                    z_n = tl.load(z_ptr + (t + 1) * s_zl + offs_d, mask=md & more_d, other=0.0).to(tl.float32)
+                B_n = tl.load(B_ptr + (t + 1) * s_bl + offs_n, mask=mn & more_n, other=0.0).to(tl.float32)
+                C_n = tl.load(C_ptr + (t + 1) * s_cl + offs_n, mask=mn & more_n, other=0.0).to(tl.float32)
+                if SOFTPLUS:
+                    x = tl.exp2(-tl.abs(v) * LOG2E)
+                    p = SP1 + x * (SP2 + x * (SP3 + x * (SP4 + x * (SP5 + x * (SP6 + x * (SP7 + x * SP8))))))
+                    dt = tl.where(md, tl.maximum(v, 0.0) + x * (1.0 + x * p), 0.0)
+                else:
+                    dt = v
+                h = tl.exp2(A2 * dt[:, None]) * h + (dt * u)[:, None] * Bt[None, :]
+                y = tl.sum(h * Ct[None, :], 1)
+                if HAS_D:
+                    y += Dv * u
+                if HAS_Z:
+                    if TANH:
+                        y *= zt * (0.5 + 0.5 * _tanh_approx(0.5 * zt))
+                    else:
+                        y *= zt * (1.0 / (1.0 + tl.exp2(-zt * LOG2E)))
+                tl.store(y_ptr + t * D + offs_d, y.to(y_ptr.dtype.element_ty), mask=md)
     if STORE_FINAL:
         if pid_c == NC - 1:
             tl.store(final_ptr + pid_b * D * N + dn, h, mask=mdn)
@@ -256,7 +352,7 @@ def _bwd_chunk_state_kernel(
     delta_ptr, bias_ptr, A_ptr, C_ptr, z_ptr, dy_ptr, gloc_ptr, dtsum_ptr,
     L, D, N, NC, K, s_db, s_dl, s_cb, s_cl, s_zb, s_zl,
     BD: tl.constexpr, NP: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_Z: tl.constexpr,
-    DFIRST: tl.constexpr,
+    DFIRST: tl.constexpr, I32: tl.constexpr = False,
 ):
     """Chunk c >= 1, with no gradient coming from later chunks: the gradient w.r.t. the state
     just before the chunk (g <- exp(dt_t A) (g + C_t dy'_t), walking back), and sum_t dt_t."""
@@ -277,7 +373,7 @@ def _bwd_chunk_state_kernel(
     dy_ptr += pid_b * L * D
     g = tl.zeros([BD, NP], dtype=tl.float32)
     tot = tl.zeros([BD], dtype=tl.float32)
-    t_lo = pid_c * K
+    t_lo = _time_index(pid_c * K, I32)
     t_hi = tl.minimum(t_lo + K, L)
     ok_d = (offs_d * 0 + t_lo) < t_hi
     ok_n = (offs_n * 0 + t_lo) < t_hi
@@ -325,7 +421,7 @@ def _bwd_chunk_kernel(
     T: tl.constexpr, M: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     STORE_DH0: tl.constexpr, RELAXED: tl.constexpr, STORE_Y: tl.constexpr,
-    DFIRST: tl.constexpr,
+    DFIRST: tl.constexpr, I32: tl.constexpr = False,
 ):
     """All gradients for chunk c, given gc[b, c] = dLoss/dh at the chunk's last step from later steps.
 
@@ -376,7 +472,7 @@ def _bwd_chunk_kernel(
         h = tl.load(hs_ptr + (pid_b * NS + seg) * D * N + dn, mask=mdn & ((dn * 0 + seg) < NS), other=0.0)
         for j in range(M):
             tl.store(scr_tile + j * BD * NP + local, h)
-            t0 = (seg * M + j) * T
+            t0 = _time_index((seg * M + j) * T, I32)
             t_end = tl.minimum(t0 + T, L)
             if j == M - 1:
                 t_end = t0  # the last tile's end state is not needed
@@ -403,7 +499,7 @@ def _bwd_chunk_kernel(
                 h = tl.exp2(A2 * dt[:, None]) * h + (dt * u)[:, None] * Bt[None, :]
         for jj in range(M):
             j = M - 1 - jj
-            t0 = (seg * M + j) * T
+            t0 = _time_index((seg * M + j) * T, I32)
             tl.debug_barrier()
             h = tl.load(scr_tile + j * BD * NP + local)
             t_hi = tl.minimum(t0 + T, L)
@@ -541,6 +637,11 @@ def _grid(n_chunks, n_dblocks, batch):
     return (n_dblocks, n_chunks, batch) if _dfirst() else (n_chunks, n_dblocks, batch)
 
 
+def _fits_i32(length, d_inner, *rows) -> bool:
+    """Whether every in-row time offset (t * row stride, and t * d_inner for y) fits in int32."""
+    return max([d_inner] + [t.stride(1) for t in rows]) * max(length, 1) < 2**31
+
+
 def _config(batch, length, d_inner, d_state, device, fwd=False, state_every=None, inference=False):
     """Block sizes and the chunking of the length.
 
@@ -584,7 +685,10 @@ def _config(batch, length, d_inner, d_state, device, fwd=False, state_every=None
     # thread; H100 sweep, kernels_result.md: 36.18 -> 35.24 ms backward at (1, 512, 16, 2^20))
     bBD = max(1, min(triton.next_power_of_2(d_inner), TUNE.get("bstate_BD", BD if interp else 64)))
     b_warps = TUNE.get("bstate_num_warps", max(1, min(4, bBD * NP // 512)) if interp else 1)
-    return dict(T=T, BD=BD, NP=NP, M=M, NSEG=NSEG, NC=NC, n_d=n_d, n_seg=n_seg, num_warps=num_warps,
+    # variants, off until a GPU sweep picks them: the forward scan's PIPE and TANH (fwd_pipe, fwd_tanh),
+    # and I32 (int32 time offsets, all four per-chunk kernels: fwd_i32 for the forward, i32 for both)
+    variants = dict(pipe=bool(knob("pipe", False)), tanh=bool(knob("tanh", False)), i32=bool(knob("i32", False)))
+    return dict(T=T, BD=BD, NP=NP, M=M, NSEG=NSEG, NC=NC, n_d=n_d, n_seg=n_seg, num_warps=num_warps, **variants,
                 relaxed=TUNE.get("relaxed", True), launch=launch, state_BD=sBD, state_num_warps=s_warps,
                 bstate_BD=bBD, bstate_num_warps=b_warps)
 
@@ -609,6 +713,7 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, need_
     Dp = D if D is not None else A
     flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus)
     nw = cfg["num_warps"]
+    i32 = cfg["i32"] and _fits_i32(length, max(d_inner, d_state), u, delta, B, C, zz)
     if NC == 1:
         hc = h0 if h0 is not None else torch.zeros(batch, d_inner, d_state, **f32)
     else:
@@ -618,7 +723,7 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, need_
         _fwd_chunk_state_kernel[_grid(NC - 1, triton.cdiv(d_inner, sBD), batch)](
             u, delta, bias, A, B, hloc, dtsum, length, d_inner, d_state, NC, K,
             u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
-            BD=sBD, NP=NP, num_warps=cfg["state_num_warps"], DFIRST=_dfirst(), **flags)
+            BD=sBD, NP=NP, num_warps=cfg["state_num_warps"], DFIRST=_dfirst(), I32=i32, **flags)
         hc = torch.empty(batch, NC, d_inner, d_state, **f32)
         BLOCK = TUNE.get("carry_BLOCK", CARRY_BLOCK)
         _chunk_carry_kernel[(triton.cdiv(d_inner * d_state, BLOCK), batch)](
@@ -631,7 +736,10 @@ def _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, need_
             u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
             C.stride(0), C.stride(1), zz.stride(0), zz.stride(1),
             BD=BD, NP=NP, HAS_D=D is not None, HAS_Z=z is not None,
-            STORE_FINAL=need_final, STORE_HS=need_hs, num_warps=nw, DFIRST=_dfirst(), **flags)
+            STORE_FINAL=need_final, STORE_HS=need_hs, num_warps=nw, DFIRST=_dfirst(),
+            PIPE=cfg["pipe"], I32=i32,
+            # tanh.approx is inline PTX (not in the interpreter) and only within a bf16 / fp16 y's rounding
+            TANH=cfg["tanh"] and y.dtype != torch.float32 and not triton_interpret(), **flags)
     elif need_final:
         final.copy_(hc if hc.dim() == 3 else hc[:, 0])
     return y, (final if need_final else None), hs
@@ -671,6 +779,8 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, hs, dy, d
         assert dz.stride(-1) == 1
     if y_out is not None:
         assert y_out.stride(-1) == 1 and y_out.shape == u.shape
+    i32 = cfg["i32"] and _fits_i32(length, max(d_inner, d_state), u, delta, B, C, zz, dz,
+                                   y_out if y_out is not None else du)
     dB = torch.zeros(batch, length, d_state, **f32)
     dC = torch.zeros(batch, length, d_state, **f32)
     dA_part = torch.empty(batch, NC, d_inner, d_state, **f32)
@@ -687,7 +797,7 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, hs, dy, d
             delta, bias, A, C, zz, dy, gloc, dtsum, length, d_inner, d_state, NC, K,
             delta.stride(0), delta.stride(1), C.stride(0), C.stride(1), zz.stride(0), zz.stride(1),
             BD=cfg["bstate_BD"], NP=NP, HAS_Z=z is not None, num_warps=cfg["bstate_num_warps"], DFIRST=_dfirst(),
-            **flags)
+            I32=i32, **flags)
         gc = torch.empty(batch, NC, d_inner, d_state, **f32)
         BLOCK = TUNE.get("carry_BLOCK", CARRY_BLOCK)
         _chunk_carry_kernel[(triton.cdiv(d_inner * d_state, BLOCK), batch)](
@@ -708,6 +818,7 @@ def _selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, hs, dy, d
             (y_out if y_out is not None else du).stride(0), (y_out if y_out is not None else du).stride(1),
             T=T, M=M, BD=BD, NP=NP, HAS_D=D is not None, HAS_Z=z is not None,
             STORE_DH0=need_dh0, num_warps=nw, RELAXED=cfg["relaxed"], STORE_Y=y_out is not None, DFIRST=_dfirst(),
+            I32=i32,
             **cfg["launch"], **flags)
     else:
         du.zero_(); ddelta.zero_(); dz.zero_(); dA_part.zero_(); dD_part.zero_(); dbias_part.zero_()

@@ -122,7 +122,11 @@ def test_scan_sliced_inputs(p):
 
 @pytest.mark.parametrize("length,d,tune", [(75, 20, dict(T=8, M=4, BD=8, programs=16, state_BD=16, bstate_BD=4)),
                                            (45, 6, dict(T=4, M=1, BD=4, num_warps=1, programs=64, dfirst=False)),
-                                           (150, 4, dict(T=2, M=1, BD=4, programs=256))])
+                                           (150, 4, dict(T=2, M=1, BD=4, programs=256)),
+                                           # tuning variants (chunk.py: fwd_pipe, i32) with partial tiles,
+                                           # masked channels and several chunks
+                                           (25, 12, dict(T=4, M=2, BD=8, programs=16, fwd_pipe=True, i32=True)),
+                                           (13, 6, dict(T=4, M=1, BD=4, programs=64, fwd_pipe=True))])
 def test_scan_tile_configs(length, d, tune, monkeypatch):
     """Other tile / segment / channel-block sizes: partial tiles, many chunks, masked channels.
     The last case has 75 chunks, so the chunk carry chains several blocks of CARRY_K chunks."""
@@ -158,6 +162,16 @@ def test_scan_inference_path(p):
     """Without autograd the Triton forward skips saving segment states; y and the final state
     are unchanged against the reference (and against the training-mode forward, bit for bit)."""
     y, f, y_train, f_train = _inference_vs_reference(p, "triton")
+    assert torch.equal(y, y_train) and torch.equal(f, f_train)
+
+
+@pytest.mark.parametrize("tune", [dict(fwd_pipe=True, i32=True, T=4, M=2, BD=8)])
+def test_scan_inference_path_variants(tune, monkeypatch):
+    """The forward's tuning variants (chunk.py TUNE) without autograd: against the reference, and bit
+    for bit against the training-mode forward with the same variants."""
+    from mamba_genome.kernels.selective_scan import chunk
+    monkeypatch.setattr(chunk, "TUNE", dict(tune))
+    y, f, y_train, f_train = _inference_vs_reference(dict(b=2, l=19, d=12, n=4, dtype=torch.float32, **ALL), "triton")
     assert torch.equal(y, y_train) and torch.equal(f, f_train)
 
 
