@@ -261,7 +261,8 @@ def _fwd_chunk_scan_kernel(
     """Scan chunk c (NSEG segments of S steps) from its start state hc[b, c]; write y and
     the state at every segment start into hs (with ``STORE_HS``: only the backward reads it).
 
-    Tuning variants (``TUNE`` keys fwd_pipe, fwd_tanh, fwd_i32; off by default):
+    Tuning variants (``TUNE`` keys fwd_pipe, fwd_tanh, fwd_i32; off by default, except I32 in the
+    inference forward on a GPU, see ``_config``):
     PIPE  the per-channel math of step t+1 (softplus, dt u, the gate silu(z), D u) is done in
           step t, from rows loaded two steps ahead, so that within one step it is independent of
           the state chain and the compiler can interleave it with the (BD, NP) update.
@@ -671,8 +672,15 @@ def _config(batch, length, d_inner, d_state, device, fwd=False, state_every=None
     n_d = triton.cdiv(d_inner, BD)
     n_seg = triton.cdiv(length, T * M)
     num_warps = knob("num_warps", 1 if inference and not interp else max(1, min(4, BD * NP // 512)))
-    # about 32 programs per SM: the per-step loops are latency bound, so oversubscribe
-    target = knob("programs", 32 * num_sms(device) if device.type == "cuda" else 8)
+    # about 32 programs per SM: the per-step loops are latency bound, so oversubscribe. An inference
+    # forward whose rows alone leave the GPU short of that is cut into ~16x more, shorter chunks
+    # (H200 sweep, benchmarks/sweep_short.py, 2026-12-01: (1, 2^20, 512, 16) no-grad 8.96 -> 7.94 ms;
+    # at (1024, 1024, 512, 16), where the rows fill the GPU, extra chunks cost 4.8 -> 7.3 ms)
+    on_gpu = device.type == "cuda" and not interp
+    default_target = 32 * num_sms(device) if device.type == "cuda" else 8
+    if inference and on_gpu and batch * n_d < default_target:
+        default_target *= 16
+    target = knob("programs", default_target)
     nc_want = max(1, min(n_seg, triton.cdiv(target, batch * n_d)))
     NSEG = triton.cdiv(n_seg, nc_want)
     NC = max(1, triton.cdiv(n_seg, NSEG))
@@ -687,7 +695,10 @@ def _config(batch, length, d_inner, d_state, device, fwd=False, state_every=None
     b_warps = TUNE.get("bstate_num_warps", max(1, min(4, bBD * NP // 512)) if interp else 1)
     # variants, off until a GPU sweep picks them: the forward scan's PIPE and TANH (fwd_pipe, fwd_tanh),
     # and I32 (int32 time offsets, all four per-chunk kernels: fwd_i32 for the forward, i32 for both)
-    variants = dict(pipe=bool(knob("pipe", False)), tanh=bool(knob("tanh", False)), i32=bool(knob("i32", False)))
+    # I32 is on for the inference forward on a GPU (the same sweep: 127 -> 93 registers, (1024, 1024, 512, 16)
+    # 5.21 -> 4.82 ms); PIPE and TANH measured no steady gain there and stay off
+    variants = dict(pipe=bool(knob("pipe", False)), tanh=bool(knob("tanh", False)),
+                    i32=bool(knob("i32", inference and on_gpu)))
     return dict(T=T, BD=BD, NP=NP, M=M, NSEG=NSEG, NC=NC, n_d=n_d, n_seg=n_seg, num_warps=num_warps, **variants,
                 relaxed=TUNE.get("relaxed", True), launch=launch, state_BD=sBD, state_num_warps=s_warps,
                 bstate_BD=bBD, bstate_num_warps=b_warps)
