@@ -256,6 +256,32 @@ def test_reingest_is_noop_and_change_rebuilds(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if ".old-" in p.name or ".tmp-" in p.name] == []
 
 
+def test_concurrent_ingests_of_one_fasta_build_it_once(tmp_path):
+    """Two commands started together on one FASTA (e.g. two fine-tunes of a task): one builds the
+    store, the other waits for it and reuses it, and neither ever sees a half-replaced store."""
+    import threading
+
+    src = _copy(tmp_path, "umaydis_3contigs.fa", "gzip")
+    results, errors = [], []
+
+    def run():
+        try:
+            st = ingest(src, progress=False)
+            results.append((st.ingest_stats.reused, [st.fetch(c.name, 0, c.length).tobytes() for c in st.contigs]))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(r for r, _ in results) == [False, True, True, True]
+    assert len({tuple(tokens) for _, tokens in results}) == 1
+    assert [p.name for p in tmp_path.iterdir() if ".old-" in p.name or ".tmp-" in p.name] == []
+
+
 def test_store_for_another_fasta_needs_force(tmp_path):
     a = _copy(tmp_path, "ecoli_MG1655_3kb.fa")
     b = _copy(tmp_path, "iupac.fa")

@@ -36,6 +36,7 @@ complete.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -363,6 +364,36 @@ def ingest(ref: str | os.PathLike, out: str | os.PathLike | None = None, *, forc
     t0 = time.perf_counter()
     ref = check_readable(ref).resolve()
     out = Path(out).resolve() if out is not None else default_store_path(ref)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # reported below, with the store's path
+    with _dir_lock(out.parent):  # two commands ingesting the same FASTA at once: the second reuses the first's
+        return _ingest_locked(ref, out, force, progress, t0)
+
+
+@contextlib.contextmanager
+def _dir_lock(directory: Path):
+    """Exclusive advisory lock (flock) on ``directory`` while a store in it is checked and built; a
+    no-op where the directory does not exist yet or the platform has no flock."""
+    fd = None
+    try:
+        import fcntl
+
+        fd = os.open(directory, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except (ImportError, OSError):
+        if fd is not None:
+            os.close(fd)
+        fd = None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the lock
+
+
+def _ingest_locked(ref: Path, out: Path, force: bool, progress: bool, t0: float) -> TokenStore:
     if out.exists():
         if not out.is_dir():
             raise UserError(f"{out}: exists and is not a store directory; choose another -o/--out")
