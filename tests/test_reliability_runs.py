@@ -207,7 +207,9 @@ def test_finetune_refuses_a_pretrain_run_and_force_keeps_foreign_files(classes, 
     (run / "my_notes.txt").write_text("keep me")
     res = invoke("finetune", *classes, *FT_FAST, "--max-steps", 2, "--out", run, "--force")
     assert res.exit_code == 0, res.output
-    assert (run / "my_notes.txt").read_text() == "keep me" and not (run / "logs").exists()
+    assert (run / "my_notes.txt").read_text() == "keep me"
+    # the pretraining run's logs went; these are the finetune run's own (the same Trainer assembly)
+    assert not (run / "logs" / "metrics.csv").exists() and (run / "logs" / "v0" / "metrics.csv").is_file()
     assert (run / "metrics.json").is_file() and json.loads((run / MARKER).read_text())["command"] == "finetune"
 
 

@@ -10,10 +10,10 @@ fine-tuning in Gu & Dao (2023), App. E.3.4:
 - sequence length: for long windows, start at 2^14 and double every epoch
   up to the target (:func:`~mamba_genome.train.schedule.seq_len_for_epoch`).
 
-The module keeps the best model by validation accuracy (ties: lower loss)
-and writes it with :func:`mamba_genome.checkpoint.save_model` to ``best/``,
-plus a row of training curves per validation, so no Lightning checkpoint
-is needed to use the result. ``last.ckpt`` (tensors and primitives only)
+The module keeps a row of training curves per validation and the best one by
+:meth:`ClassifyModule.row_score` (validation accuracy, ties: lower loss), which
+is also what the engine's one best/last export
+(:class:`~mamba_genome.train.callbacks.RunExporter`) keeps as ``best/``. ``last.ckpt`` (tensors and primitives only)
 carries the curves, the best row, the time spent, the RNG states and, through
 the epoch and step, where the class-balanced sampler was, so ``--resume``
 continues on exactly the windows an uninterrupted run would see.
@@ -21,14 +21,12 @@ continues on exactly the windows an uninterrupted run would see.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from ..checkpoint import save_model
 from ..data.labels import BalancedWindowDataset, EpochSampler, FixedWindowDataset
 from ..model.classifier import MambaClassifier
 from ..model.lm import param_groups
@@ -50,8 +48,6 @@ class ClassifyModule(L.LightningModule):
             (it serves every epoch: the loader is built once) and its
             :class:`~mamba_genome.train.engine.StageRuntime`, applied when the loader is built.
         lr, min_lr, weight_decay, warmup_steps, max_steps: optimiser and schedule.
-        out_dir: the run directory; ``best/`` is written there (rank 0).
-        save_extra, save_init: metadata for :func:`save_model` (labels, seq_len, ...).
         patience: stop training after this many validations in a row without a better best model
             (None: train to the step or time budget). Counted from the curves, so a resumed run
             continues the count.
@@ -59,7 +55,7 @@ class ClassifyModule(L.LightningModule):
 
     def __init__(self, model: MambaClassifier, train_ds: BalancedWindowDataset, val_ds: FixedWindowDataset, *,
                  seq_len_fn, batch_size: int, lr: float, min_lr: float, weight_decay: float, warmup_steps: int,
-                 max_steps: int, out_dir: str | Path, save_extra: dict, num_workers: int = 0,
+                 max_steps: int, num_workers: int = 0,
                  max_time_s: float | None = None, accumulate: int = 1, val_batch_size: int | None = None,
                  plan=None, on_stage=None, patience: int | None = None):
         super().__init__()
@@ -73,8 +69,6 @@ class ClassifyModule(L.LightningModule):
         self.lr, self.min_lr, self.weight_decay = lr, min_lr, weight_decay
         self.warmup_steps, self.max_steps = warmup_steps, max_steps
         self.max_time_s = max_time_s
-        self.out_dir = Path(out_dir)
-        self.save_extra = save_extra
         self.curves: list[dict] = []
         self.best: dict | None = None
         self.patience = patience
@@ -156,15 +150,16 @@ class ClassifyModule(L.LightningModule):
                "train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc,
                "wall_s": time.perf_counter() - self._t0}
         self.curves.append(row)
-        better = self.best is None or (val_acc, -val_loss) > (self.best["val_acc"], -self.best["val_loss"])
-        if better:
+        if self.best is None or self.row_score(row) > self.row_score(self.best):
             self.best = row
-            if self.trainer.is_global_zero:
-                save_model(self.model, self.out_dir / "best", extra={**self.save_extra, "best": row},
-                           init_kwargs=self.model.init_kwargs)
         if self.patience and self.trainer.state.fn == "fit" and self.validations_since_best() >= self.patience:
             self.trainer.should_stop = True   # every rank sees the same reduced metrics, so all stop together
             self.stopped_early = True
+
+    @staticmethod
+    def row_score(row: dict) -> tuple[float, float]:
+        """What makes a validation better (higher): accuracy, then lower loss."""
+        return float(row["val_acc"]), -float(row["val_loss"])
 
     def validations_since_best(self) -> int:
         """Validations (in fit) since the one that gave the best model; 0 right after a new best."""

@@ -1,6 +1,6 @@
-"""The training engine's run-time choices: micro-batch, memory policy and validation cadence per stage.
+"""The training engine of ``pretrain`` and ``finetune``: run-time choices per stage, and the one Trainer.
 
-Shared by ``pretrain`` and ``finetune``:
+The commands differ only in their LightningModule, their data and their labels; everything else is here:
 
 - :class:`StagePlanner` asks the memory planner (:func:`mamba_genome.train.memory.plan_stage`) once per
   sequence-length stage for the micro-batch and the :class:`~mamba_genome.model.runtime.RuntimeOptions`
@@ -19,17 +19,21 @@ Shared by ``pretrain`` and ``finetune``:
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from lightning.pytorch.callbacks import Callback
 
 from ..model.config import MambaConfig
 from ..model.runtime import RuntimeOptions
-from .memory import plan_stage
+from .memory import MemoryPlan, plan_stage
 
 VAL_MAX_FRACTION = 0.03   # validation's share of the wall clock on GPU
 
@@ -299,5 +303,151 @@ class ValidationSchedule(Callback):
             self.min_interval = int(k)
 
 
-__all__ = ["ExpertOverrides", "StagePlan", "StagePlanner", "StageRuntime", "ValidationSchedule",
-           "VAL_MAX_FRACTION", "FREE_BYTES_ENV", "device_memory", "split_batch", "val_interval_for_fraction"]
+# ------------------------------------------------------------------------------ the Trainer
+def resolve_accelerator(accelerator: str) -> tuple[str, bool]:
+    """``(Lightning accelerator, on_gpu)`` for ``--accelerator auto|cpu|gpu|...``."""
+    import torch
+
+    on_gpu = accelerator != "cpu" and torch.cuda.is_available()
+    if accelerator == "auto":
+        return ("gpu" if on_gpu else "cpu"), on_gpu
+    return ("gpu" if on_gpu and accelerator in ("gpu", "cuda") else accelerator), on_gpu
+
+
+def default_precision(on_gpu: bool) -> str:
+    """bf16 autocast over fp32 weights on a GPU that has bf16, fp32 otherwise."""
+    if not on_gpu:
+        return "32-true"
+    import torch
+
+    try:
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    except (AssertionError, RuntimeError):  # no CUDA runtime to ask (tests fake a GPU)
+        return "bf16-mixed"
+
+
+def quiet_lightning() -> None:
+    """Lightning's banner lines and the warnings that do not apply to our runs off; the rest still show."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for msg in (".*does not have many workers.*", ".*num_workers.*", ".*LeafSpec.*", ".*is deprecated.*",
+                ".*Checkpoint directory.*exists and is not empty.*", ".*sync_dist=True.*",
+                ".*Experiment logs directory.*", ".*Trying to infer the `batch_size`.*",
+                ".*The number of training batches.*", ".*tensorboardX.*", ".*val_check_interval.*",
+                ".*your dataloader is not resumable.*"):  # it is: the data module / sampler state
+        warnings.filterwarnings("ignore", message=msg)
+
+
+def write_json(path, obj) -> None:
+    """``obj`` as indented JSON, atomically (a reader never sees half a file)."""
+    from ..outputs import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _loggers(run_dir: Path) -> list:
+    from lightning.pytorch.loggers import CSVLogger
+
+    log_root = run_dir / "logs"
+    version = f"v{len(list(log_root.glob('v*')))}" if log_root.is_dir() else "v0"
+    loggers = [CSVLogger(str(run_dir), name="logs", version=version)]
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is not None:
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            loggers.append(TensorBoardLogger(str(run_dir), name="logs", version="tensorboard"))
+    except Exception:  # pragma: no cover - optional dependency
+        pass
+    return loggers
+
+
+class TrainingRun:
+    """The one Trainer of a ``pretrain`` or ``finetune`` run, with its callbacks and run-directory files.
+
+    Args:
+        run_dir: the (locked) run directory: ``best/``, ``last/``, ``last.ckpt``, ``logs/``, ``metrics.json``.
+        command: ``"pretrain"`` or ``"finetune"`` (the resume hint, the progress bar).
+        score, extra: what the export keeps as best, and the metadata of the model directories
+            (:class:`~mamba_genome.train.callbacks.RunExporter`).
+        val_schedule: when to validate (:class:`ValidationSchedule`).
+        progress: the progress display (:class:`~mamba_genome.train.callbacks.StepProgressBar`).
+        budget: the callbacks that end the run (a step budget, a time budget).
+        accelerator, devices, num_nodes, strategy, precision: for Lightning (``resolve_accelerator``,
+            ``default_precision``).
+        max_steps: optimizer steps (-1: the budget callbacks decide).
+        accumulate: micro-batches per optimizer step at the start (each stage sets its own).
+        grad_clip: gradient-norm clipping (0 / None: off).
+        max_time_s: Lightning's own wall-clock stop (None: off).
+        use_distributed_sampler: False when the data shards itself over ranks.
+        log_every_n_steps: rows of ``logs/v<k>/metrics.csv``.
+    """
+
+    def __init__(self, run_dir, *, command: str, score: Callable, extra: Callable, val_schedule: ValidationSchedule,
+                 progress, budget: list | tuple = (), accelerator: str = "auto", devices="auto", num_nodes: int = 1,
+                 strategy: str = "auto", precision: str = "32-true", max_steps: int = -1, accumulate: int = 1,
+                 grad_clip: float | None = 1.0, max_time_s: float | None = None, use_distributed_sampler: bool = True,
+                 log_every_n_steps: int = 50):
+        import datetime
+
+        import lightning as L
+        import torch
+
+        from .callbacks import GracefulStop, ResumableCheckpoint, RunExporter
+
+        quiet_lightning()  # after importing lightning, which sets its loggers to INFO
+        self.run_dir = Path(run_dir)
+        self.resume_hint = f"mamba-genome {command} --out {self.run_dir} --resume"
+        self.ckpt = ResumableCheckpoint(self.run_dir)
+        self.exporter = RunExporter(self.run_dir, score, extra, self.ckpt)
+        self.graceful = GracefulStop(self.ckpt, self.resume_hint)
+        self.val_schedule = val_schedule
+        callbacks = [val_schedule, self.exporter, self.graceful, progress, *budget]
+        self.trainer = L.Trainer(
+            accelerator=accelerator, devices=devices if devices is not None else "auto", num_nodes=num_nodes,
+            strategy=strategy, precision=precision, max_epochs=-1, max_steps=max_steps,
+            max_time=datetime.timedelta(seconds=max_time_s) if max_time_s else None,
+            gradient_clip_val=grad_clip or None, accumulate_grad_batches=accumulate,
+            # every epoch (a sequence-length stage) gets its own loaders; when to validate is
+            # val_schedule's, in optimizer steps
+            reload_dataloaders_every_n_epochs=1, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+            logger=_loggers(self.run_dir), callbacks=callbacks, enable_checkpointing=False,
+            enable_model_summary=False, log_every_n_steps=max(1, int(log_every_n_steps)),
+            default_root_dir=str(self.run_dir), use_distributed_sampler=use_distributed_sampler)
+        torch.set_float32_matmul_precision("high" if accelerator == "gpu" else "highest")
+
+    def fit(self, module, datamodule=None, *, resume: bool = False) -> None:
+        """``trainer.fit`` (from ``last.ckpt`` with ``resume``); SIGTERM / SIGINT end it with a checkpoint
+        and :class:`~mamba_genome.errors.RunInterrupted` (the callbacks' note)."""
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        from ..errors import RunInterrupted
+        from .rundir import launch_rank
+
+        if launch_rank() == 0:
+            (self.run_dir / "metrics.json").unlink(missing_ok=True)   # until this run has finished
+        ckpt = str(self.run_dir / "last.ckpt") if resume else None
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
+            warnings.filterwarnings("ignore", category=UserWarning, module="pytorch_lightning")
+            try:
+                self.trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+            except SIGTERMException:  # Lightning's own stop, before our handler was in place
+                saved = f"the last checkpoint is {self.ckpt.path}" if self.ckpt.path.is_file() \
+                    else "no checkpoint was saved"
+                raise RunInterrupted(f"interrupted by SIGTERM before training started; {saved}", 15) from None
+            finally:
+                self.graceful.restore()
+
+    def write_metrics(self, metrics: dict) -> dict:
+        """``metrics.json``, the last file a finished run writes, with the validation's share of the clock
+        (``val_fraction``); returns what it wrote."""
+        metrics = {**metrics, "val_fraction": round(self.val_schedule.val_fraction, 4)}
+        write_json(self.run_dir / "metrics.json", metrics)
+        return metrics
+
+
+__all__ = ["ExpertOverrides", "StagePlan", "StagePlanner", "StageRuntime", "ValidationSchedule", "TrainingRun",
+           "VAL_MAX_FRACTION", "FREE_BYTES_ENV", "device_memory", "split_batch", "val_interval_for_fraction",
+           "resolve_accelerator", "default_precision", "quiet_lightning", "write_json"]
