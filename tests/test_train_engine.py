@@ -167,3 +167,48 @@ def test_other_ranks_plan_for_rank0s_memory(monkeypatch):
     assert engine.device_memory(False) == ("cpu", None)
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert engine.device_memory(True) == ("cuda", 7 * GiB)          # ... what rank 1 then plans for
+
+
+def _fake_gpu_free(arch, windows: float, seq_len: int) -> int:
+    """Free memory with room for ``windows`` windows of ``seq_len`` at the least-memory policy."""
+    rt = RuntimeOptions(gradient_checkpointing=True, checkpoint_bf16=True)
+    return int((fixed_bytes(arch) + windows * bytes_per_token(arch, rt) * seq_len) / 0.85)
+
+
+def test_finetune_runs_each_warmup_stage_at_its_own_plan(tmp_path, monkeypatch):
+    """finetune with sequence-length warmup (64 then 128 bp, 4 windows per step) planned as if on a small
+    GPU: the 64-bp epochs run the 4 windows in one forward, the 128-bp epochs in the planner's smaller
+    micro-batches; every step of every stage has the plan's micro-batch, accumulation and runtime."""
+    from pathlib import Path
+
+    from mamba_genome.train.classify_module import ClassifyModule
+    from mamba_genome.workflows.finetune import FinetuneArgs, finetune
+
+    data = Path(__file__).parent / "data"
+    arch = MambaConfig.from_preset("tiny", d_model=16, n_layer=1)
+    monkeypatch.setattr(engine, "device_memory", lambda on_gpu: ("cuda", _fake_gpu_free(arch, 2.5, 128)))
+    seen = []
+    orig = ClassifyModule.training_step
+
+    def training_step(self, batch, batch_idx):
+        seen.append((self.global_step, tuple(batch["input_ids"].shape), self.trainer.accumulate_grad_batches,
+                     self.model.runtime))
+        return orig(self, batch, batch_idx)
+
+    monkeypatch.setattr(ClassifyModule, "training_step", training_step)
+    m = finetune(FinetuneArgs(classes=(f"COL={data / 'saureus_COL_8k.fa'}", f"N315={data / 'saureus_N315_8k.fa'}"),
+                              seq_len=128, seq_len_start=64, batch_size=4, max_steps=4, steps_per_epoch=2,
+                              val_windows=2, test_windows=2, accelerator="cpu", model_overrides={"d_model": 16,
+                              "n_layer": 1}, out=str(tmp_path / "ft"), progress=False))
+    stages = {p["seq_len"]: p for p in m["stages"]}
+    assert set(stages) == {64, 128}
+    assert (stages[64]["micro_batch"], stages[64]["accumulate"]) == (4, 1)
+    assert stages[128]["micro_batch"] < 4 and stages[128]["micro_batch"] * stages[128]["accumulate"] == 4
+    for L, p in stages.items():
+        steps = [s for s in seen if s[1][1] == L]
+        assert {s[0] for s in steps} == ({0, 1} if L == 64 else {2, 3}), L
+        for step in {s[0] for s in steps}:
+            mine = [s for s in steps if s[0] == step]
+            assert len(mine) == p["accumulate"]
+            assert all(s[1][0] == p["micro_batch"] and s[2] == p["accumulate"] for s in mine)
+            assert all(s[3] == RuntimeOptions(**p["runtime"]) for s in mine)

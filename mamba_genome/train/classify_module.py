@@ -41,12 +41,14 @@ class ClassifyModule(L.LightningModule):
         model: the classifier to train.
         train_ds, val_ds: class-balanced train windows and fixed val windows.
         seq_len_fn: epoch -> training window length (sequence-length warmup).
-        batch_size, num_workers: DataLoader settings (``batch_size``: the micro-batch).
-        accumulate: micro-batches per optimizer step.
+        batch_size, num_workers: DataLoader settings (``batch_size``: the micro-batch, until a plan sets it).
+        accumulate: micro-batches per optimizer step (until a plan sets it).
         val_batch_size: validation windows per forward pass (default ``batch_size``).
-        plan, on_stage: the engine's :class:`~mamba_genome.train.engine.StagePlan` of the target length
-            (it serves every epoch: the loader is built once) and its
-            :class:`~mamba_genome.train.engine.StageRuntime`, applied when the loader is built.
+        plan_for, on_stage: ``seq_len -> StagePlan`` (the engine's
+            :class:`~mamba_genome.train.engine.StagePlanner`) and its
+            :class:`~mamba_genome.train.engine.StageRuntime`: each epoch's loader is built at the
+            micro-batch and accumulation of its window length's plan (as checked by ``on_stage``).
+        steps_per_epoch: optimizer steps per epoch (the training set holds that many steps' windows).
         lr, min_lr, weight_decay, warmup_steps, max_steps: optimiser and schedule.
         patience: stop training after this many validations in a row without a better best model
             (None: train to the step or time budget). Counted from the curves, so a resumed run
@@ -57,7 +59,7 @@ class ClassifyModule(L.LightningModule):
                  seq_len_fn, batch_size: int, lr: float, min_lr: float, weight_decay: float, warmup_steps: int,
                  max_steps: int, num_workers: int = 0,
                  max_time_s: float | None = None, accumulate: int = 1, val_batch_size: int | None = None,
-                 plan=None, on_stage=None, patience: int | None = None):
+                 plan_for=None, on_stage=None, steps_per_epoch: int | None = None, patience: int | None = None):
         super().__init__()
         self.model = model
         self._t0 = time.perf_counter()
@@ -65,7 +67,7 @@ class ClassifyModule(L.LightningModule):
         self.seq_len_fn = seq_len_fn
         self.batch_size, self.num_workers = batch_size, num_workers
         self.accumulate, self.val_batch_size = int(accumulate), int(val_batch_size or batch_size)
-        self.plan, self.on_stage = plan, on_stage
+        self.plan_for, self.on_stage, self.steps_per_epoch = plan_for, on_stage, steps_per_epoch
         self.lr, self.min_lr, self.weight_decay = lr, min_lr, weight_decay
         self.warmup_steps, self.max_steps = warmup_steps, max_steps
         self.max_time_s = max_time_s
@@ -101,16 +103,23 @@ class ClassifyModule(L.LightningModule):
 
     # ------------------------------------------------------------------ data
     def train_dataloader(self):
+        """This epoch's windows (rebuilt every epoch), in micro-batches of its length's plan."""
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer else (0, 1)
-        sampler = EpochSampler(len(self.train_ds), self.seq_len_fn, rank, world)
+        epoch = self._resume_at[0] if self._resume_at is not None else (self.current_epoch if self._trainer else 0)
+        plan = self.plan_for(self.seq_len_fn(epoch)) if self.plan_for is not None else None
+        if plan is not None and self.on_stage is not None and self._trainer is not None:
+            plan = self.on_stage(self.trainer, plan) or plan
+        if plan is not None:
+            self.batch_size, self.accumulate = plan.micro_batch, plan.accumulate
         per_step = self.batch_size * self.accumulate  # this rank's windows per optimizer step
+        if self.steps_per_epoch:
+            self.train_ds.samples_per_epoch = self.steps_per_epoch * per_step * world
+        sampler = EpochSampler(len(self.train_ds), self.seq_len_fn, rank, world)
         if self._resume_at is not None:  # --resume: continue the epoch at the first unseen window
             epoch, step = self._resume_at
             per_epoch = len(sampler) // per_step  # optimizer steps per epoch
             sampler.resume_at(epoch, max(0, step - epoch * per_epoch) * per_step)
             self._resume_at = None
-        if self.on_stage is not None and self.plan is not None and self._trainer is not None:
-            self.on_stage(self.trainer, self.plan)
         return DataLoader(self.train_ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                           persistent_workers=False, pin_memory=torch.cuda.is_available(), drop_last=True)
 

@@ -176,12 +176,14 @@ class StageRuntime:
         self.log = log
         self._logged: set[int] = set()
 
-    def __call__(self, trainer, plan: StagePlan) -> None:
+    def __call__(self, trainer, plan: StagePlan) -> StagePlan:
+        """Apply ``plan``; returns the plan the stage runs at (the loader's micro-batch)."""
         trainer.accumulate_grad_batches = plan.accumulate
         trainer.lightning_module.model.set_runtime(plan.runtime)
         if self.log is not None and trainer.is_global_zero and plan.seq_len not in self._logged:
             self._logged.add(plan.seq_len)
             self.log(plan.reason)
+        return plan
 
 
 def val_interval_for_fraction(val_seconds: float, step_seconds: float, max_fraction: float = VAL_MAX_FRACTION) -> int:

@@ -408,10 +408,13 @@ def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start
     planner = StagePlanner(model.config, lambda L: args.batch_size, device_type=device_type, free_bytes=free,
                            memory=args.memory, expert=ExpertOverrides(micro_batch_size=args.micro_batch_size,
                                                                       **split_runtime(args.model_overrides)[1]))
-    # the plan of the target (longest) length serves every epoch: the loader is built once, its
-    # epochs fixed in windows (sequence-length warmup shortens the windows, not the batch)
+    # every epoch runs at its window length's plan (sequence-length warmup shortens the windows, not the
+    # batch: a short stage packs more of them into each forward pass); validation is at the target length
     final = planner.plan(args.seq_len)
-    batch = final.micro_batch * final.accumulate
+    epochs = math.ceil(args.max_steps / args.epoch_steps)
+    stage_lengths = sorted({seq_fn(e) for e in range(min(epochs, 64))} | {args.seq_len})
+    first = planner.plan(stage_lengths[0])
+    batch = first.micro_batch * first.accumulate
     # many short records (genes, reads, 512-bp windows): each is trained and scored whole, padded
     whole = task.whole_records(args.seq_len)
     train_ds = BalancedWindowDataset(task.split_regions("train"), len(labels), seq_fn(0),
@@ -428,9 +431,9 @@ def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start
     extra = {"labels": labels, "seq_len": args.seq_len, "pooling": args.pooling, "source": source,
              "task": "classification"}
     module = ClassifyModule(
-        model, train_ds, val_ds, seq_len_fn=seq_fn, batch_size=final.micro_batch, accumulate=final.accumulate,
-        val_batch_size=final.micro_batch * (2 if on_gpu else 1),
-        plan=final, on_stage=StageRuntime(lambda m: _log(args, m)), lr=args.lr, min_lr=args.min_lr,
+        model, train_ds, val_ds, seq_len_fn=seq_fn, batch_size=first.micro_batch, accumulate=first.accumulate,
+        val_batch_size=final.micro_batch * (2 if on_gpu else 1), plan_for=planner.plan,
+        on_stage=StageRuntime(lambda m: _log(args, m)), steps_per_epoch=args.epoch_steps, lr=args.lr, min_lr=args.min_lr,
         weight_decay=args.weight_decay, max_steps=args.max_steps,
         warmup_steps=args.warmup_steps if args.warmup_steps is not None else args.max_steps // 10,
         num_workers=args.num_workers, max_time_s=args.max_time_s, patience=args.patience)
@@ -441,7 +444,7 @@ def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start
                                  fields=_progress_fields, val_fields=_val_fields),
         budget=[StepBudget(args.max_steps)], accelerator=accelerator, devices=args.devices,
         precision=args.precision or default_precision(on_gpu), max_steps=args.max_steps,
-        accumulate=final.accumulate, grad_clip=args.grad_clip, max_time_s=args.max_time_s,
+        accumulate=first.accumulate, grad_clip=args.grad_clip, max_time_s=args.max_time_s,
         use_distributed_sampler=False,   # the EpochSampler shards over ranks itself
         log_every_n_steps=min(50, args.max_steps // 50))
     trainer = run.trainer
@@ -484,6 +487,7 @@ def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start
         "n_test_windows": len(test_ds), "n_val_windows": len(val_ds), "model_source": source,
         "num_parameters": model.num_parameters(), "split": task.methods, "memory": args.memory,
         "micro_batch": final.micro_batch, "accumulate": final.accumulate, "runtime": final.runtime.to_dict(),
+        "stages": [planner.plan(L).to_dict() for L in stage_lengths],
         "args": {k: v for k, v in asdict(args).items() if k != "model_overrides"},
     })
     if baseline is not None:
