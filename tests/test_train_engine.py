@@ -184,9 +184,21 @@ def test_finetune_runs_each_warmup_stage_at_its_own_plan(tmp_path, monkeypatch):
     from mamba_genome.train.classify_module import ClassifyModule
     from mamba_genome.workflows.finetune import FinetuneArgs, finetune
 
+    from test_memory_plan import FakeDevice
+
+    from mamba_genome.train import memory as mem
+
     data = Path(__file__).parent / "data"
     arch = MambaConfig.from_preset("tiny", d_model=16, n_layer=1)
-    monkeypatch.setattr(engine, "device_memory", lambda on_gpu: ("cuda", _fake_gpu_free(arch, 2.5, 128)))
+    free = _fake_gpu_free(arch, 2.5, 128)
+    monkeypatch.setattr(engine, "device_memory", lambda on_gpu: ("cuda", free))
+    probes = []
+
+    def fake_gpu_tools(model, precision):   # the classifier's probe step, on a fake GPU where the plans fit
+        step, dev = mem.lm_probe_step(model, "cpu"), FakeDevice(arch, capacity=free)
+        return (lambda plan: (probes.append((plan.seq_len, plan.micro_batch)), dev.step(plan), step(plan))), dev
+
+    monkeypatch.setattr(engine, "probe_tools", fake_gpu_tools)
     seen = []
     orig = ClassifyModule.training_step
 
@@ -204,6 +216,7 @@ def test_finetune_runs_each_warmup_stage_at_its_own_plan(tmp_path, monkeypatch):
     assert set(stages) == {64, 128}
     assert (stages[64]["micro_batch"], stages[64]["accumulate"]) == (4, 1)
     assert stages[128]["micro_batch"] < 4 and stages[128]["micro_batch"] * stages[128]["accumulate"] == 4
+    assert probes == [(64, 4), (128, stages[128]["micro_batch"])]     # one probe step per stage, which fitted
     for L, p in stages.items():
         steps = [s for s in seen if s[1][1] == L]
         assert {s[0] for s in steps} == ({0, 1} if L == 64 else {2, 3}), L
@@ -212,3 +225,68 @@ def test_finetune_runs_each_warmup_stage_at_its_own_plan(tmp_path, monkeypatch):
             assert len(mine) == p["accumulate"]
             assert all(s[1][0] == p["micro_batch"] and s[2] == p["accumulate"] for s in mine)
             assert all(s[3] == RuntimeOptions(**p["runtime"]) for s in mine)
+
+
+def test_probe_steps_the_plan_down_on_a_fake_gpu_and_cpu_is_unprobed(tmp_path, monkeypatch, fasta_small):
+    """pretrain planned for a (fake) GPU whose steps need 1.3x the planner's estimate: at the start of each
+    stage one probe step (the fake OOM device of test_memory_plan, over a real CPU forward and backward)
+    runs out of memory, the engine steps the micro-batch down, and the training steps run at the probed
+    plan, recorded in metrics.json. A CPU run never probes."""
+    from test_memory_plan import FakeDevice
+
+    from mamba_genome.train import memory as mem
+    from mamba_genome.train.lm_module import LMModule
+
+    monkeypatch.setattr(mem, "WORKSPACE_BYTES", 0)   # a tiny model: let activations decide
+    arch = MambaConfig.from_preset("tiny", d_model=16, n_layer=1)
+    free = int(mem.estimate_bytes(arch, mem.runtime_of("none-s8"), 64, 4) / 0.85 * 1.01)  # the whole step fits
+    monkeypatch.setattr(engine, "device_memory", lambda on_gpu: ("cuda", free))
+    real_tools = engine.probe_tools
+    probes = []
+
+    def fake_gpu_tools(model, precision):
+        assert real_tools(model, precision) is None          # the model is on CPU: no CUDA probe ...
+        step = mem.lm_probe_step(model, "cpu")               # ... so a real CPU step under a fake GPU
+        dev = FakeDevice(arch, capacity=free, scale=1.3)
+
+        def step_fn(plan):
+            probes.append((plan.seq_len, plan.micro_batch))
+            dev.step(plan)      # out of memory above the fake device, as a GPU would be
+            step(plan)          # then a real forward and backward
+
+        return step_fn, dev
+
+    monkeypatch.setattr(engine, "probe_tools", fake_gpu_tools)
+    seen = []
+    orig = LMModule.training_step
+
+    def training_step(self, batch, batch_idx):
+        seen.append((self.global_step, tuple(batch["input_ids"].shape), self.trainer.accumulate_grad_batches))
+        return orig(self, batch, batch_idx)
+
+    monkeypatch.setattr(LMModule, "training_step", training_step)
+    args = ["pretrain", "--fasta", str(fasta_small), "--seq-len", "64", "--seq-warmup-start", "32", "--batch-size",
+            "4", "--max-steps", "4", "--val-every", "4", "--val-windows", "2", "--accelerator", "cpu",
+            "--model-overrides", json.dumps({"d_model": 16, "n_layer": 1}), "-q"]
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "gpu")])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "gpu" / "metrics.json").read_text())
+    stages = {p["seq_len"]: p for p in m["stages"]}
+    assert set(stages) == {32, 64}
+    for L, p in stages.items():
+        planned = engine.StagePlanner(arch, lambda _: 4 * 64 // L, device_type="cuda", free_bytes=free).plan(L)
+        tried = [mb for sl, mb in probes if sl == L]
+        assert tried[0] == planned.micro_batch and len(tried) > 1          # the plan ran out of memory ...
+        assert p["micro_batch"] == tried[-1] < planned.micro_batch          # ... the micro-batch that ran
+        assert "probed" in p["reason"] and p["measured_bytes"] <= 0.85 * free
+        assert p["micro_batch"] * p["accumulate"] == 4 * 64 // L
+        steps = [s for s in seen if s[1][1] == L]
+        assert steps and all(s[1][0] == p["micro_batch"] and s[2] == p["accumulate"] for s in steps)
+    # on CPU the planner's plan runs as it is: no probe
+    monkeypatch.setattr(engine, "device_memory", lambda on_gpu: ("cpu", None))
+    probes.clear()
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "cpu")])
+    assert res.exit_code == 0, res.output
+    assert probes == []
+    cpu = json.loads((tmp_path / "cpu" / "metrics.json").read_text())["stages"]
+    assert [(p["micro_batch"], p["accumulate"], p["measured_bytes"]) for p in cpu] == [(8, 1, None), (4, 1, None)]

@@ -54,8 +54,9 @@ class GenomeDataModule(L.LightningDataModule):
         plan: the train/val/test split.
         schedule: the run's schedule (sequence-length stage per step).
         plan_for: ``seq_len -> StagePlan`` (micro-batch, accumulation, runtime of that length).
-        on_stage: ``(trainer, StagePlan) -> None``, called when a stage starts being served
-            (:class:`~mamba_genome.train.engine.StageRuntime`).
+        on_stage: ``(trainer, StagePlan, probe=True) -> StagePlan``, called when a stage starts being
+            served (:class:`~mamba_genome.train.engine.StageRuntime`); the epoch runs at the plan it
+            returns (on a GPU, after a probe step).
         val_windows: at most this many validation windows (evenly spaced tiles).
         val_batch_size: validation windows per forward pass.
         num_workers: DataLoader worker processes.
@@ -97,14 +98,17 @@ class GenomeDataModule(L.LightningDataModule):
         world = trainer.world_size if trainer is not None else 1
         rank = trainer.global_rank if trainer is not None else 0
         epoch, self._resume = self._resume, None
-        if epoch is not None and epoch.get("world") == world and \
-                epoch["start_step"] <= step <= epoch["start_step"] + epoch["steps"]:
+        resumed = epoch is not None and epoch.get("world") == world and \
+            epoch["start_step"] <= step <= epoch["start_step"] + epoch["steps"]
+        if resumed:
             # a checkpoint from before per-stage plans: its accumulation was the final length's
             epoch.setdefault("accumulate", self.plan_for(self.schedule.final_seq_len).accumulate)
             skip = (step - epoch["start_step"]) * epoch["accumulate"] * epoch["batch"]  # this rank's windows done
         else:
             stage = self.schedule.stage_at(step)
             sp = self.plan_for(stage.seq_len)
+            if self.on_stage is not None and trainer is not None:
+                sp = self.on_stage(trainer, sp) or sp   # on a GPU, checked by a probe step first
             steps = self.schedule.steps_in_stage(step)
             if self.epoch_end is not None:  # e.g. the next --max-time re-fit of the schedule
                 end = self.epoch_end(step)
@@ -114,8 +118,8 @@ class GenomeDataModule(L.LightningDataModule):
                      "batch": sp.micro_batch, "accumulate": sp.accumulate, "world": world}
             skip = 0
         self._epoch = epoch
-        if self.on_stage is not None and trainer is not None:
-            self.on_stage(trainer, self.current_plan())
+        if resumed and self.on_stage is not None and trainer is not None:
+            self.on_stage(trainer, self.current_plan(), probe=False)   # the micro-batch it was started with
         samples = epoch["steps"] * epoch["accumulate"] * epoch["batch"] * world
         ds = RandomWindowDataset(self.store_path, self.plan.regions("train"), epoch["seq_len"],
                                  samples_per_epoch=samples, rc_prob=self.rc_prob, seed=self.seed)

@@ -8,8 +8,10 @@ The commands differ only in their LightningModule, their data and their labels; 
   (a short stage packs more windows into each forward pass). The expert flags
   (:class:`ExpertOverrides`: ``--micro-batch-size``, ``--grad-checkpointing``, ...) win over the plan.
   A stage's windows per optimizer step are split into ``accumulate`` equal micro-batches.
-- :class:`StageRuntime` applies each stage's runtime to the model (``set_runtime``), sets
-  the Trainer's gradient accumulation, and logs the plan's reason once per stage.
+- :class:`StageRuntime` starts each stage: on a CUDA device one probe step checks the plan first
+  (:func:`~mamba_genome.train.memory.probe_stage`, stepping the micro-batch, then the policy, down
+  on out-of-memory), then it applies the stage's runtime to the model (``set_runtime``), sets the
+  Trainer's gradient accumulation, and logs the plan's reason once per stage.
 - :class:`ValidationSchedule` (a callback) decides when to validate, in optimizer steps (Lightning's
   ``val_check_interval`` counts batches, which changes meaning when the accumulation changes per
   stage). With ``max_fraction`` (on GPU) the interval grows, from the measured step and validation
@@ -33,7 +35,7 @@ from lightning.pytorch.callbacks import Callback
 
 from ..model.config import MambaConfig
 from ..model.runtime import RuntimeOptions
-from .memory import MemoryPlan, plan_stage
+from .memory import MemoryPlan, estimate_bytes, plan_stage
 
 VAL_MAX_FRACTION = 0.03   # validation's share of the wall clock on GPU
 
@@ -73,9 +75,17 @@ class StagePlan:
     accumulate: int         # micro-batches per optimizer step
     runtime: RuntimeOptions
     reason: str             # one line for the run log
+    policy: str | None = None          # the planner's policy name (None: CPU, or run-time options set by hand)
+    est_bytes: int | None = None       # predicted peak of one micro-step (None on CPU)
+    measured_bytes: int | None = None  # the probe's peak, once the stage has been probed
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "runtime": self.runtime.to_dict()}
+
+    def memory_plan(self) -> MemoryPlan:
+        """This plan as the memory planner's :class:`~mamba_genome.train.memory.MemoryPlan` (for the probe)."""
+        return MemoryPlan(self.seq_len, self.micro_batch, self.runtime, self.est_bytes, self.reason, self.policy,
+                          self.measured_bytes)
 
 
 def split_batch(per_device: int, micro: int) -> tuple[int, int]:
@@ -158,26 +168,88 @@ class StagePlanner:
             if self.expert.describe():
                 reason = f"{reason}; overridden by {self.expert.describe()}"
             micro, acc = split_batch(per_device, micro)
+            est = estimate_bytes(self.arch, runtime, seq_len, micro) if p.est_bytes is not None else None
             self._plans[seq_len] = StagePlan(seq_len, micro * acc, micro, acc, runtime,
-                                             f"seq-len {seq_len:,}: {micro} x {acc} micro-batches per step; {reason}")
+                                             f"seq-len {seq_len:,}: {micro} x {acc} micro-batches per step; {reason}",
+                                             p.policy if runtime == p.runtime else None, est)
         return self._plans[seq_len]
+
+    def probed(self, plan: StagePlan, result: MemoryPlan) -> StagePlan:
+        """The stage's plan after the probe ran ``result`` (one micro-step that fitted); it replaces the
+        plan of that length from now on."""
+        micro, acc = split_batch(plan.batch, result.micro_batch)
+        new = StagePlan(plan.seq_len, micro * acc, micro, acc, result.runtime,
+                        f"seq-len {plan.seq_len:,}: {micro} x {acc} micro-batches per step; {result.reason}",
+                        result.policy, result.est_bytes, result.measured_bytes)
+        self._plans[plan.seq_len] = new
+        return new
+
+
+def probe_tools(model, precision: str):
+    """``(step_fn, device_memory)`` for :func:`~mamba_genome.train.memory.probe_stage` on the device of
+    ``model`` (a MambaLM or MambaClassifier): one forward and backward of random bases under the run's
+    autocast, and the CUDA peak-memory counter. None when the model is not on a CUDA device."""
+    import torch
+
+    from .memory import CudaMemory, lm_probe_step
+
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return None
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(precision))
+    return lm_probe_step(model, device, dtype), CudaMemory(device)
 
 
 class StageRuntime:
-    """Applies a stage's plan when the data module starts serving it (a new stage, or a resumed one).
+    """Starts a stage when the data starts serving it (a new stage, or a resumed one).
 
-    The model's runtime (``set_runtime``) and the Trainer's gradient accumulation follow the plan;
-    ``log`` gets each stage's reason once (rank 0). Called from the data module's
-    ``train_dataloader`` rather than ``on_train_epoch_start``, which Lightning skips when it
-    resumes mid-epoch.
+    On a CUDA device (the planner's ``device_type``), one probe step at the stage's plan comes first
+    (:func:`~mamba_genome.train.memory.probe_stage`: a real forward and backward of random bases;
+    on an out-of-memory error, or a peak over the budget, a smaller micro-batch, then a policy that
+    needs less memory), and the plan that ran becomes the stage's plan (``planner.probed``). Then the
+    model's runtime (``set_runtime``) and the Trainer's gradient accumulation follow the plan, and
+    ``log`` gets its reason once per stage (rank 0). Called from the data's ``train_dataloader``
+    (before the loader is built at the plan's micro-batch) rather than ``on_train_epoch_start``,
+    which Lightning skips when it resumes mid-epoch. On CPU nothing is probed; with several
+    processes neither (each rank would step down on its own), and a resumed epoch keeps the
+    micro-batch it was started with (``probe=False``).
     """
 
-    def __init__(self, log: Callable[[str], None] | None = None):
+    def __init__(self, log: Callable[[str], None] | None = None, planner: StagePlanner | None = None):
         self.log = log
+        self.planner = planner
         self._logged: set[int] = set()
+        self._probed: set[int] = set()
 
-    def __call__(self, trainer, plan: StagePlan) -> StagePlan:
-        """Apply ``plan``; returns the plan the stage runs at (the loader's micro-batch)."""
+    def _probe(self, trainer, plan: StagePlan) -> StagePlan:
+        import torch
+
+        from .memory import probe_stage
+
+        self._probed.add(plan.seq_len)
+        if trainer.world_size > 1:
+            return plan
+        model = trainer.lightning_module.model
+        tools = probe_tools(model, trainer.precision)
+        if tools is None:
+            return plan
+        step_fn, memory = tools
+        log = self.log if trainer.is_global_zero else None
+        try:
+            result = probe_stage(plan.memory_plan(), step_fn, self.planner.arch, plan.batch,
+                                 free_bytes=self.planner.free_bytes, device_memory=memory, log=log)
+        except torch.OutOfMemoryError as exc:
+            from ..errors import UserError
+
+            raise UserError(f"out of GPU memory: {str(exc).splitlines()[0]}; use a shorter --seq-len, a smaller "
+                            "model or a GPU with more free memory") from None
+        return self.planner.probed(plan, result)
+
+    def __call__(self, trainer, plan: StagePlan, probe: bool = True) -> StagePlan:
+        """Apply ``plan`` (probed first, see above); returns the plan the stage runs at."""
+        if (probe and self.planner is not None and self.planner.device_type == "cuda"
+                and plan.seq_len not in self._probed):
+            plan = self._probe(trainer, plan)
         trainer.accumulate_grad_batches = plan.accumulate
         trainer.lightning_module.model.set_runtime(plan.runtime)
         if self.log is not None and trainer.is_global_zero and plan.seq_len not in self._logged:
@@ -452,4 +524,4 @@ class TrainingRun:
 
 __all__ = ["ExpertOverrides", "StagePlan", "StagePlanner", "StageRuntime", "ValidationSchedule", "TrainingRun",
            "VAL_MAX_FRACTION", "FREE_BYTES_ENV", "device_memory", "split_batch", "val_interval_for_fraction",
-           "resolve_accelerator", "default_precision", "quiet_lightning", "write_json"]
+           "resolve_accelerator", "default_precision", "quiet_lightning", "write_json", "probe_tools"]

@@ -433,7 +433,7 @@ def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start
     module = ClassifyModule(
         model, train_ds, val_ds, seq_len_fn=seq_fn, batch_size=first.micro_batch, accumulate=first.accumulate,
         val_batch_size=final.micro_batch * (2 if on_gpu else 1), plan_for=planner.plan,
-        on_stage=StageRuntime(lambda m: _log(args, m)), steps_per_epoch=args.epoch_steps, lr=args.lr, min_lr=args.min_lr,
+        on_stage=StageRuntime(lambda m: _log(args, m), planner), steps_per_epoch=args.epoch_steps, lr=args.lr, min_lr=args.min_lr,
         weight_decay=args.weight_decay, max_steps=args.max_steps,
         warmup_steps=args.warmup_steps if args.warmup_steps is not None else args.max_steps // 10,
         num_workers=args.num_workers, max_time_s=args.max_time_s, patience=args.patience)

@@ -490,7 +490,7 @@ def _train(args: PretrainArgs, plan: _Plan, store, source: str, split, run_dir: 
     module = LMModule(config, schedule, weight_decay=args.weight_decay)
     stage_log = _echo if progress else None
     # validation has no backward: twice the training micro-batch fits on GPU
-    data = GenomeDataModule(store.path, split, schedule, plan_for=plan.planner.plan, on_stage=StageRuntime(stage_log),
+    data = GenomeDataModule(store.path, split, schedule, plan_for=plan.planner.plan, on_stage=StageRuntime(stage_log, plan.planner),
                             val_windows=plan.val_windows, val_batch_size=plan.micro_batch * (2 if plan.on_gpu else 1),
                             num_workers=plan.num_workers, pin_memory=plan.on_gpu, seed=args.seed)
     stage_plans = [plan.planner.plan(st.seq_len).to_dict() for st in schedule.stages()]
@@ -579,7 +579,8 @@ def _train(args: PretrainArgs, plan: _Plan, store, source: str, split, run_dir: 
         "preset": args.preset, "num_parameters": n_params, "seq_len": plan.seq_len,
         "tokens_per_step": plan.tokens_per_step, "lr": plan.lr, "precision": plan.precision,
         "devices": plan.world, "stopped_by": stopped, "memory": args.memory,
-        "stages": stage_plans, "data_source": source, "split": split.describe(), "run_dir": str(run_dir),
+        # each stage's plan as it ran (on a GPU, after its probe step)
+        "stages": [plan.planner.plan(st.seq_len).to_dict() for st in schedule.stages()], "data_source": source, "split": split.describe(), "run_dir": str(run_dir),
     }
     return run.write_metrics(metrics)
 
