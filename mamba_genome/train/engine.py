@@ -200,6 +200,34 @@ def probe_tools(model, precision: str):
     return lm_probe_step(model, device, dtype), CudaMemory(device)
 
 
+def probe_plan(planner: StagePlanner, plan: StagePlan, model, precision: str,
+               log: Callable[[str], None] | None = None) -> StagePlan:
+    """``plan`` checked by one probe step of ``model`` (:func:`~mamba_genome.train.memory.probe_stage`),
+    stepped down on out-of-memory; the plan that ran replaces ``planner``'s for that length. ``plan``
+    itself when the model is not on a CUDA device (:func:`probe_tools`).
+
+    Raises:
+        UserError: not even one window fits at the least-memory policy.
+    """
+    import torch
+
+    from .memory import probe_stage
+
+    tools = probe_tools(model, precision)
+    if tools is None:
+        return plan
+    step_fn, memory = tools
+    try:
+        result = probe_stage(plan.memory_plan(), step_fn, planner.arch, plan.batch, free_bytes=planner.free_bytes,
+                             device_memory=memory, log=log)
+    except torch.OutOfMemoryError as exc:
+        from ..errors import UserError
+
+        raise UserError(f"out of GPU memory: {str(exc).splitlines()[0]}; use a shorter --seq-len, a smaller "
+                        "model or a GPU with more free memory") from None
+    return planner.probed(plan, result)
+
+
 class StageRuntime:
     """Starts a stage when the data starts serving it (a new stage, or a resumed one).
 
@@ -222,28 +250,11 @@ class StageRuntime:
         self._probed: set[int] = set()
 
     def _probe(self, trainer, plan: StagePlan) -> StagePlan:
-        import torch
-
-        from .memory import probe_stage
-
         self._probed.add(plan.seq_len)
         if trainer.world_size > 1:
             return plan
-        model = trainer.lightning_module.model
-        tools = probe_tools(model, trainer.precision)
-        if tools is None:
-            return plan
-        step_fn, memory = tools
-        log = self.log if trainer.is_global_zero else None
-        try:
-            result = probe_stage(plan.memory_plan(), step_fn, self.planner.arch, plan.batch,
-                                 free_bytes=self.planner.free_bytes, device_memory=memory, log=log)
-        except torch.OutOfMemoryError as exc:
-            from ..errors import UserError
-
-            raise UserError(f"out of GPU memory: {str(exc).splitlines()[0]}; use a shorter --seq-len, a smaller "
-                            "model or a GPU with more free memory") from None
-        return self.planner.probed(plan, result)
+        return probe_plan(self.planner, plan, trainer.lightning_module.model, trainer.precision,
+                          log=self.log if trainer.is_global_zero else None)
 
     def __call__(self, trainer, plan: StagePlan, probe: bool = True) -> StagePlan:
         """Apply ``plan`` (probed first, see above); returns the plan the stage runs at."""
@@ -524,4 +535,4 @@ class TrainingRun:
 
 __all__ = ["ExpertOverrides", "StagePlan", "StagePlanner", "StageRuntime", "ValidationSchedule", "TrainingRun",
            "VAL_MAX_FRACTION", "FREE_BYTES_ENV", "device_memory", "split_batch", "val_interval_for_fraction",
-           "resolve_accelerator", "default_precision", "quiet_lightning", "write_json", "probe_tools"]
+           "resolve_accelerator", "default_precision", "quiet_lightning", "write_json", "probe_tools", "probe_plan"]
