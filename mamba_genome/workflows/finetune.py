@@ -44,14 +44,14 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import UserError
-from ..train.rundir import RunDir, check_resume_checkpoint, default_run_dir, launch_rank
+from ..train.rundir import RunDir, check_resume_checkpoint, launch_rank, resolve_run_dir
 
 _PRESETS = ("tiny", "1.4m", "7m")
 RUN_FILES = ("best", "last", "last.ckpt", "args.json", "labels.json", "metrics.json", "confusion_matrix.tsv",
@@ -97,7 +97,7 @@ class FinetuneArgs:
     patience: int | None = None  # stop after this many validations without a better best model (--patience)
     seed: int = 0
     # --- hardware / output ------------------------------------------------------
-    out: str | None = None  # run directory [runs/finetune-<timestamp>]
+    out: str | None = None  # run directory [runs/finetune-<timestamp>] (train/rundir.py:resolve_run_dir)
     resume: bool = False  # continue the run in `out` from its last.ckpt
     force: bool = False  # replace an existing run directory (mamba-genome runs only)
     devices: int = 1  # GPUs (or CPU processes) to train on
@@ -117,10 +117,8 @@ class FinetuneArgs:
         self.classes = tuple(self.classes or ())
         if self.resume and self.force:
             raise UserError("--resume and --force exclude each other (--force starts the run over)")
-        if self.out is None:
-            if self.resume:
-                raise UserError("--resume needs --out RUN_DIR (the run to continue)")
-            self.out = str(default_run_dir("finetune"))
+        if self.out is None and self.resume:
+            raise UserError("--resume needs --out RUN_DIR (the run to continue)")
         if bool(self.classes) == bool(self.manifest):
             raise UserError("give either --class LABEL=FASTA (at least twice) or --manifest TSV, not both or neither")
         if self.preset not in _PRESETS:
@@ -355,19 +353,17 @@ def finetune(args: FinetuneArgs) -> dict:
     from ..data.labels import build_task, parse_class_pairs, parse_manifest
 
     t_start = time.perf_counter()
-    out = Path(args.out)
+    # the other ranks of a multi-process run re-run this command: they take rank 0's directory as it is
+    out = resolve_run_dir(args.out, "finetune")
+    args = replace(args, out=str(out))
     rundir = RunDir(out, "finetune", RUN_FILES)
-    # The other ranks of a multi-process run re-run this command; rank 0 owns (and locks) the directory.
-    rank0 = launch_rank() == 0
-    if rank0:
-        rundir.check(resume=args.resume, force=args.force, inputs={"--from": args.from_run})  # before slow work
+    rundir.check(resume=args.resume, force=args.force, inputs={"--from": args.from_run})  # before slow work
     if args.resume:
         check_resume_checkpoint(out / "last.ckpt")
     if args.from_run:
         read_meta(args.from_run)
     sources = parse_manifest(args.manifest) if args.manifest else parse_class_pairs(args.classes)
-    if rank0:
-        rundir.check(resume=args.resume, force=args.force, inputs=_run_inputs(args, sources))
+    rundir.check(resume=args.resume, force=args.force, inputs=_run_inputs(args, sources))
     task = build_task(sources, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                       store_dir=args.store_dir, progress=args.progress)
     task.check_windows(args.seq_len, whole_records=task.whole_records(args.seq_len))
@@ -376,12 +372,9 @@ def finetune(args: FinetuneArgs) -> dict:
         from ..cli.common import print_table
 
         print_table(task.describe_rows())
-    if rank0:
-        rundir.prepare(resume=args.resume, force=args.force)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
+    rundir.prepare(resume=args.resume, force=args.force)
     try:  # written in place; metrics.json, written last, marks a finished run
-        if rank0 and not args.resume:
+        if launch_rank() == 0 and not args.resume:
             _write_args(out / "args.json", args)
         return _finetune_in(args, task, labels, out, t_start)
     finally:

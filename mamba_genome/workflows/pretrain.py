@@ -34,13 +34,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..train.rundir import RunDir, check_resume_checkpoint, default_run_dir, launch_rank
+from ..train.rundir import RUN_DIR_ENV, RunDir, check_resume_checkpoint, launch_rank, resolve_run_dir
 
 PRESET_NAMES = ("tiny", "1.4m", "7m")
 GPU_TOKENS_PER_STEP = 2 ** 20     # paper: ~1M tokens per optimizer step (micro-batches: the memory planner's)
@@ -275,20 +274,6 @@ def _plan(args: PretrainArgs, memory_info: tuple[str, int | None] | None = None)
 # --------------------------------------------------------------------- run dir
 
 
-# Rank 0 publishes its run directory here before Lightning starts the other ranks, which
-# re-run the same command line (``--devices N`` on one machine) and must not re-check it.
-RUN_DIR_ENV = "MAMBA_GENOME_RUN_DIR"
-
-
-def _world_size_from_env() -> int:
-    for key in ("WORLD_SIZE", "SLURM_NTASKS"):
-        try:
-            return int(os.environ[key])
-        except (KeyError, ValueError):
-            continue
-    return 1
-
-
 def _run_inputs(args: PretrainArgs) -> dict:
     """The paths this run reads, which its run directory must not be or lie inside."""
     from ..data.store import default_store_path
@@ -308,19 +293,11 @@ def _prepare_run_dir(args: PretrainArgs, create: bool = True, run_dir: Path | No
     Called once with ``create=False`` before any work, so a bad --out fails
     fast, and again with ``create=True`` only after the data and split have
     been validated, so a bad input never leaves an empty run directory behind.
-    The policy is :class:`~mamba_genome.train.rundir.RunDir`'s; ``rundir``
-    (given with ``create``) keeps the lock until :meth:`RunDir.release`.
+    The policy is :mod:`mamba_genome.train.rundir`'s (the other ranks of a
+    multi-process run take rank 0's directory as it is); ``rundir`` (given
+    with ``create``) keeps the lock until :meth:`RunDir.release`.
     """
-    if launch_rank() != 0:
-        # another rank of a multi-process run: rank 0 has checked, prepared and locked the directory
-        run_dir = Path(os.environ.get(RUN_DIR_ENV) or run_dir or args.out or default_run_dir("pretrain"))
-        if create:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        return run_dir
-    if not args.out and _world_size_from_env() > 1 and not os.environ.get(RUN_DIR_ENV):
-        raise UserError("this is one of several processes (torchrun / srun): give --out so that every rank "
-                        "uses the same run directory")
-    run_dir = run_dir or (Path(args.out) if args.out else default_run_dir("pretrain"))
+    run_dir = run_dir or resolve_run_dir(args.out, "pretrain")
     rd = rundir if rundir is not None else RunDir(run_dir, "pretrain", RUN_FILES)
     rd.check(resume=args.resume, force=args.force, inputs=_run_inputs(args))
     if not create:
@@ -328,7 +305,6 @@ def _prepare_run_dir(args: PretrainArgs, create: bool = True, run_dir: Path | No
     rd.prepare(resume=args.resume, force=args.force)
     if rundir is None:  # nobody to hand the lock to
         rd.release()
-    os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     return run_dir
 
 
@@ -604,4 +580,4 @@ def summary_rows(metrics: dict) -> list[dict]:
     }]
 
 
-__all__ = ["PretrainArgs", "pretrain", "summary_rows", "BUNDLED_FASTA", "launch_rank"]
+__all__ = ["PretrainArgs", "pretrain", "summary_rows", "BUNDLED_FASTA", "launch_rank", "RUN_DIR_ENV"]
