@@ -66,12 +66,14 @@ class TimeBudget(Callback):
     validation together) and re-fitted at steps 4, 8, 16, ... of the
     session until half the budget is spent, then frozen so the learning rate
     decays smoothly. ``reserve_s`` is kept for the final validation and export.
-    The time spent is carried across ``--resume`` in the checkpoint.
+    The time spent is carried across ``--resume`` in the checkpoint. ``max_steps``
+    caps the fitted step count (a step budget given with the time budget).
     """
 
     def __init__(self, schedule: TrainSchedule, budget_s: float, reserve_s: float = 5.0, first_fit: int = 4,
-                 val_every: int | None = None, n_val: int = 4, val_schedule=None):
+                 val_every: int | None = None, n_val: int = 4, val_schedule=None, max_steps: int | None = None):
         self.schedule = schedule
+        self.max_steps = max_steps
         self.val_schedule = val_schedule  # the engine's ValidationSchedule, whose interval this sets
         self.val_every = val_every
         self.n_val = int(n_val)
@@ -132,6 +134,8 @@ class TimeBudget(Callback):
         if refit:
             self._next_fit *= 2
             total = max(step + 1, step + int(remaining / per_step))
+            if self.max_steps is not None:
+                total = min(total, int(self.max_steps))
         stop = remaining < per_step
         if trainer.world_size > 1:  # every rank must take the same decision
             total, stop = trainer.strategy.broadcast((total, stop), src=0)

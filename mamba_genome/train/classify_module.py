@@ -5,15 +5,17 @@ windows), validation on fixed held-out windows, the optimiser (AdamW, no
 weight decay on A_log/D/norms/biases) and the schedules of the great-apes
 fine-tuning in Gu & Dao (2023), App. E.3.4:
 
-- learning rate: linear warmup, then cosine decay to ``min_lr`` (1e-6)
-  (:func:`~mamba_genome.train.schedule.warmup_cosine`, pretraining's curve too);
+- learning rate: linear warmup, then cosine decay to the floor (1e-6), from the run's
+  :class:`~mamba_genome.train.schedule.TrainSchedule` (pretraining's too; under ``--max-time``
+  the engine's :class:`~mamba_genome.train.callbacks.TimeBudget` fits its length to the clock);
 - sequence length: for long windows, start at 2^14 and double every epoch
   up to the target (:func:`~mamba_genome.train.schedule.seq_len_for_epoch`).
 
 The module keeps a row of training curves per validation and the best one by
 :meth:`ClassifyModule.row_score` (validation accuracy, ties: lower loss), which
 is also what the engine's one best/last export
-(:class:`~mamba_genome.train.callbacks.RunExporter`) keeps as ``best/``. ``last.ckpt`` (tensors and primitives only)
+(:class:`~mamba_genome.train.callbacks.RunExporter`) keeps as ``best/``. ``last.ckpt`` (tensors and
+primitives only)
 carries the curves, the best row, the time spent, the RNG states and, through
 the epoch and step, where the class-balanced sampler was, so ``--resume``
 continues on exactly the windows an uninterrupted run would see.
@@ -31,7 +33,7 @@ from ..data.labels import BalancedWindowDataset, EpochSampler, FixedWindowDatase
 from ..model.classifier import MambaClassifier
 from ..model.lm import param_groups
 from .rng import rng_state, set_rng_state
-from .schedule import seq_len_for_epoch, warmup_cosine
+from .schedule import TrainSchedule, seq_len_for_epoch, warmup_cosine
 
 
 class ClassifyModule(L.LightningModule):
@@ -49,16 +51,16 @@ class ClassifyModule(L.LightningModule):
             :class:`~mamba_genome.train.engine.StageRuntime`: each epoch's loader is built at the
             micro-batch and accumulation of its window length's plan (as checked by ``on_stage``).
         steps_per_epoch: optimizer steps per epoch (the training set holds that many steps' windows).
-        lr, min_lr, weight_decay, warmup_steps, max_steps: optimiser and schedule.
+        schedule: the learning rate per optimizer step (its ``total_steps`` may be re-fitted to a time budget).
+        weight_decay: AdamW decay on matrices.
         patience: stop training after this many validations in a row without a better best model
             (None: train to the step or time budget). Counted from the curves, so a resumed run
             continues the count.
     """
 
     def __init__(self, model: MambaClassifier, train_ds: BalancedWindowDataset, val_ds: FixedWindowDataset, *,
-                 seq_len_fn, batch_size: int, lr: float, min_lr: float, weight_decay: float, warmup_steps: int,
-                 max_steps: int, num_workers: int = 0,
-                 max_time_s: float | None = None, accumulate: int = 1, val_batch_size: int | None = None,
+                 seq_len_fn, batch_size: int, schedule: TrainSchedule, weight_decay: float, num_workers: int = 0,
+                 accumulate: int = 1, val_batch_size: int | None = None,
                  plan_for=None, on_stage=None, steps_per_epoch: int | None = None, patience: int | None = None):
         super().__init__()
         self.model = model
@@ -68,9 +70,7 @@ class ClassifyModule(L.LightningModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.accumulate, self.val_batch_size = int(accumulate), int(val_batch_size or batch_size)
         self.plan_for, self.on_stage, self.steps_per_epoch = plan_for, on_stage, steps_per_epoch
-        self.lr, self.min_lr, self.weight_decay = lr, min_lr, weight_decay
-        self.warmup_steps, self.max_steps = warmup_steps, max_steps
-        self.max_time_s = max_time_s
+        self.schedule, self.weight_decay = schedule, weight_decay
         self.curves: list[dict] = []
         self.best: dict | None = None
         self.patience = patience
@@ -179,24 +179,14 @@ class ClassifyModule(L.LightningModule):
 
     # -------------------------------------------------------------- optimiser
     def lr_at(self, step: int) -> float:
-        """The schedule at ``step``; with a time budget the cosine also follows elapsed time.
-
-        Under ``max_time_s`` the decay uses whichever is further along, the
-        step count or the wall clock, so a time-bounded run still ends near
-        ``min_lr``.
-        """
-        if self.max_time_s and step >= self.warmup_steps:
-            frac = (time.perf_counter() - self._t0) / self.max_time_s
-            step = max(step, self.warmup_steps + int(frac * (self.max_steps - self.warmup_steps)))
-        return warmup_cosine(step, warmup_steps=self.warmup_steps, max_steps=self.max_steps, lr=self.lr,
-                             min_lr=self.min_lr)
+        """The schedule's learning rate at optimizer step ``step``."""
+        return self.schedule.lr_at(step)
 
     def configure_optimizers(self):
         groups = param_groups(self.model, self.weight_decay)
         groups = [g for g in groups if g["params"]]
-        opt = torch.optim.AdamW(groups, lr=self.lr, betas=(0.9, 0.95))
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: self.lr_at(s) / self.lr)
+        opt = torch.optim.AdamW(groups, lr=self.schedule.lr, betas=(0.9, 0.95))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self.lr_at(s) / self.schedule.lr)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

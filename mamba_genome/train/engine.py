@@ -464,7 +464,6 @@ class TrainingRun:
         max_steps: optimizer steps (-1: the budget callbacks decide).
         accumulate: micro-batches per optimizer step at the start (each stage sets its own).
         grad_clip: gradient-norm clipping (0 / None: off).
-        max_time_s: Lightning's own wall-clock stop (None: off).
         use_distributed_sampler: False when the data shards itself over ranks.
         log_every_n_steps: rows of ``logs/v<k>/metrics.csv``.
     """
@@ -472,10 +471,8 @@ class TrainingRun:
     def __init__(self, run_dir, *, command: str, score: Callable, extra: Callable, val_schedule: ValidationSchedule,
                  progress, budget: list | tuple = (), accelerator: str = "auto", devices="auto", num_nodes: int = 1,
                  strategy: str = "auto", precision: str = "32-true", max_steps: int = -1, accumulate: int = 1,
-                 grad_clip: float | None = 1.0, max_time_s: float | None = None, use_distributed_sampler: bool = True,
+                 grad_clip: float | None = 1.0, use_distributed_sampler: bool = True,
                  log_every_n_steps: int = 50):
-        import datetime
-
         import lightning as L
         import torch
 
@@ -492,7 +489,6 @@ class TrainingRun:
         self.trainer = L.Trainer(
             accelerator=accelerator, devices=devices if devices is not None else "auto", num_nodes=num_nodes,
             strategy=strategy, precision=precision, max_epochs=-1, max_steps=max_steps,
-            max_time=datetime.timedelta(seconds=max_time_s) if max_time_s else None,
             gradient_clip_val=grad_clip or None, accumulate_grad_batches=accumulate,
             # every epoch (a sequence-length stage) gets its own loaders; when to validate is
             # val_schedule's, in optimizer steps

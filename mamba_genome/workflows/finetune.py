@@ -93,7 +93,7 @@ class FinetuneArgs:
     seq_len_warmup: bool = True  # start at seq_len_start and double each epoch up to seq_len
     seq_len_start: int = 1 << 14  # first sequence length of the warmup (paper: 2^14)
     grad_clip: float = 1.0
-    max_time_s: float | None = None  # stop training after this many seconds (LR cosine follows the clock too)
+    max_time_s: float | None = None  # wall-clock budget: the LR schedule is fitted to it (train/callbacks.TimeBudget)
     patience: int | None = None  # stop after this many validations without a better best model (--patience)
     seed: int = 0
     # --- hardware / output ------------------------------------------------------
@@ -386,11 +386,11 @@ def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start
     from ..checkpoint import load_model
     from ..data.labels import BalancedWindowDataset, FixedWindowDataset, write_split_json
     from ..model.runtime import split_runtime
-    from ..train.callbacks import StepBudget, StepProgressBar
+    from ..train.callbacks import StepBudget, StepProgressBar, TimeBudget
     from ..train.classify_module import ClassifyModule
     from ..train.engine import (ExpertOverrides, StagePlanner, StageRuntime, TrainingRun, ValidationSchedule,
                                 default_precision, device_memory, resolve_accelerator)
-    from ..train.schedule import seq_len_for_epoch
+    from ..train.schedule import TrainSchedule, seq_len_for_epoch
 
     torch.manual_seed(args.seed)
     model, source = _build_model(args, len(labels))
@@ -423,21 +423,27 @@ def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start
                f"of {args.seq_len:,} bp")
     extra = {"labels": labels, "seq_len": args.seq_len, "pooling": args.pooling, "source": source,
              "task": "classification"}
+    warmup = args.warmup_steps if args.warmup_steps is not None else args.max_steps // 10
+    schedule = TrainSchedule(total_steps=args.max_steps, final_seq_len=args.seq_len, lr=args.lr,
+                             warmup_fraction=warmup / args.max_steps, min_lr_ratio=args.min_lr / args.lr,
+                             seq_warmup=False)   # the windows' warmup is per epoch (seq_len_for_epoch)
     module = ClassifyModule(
         model, train_ds, val_ds, seq_len_fn=seq_fn, batch_size=first.micro_batch, accumulate=first.accumulate,
         val_batch_size=final.micro_batch * (2 if on_gpu else 1), plan_for=planner.plan,
-        on_stage=StageRuntime(lambda m: _log(args, m), planner), steps_per_epoch=args.epoch_steps, lr=args.lr, min_lr=args.min_lr,
-        weight_decay=args.weight_decay, max_steps=args.max_steps,
-        warmup_steps=args.warmup_steps if args.warmup_steps is not None else args.max_steps // 10,
-        num_workers=args.num_workers, max_time_s=args.max_time_s, patience=args.patience)
+        on_stage=StageRuntime(lambda m: _log(args, m), planner), steps_per_epoch=args.epoch_steps,
+        schedule=schedule, weight_decay=args.weight_decay, num_workers=args.num_workers, patience=args.patience)
+    val_schedule = ValidationSchedule(args.epoch_steps)
+    # --max-time fits the schedule's length to the clock (capped at --max-steps), as in pretraining
+    budget = (TimeBudget(schedule, args.max_time_s, val_every=args.epoch_steps, val_schedule=val_schedule,
+                         max_steps=args.max_steps) if args.max_time_s else StepBudget(schedule))
     run = TrainingRun(
         out, command="finetune", score=lambda m: ClassifyModule.row_score(m.curves[-1]),
-        extra=lambda m: {**extra, "best": m.best}, val_schedule=ValidationSchedule(args.epoch_steps),
-        progress=StepProgressBar(enabled=args.progress, desc="finetune", total_steps=args.max_steps,
-                                 fields=_progress_fields, val_fields=_val_fields),
-        budget=[StepBudget(args.max_steps)], accelerator=accelerator, devices=args.devices,
+        extra=lambda m: {**extra, "best": m.best}, val_schedule=val_schedule,
+        progress=StepProgressBar(schedule, enabled=args.progress, desc="finetune", fields=_progress_fields,
+                                 val_fields=_val_fields),
+        budget=[budget], accelerator=accelerator, devices=args.devices,
         precision=args.precision or default_precision(on_gpu), max_steps=args.max_steps,
-        accumulate=first.accumulate, grad_clip=args.grad_clip, max_time_s=args.max_time_s,
+        accumulate=first.accumulate, grad_clip=args.grad_clip,
         use_distributed_sampler=False,   # the EpochSampler shards over ranks itself
         log_every_n_steps=min(50, args.max_steps // 50))
     trainer = run.trainer
