@@ -486,16 +486,22 @@ class TrainingRun:
         self.graceful = GracefulStop(self.ckpt, self.resume_hint)
         self.val_schedule = val_schedule
         callbacks = [val_schedule, self.exporter, self.graceful, progress, *budget]
-        self.trainer = L.Trainer(
-            accelerator=accelerator, devices=devices if devices is not None else "auto", num_nodes=num_nodes,
-            strategy=strategy, precision=precision, max_epochs=-1, max_steps=max_steps,
-            gradient_clip_val=grad_clip or None, accumulate_grad_batches=accumulate,
-            # every epoch (a sequence-length stage) gets its own loaders; when to validate is
-            # val_schedule's, in optimizer steps
-            reload_dataloaders_every_n_epochs=1, check_val_every_n_epoch=None, num_sanity_val_steps=0,
-            logger=_loggers(self.run_dir), callbacks=callbacks, enable_checkpointing=False,
-            enable_model_summary=False, log_every_n_steps=max(1, int(log_every_n_steps)),
-            default_root_dir=str(self.run_dir), use_distributed_sampler=use_distributed_sampler)
+        try:
+            self.trainer = L.Trainer(
+                accelerator=accelerator, devices=devices if devices is not None else "auto", num_nodes=num_nodes,
+                strategy=strategy, precision=precision, max_epochs=-1, max_steps=max_steps,
+                gradient_clip_val=grad_clip or None, accumulate_grad_batches=accumulate,
+                # every epoch (a sequence-length stage) gets its own loaders; when to validate is
+                # val_schedule's, in optimizer steps
+                reload_dataloaders_every_n_epochs=1, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+                logger=_loggers(self.run_dir), callbacks=callbacks, enable_checkpointing=False,
+                enable_model_summary=False, log_every_n_steps=max(1, int(log_every_n_steps)),
+                default_root_dir=str(self.run_dir), use_distributed_sampler=use_distributed_sampler)
+        except ValueError as exc:  # Lightning refuses the combination (e.g. FSDP on CPU): one line, naming it
+            from ..errors import UserError
+
+            raise UserError(f"--accelerator {accelerator} --devices {devices} --strategy {strategy}: "
+                            f"{str(exc).splitlines()[0]}") from None
         torch.set_float32_matmul_precision("high" if accelerator == "gpu" else "highest")
 
     def fit(self, module, datamodule=None, *, resume: bool = False) -> None:

@@ -479,21 +479,6 @@ def _train(args: PretrainArgs, plan: _Plan, store, source: str, split, run_dir: 
     args_record = {"args": record_args, "resolved": {**dataclasses.asdict(plan), "stages": stage_plans},
                    "model_config": config.to_dict(),
                    "source": source, "store": str(store.path), "genome": _genome_fingerprint(store)}
-    if launch_rank() == 0:
-        if not args.resume:
-            write_json(run_dir / "args.json", args_record)
-            (run_dir / "split.json").write_text(split.to_json() + "\n")
-        else:  # the data may have been given again from a new place: record where it is now
-            try:
-                old = json.loads((run_dir / "args.json").read_text())
-                if any(old["args"].get(k) != record_args.get(k) for k in ("fasta", "data")):
-                    old["args"].update({k: record_args.get(k) for k in ("fasta", "data")})
-                    old["source"], old["store"] = source, str(store.path)
-                    old.setdefault("genome", args_record["genome"])
-                    write_json(run_dir / "args.json", old)
-            except (OSError, ValueError, KeyError, TypeError):
-                pass
-
     def provenance(pl_module) -> dict:
         return {"task": "pretrain", "data_source": source, "store": str(store.path), "split": split.describe(),
                 "steps": int(pl_module.global_step), "tokens_seen": int(pl_module.tokens_seen),
@@ -518,6 +503,21 @@ def _train(args: PretrainArgs, plan: _Plan, store, source: str, split, run_dir: 
         grad_clip=args.grad_clip,
         log_every_n_steps=min(50, (plan.total_steps if plan.budget != "max_time" else 100) // 50))
     trainer = run.trainer
+
+    if launch_rank() == 0:
+        if not args.resume:
+            write_json(run_dir / "args.json", args_record)
+            (run_dir / "split.json").write_text(split.to_json() + "\n")
+        else:  # the data may have been given again from a new place: record where it is now
+            try:
+                old = json.loads((run_dir / "args.json").read_text())
+                if any(old["args"].get(k) != record_args.get(k) for k in ("fasta", "data")):
+                    old["args"].update({k: record_args.get(k) for k in ("fasta", "data")})
+                    old["source"], old["store"] = source, str(store.path)
+                    old.setdefault("genome", args_record["genome"])
+                    write_json(run_dir / "args.json", old)
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
 
     if progress and trainer.is_global_zero:
         extra = f", {plan.accumulate} micro-batches of {plan.micro_batch}" if plan.accumulate > 1 else ""
@@ -556,7 +556,8 @@ def _train(args: PretrainArgs, plan: _Plan, store, source: str, split, run_dir: 
         "tokens_per_step": plan.tokens_per_step, "lr": plan.lr, "precision": plan.precision,
         "devices": plan.world, "stopped_by": stopped, "memory": args.memory,
         # each stage's plan as it ran (on a GPU, after its probe step)
-        "stages": [plan.planner.plan(st.seq_len).to_dict() for st in schedule.stages()], "data_source": source, "split": split.describe(), "run_dir": str(run_dir),
+        "stages": [plan.planner.plan(st.seq_len).to_dict() for st in schedule.stages()],
+        "data_source": source, "split": split.describe(), "run_dir": str(run_dir),
     }
     return run.write_metrics(metrics)
 
