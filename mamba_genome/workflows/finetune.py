@@ -187,7 +187,9 @@ def _write_args(path: Path, args: FinetuneArgs) -> None:
     for k in ("manifest", "from_run", "store_dir", "out"):
         if d.get(k):
             d[k] = str(Path(d[k]).resolve())
-    _write_text(path, json.dumps({"args": d}, indent=1, default=str) + "\n")
+    from ..train.engine import write_json
+
+    write_json(path, {"args": d})
 
 
 def _absolute_pair(pair: str) -> str:
