@@ -191,12 +191,16 @@ class RunExporter(Callback):
         extra: ``pl_module -> dict``, JSON-able metadata for the model directories (data,
             split, steps, labels); called on rank 0. ``"export"`` (best/last) is added.
         ckpt: the run's :class:`ResumableCheckpoint`.
+        restored_best: ``pl_module -> tuple | None``, the best score a resumed module already holds,
+            for a checkpoint written before the exporter kept its own (None: none).
     """
 
     def __init__(self, run_dir, score: Callable[[L.LightningModule], tuple],
-                 extra: Callable[[L.LightningModule], dict], ckpt: ResumableCheckpoint | None = None):
+                 extra: Callable[[L.LightningModule], dict], ckpt: ResumableCheckpoint | None = None,
+                 restored_best: Callable[[L.LightningModule], tuple | None] | None = None):
         self.run_dir = Path(run_dir)
         self.score = score
+        self.restored_best = restored_best
         self.extra = extra
         self.ckpt = ckpt or ResumableCheckpoint(run_dir)
         self.best_score: tuple | None = None
@@ -227,6 +231,11 @@ class RunExporter(Callback):
             extra = {**self.extra(pl_module), "step": int(trainer.global_step)}
             for name in names:
                 save_model(model, self.run_dir / name, extra={**extra, "export": name}, init_kwargs=init_kwargs)
+
+    def on_train_start(self, trainer, pl_module):
+        if self.best_score is None and self.restored_best is not None:
+            best = self.restored_best(pl_module)
+            self.best_score = tuple(float(x) for x in best) if best is not None else None
 
     def on_validation_end(self, trainer, pl_module):
         if not _in_fit_validation(trainer):

@@ -454,7 +454,8 @@ class TrainingRun:
     Args:
         run_dir: the (locked) run directory: ``best/``, ``last/``, ``last.ckpt``, ``logs/``, ``metrics.json``.
         command: ``"pretrain"`` or ``"finetune"`` (the resume hint, the progress bar).
-        score, extra: what the export keeps as best, and the metadata of the model directories
+        score, extra, restored_best: what the export keeps as best, the metadata of the model
+            directories, and the best a resumed module already holds
             (:class:`~mamba_genome.train.callbacks.RunExporter`).
         val_schedule: when to validate (:class:`ValidationSchedule`).
         progress: the progress display (:class:`~mamba_genome.train.callbacks.StepProgressBar`).
@@ -472,7 +473,7 @@ class TrainingRun:
                  progress, budget: list | tuple = (), accelerator: str = "auto", devices="auto", num_nodes: int = 1,
                  strategy: str = "auto", precision: str = "32-true", max_steps: int = -1, accumulate: int = 1,
                  grad_clip: float | None = 1.0, use_distributed_sampler: bool = True,
-                 log_every_n_steps: int = 50):
+                 log_every_n_steps: int = 50, restored_best: Callable | None = None):
         import lightning as L
         import torch
 
@@ -482,7 +483,7 @@ class TrainingRun:
         self.run_dir = Path(run_dir)
         self.resume_hint = f"mamba-genome {command} --out {self.run_dir} --resume"
         self.ckpt = ResumableCheckpoint(self.run_dir)
-        self.exporter = RunExporter(self.run_dir, score, extra, self.ckpt)
+        self.exporter = RunExporter(self.run_dir, score, extra, self.ckpt, restored_best)
         self.graceful = GracefulStop(self.ckpt, self.resume_hint)
         self.val_schedule = val_schedule
         callbacks = [val_schedule, self.exporter, self.graceful, progress, *budget]

@@ -440,6 +440,7 @@ def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start
                          max_steps=args.max_steps) if args.max_time_s else StepBudget(schedule))
     run = TrainingRun(
         out, command="finetune", score=lambda m: ClassifyModule.row_score(m.curves[-1]),
+        restored_best=lambda m: ClassifyModule.row_score(m.best) if m.best else None,
         extra=lambda m: {**extra, "best": m.best}, val_schedule=val_schedule,
         progress=StepProgressBar(schedule, enabled=args.progress, desc="finetune", fields=_progress_fields,
                                  val_fields=_val_fields),
