@@ -290,3 +290,22 @@ def test_probe_steps_the_plan_down_on_a_fake_gpu_and_cpu_is_unprobed(tmp_path, m
     assert probes == []
     cpu = json.loads((tmp_path / "cpu" / "metrics.json").read_text())["stages"]
     assert [(p["micro_batch"], p["accumulate"], p["measured_bytes"]) for p in cpu] == [(8, 1, None), (4, 1, None)]
+
+
+def test_a_probe_that_fits_keeps_the_plan_and_says_so():
+    """StagePlanner.probed with the plan itself (the first probe step fitted): the same micro-batches and
+    runtime, the measured peak kept, one "seq-len" head in the reason."""
+    from test_memory_plan import FakeDevice
+
+    from mamba_genome.train.memory import probe_stage
+
+    arch = MambaConfig.from_preset("1.4m")
+    planner = StagePlanner(arch, lambda L: 64, device_type="cuda", free_bytes=80 * GiB)
+    plan = planner.plan(1 << 14)
+    dev = FakeDevice(arch, capacity=80 * GiB)
+    got = planner.probed(plan, probe_stage(plan.memory_plan(), dev.step, arch, plan.batch, free_bytes=80 * GiB,
+                                           device_memory=dev))
+    assert (got.micro_batch, got.accumulate, got.runtime, got.policy) == (plan.micro_batch, plan.accumulate,
+                                                                          plan.runtime, plan.policy)
+    assert got.measured_bytes == plan.est_bytes and got.reason.count("seq-len") == 1 and "probed: peak" in got.reason
+    assert planner.plan(1 << 14) is got

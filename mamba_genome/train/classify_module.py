@@ -14,11 +14,11 @@ fine-tuning in Gu & Dao (2023), App. E.3.4:
 The module keeps a row of training curves per validation and the best one by
 :meth:`ClassifyModule.row_score` (validation accuracy, ties: lower loss), which
 is also what the engine's one best/last export
-(:class:`~mamba_genome.train.callbacks.RunExporter`) keeps as ``best/``. ``last.ckpt`` (tensors and
-primitives only)
-carries the curves, the best row, the time spent, the RNG states and, through
-the epoch and step, where the class-balanced sampler was, so ``--resume``
-continues on exactly the windows an uninterrupted run would see.
+(:class:`~mamba_genome.train.callbacks.RunExporter`) keeps as ``best/``.
+``last.ckpt`` (tensors and primitives only) carries the curves, the best row,
+the time spent, the RNG states and, through the epoch and step, where the
+class-balanced sampler was, so ``--resume`` continues on exactly the windows an
+uninterrupted run would see.
 """
 from __future__ import annotations
 

@@ -58,7 +58,10 @@ class GenomeDataModule(L.LightningDataModule):
             served (:class:`~mamba_genome.train.engine.StageRuntime`); the epoch runs at the plan it
             returns (on a GPU, after a probe step).
         val_windows: at most this many validation windows (evenly spaced tiles).
-        val_batch_size: validation windows per forward pass.
+        val_batch_size: validation windows per forward pass; by default ``val_batch_factor`` times the
+            final length's micro-batch, read when the validation loader is built (after that stage's
+            probe, once it has run).
+        val_batch_factor: see ``val_batch_size`` (validation has no backward: 2 fit on a GPU).
         num_workers: DataLoader worker processes.
         pin_memory: page-locked host memory (for GPU training).
         seed: seed of the random windows.
@@ -67,7 +70,8 @@ class GenomeDataModule(L.LightningDataModule):
 
     def __init__(self, store_path, plan: SplitPlan, schedule: TrainSchedule, *,
                  plan_for: Callable[[int], StagePlan], on_stage: Callable | None = None, val_windows: int = 64,
-                 val_batch_size: int | None = None, num_workers: int = 0, pin_memory: bool = False, seed: int = 0,
+                 val_batch_size: int | None = None, val_batch_factor: int = 1, num_workers: int = 0,
+                 pin_memory: bool = False, seed: int = 0,
                  rc_prob: float = 0.5):
         super().__init__()
         self.store_path = str(store_path)
@@ -76,7 +80,8 @@ class GenomeDataModule(L.LightningDataModule):
         self.plan_for = plan_for
         self.on_stage = on_stage
         self.val_windows = int(val_windows)
-        self.val_batch_size = int(val_batch_size or plan_for(schedule.final_seq_len).micro_batch)
+        self.val_batch_size = int(val_batch_size) if val_batch_size else None
+        self.val_batch_factor = int(val_batch_factor)
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.seed = int(seed)
@@ -151,7 +156,8 @@ class GenomeDataModule(L.LightningDataModule):
         return self._val_ds
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset(), self.val_batch_size, drop_last=False)
+        batch = self.val_batch_size or self.val_batch_factor * self.plan_for(self.schedule.final_seq_len).micro_batch
+        return self._loader(self.val_dataset(), batch, drop_last=False)
 
 
 __all__ = ["GenomeDataModule"]

@@ -83,8 +83,12 @@ class StagePlan:
         return {**dataclasses.asdict(self), "runtime": self.runtime.to_dict()}
 
     def memory_plan(self) -> MemoryPlan:
-        """This plan as the memory planner's :class:`~mamba_genome.train.memory.MemoryPlan` (for the probe)."""
-        return MemoryPlan(self.seq_len, self.micro_batch, self.runtime, self.est_bytes, self.reason, self.policy,
+        """This plan as the memory planner's :class:`~mamba_genome.train.memory.MemoryPlan` (for the probe;
+        its reason without the ``seq-len ...: m x a micro-batches per step`` head, which :meth:`StagePlanner.probed`
+        writes again)."""
+        why = self.reason.split("; ", 1)[1] if self.reason.startswith("seq-len ") and "; " in self.reason \
+            else self.reason
+        return MemoryPlan(self.seq_len, self.micro_batch, self.runtime, self.est_bytes, why, self.policy,
                           self.measured_bytes)
 
 

@@ -465,10 +465,11 @@ def _train(args: PretrainArgs, plan: _Plan, store, source: str, split, run_dir: 
                              seq_warmup=args.seq_warmup, start_seq_len=args.seq_warmup_start)
     module = LMModule(config, schedule, weight_decay=args.weight_decay)
     stage_log = _echo if progress else None
-    # validation has no backward: twice the training micro-batch fits on GPU
-    data = GenomeDataModule(store.path, split, schedule, plan_for=plan.planner.plan, on_stage=StageRuntime(stage_log, plan.planner),
-                            val_windows=plan.val_windows, val_batch_size=plan.micro_batch * (2 if plan.on_gpu else 1),
-                            num_workers=plan.num_workers, pin_memory=plan.on_gpu, seed=args.seed)
+    # validation has no backward: twice the final stage's (probed) micro-batch fits on GPU
+    data = GenomeDataModule(store.path, split, schedule, plan_for=plan.planner.plan,
+                            on_stage=StageRuntime(stage_log, plan.planner), val_windows=plan.val_windows,
+                            val_batch_factor=2 if plan.on_gpu else 1, num_workers=plan.num_workers,
+                            pin_memory=plan.on_gpu, seed=args.seed)
     stage_plans = [plan.planner.plan(st.seq_len).to_dict() for st in schedule.stages()]
     n_params = module.model.num_parameters()
 
