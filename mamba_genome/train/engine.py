@@ -480,6 +480,7 @@ class TrainingRun:
                  log_every_n_steps: int = 50, restored_best: Callable | None = None):
         import lightning as L
         import torch
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
 
         from .callbacks import GracefulStop, ResumableCheckpoint, RunExporter
 
@@ -502,11 +503,13 @@ class TrainingRun:
                 logger=_loggers(self.run_dir), callbacks=callbacks, enable_checkpointing=False,
                 enable_model_summary=False, log_every_n_steps=max(1, int(log_every_n_steps)),
                 default_root_dir=str(self.run_dir), use_distributed_sampler=use_distributed_sampler)
-        except ValueError as exc:  # Lightning refuses the combination (e.g. FSDP on CPU): one line, naming it
-            from ..errors import UserError
+        except (ValueError, MisconfigurationException) as exc:  # Lightning refuses the combination (FSDP on
+            from ..errors import UserError                          # CPU, a GPU that is not there): one line
 
-            raise UserError(f"--accelerator {accelerator} --devices {devices} --strategy {strategy}: "
-                            f"{str(exc).splitlines()[0]}") from None
+            flags = " ".join([f"--accelerator {accelerator}"] + [f"--{k} {v}" for k, v in
+                                                                  (("devices", devices), ("strategy", strategy))
+                                                                  if v not in (None, "auto")])
+            raise UserError(f"{flags}: {str(exc).splitlines()[0]}") from None
         torch.set_float32_matmul_precision("high" if accelerator == "gpu" else "highest")
 
     def fit(self, module, datamodule=None, *, resume: bool = False) -> None:
