@@ -123,14 +123,15 @@ def sweep_configs(args) -> list[BenchTrainConfig]:
             L = 1 << exp
             b = max(1, args.tokens_per_step // L)
             for ck in ((False, True) if L >= args.ckpt_from else (False,)):
-                cfgs.append(BenchTrainConfig(preset=preset, seq_len=L, batch_size=b, grad_checkpointing=ck, **base))
+                cfgs.append(BenchTrainConfig(preset=preset, seq_len=L, batch_size=b, micro_batch_size=b,
+                                             grad_checkpointing=ck, **base))
                 if ck and args.ckpt_bf16:
-                    cfgs.append(BenchTrainConfig(preset=preset, seq_len=L, batch_size=b, grad_checkpointing=True,
-                                                 checkpoint_bf16=True, **base))
+                    cfgs.append(BenchTrainConfig(preset=preset, seq_len=L, batch_size=b, micro_batch_size=b,
+                                                 grad_checkpointing=True, checkpoint_bf16=True, **base))
     # the baseline table's other rows: 7m batch 1 at 2^17, 1.4m batch 4 at 2^20 with checkpointing
     if not args.no_extra:
         if 17 in args.seq_exps and "7m" in args.presets:
-            cfgs.append(BenchTrainConfig(preset="7m", seq_len=1 << 17, batch_size=1, **base))
+            cfgs.append(BenchTrainConfig(preset="7m", seq_len=1 << 17, batch_size=1, grad_checkpointing=False, **base))
         if 20 in args.seq_exps and "1.4m" in args.presets:
             cfgs.append(BenchTrainConfig(preset="1.4m", seq_len=1 << 20, batch_size=4, grad_checkpointing=True,
                                          **base))
@@ -281,6 +282,7 @@ def run_ddp(args) -> int:
                                  precision="32", scan_share=False)]
     else:
         cfgs = [BenchTrainConfig(preset=p, seq_len=1 << e, batch_size=max(1, args.tokens_per_step >> e),
+                                 micro_batch_size=max(1, args.tokens_per_step >> e),
                                  grad_checkpointing=(p == "7m" and e >= 20), steps=args.steps,
                                  warmup=args.warmup, device=device, scan_share=False, seed=rank)
                 for p in args.presets for e in args.seq_exps if e >= 17]

@@ -76,7 +76,9 @@ def main() -> int:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         try:
-            cfg = BenchTrainConfig(preset=preset, seq_len=L, batch_size=micro, steps=a.steps, warmup=a.warmup,
+            # exactly this micro-batch and policy, in one forward (hand-set: not planned, not probed)
+            cfg = BenchTrainConfig(preset=preset, seq_len=L, batch_size=micro, micro_batch_size=micro,
+                                   steps=a.steps, warmup=a.warmup,
                                    precision="bf16-mixed" if dev == "cuda" else "32", device=dev,
                                    scan_share=False, **bench_options(pol))
             r = run_bench_train(cfg)

@@ -141,6 +141,12 @@ def test_schedules():
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
     assert [seq_len_for_epoch(e, 1 << 17) for e in range(5)] == [1 << 14, 1 << 15, 1 << 16, 1 << 17, 1 << 17]
     assert seq_len_for_epoch(0, 1024) == 1024 and seq_len_for_epoch(0, 1 << 17, warmup=False) == 1 << 17
+    from mamba_genome.train.schedule import seq_len_lengths
+
+    # one warmup: fine-tuning's epochs walk pretraining's stage lengths (halvings of the target)
+    for target in (1 << 17, 3 << 14, 100_000, 1000):
+        lengths = seq_len_lengths(target, 1 << 14)
+        assert [seq_len_for_epoch(e, target) for e in range(len(lengths) + 1)] == lengths + [target]
 
 
 def test_kmer_baseline_separates_composition():

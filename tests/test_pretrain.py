@@ -159,6 +159,17 @@ def test_bad_flags_one_line(args, message, tmp_path):
     assert len(res.stderr.strip().splitlines()) == 1
 
 
+def test_strategy_lightning_refuses_is_one_line(fasta, tmp_path):
+    """FSDP runs on CUDA only (Lightning's rule): on CPU the engine's Trainer assembly says so in one line,
+    before the run records its arguments."""
+    out = tmp_path / "r"
+    res = CliRunner().invoke(main, ["pretrain", "--fasta", str(fasta), *FAST, "--max-steps", "2", "--devices", "2",
+                                    "--strategy", "fsdp", "--out", str(out)])
+    assert res.exit_code == 1 and res.stderr.startswith("error: --accelerator cpu --devices 2 --strategy fsdp: ")
+    assert "GPU" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (out / "args.json").exists()
+
+
 def test_genome_shorter_than_window(fasta, tmp_path):
     res = CliRunner().invoke(main, ["pretrain", "--fasta", str(fasta), *FAST[2:], "--seq-len", "4096",
                                     "--max-steps", "2", "--out", str(tmp_path / "r")])

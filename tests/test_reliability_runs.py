@@ -207,7 +207,9 @@ def test_finetune_refuses_a_pretrain_run_and_force_keeps_foreign_files(classes, 
     (run / "my_notes.txt").write_text("keep me")
     res = invoke("finetune", *classes, *FT_FAST, "--max-steps", 2, "--out", run, "--force")
     assert res.exit_code == 0, res.output
-    assert (run / "my_notes.txt").read_text() == "keep me" and not (run / "logs").exists()
+    assert (run / "my_notes.txt").read_text() == "keep me"
+    # the pretraining run's logs went; these are the finetune run's own (the same Trainer assembly)
+    assert not (run / "logs" / "metrics.csv").exists() and (run / "logs" / "v0" / "metrics.csv").is_file()
     assert (run / "metrics.json").is_file() and json.loads((run / MARKER).read_text())["command"] == "finetune"
 
 
@@ -265,6 +267,45 @@ def test_lock_names_the_holder_and_other_ranks_skip_it(fasta, tmp_path, monkeypa
     finally:
         holder.release()
     assert lock_holder(run) is None and (run / LOCK_NAME).is_file()  # a stale lock file blocks nothing
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_one_run_dir_policy_for_both_commands_and_their_ranks(command, tmp_path, monkeypatch):
+    """Both commands go through train/rundir.py: no --out -> runs/<command>-<timestamp>; rank 0 checks,
+    locks and publishes the directory; the ranks Lightning re-launches (same command line, no --out) take
+    that directory as it is, without checking or locking it; torchrun-started ranks need --out."""
+    import re
+
+    from mamba_genome.errors import UserError
+    from mamba_genome.train import rundir as rd_mod
+    from mamba_genome.workflows import finetune as ft, pretrain as pt
+
+    files = (pt if command == "pretrain" else ft).RUN_FILES
+    for k in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_NTASKS", rd_mod.RUN_DIR_ENV):
+        monkeypatch.delenv(k, raising=False)
+    assert re.fullmatch(rf"runs/{command}-\d{{8}}-\d{{6}}", str(rd_mod.resolve_run_dir(None, command)))
+    run = rd_mod.resolve_run_dir(str(tmp_path / "run"), command)
+    rank0 = RunDir(run, command, files)
+    rank0.check()
+    rank0.prepare()
+    (run / "args.json").write_text("{}")
+    assert os.environ[rd_mod.RUN_DIR_ENV] == str(run.resolve()) and lock_holder(run) == os.getpid()
+    with pytest.raises(UserError, match=f"in use by a running mamba-genome run \\(PID {os.getpid()}\\)"):
+        RunDir(run, command, files).check(force=True)                     # a second rank-0 run is refused
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    got = rd_mod.resolve_run_dir(None, command)                           # no --out: rank 0's directory
+    assert got.resolve() == run.resolve()
+    other = RunDir(got, command, files)
+    other.check(force=True)                                               # not re-checked, not cleared
+    assert other.prepare(force=True) == got and not other.locked
+    assert (run / "args.json").read_text() == "{}" and lock_holder(run) == os.getpid()
+    rank0.release()
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.delenv(rd_mod.RUN_DIR_ENV)
+    with pytest.raises(UserError, match="give --out"):
+        rd_mod.resolve_run_dir(None, command)
 
 
 def test_kill9_then_resume_and_a_concurrent_run_is_refused(fasta, tmp_path):

@@ -241,3 +241,22 @@ def test_dataloader_with_workers(umaydis):
     batches = list(DataLoader(ds, batch_size=8, num_workers=2))
     assert [b["input_ids"].shape for b in batches] == [(8, 64), (8, 64)]
     assert torch.equal(batches[1]["input_ids"][0], ds[8]["input_ids"])
+
+
+def test_fixed_windows_core_tiles_and_subsets():
+    """data/windows.py lays out every fixed window (pretrain validation tiles, finetune val/test windows):
+    non-overlapping tiles inside the region, those over the N limit skipped, the tail dropped; the subset
+    evenly spaced from first to last. Reading in small blocks changes nothing."""
+    import numpy as np
+
+    from mamba_genome.data.tokenizer import A, N
+    from mamba_genome.data.windows import evenly_spaced, tile_starts
+
+    tokens = np.full(1000, A, dtype=np.uint8)
+    tokens[130:170] = N      # tile [100, 140) is 25% N (kept), tile [140, 180) 75% N (skipped)
+    got = tile_starts(tokens, 100, 350, 40)  # region [100, 450): 8 whole tiles, the 30-base tail dropped
+    assert got.tolist() == [100, 180, 220, 260, 300, 340, 380]
+    assert tile_starts(tokens, 100, 350, 40, block_bytes=40).tolist() == got.tolist()
+    assert tile_starts(tokens, 100, 350, 40, max_n_fraction=1.0).tolist() == list(range(100, 420, 40))
+    assert evenly_spaced(10, 3).tolist() == [0, 4, 9] and evenly_spaced(3, 10).tolist() == [0, 1, 2]
+    assert evenly_spaced(0, 4).tolist() == []

@@ -167,3 +167,145 @@ def test_other_ranks_plan_for_rank0s_memory(monkeypatch):
     assert engine.device_memory(False) == ("cpu", None)
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert engine.device_memory(True) == ("cuda", 7 * GiB)          # ... what rank 1 then plans for
+
+
+def _fake_gpu_free(arch, windows: float, seq_len: int) -> int:
+    """Free memory with room for ``windows`` windows of ``seq_len`` at the least-memory policy."""
+    rt = RuntimeOptions(gradient_checkpointing=True, checkpoint_bf16=True)
+    return int((fixed_bytes(arch) + windows * bytes_per_token(arch, rt) * seq_len) / 0.85)
+
+
+def test_finetune_runs_each_warmup_stage_at_its_own_plan(tmp_path, monkeypatch):
+    """finetune with sequence-length warmup (64 then 128 bp, 4 windows per step) planned as if on a small
+    GPU: the 64-bp epochs run the 4 windows in one forward, the 128-bp epochs in the planner's smaller
+    micro-batches; every step of every stage has the plan's micro-batch, accumulation and runtime."""
+    from pathlib import Path
+
+    from mamba_genome.train.classify_module import ClassifyModule
+    from mamba_genome.workflows.finetune import FinetuneArgs, finetune
+
+    from test_memory_plan import FakeDevice
+
+    from mamba_genome.train import memory as mem
+
+    data = Path(__file__).parent / "data"
+    arch = MambaConfig.from_preset("tiny", d_model=16, n_layer=1)
+    free = _fake_gpu_free(arch, 2.5, 128)
+    monkeypatch.setattr(engine, "device_memory", lambda on_gpu: ("cuda", free))
+    probes = []
+
+    def fake_gpu_tools(model, precision):   # the classifier's probe step, on a fake GPU where the plans fit
+        step, dev = mem.lm_probe_step(model, "cpu"), FakeDevice(arch, capacity=free)
+        return (lambda plan: (probes.append((plan.seq_len, plan.micro_batch)), dev.step(plan), step(plan))), dev
+
+    monkeypatch.setattr(engine, "probe_tools", fake_gpu_tools)
+    seen = []
+    orig = ClassifyModule.training_step
+
+    def training_step(self, batch, batch_idx):
+        seen.append((self.global_step, tuple(batch["input_ids"].shape), self.trainer.accumulate_grad_batches,
+                     self.model.runtime))
+        return orig(self, batch, batch_idx)
+
+    monkeypatch.setattr(ClassifyModule, "training_step", training_step)
+    m = finetune(FinetuneArgs(classes=(f"COL={data / 'saureus_COL_8k.fa'}", f"N315={data / 'saureus_N315_8k.fa'}"),
+                              seq_len=128, seq_len_start=64, batch_size=4, max_steps=4, steps_per_epoch=2,
+                              val_windows=2, test_windows=2, accelerator="cpu", model_overrides={"d_model": 16,
+                              "n_layer": 1}, out=str(tmp_path / "ft"), progress=False))
+    stages = {p["seq_len"]: p for p in m["stages"]}
+    assert set(stages) == {64, 128}
+    assert (stages[64]["micro_batch"], stages[64]["accumulate"]) == (4, 1)
+    assert stages[128]["micro_batch"] < 4 and stages[128]["micro_batch"] * stages[128]["accumulate"] == 4
+    assert probes == [(64, 4), (128, stages[128]["micro_batch"])]     # one probe step per stage, which fitted
+    for L, p in stages.items():
+        steps = [s for s in seen if s[1][1] == L]
+        assert {s[0] for s in steps} == ({0, 1} if L == 64 else {2, 3}), L
+        for step in {s[0] for s in steps}:
+            mine = [s for s in steps if s[0] == step]
+            assert len(mine) == p["accumulate"]
+            assert all(s[1][0] == p["micro_batch"] and s[2] == p["accumulate"] for s in mine)
+            assert all(s[3] == RuntimeOptions(**p["runtime"]) for s in mine)
+
+
+def test_probe_steps_the_plan_down_on_a_fake_gpu_and_cpu_is_unprobed(tmp_path, monkeypatch, fasta_small):
+    """pretrain planned for a (fake) GPU whose steps need 1.3x the planner's estimate: at the start of each
+    stage one probe step (the fake OOM device of test_memory_plan, over a real CPU forward and backward)
+    runs out of memory, the engine steps the micro-batch down, and the training steps run at the probed
+    plan, recorded in metrics.json. A CPU run never probes."""
+    from test_memory_plan import FakeDevice
+
+    from mamba_genome.train import memory as mem
+    from mamba_genome.train.lm_module import LMModule
+
+    monkeypatch.setattr(mem, "WORKSPACE_BYTES", 0)   # a tiny model: let activations decide
+    arch = MambaConfig.from_preset("tiny", d_model=16, n_layer=1)
+    free = int(mem.estimate_bytes(arch, mem.runtime_of("none-s8"), 64, 4) / 0.85 * 1.01)  # the whole step fits
+    monkeypatch.setattr(engine, "device_memory", lambda on_gpu: ("cuda", free))
+    real_tools = engine.probe_tools
+    probes = []
+
+    def fake_gpu_tools(model, precision):
+        assert real_tools(model, precision) is None          # the model is on CPU: no CUDA probe ...
+        step = mem.lm_probe_step(model, "cpu")               # ... so a real CPU step under a fake GPU
+        dev = FakeDevice(arch, capacity=free, scale=1.3)
+
+        def step_fn(plan):
+            probes.append((plan.seq_len, plan.micro_batch))
+            dev.step(plan)      # out of memory above the fake device, as a GPU would be
+            step(plan)          # then a real forward and backward
+
+        return step_fn, dev
+
+    monkeypatch.setattr(engine, "probe_tools", fake_gpu_tools)
+    seen = []
+    orig = LMModule.training_step
+
+    def training_step(self, batch, batch_idx):
+        seen.append((self.global_step, tuple(batch["input_ids"].shape), self.trainer.accumulate_grad_batches))
+        return orig(self, batch, batch_idx)
+
+    monkeypatch.setattr(LMModule, "training_step", training_step)
+    args = ["pretrain", "--fasta", str(fasta_small), "--seq-len", "64", "--seq-warmup-start", "32", "--batch-size",
+            "4", "--max-steps", "4", "--val-every", "4", "--val-windows", "2", "--accelerator", "cpu",
+            "--model-overrides", json.dumps({"d_model": 16, "n_layer": 1}), "-q"]
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "gpu")])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "gpu" / "metrics.json").read_text())
+    stages = {p["seq_len"]: p for p in m["stages"]}
+    assert set(stages) == {32, 64}
+    for L, p in stages.items():
+        planned = engine.StagePlanner(arch, lambda _: 4 * 64 // L, device_type="cuda", free_bytes=free).plan(L)
+        tried = [mb for sl, mb in probes if sl == L]
+        assert tried[0] == planned.micro_batch and len(tried) > 1          # the plan ran out of memory ...
+        assert p["micro_batch"] == tried[-1] < planned.micro_batch          # ... the micro-batch that ran
+        assert "probed" in p["reason"] and p["measured_bytes"] <= 0.85 * free
+        assert p["micro_batch"] * p["accumulate"] == 4 * 64 // L
+        steps = [s for s in seen if s[1][1] == L]
+        assert steps and all(s[1][0] == p["micro_batch"] and s[2] == p["accumulate"] for s in steps)
+    # on CPU the planner's plan runs as it is: no probe
+    monkeypatch.setattr(engine, "device_memory", lambda on_gpu: ("cpu", None))
+    probes.clear()
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "cpu")])
+    assert res.exit_code == 0, res.output
+    assert probes == []
+    cpu = json.loads((tmp_path / "cpu" / "metrics.json").read_text())["stages"]
+    assert [(p["micro_batch"], p["accumulate"], p["measured_bytes"]) for p in cpu] == [(8, 1, None), (4, 1, None)]
+
+
+def test_a_probe_that_fits_keeps_the_plan_and_says_so():
+    """StagePlanner.probed with the plan itself (the first probe step fitted): the same micro-batches and
+    runtime, the measured peak kept, one "seq-len" head in the reason."""
+    from test_memory_plan import FakeDevice
+
+    from mamba_genome.train.memory import probe_stage
+
+    arch = MambaConfig.from_preset("1.4m")
+    planner = StagePlanner(arch, lambda L: 64, device_type="cuda", free_bytes=80 * GiB)
+    plan = planner.plan(1 << 14)
+    dev = FakeDevice(arch, capacity=80 * GiB)
+    got = planner.probed(plan, probe_stage(plan.memory_plan(), dev.step, arch, plan.batch, free_bytes=80 * GiB,
+                                           device_memory=dev))
+    assert (got.micro_batch, got.accumulate, got.runtime, got.policy) == (plan.micro_batch, plan.accumulate,
+                                                                          plan.runtime, plan.policy)
+    assert got.measured_bytes == plan.est_bytes and got.reason.count("seq-len") == 1 and "probed: peak" in got.reason
+    assert planner.plan(1 << 14) is got

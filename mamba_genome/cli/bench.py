@@ -39,11 +39,17 @@ def bench():
 @click.option("--steps", type=int, default=10, show_default=True, help="Measured steps (median is reported).")
 @click.option("--warmup", type=int, default=3, show_default=True,
               help="Unmeasured steps first (Triton compilation and autotuning).")
-@click.option("--grad-checkpointing/--no-grad-checkpointing", default=False, show_default=True,
-              help="Recompute each block in backward: less memory, ~1 extra forward.")
-@click.option("--checkpoint-bf16", is_flag=True, help="With --grad-checkpointing, the least memory: bf16 checkpoints, scan recomputed.")
-@click.option("--checkpoint-skip", type=int, default=0, show_default=True, help="With --grad-checkpointing: leave the last N layers un-checkpointed (faster; each keeps its activations, ~0.5-1.3 GiB per 1.4m layer at 2^20).")
-@click.option("--scan-state-every", type=int, default=64, show_default=True, help="Steps between the scan states saved for the backward (multiple of 8). 16: ~10% faster scan backward, 4x the memory for those states (1 GiB per 1.4m layer at 2^20).")
+@click.option("--memory", type=click.Choice(["auto", "low"]), default="auto", show_default=True,
+              help="The planner's choice for the shape: auto, the micro-batch and memory policy with the most "
+                   "tokens/s in the free memory; low, the least memory.")
+@click.option("--micro-batch-size", type=int, default=None,
+              help="Hand-set: sequences per forward pass (the step accumulates --batch-size / N) [default: the planner's].")
+@click.option("--grad-checkpointing/--no-grad-checkpointing", default=None,
+              help="Hand-set: recompute each block in backward: less memory, ~1 extra forward [default: the planner's].")
+@click.option("--checkpoint-bf16", is_flag=True, default=None,
+              help="Hand-set, with --grad-checkpointing: the least memory: bf16 checkpoints, scan recomputed.")
+@click.option("--checkpoint-skip", type=int, default=None, help="Hand-set, with --grad-checkpointing: leave the last N layers un-checkpointed (faster; each keeps its activations, ~0.5-1.3 GiB per 1.4m layer at 2^20).")
+@click.option("--scan-state-every", type=int, default=None, help="Hand-set: steps between the scan states saved for the backward (multiple of 8). 16: ~10% faster scan backward, 4x the memory for those states (1 GiB per 1.4m layer at 2^20) [default: the planner's; 64 on CPU].")
 @click.option("--precision", type=click.Choice(["bf16-mixed", "32"]), default=None,
               help="[default: bf16-mixed on a GPU, 32 on CPU, as pretrain runs; CPU autocast to bf16 is slow "
                    "without native bf16 matrix units]")
@@ -56,17 +62,20 @@ def bench():
               help="Also write the result as JSON to this file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @handle_errors
-def train(preset, seq_len, batch_size, steps, warmup, grad_checkpointing, checkpoint_bf16, checkpoint_skip, scan_state_every,
-          precision, device, backend, scan_share, json_out, quiet):
+def train(preset, seq_len, batch_size, steps, warmup, memory, micro_batch_size, grad_checkpointing, checkpoint_bf16,
+          checkpoint_skip, scan_state_every, precision, device, backend, scan_share, json_out, quiet):
     """Time full training steps (forward, loss, backward, AdamW) on random tokens.
 
-    No data is needed. Prints tokens/s, median step time (CUDA events), the
-    forward/backward/optimizer split, peak GPU memory and the estimated share of
-    the step spent in the selective scan.
+    No data is needed. The step is what `pretrain` would run for --batch-size
+    sequences of --seq-len: the training engine's micro-batch and memory policy
+    for this device's free memory (checked by one probe step on a GPU), unless
+    flags set them by hand. Prints the plan, tokens/s, median step time (CUDA
+    events), the forward/backward/optimizer split, peak GPU memory and the
+    estimated share of the step spent in the selective scan.
 
     \b
     Examples:
-      mamba-genome bench train --preset 7m --seq-len 1048576 --grad-checkpointing
+      mamba-genome bench train --preset 1.4m --seq-len 16384 --batch-size 64
       mamba-genome bench train --preset 1.4m --seq-len 1048576 --grad-checkpointing \
           --scan-state-every 8 --checkpoint-skip 3
       mamba-genome bench train --preset 1.4m --seq-len 131072 --batch-size 4 --json b.json
@@ -82,8 +91,9 @@ def train(preset, seq_len, batch_size, steps, warmup, grad_checkpointing, checkp
         precision = "bf16-mixed" if on_gpu else "32"
 
     cfg = BenchTrainConfig(preset=preset, seq_len=seq_len, batch_size=batch_size, steps=steps, warmup=warmup,
-                           grad_checkpointing=grad_checkpointing, checkpoint_bf16=checkpoint_bf16,
-                           checkpoint_skip=checkpoint_skip, scan_state_every=scan_state_every, precision=precision, device=device,
+                           memory=memory, micro_batch_size=micro_batch_size, grad_checkpointing=grad_checkpointing,
+                           checkpoint_bf16=checkpoint_bf16, checkpoint_skip=checkpoint_skip,
+                           scan_state_every=scan_state_every, precision=precision, device=device,
                            scan_backend=backend, scan_share=scan_share)
     bar = None
     if not quiet:
@@ -93,10 +103,12 @@ def train(preset, seq_len, batch_size, steps, warmup, grad_checkpointing, checkp
                    disable=None)
     progress = (lambda i, n: bar.update(1)) if bar is not None else None
     try:
-        result = run_bench_train(cfg, progress=progress)
+        result = run_bench_train(cfg, progress=progress, log=None if quiet else (lambda m: click.echo(m, err=True)))
     except torch.cuda.OutOfMemoryError:
+        hint = ("drop the hand-set flags to let the planner choose, or try --grad-checkpointing, a smaller "
+                "--micro-batch-size" if cfg.hand_set else "try --memory low, a smaller --batch-size")
         raise UserError(f"out of GPU memory at --preset {preset} --seq-len {seq_len} --batch-size {batch_size}; "
-                        "try --grad-checkpointing, a smaller --batch-size or a shorter --seq-len") from None
+                        f"{hint} or a shorter --seq-len") from None
     finally:
         if bar is not None:
             bar.close()

@@ -44,7 +44,8 @@ def _parse_overrides(text: str | None) -> dict:
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--max-steps", type=int, default=300, show_default=True, help="Optimiser steps.")
 @click.option("--max-time", "max_time", default=None, metavar="DURATION",
-              help="Wall-clock training budget, e.g. 2h, 90m, 270s or plain seconds (the LR cosine follows the clock too).")
+              help="Wall-clock training budget, e.g. 2h, 90m, 270s or plain seconds (the LR schedule is fitted to it; "
+                   "--max-steps still caps it).")
 @click.option("--steps-per-epoch", type=int, default=None,
               help="Steps between validations / sequence-length doublings [default: max-steps/10].")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate (cosine decay to 1e-6).")

@@ -50,7 +50,7 @@ from ..errors import InputFileError, UserError
 from .splits import Region, make_splits
 from .store import TokenStore, ingest, is_store
 from .tokenizer import N, PAD
-from .windows import draw_window, region_table
+from .windows import draw_window, evenly_spaced, region_table, tile_starts
 
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test", "": None}
@@ -505,18 +505,11 @@ class FixedWindowDataset(Dataset):
                     if n_count <= max_n_fraction * r.length:
                         tiles.append((k, r.store, r.contig, r.start, r.length))
                     continue
-                n_tiles = r.length // self.seq_len
-                step = max(1, (32 << 20) // self.seq_len)  # look at <= 32 MB at a time
-                for t0 in range(0, n_tiles, step):
-                    t1 = min(n_tiles, t0 + step)
-                    block = np.asarray(toks[r.start + t0 * self.seq_len : r.start + t1 * self.seq_len])
-                    n_count = np.count_nonzero(block.reshape(t1 - t0, self.seq_len) == N, axis=1)
-                    tiles += [(k, r.store, r.contig, r.start + (t0 + int(j)) * self.seq_len, self.seq_len)
-                              for j in np.flatnonzero(n_count <= max_n_fraction * self.seq_len)]
+                tiles += [(k, r.store, r.contig, int(st), self.seq_len)
+                          for st in tile_starts(toks, r.start, r.length, self.seq_len, max_n_fraction)]
             if not tiles:
                 raise UserError(f"class {k} has no held-out window of {self.seq_len:,} bp that is mostly bases")
-            pick = np.unique(np.linspace(0, len(tiles) - 1, min(per_class, len(tiles))).round().astype(int))
-            windows += [tiles[j] for j in pick]
+            windows += [tiles[j] for j in evenly_spaced(len(tiles), per_class)]
         self.windows = windows
 
     def __len__(self) -> int:

@@ -24,8 +24,7 @@ from torch.utils.data import Dataset, DistributedSampler
 from ..errors import UserError
 from .splits import Region
 from .store import TokenStore
-from .tokenizer import N
-from .windows import draw_window, region_table
+from .windows import draw_window, evenly_spaced, region_table, tile_starts
 
 
 class _StoreBacked(Dataset):
@@ -149,17 +148,10 @@ class TiledWindowDataset(_StoreBacked):
             raise self._too_short(seq_len, self.all_regions)
         self.regions = usable
         region_idx, starts = [], []
-        limit = self.max_n_fraction * seq_len
         for k, r in enumerate(usable):
-            n_tiles = r.length // seq_len
-            tokens = self.store.tokens(r.contig)
-            step = max(1, (64 << 20) // seq_len)  # look at <= 64 MB at a time
-            for t0 in range(0, n_tiles, step):
-                t1 = min(n_tiles, t0 + step)
-                block = np.asarray(tokens[r.start + t0 * seq_len : r.start + t1 * seq_len]).reshape(t1 - t0, seq_len)
-                keep = np.flatnonzero(np.count_nonzero(block == N, axis=1) <= limit)
-                region_idx.append(np.full(len(keep), k, dtype=np.int64))
-                starts.append(r.start + (t0 + keep) * seq_len)
+            s = tile_starts(self.store.tokens(r.contig), r.start, r.length, seq_len, self.max_n_fraction)
+            region_idx.append(np.full(len(s), k, dtype=np.int64))
+            starts.append(s)
         self._region_idx = np.concatenate(region_idx) if region_idx else np.zeros(0, np.int64)
         self._starts = np.concatenate(starts).astype(np.int64) if starts else np.zeros(0, np.int64)
         if len(self._starts) == 0:
@@ -167,7 +159,7 @@ class TiledWindowDataset(_StoreBacked):
         if max_windows is not None and max_windows < len(self._starts):
             if max_windows < 1:
                 raise UserError(f"max windows must be at least 1, got {max_windows}")
-            pick = np.unique(np.linspace(0, len(self._starts) - 1, int(max_windows)).round().astype(np.int64))
+            pick = evenly_spaced(len(self._starts), max_windows)
             self._region_idx, self._starts = self._region_idx[pick], self._starts[pick]
 
     def __len__(self) -> int:

@@ -11,6 +11,14 @@ class and then a window of that class's regions):
   ``max_n_fraction`` N is redrawn (up to :data:`MAX_TRIES` times, then the least-N draw is kept);
   reverse-complemented with probability ``rc_prob``. The draws come from ``rng`` in a fixed
   order, so a window is a pure function of the generator's seed.
+
+And how the fixed validation / test windows are laid out, for both commands
+(:class:`~mamba_genome.data.sampler.TiledWindowDataset`,
+:class:`~mamba_genome.data.labels.FixedWindowDataset`):
+
+- :func:`tile_starts`: the non-overlapping tiles of ``seq_len`` tokens of a region that are at
+  most ``max_n_fraction`` N (the tail shorter than a tile is dropped);
+- :func:`evenly_spaced`: which ``k`` of ``n`` tiles to keep (a fixed, cheap subset).
 """
 from __future__ import annotations
 
@@ -56,4 +64,27 @@ def draw_window(rng: np.random.Generator, regions: Sequence, cum: np.ndarray, se
     return r, start, np.ascontiguousarray(tokens)
 
 
-__all__ = ["MAX_TRIES", "region_table", "draw_window"]
+def tile_starts(tokens, start: int, length: int, seq_len: int, max_n_fraction: float = 0.5,
+                block_bytes: int = 64 << 20) -> np.ndarray:
+    """Starts (int64, contig coordinates) of the tiles ``[start + j * seq_len, + seq_len)`` of the region
+    ``(start, length)`` of ``tokens`` with at most ``max_n_fraction * seq_len`` N, read ``block_bytes``
+    at a time."""
+    n_tiles = int(length) // seq_len
+    step = max(1, block_bytes // seq_len)
+    out = []
+    for t0 in range(0, n_tiles, step):
+        t1 = min(n_tiles, t0 + step)
+        block = np.asarray(tokens[start + t0 * seq_len: start + t1 * seq_len]).reshape(t1 - t0, seq_len)
+        keep = np.flatnonzero(np.count_nonzero(block == N, axis=1) <= max_n_fraction * seq_len)
+        out.append(start + (t0 + keep) * seq_len)
+    return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
+
+
+def evenly_spaced(n: int, k: int) -> np.ndarray:
+    """Indices of ``min(k, n)`` of ``n`` items, evenly spaced from the first to the last (all if ``k >= n``)."""
+    if n <= 0:
+        return np.zeros(0, np.int64)
+    return np.unique(np.linspace(0, n - 1, min(int(k), n)).round().astype(np.int64))
+
+
+__all__ = ["MAX_TRIES", "region_table", "draw_window", "tile_starts", "evenly_spaced"]

@@ -1,16 +1,17 @@
-"""Lightning callbacks of a pretraining run: stopping, time budget, export, progress.
+"""Lightning callbacks of every training run: stopping, time budget, export, progress.
 
-- :class:`StepBudget` stops the run after ``schedule.total_steps`` optimizer
+- :class:`StepBudget` stops the run after ``total_steps`` optimizer
   steps, so the last step is always followed by a validation (Lightning
   validates when ``should_stop`` is set).
 - :class:`TimeBudget` (``--max-time``): after a few steps, re-fits
   ``schedule.total_steps`` to the wall-clock budget from the measured time per
   step (validation included), so the cosine schedule ends when the budget
   does, and stops early if the budget runs out anyway.
-- :class:`RunExporter` writes ``best/`` (lowest validation loss) and
-  ``last/`` model directories with :func:`mamba_genome.checkpoint.save_model`
-  and the resumable Lightning checkpoint ``last.ckpt`` (tmp file, then
-  ``os.replace``: never half-written), after every validation.
+- :class:`RunExporter`, the one best/last export: ``best/`` (the best
+  validation score) and ``last/`` model directories with
+  :func:`mamba_genome.checkpoint.save_model` and the resumable Lightning
+  checkpoint ``last.ckpt`` (tmp file, then ``os.replace``: never
+  half-written), after every validation.
 - :class:`GracefulStop`: on SIGTERM (what SLURM sends before a kill) or
   SIGINT, finish the optimizer step in flight, save ``last.ckpt`` for that
   step, and stop with :class:`~mamba_genome.errors.RunInterrupted` (a one-line
@@ -37,7 +38,6 @@ from lightning.pytorch.callbacks.progress import ProgressBar
 
 from ..checkpoint import save_model
 from ..errors import RunInterrupted
-from ..model.lm import MambaLM
 from ..progress import PLAIN_INTERVAL_S, format_count, format_eta, stream_is_tty
 from .schedule import TrainSchedule, format_duration
 
@@ -47,13 +47,15 @@ def _in_fit_validation(trainer) -> bool:
 
 
 class StepBudget(Callback):
-    """Set ``trainer.should_stop`` once ``schedule.total_steps`` optimizer steps are done."""
+    """Set ``trainer.should_stop`` once ``total_steps`` optimizer steps are done (a number, or a
+    schedule's ``total_steps``, which a time budget may re-fit)."""
 
-    def __init__(self, schedule: TrainSchedule):
-        self.schedule = schedule
+    def __init__(self, total_steps: "int | TrainSchedule"):
+        self.total_steps = total_steps
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step >= self.schedule.total_steps and not (batch_idx + 1) % trainer.accumulate_grad_batches:
+        total = getattr(self.total_steps, "total_steps", self.total_steps)
+        if trainer.global_step >= total and not (batch_idx + 1) % trainer.accumulate_grad_batches:
             trainer.should_stop = True
 
 
@@ -64,12 +66,14 @@ class TimeBudget(Callback):
     validation together) and re-fitted at steps 4, 8, 16, ... of the
     session until half the budget is spent, then frozen so the learning rate
     decays smoothly. ``reserve_s`` is kept for the final validation and export.
-    The time spent is carried across ``--resume`` in the checkpoint.
+    The time spent is carried across ``--resume`` in the checkpoint. ``max_steps``
+    caps the fitted step count (a step budget given with the time budget).
     """
 
     def __init__(self, schedule: TrainSchedule, budget_s: float, reserve_s: float = 5.0, first_fit: int = 4,
-                 val_every: int | None = None, n_val: int = 4, val_schedule=None):
+                 val_every: int | None = None, n_val: int = 4, val_schedule=None, max_steps: int | None = None):
         self.schedule = schedule
+        self.max_steps = max_steps
         self.val_schedule = val_schedule  # the engine's ValidationSchedule, whose interval this sets
         self.val_every = val_every
         self.n_val = int(n_val)
@@ -130,6 +134,8 @@ class TimeBudget(Callback):
         if refit:
             self._next_fit *= 2
             total = max(step + 1, step + int(remaining / per_step))
+            if self.max_steps is not None:
+                total = min(total, int(self.max_steps))
         stop = remaining < per_step
         if trainer.world_size > 1:  # every rank must take the same decision
             total, stop = trainer.strategy.broadcast((total, stop), src=0)
@@ -171,18 +177,33 @@ class ResumableCheckpoint:
 
 
 class RunExporter(Callback):
-    """Export ``best/``, ``last/`` and ``last.ckpt`` into ``run_dir`` after each validation.
+    """The one best/last export of every training command: after each validation during fit,
+    ``last/`` and (on a new best) ``best/`` model directories, then ``last.ckpt``.
 
-    ``provenance()`` returns the JSON-able ``extra`` metadata for the model
-    directories (data source, split, steps, tokens); it is called on rank 0.
+    A model directory is :func:`~mamba_genome.checkpoint.save_model`'s: ``config.json`` (the
+    architecture, the constructor arguments, ``extra`` metadata) and ``model.safetensors``, of
+    a fresh copy of ``pl_module.model`` loaded with the full state dict (gathered under FSDP).
+
+    Args:
+        run_dir: the run directory.
+        score: ``pl_module -> tuple`` of the validation just run, higher is better
+            (pretrain: lower loss; finetune: higher accuracy, then lower loss).
+        extra: ``pl_module -> dict``, JSON-able metadata for the model directories (data,
+            split, steps, labels); called on rank 0. ``"export"`` (best/last) is added.
+        ckpt: the run's :class:`ResumableCheckpoint`.
+        restored_best: ``pl_module -> tuple | None``, the best score a resumed module already holds,
+            for a checkpoint written before the exporter kept its own (None: none).
     """
 
-    def __init__(self, run_dir, provenance: Callable[[L.LightningModule], dict],
-                 ckpt: ResumableCheckpoint | None = None):
+    def __init__(self, run_dir, score: Callable[[L.LightningModule], tuple],
+                 extra: Callable[[L.LightningModule], dict], ckpt: ResumableCheckpoint | None = None,
+                 restored_best: Callable[[L.LightningModule], tuple | None] | None = None):
         self.run_dir = Path(run_dir)
-        self.provenance = provenance
+        self.score = score
+        self.restored_best = restored_best
+        self.extra = extra
         self.ckpt = ckpt or ResumableCheckpoint(run_dir)
-        self.best_loss = math.inf
+        self.best_score: tuple | None = None
         self.best_step = -1
 
     @property
@@ -190,46 +211,42 @@ class RunExporter(Callback):
         return "RunExporter"
 
     def state_dict(self) -> dict:
-        return {"best_loss": float(self.best_loss), "best_step": int(self.best_step)}
+        return {"best_score": [float(x) for x in self.best_score] if self.best_score is not None else [],
+                "best_step": int(self.best_step)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.best_loss = float(state.get("best_loss", math.inf))
+        if state.get("best_score"):
+            self.best_score = tuple(float(x) for x in state["best_score"])
+        elif math.isfinite(float(state.get("best_loss", math.inf))):  # a pretrain checkpoint from before scores
+            self.best_score = (-float(state["best_loss"]),)
         self.best_step = int(state.get("best_step", -1))
 
     def _export(self, trainer, pl_module, names: list[str]) -> None:
         state = _unwrapped_state(trainer, pl_module)
         if trainer.is_global_zero:
-            model = MambaLM(pl_module.config)
+            src = pl_module.model
+            init_kwargs = dict(getattr(src, "init_kwargs", None) or {})
+            model = type(src)(src.config, **init_kwargs)
             model.load_state_dict(state, strict=False)
-            extra = self.provenance(pl_module)
+            extra = {**self.extra(pl_module), "step": int(trainer.global_step)}
             for name in names:
-                save_model(model, self.run_dir / name, extra={**extra, "export": name})
+                save_model(model, self.run_dir / name, extra={**extra, "export": name}, init_kwargs=init_kwargs)
 
-    def save_ckpt(self, trainer) -> None:
-        self.ckpt.save(trainer)
+    def on_train_start(self, trainer, pl_module):
+        if self.best_score is None and self.restored_best is not None:
+            best = self.restored_best(pl_module)
+            self.best_score = tuple(float(x) for x in best) if best is not None else None
 
     def on_validation_end(self, trainer, pl_module):
         if not _in_fit_validation(trainer):
             return
-        loss = pl_module.last_val.get("val_loss", math.inf)
+        score = tuple(float(x) for x in self.score(pl_module))
         names = ["last"]
-        if loss < self.best_loss:
-            self.best_loss, self.best_step = loss, trainer.global_step
+        if self.best_score is None or score > self.best_score:
+            self.best_score, self.best_step = score, trainer.global_step
             names.insert(0, "best")
         self._export(trainer, pl_module, names)
-        self.save_ckpt(trainer)
-
-
-class SaveAfterValidation(Callback):
-    """Write ``last.ckpt`` after each validation during fit (fine-tuning; pretraining's
-    :class:`RunExporter` does it together with the model export)."""
-
-    def __init__(self, ckpt: ResumableCheckpoint):
-        self.ckpt = ckpt
-
-    def on_validation_end(self, trainer, pl_module):
-        if _in_fit_validation(trainer):
-            self.ckpt.save(trainer)
+        self.ckpt.save(trainer)
 
 
 _SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
@@ -516,6 +533,6 @@ class StepProgressBar(ProgressBar):
         sys.stderr.write(f"trained {trainer.global_step} steps in {format_duration(seconds)}\n")
 
 
-__all__ = ["StepBudget", "TimeBudget", "RunExporter", "ResumableCheckpoint", "SaveAfterValidation", "GracefulStop",
+__all__ = ["StepBudget", "TimeBudget", "RunExporter", "ResumableCheckpoint", "GracefulStop",
            "StepProgressBar",
            "lm_progress_fields", "lm_val_fields"]

@@ -5,35 +5,35 @@ windows), validation on fixed held-out windows, the optimiser (AdamW, no
 weight decay on A_log/D/norms/biases) and the schedules of the great-apes
 fine-tuning in Gu & Dao (2023), App. E.3.4:
 
-- learning rate: linear warmup, then cosine decay to ``min_lr`` (1e-6)
-  (:func:`~mamba_genome.train.schedule.warmup_cosine`, pretraining's curve too);
+- learning rate: linear warmup, then cosine decay to the floor (1e-6), from the run's
+  :class:`~mamba_genome.train.schedule.TrainSchedule` (pretraining's too; under ``--max-time``
+  the engine's :class:`~mamba_genome.train.callbacks.TimeBudget` fits its length to the clock);
 - sequence length: for long windows, start at 2^14 and double every epoch
   up to the target (:func:`~mamba_genome.train.schedule.seq_len_for_epoch`).
 
-The module keeps the best model by validation accuracy (ties: lower loss)
-and writes it with :func:`mamba_genome.checkpoint.save_model` to ``best/``,
-plus a row of training curves per validation, so no Lightning checkpoint
-is needed to use the result. ``last.ckpt`` (tensors and primitives only)
-carries the curves, the best row, the time spent, the RNG states and, through
-the epoch and step, where the class-balanced sampler was, so ``--resume``
-continues on exactly the windows an uninterrupted run would see.
+The module keeps a row of training curves per validation and the best one by
+:meth:`ClassifyModule.row_score` (validation accuracy, ties: lower loss), which
+is also what the engine's one best/last export
+(:class:`~mamba_genome.train.callbacks.RunExporter`) keeps as ``best/``.
+``last.ckpt`` (tensors and primitives only) carries the curves, the best row,
+the time spent, the RNG states and, through the epoch and step, where the
+class-balanced sampler was, so ``--resume`` continues on exactly the windows an
+uninterrupted run would see.
 """
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from ..checkpoint import save_model
 from ..data.labels import BalancedWindowDataset, EpochSampler, FixedWindowDataset
 from ..model.classifier import MambaClassifier
 from ..model.lm import param_groups
 from .rng import rng_state, set_rng_state
-from .schedule import seq_len_for_epoch, warmup_cosine
+from .schedule import TrainSchedule, seq_len_for_epoch, warmup_cosine
 
 
 class ClassifyModule(L.LightningModule):
@@ -43,25 +43,25 @@ class ClassifyModule(L.LightningModule):
         model: the classifier to train.
         train_ds, val_ds: class-balanced train windows and fixed val windows.
         seq_len_fn: epoch -> training window length (sequence-length warmup).
-        batch_size, num_workers: DataLoader settings (``batch_size``: the micro-batch).
-        accumulate: micro-batches per optimizer step.
+        batch_size, num_workers: DataLoader settings (``batch_size``: the micro-batch, until a plan sets it).
+        accumulate: micro-batches per optimizer step (until a plan sets it).
         val_batch_size: validation windows per forward pass (default ``batch_size``).
-        plan, on_stage: the engine's :class:`~mamba_genome.train.engine.StagePlan` of the target length
-            (it serves every epoch: the loader is built once) and its
-            :class:`~mamba_genome.train.engine.StageRuntime`, applied when the loader is built.
-        lr, min_lr, weight_decay, warmup_steps, max_steps: optimiser and schedule.
-        out_dir: the run directory; ``best/`` is written there (rank 0).
-        save_extra, save_init: metadata for :func:`save_model` (labels, seq_len, ...).
+        plan_for, on_stage: ``seq_len -> StagePlan`` (the engine's
+            :class:`~mamba_genome.train.engine.StagePlanner`) and its
+            :class:`~mamba_genome.train.engine.StageRuntime`: each epoch's loader is built at the
+            micro-batch and accumulation of its window length's plan (as checked by ``on_stage``).
+        steps_per_epoch: optimizer steps per epoch (the training set holds that many steps' windows).
+        schedule: the learning rate per optimizer step (its ``total_steps`` may be re-fitted to a time budget).
+        weight_decay: AdamW decay on matrices.
         patience: stop training after this many validations in a row without a better best model
             (None: train to the step or time budget). Counted from the curves, so a resumed run
             continues the count.
     """
 
     def __init__(self, model: MambaClassifier, train_ds: BalancedWindowDataset, val_ds: FixedWindowDataset, *,
-                 seq_len_fn, batch_size: int, lr: float, min_lr: float, weight_decay: float, warmup_steps: int,
-                 max_steps: int, out_dir: str | Path, save_extra: dict, num_workers: int = 0,
-                 max_time_s: float | None = None, accumulate: int = 1, val_batch_size: int | None = None,
-                 plan=None, on_stage=None, patience: int | None = None):
+                 seq_len_fn, batch_size: int, schedule: TrainSchedule, weight_decay: float, num_workers: int = 0,
+                 accumulate: int = 1, val_batch_size: int | None = None,
+                 plan_for=None, on_stage=None, steps_per_epoch: int | None = None, patience: int | None = None):
         super().__init__()
         self.model = model
         self._t0 = time.perf_counter()
@@ -69,12 +69,8 @@ class ClassifyModule(L.LightningModule):
         self.seq_len_fn = seq_len_fn
         self.batch_size, self.num_workers = batch_size, num_workers
         self.accumulate, self.val_batch_size = int(accumulate), int(val_batch_size or batch_size)
-        self.plan, self.on_stage = plan, on_stage
-        self.lr, self.min_lr, self.weight_decay = lr, min_lr, weight_decay
-        self.warmup_steps, self.max_steps = warmup_steps, max_steps
-        self.max_time_s = max_time_s
-        self.out_dir = Path(out_dir)
-        self.save_extra = save_extra
+        self.plan_for, self.on_stage, self.steps_per_epoch = plan_for, on_stage, steps_per_epoch
+        self.schedule, self.weight_decay = schedule, weight_decay
         self.curves: list[dict] = []
         self.best: dict | None = None
         self.patience = patience
@@ -107,16 +103,23 @@ class ClassifyModule(L.LightningModule):
 
     # ------------------------------------------------------------------ data
     def train_dataloader(self):
+        """This epoch's windows (rebuilt every epoch), in micro-batches of its length's plan."""
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer else (0, 1)
-        sampler = EpochSampler(len(self.train_ds), self.seq_len_fn, rank, world)
+        epoch = self._resume_at[0] if self._resume_at is not None else (self.current_epoch if self._trainer else 0)
+        plan = self.plan_for(self.seq_len_fn(epoch)) if self.plan_for is not None else None
+        if plan is not None and self.on_stage is not None and self._trainer is not None:
+            plan = self.on_stage(self.trainer, plan) or plan
+        if plan is not None:
+            self.batch_size, self.accumulate = plan.micro_batch, plan.accumulate
         per_step = self.batch_size * self.accumulate  # this rank's windows per optimizer step
+        if self.steps_per_epoch:
+            self.train_ds.samples_per_epoch = self.steps_per_epoch * per_step * world
+        sampler = EpochSampler(len(self.train_ds), self.seq_len_fn, rank, world)
         if self._resume_at is not None:  # --resume: continue the epoch at the first unseen window
             epoch, step = self._resume_at
             per_epoch = len(sampler) // per_step  # optimizer steps per epoch
             sampler.resume_at(epoch, max(0, step - epoch * per_epoch) * per_step)
             self._resume_at = None
-        if self.on_stage is not None and self.plan is not None and self._trainer is not None:
-            self.on_stage(self.trainer, self.plan)
         return DataLoader(self.train_ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                           persistent_workers=False, pin_memory=torch.cuda.is_available(), drop_last=True)
 
@@ -156,15 +159,16 @@ class ClassifyModule(L.LightningModule):
                "train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc,
                "wall_s": time.perf_counter() - self._t0}
         self.curves.append(row)
-        better = self.best is None or (val_acc, -val_loss) > (self.best["val_acc"], -self.best["val_loss"])
-        if better:
+        if self.best is None or self.row_score(row) > self.row_score(self.best):
             self.best = row
-            if self.trainer.is_global_zero:
-                save_model(self.model, self.out_dir / "best", extra={**self.save_extra, "best": row},
-                           init_kwargs=self.model.init_kwargs)
         if self.patience and self.trainer.state.fn == "fit" and self.validations_since_best() >= self.patience:
             self.trainer.should_stop = True   # every rank sees the same reduced metrics, so all stop together
             self.stopped_early = True
+
+    @staticmethod
+    def row_score(row: dict) -> tuple[float, float]:
+        """What makes a validation better (higher): accuracy, then lower loss."""
+        return float(row["val_acc"]), -float(row["val_loss"])
 
     def validations_since_best(self) -> int:
         """Validations (in fit) since the one that gave the best model; 0 right after a new best."""
@@ -175,24 +179,14 @@ class ClassifyModule(L.LightningModule):
 
     # -------------------------------------------------------------- optimiser
     def lr_at(self, step: int) -> float:
-        """The schedule at ``step``; with a time budget the cosine also follows elapsed time.
-
-        Under ``max_time_s`` the decay uses whichever is further along, the
-        step count or the wall clock, so a time-bounded run still ends near
-        ``min_lr``.
-        """
-        if self.max_time_s and step >= self.warmup_steps:
-            frac = (time.perf_counter() - self._t0) / self.max_time_s
-            step = max(step, self.warmup_steps + int(frac * (self.max_steps - self.warmup_steps)))
-        return warmup_cosine(step, warmup_steps=self.warmup_steps, max_steps=self.max_steps, lr=self.lr,
-                             min_lr=self.min_lr)
+        """The schedule's learning rate at optimizer step ``step``."""
+        return self.schedule.lr_at(step)
 
     def configure_optimizers(self):
         groups = param_groups(self.model, self.weight_decay)
         groups = [g for g in groups if g["params"]]
-        opt = torch.optim.AdamW(groups, lr=self.lr, betas=(0.9, 0.95))
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: self.lr_at(s) / self.lr)
+        opt = torch.optim.AdamW(groups, lr=self.schedule.lr, betas=(0.9, 0.95))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self.lr_at(s) / self.schedule.lr)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

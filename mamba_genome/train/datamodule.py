@@ -54,10 +54,14 @@ class GenomeDataModule(L.LightningDataModule):
         plan: the train/val/test split.
         schedule: the run's schedule (sequence-length stage per step).
         plan_for: ``seq_len -> StagePlan`` (micro-batch, accumulation, runtime of that length).
-        on_stage: ``(trainer, StagePlan) -> None``, called when a stage starts being served
-            (:class:`~mamba_genome.train.engine.StageRuntime`).
+        on_stage: ``(trainer, StagePlan, probe=True) -> StagePlan``, called when a stage starts being
+            served (:class:`~mamba_genome.train.engine.StageRuntime`); the epoch runs at the plan it
+            returns (on a GPU, after a probe step).
         val_windows: at most this many validation windows (evenly spaced tiles).
-        val_batch_size: validation windows per forward pass.
+        val_batch_size: validation windows per forward pass; by default ``val_batch_factor`` times the
+            final length's micro-batch, read when the validation loader is built (after that stage's
+            probe, once it has run).
+        val_batch_factor: see ``val_batch_size`` (validation has no backward: 2 fit on a GPU).
         num_workers: DataLoader worker processes.
         pin_memory: page-locked host memory (for GPU training).
         seed: seed of the random windows.
@@ -66,7 +70,8 @@ class GenomeDataModule(L.LightningDataModule):
 
     def __init__(self, store_path, plan: SplitPlan, schedule: TrainSchedule, *,
                  plan_for: Callable[[int], StagePlan], on_stage: Callable | None = None, val_windows: int = 64,
-                 val_batch_size: int | None = None, num_workers: int = 0, pin_memory: bool = False, seed: int = 0,
+                 val_batch_size: int | None = None, val_batch_factor: int = 1, num_workers: int = 0,
+                 pin_memory: bool = False, seed: int = 0,
                  rc_prob: float = 0.5):
         super().__init__()
         self.store_path = str(store_path)
@@ -75,7 +80,8 @@ class GenomeDataModule(L.LightningDataModule):
         self.plan_for = plan_for
         self.on_stage = on_stage
         self.val_windows = int(val_windows)
-        self.val_batch_size = int(val_batch_size or plan_for(schedule.final_seq_len).micro_batch)
+        self.val_batch_size = int(val_batch_size) if val_batch_size else None
+        self.val_batch_factor = int(val_batch_factor)
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.seed = int(seed)
@@ -97,14 +103,17 @@ class GenomeDataModule(L.LightningDataModule):
         world = trainer.world_size if trainer is not None else 1
         rank = trainer.global_rank if trainer is not None else 0
         epoch, self._resume = self._resume, None
-        if epoch is not None and epoch.get("world") == world and \
-                epoch["start_step"] <= step <= epoch["start_step"] + epoch["steps"]:
+        resumed = epoch is not None and epoch.get("world") == world and \
+            epoch["start_step"] <= step <= epoch["start_step"] + epoch["steps"]
+        if resumed:
             # a checkpoint from before per-stage plans: its accumulation was the final length's
             epoch.setdefault("accumulate", self.plan_for(self.schedule.final_seq_len).accumulate)
             skip = (step - epoch["start_step"]) * epoch["accumulate"] * epoch["batch"]  # this rank's windows done
         else:
             stage = self.schedule.stage_at(step)
             sp = self.plan_for(stage.seq_len)
+            if self.on_stage is not None and trainer is not None:
+                sp = self.on_stage(trainer, sp) or sp   # on a GPU, checked by a probe step first
             steps = self.schedule.steps_in_stage(step)
             if self.epoch_end is not None:  # e.g. the next --max-time re-fit of the schedule
                 end = self.epoch_end(step)
@@ -114,8 +123,8 @@ class GenomeDataModule(L.LightningDataModule):
                      "batch": sp.micro_batch, "accumulate": sp.accumulate, "world": world}
             skip = 0
         self._epoch = epoch
-        if self.on_stage is not None and trainer is not None:
-            self.on_stage(trainer, self.current_plan())
+        if resumed and self.on_stage is not None and trainer is not None:
+            self.on_stage(trainer, self.current_plan(), probe=False)   # the micro-batch it was started with
         samples = epoch["steps"] * epoch["accumulate"] * epoch["batch"] * world
         ds = RandomWindowDataset(self.store_path, self.plan.regions("train"), epoch["seq_len"],
                                  samples_per_epoch=samples, rc_prob=self.rc_prob, seed=self.seed)
@@ -147,7 +156,8 @@ class GenomeDataModule(L.LightningDataModule):
         return self._val_ds
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset(), self.val_batch_size, drop_last=False)
+        batch = self.val_batch_size or self.val_batch_factor * self.plan_for(self.schedule.final_seq_len).micro_batch
+        return self._loader(self.val_dataset(), batch, drop_last=False)
 
 
 __all__ = ["GenomeDataModule"]

@@ -1,6 +1,6 @@
-"""The training engine's run-time choices: micro-batch, memory policy and validation cadence per stage.
+"""The training engine of ``pretrain`` and ``finetune``: run-time choices per stage, and the one Trainer.
 
-Shared by ``pretrain`` and ``finetune``:
+The commands differ only in their LightningModule, their data and their labels; everything else is here:
 
 - :class:`StagePlanner` asks the memory planner (:func:`mamba_genome.train.memory.plan_stage`) once per
   sequence-length stage for the micro-batch and the :class:`~mamba_genome.model.runtime.RuntimeOptions`
@@ -8,8 +8,10 @@ Shared by ``pretrain`` and ``finetune``:
   (a short stage packs more windows into each forward pass). The expert flags
   (:class:`ExpertOverrides`: ``--micro-batch-size``, ``--grad-checkpointing``, ...) win over the plan.
   A stage's windows per optimizer step are split into ``accumulate`` equal micro-batches.
-- :class:`StageRuntime` applies each stage's runtime to the model (``set_runtime``), sets
-  the Trainer's gradient accumulation, and logs the plan's reason once per stage.
+- :class:`StageRuntime` starts each stage: on a CUDA device one probe step checks the plan first
+  (:func:`~mamba_genome.train.memory.probe_stage`, stepping the micro-batch, then the policy, down
+  on out-of-memory), then it applies the stage's runtime to the model (``set_runtime``), sets the
+  Trainer's gradient accumulation, and logs the plan's reason once per stage.
 - :class:`ValidationSchedule` (a callback) decides when to validate, in optimizer steps (Lightning's
   ``val_check_interval`` counts batches, which changes meaning when the accumulation changes per
   stage). With ``max_fraction`` (on GPU) the interval grows, from the measured step and validation
@@ -19,17 +21,21 @@ Shared by ``pretrain`` and ``finetune``:
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from lightning.pytorch.callbacks import Callback
 
 from ..model.config import MambaConfig
 from ..model.runtime import RuntimeOptions
-from .memory import plan_stage
+from .memory import MemoryPlan, estimate_bytes, plan_stage
 
 VAL_MAX_FRACTION = 0.03   # validation's share of the wall clock on GPU
 
@@ -69,9 +75,21 @@ class StagePlan:
     accumulate: int         # micro-batches per optimizer step
     runtime: RuntimeOptions
     reason: str             # one line for the run log
+    policy: str | None = None          # the planner's policy name (None: CPU, or run-time options set by hand)
+    est_bytes: int | None = None       # predicted peak of one micro-step (None on CPU)
+    measured_bytes: int | None = None  # the probe's peak, once the stage has been probed
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "runtime": self.runtime.to_dict()}
+
+    def memory_plan(self) -> MemoryPlan:
+        """This plan as the memory planner's :class:`~mamba_genome.train.memory.MemoryPlan` (for the probe;
+        its reason without the ``seq-len ...: m x a micro-batches per step`` head, which :meth:`StagePlanner.probed`
+        writes again)."""
+        why = self.reason.split("; ", 1)[1] if self.reason.startswith("seq-len ") and "; " in self.reason \
+            else self.reason
+        return MemoryPlan(self.seq_len, self.micro_batch, self.runtime, self.est_bytes, why, self.policy,
+                          self.measured_bytes)
 
 
 def split_batch(per_device: int, micro: int) -> tuple[int, int]:
@@ -129,11 +147,16 @@ class StagePlanner:
         device_type, free_bytes: what :func:`device_memory` returns (tests give fake ones).
         memory: ``"auto"`` or ``"low"`` (``--memory``).
         expert: the hidden expert flags, which win over the plan.
+        rows_per_window: backbone rows each window costs in a forward pass (2 for a both-strands
+            classifier, which runs every window and its reverse complement): memory and speed are
+            planned for windows that many times as long.
     """
 
     def __init__(self, arch: MambaConfig, windows_per_step: Callable[[int], int], *, device_type: str,
-                 free_bytes: int | None, memory: str = "auto", expert: ExpertOverrides | None = None):
+                 free_bytes: int | None, memory: str = "auto", expert: ExpertOverrides | None = None,
+                 rows_per_window: int = 1):
         self.arch = arch
+        self.rows_per_window = max(1, int(rows_per_window))
         self.windows_per_step = windows_per_step
         self.device_type, self.free_bytes = device_type, free_bytes
         self.memory = memory
@@ -144,7 +167,7 @@ class StagePlanner:
         seq_len = int(seq_len)
         if seq_len not in self._plans:
             per_device = max(1, int(self.windows_per_step(seq_len)))
-            p = plan_stage(self.arch, seq_len, per_device, device_type=self.device_type,
+            p = plan_stage(self.arch, seq_len * self.rows_per_window, per_device, device_type=self.device_type,
                            free_bytes=self.free_bytes, memory=self.memory)
             micro, reason = p.micro_batch, p.reason
             changes = self.expert.runtime_changes()
@@ -154,30 +177,106 @@ class StagePlanner:
             if self.expert.describe():
                 reason = f"{reason}; overridden by {self.expert.describe()}"
             micro, acc = split_batch(per_device, micro)
+            est = (estimate_bytes(self.arch, runtime, seq_len * self.rows_per_window, micro)
+                   if p.est_bytes is not None else None)
             self._plans[seq_len] = StagePlan(seq_len, micro * acc, micro, acc, runtime,
-                                             f"seq-len {seq_len:,}: {micro} x {acc} micro-batches per step; {reason}")
+                                             f"seq-len {seq_len:,}: {micro} x {acc} micro-batches per step; {reason}",
+                                             p.policy if runtime == p.runtime else None, est)
         return self._plans[seq_len]
+
+    def probed(self, plan: StagePlan, result: MemoryPlan) -> StagePlan:
+        """The stage's plan after the probe ran ``result`` (one micro-step that fitted); it replaces the
+        plan of that length from now on."""
+        micro, acc = split_batch(plan.batch, result.micro_batch)
+        new = StagePlan(plan.seq_len, micro * acc, micro, acc, result.runtime,
+                        f"seq-len {plan.seq_len:,}: {micro} x {acc} micro-batches per step; {result.reason}",
+                        result.policy, result.est_bytes, result.measured_bytes)
+        self._plans[plan.seq_len] = new
+        return new
+
+
+def probe_tools(model, precision: str):
+    """``(step_fn, device_memory)`` for :func:`~mamba_genome.train.memory.probe_stage` on the device of
+    ``model`` (a MambaLM or MambaClassifier): one forward and backward of random bases under the run's
+    autocast, and the CUDA peak-memory counter. None when the model is not on a CUDA device."""
+    import torch
+
+    from .memory import CudaMemory, lm_probe_step
+
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return None
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(precision))
+    return lm_probe_step(model, device, dtype), CudaMemory(device)
+
+
+def probe_plan(planner: StagePlanner, plan: StagePlan, model, precision: str,
+               log: Callable[[str], None] | None = None) -> StagePlan:
+    """``plan`` checked by one probe step of ``model`` (:func:`~mamba_genome.train.memory.probe_stage`),
+    stepped down on out-of-memory; the plan that ran replaces ``planner``'s for that length. ``plan``
+    itself when the model is not on a CUDA device (:func:`probe_tools`).
+
+    Raises:
+        UserError: not even one window fits at the least-memory policy.
+    """
+    import torch
+
+    from .memory import probe_stage
+
+    tools = probe_tools(model, precision)
+    if tools is None:
+        return plan
+    step_fn, memory = tools
+    try:
+        result = probe_stage(plan.memory_plan(), step_fn, planner.arch, plan.batch, free_bytes=planner.free_bytes,
+                             device_memory=memory, log=log)
+    except torch.OutOfMemoryError as exc:
+        from ..errors import UserError
+
+        raise UserError(f"out of GPU memory: {str(exc).splitlines()[0]}; use a shorter --seq-len, a smaller "
+                        "model or a GPU with more free memory") from None
+    return planner.probed(plan, result)
 
 
 class StageRuntime:
-    """Applies a stage's plan when the data module starts serving it (a new stage, or a resumed one).
+    """Starts a stage when the data starts serving it (a new stage, or a resumed one).
 
-    The model's runtime (``set_runtime``) and the Trainer's gradient accumulation follow the plan;
-    ``log`` gets each stage's reason once (rank 0). Called from the data module's
-    ``train_dataloader`` rather than ``on_train_epoch_start``, which Lightning skips when it
-    resumes mid-epoch.
+    On a CUDA device (the planner's ``device_type``), one probe step at the stage's plan comes first
+    (:func:`~mamba_genome.train.memory.probe_stage`: a real forward and backward of random bases;
+    on an out-of-memory error, or a peak over the budget, a smaller micro-batch, then a policy that
+    needs less memory), and the plan that ran becomes the stage's plan (``planner.probed``). Then the
+    model's runtime (``set_runtime``) and the Trainer's gradient accumulation follow the plan, and
+    ``log`` gets its reason once per stage (rank 0). Called from the data's ``train_dataloader``
+    (before the loader is built at the plan's micro-batch) rather than ``on_train_epoch_start``,
+    which Lightning skips when it resumes mid-epoch. On CPU nothing is probed; with several
+    processes neither (each rank would step down on its own), and a resumed epoch keeps the
+    micro-batch it was started with (``probe=False``).
     """
 
-    def __init__(self, log: Callable[[str], None] | None = None):
+    def __init__(self, log: Callable[[str], None] | None = None, planner: StagePlanner | None = None):
         self.log = log
+        self.planner = planner
         self._logged: set[int] = set()
+        self._probed: set[int] = set()
 
-    def __call__(self, trainer, plan: StagePlan) -> None:
+    def _probe(self, trainer, plan: StagePlan) -> StagePlan:
+        self._probed.add(plan.seq_len)
+        if trainer.world_size > 1:
+            return plan
+        return probe_plan(self.planner, plan, trainer.lightning_module.model, trainer.precision,
+                          log=self.log if trainer.is_global_zero else None)
+
+    def __call__(self, trainer, plan: StagePlan, probe: bool = True) -> StagePlan:
+        """Apply ``plan`` (probed first, see above); returns the plan the stage runs at."""
+        if (probe and self.planner is not None and self.planner.device_type == "cuda"
+                and plan.seq_len not in self._probed):
+            plan = self._probe(trainer, plan)
         trainer.accumulate_grad_batches = plan.accumulate
         trainer.lightning_module.model.set_runtime(plan.runtime)
         if self.log is not None and trainer.is_global_zero and plan.seq_len not in self._logged:
             self._logged.add(plan.seq_len)
             self.log(plan.reason)
+        return plan
 
 
 def val_interval_for_fraction(val_seconds: float, step_seconds: float, max_fraction: float = VAL_MAX_FRACTION) -> int:
@@ -299,5 +398,157 @@ class ValidationSchedule(Callback):
             self.min_interval = int(k)
 
 
-__all__ = ["ExpertOverrides", "StagePlan", "StagePlanner", "StageRuntime", "ValidationSchedule",
-           "VAL_MAX_FRACTION", "FREE_BYTES_ENV", "device_memory", "split_batch", "val_interval_for_fraction"]
+# ------------------------------------------------------------------------------ the Trainer
+def resolve_accelerator(accelerator: str) -> tuple[str, bool]:
+    """``(Lightning accelerator, on_gpu)`` for ``--accelerator auto|cpu|gpu|...``."""
+    import torch
+
+    on_gpu = accelerator != "cpu" and torch.cuda.is_available()
+    if accelerator == "auto":
+        return ("gpu" if on_gpu else "cpu"), on_gpu
+    return ("gpu" if on_gpu and accelerator in ("gpu", "cuda") else accelerator), on_gpu
+
+
+def default_precision(on_gpu: bool) -> str:
+    """bf16 autocast over fp32 weights on a GPU that has bf16, fp32 otherwise."""
+    if not on_gpu:
+        return "32-true"
+    import torch
+
+    try:
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    except (AssertionError, RuntimeError):  # no CUDA runtime to ask (tests fake a GPU)
+        return "bf16-mixed"
+
+
+def quiet_lightning() -> None:
+    """Lightning's banner lines and the warnings that do not apply to our runs off; the rest still show."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for msg in (".*does not have many workers.*", ".*num_workers.*", ".*LeafSpec.*", ".*is deprecated.*",
+                ".*Checkpoint directory.*exists and is not empty.*", ".*sync_dist=True.*",
+                ".*Experiment logs directory.*", ".*Trying to infer the `batch_size`.*",
+                ".*The number of training batches.*", ".*tensorboardX.*", ".*val_check_interval.*",
+                ".*your dataloader is not resumable.*"):  # it is: the data module / sampler state
+        warnings.filterwarnings("ignore", message=msg)
+
+
+def write_json(path, obj) -> None:
+    """``obj`` as indented JSON, atomically (a reader never sees half a file)."""
+    from ..outputs import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _loggers(run_dir: Path) -> list:
+    from lightning.pytorch.loggers import CSVLogger
+
+    log_root = run_dir / "logs"
+    version = f"v{len(list(log_root.glob('v*')))}" if log_root.is_dir() else "v0"
+    loggers = [CSVLogger(str(run_dir), name="logs", version=version)]
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is not None:
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            loggers.append(TensorBoardLogger(str(run_dir), name="logs", version="tensorboard"))
+    except Exception:  # pragma: no cover - optional dependency
+        pass
+    return loggers
+
+
+class TrainingRun:
+    """The one Trainer of a ``pretrain`` or ``finetune`` run, with its callbacks and run-directory files.
+
+    Args:
+        run_dir: the (locked) run directory: ``best/``, ``last/``, ``last.ckpt``, ``logs/``, ``metrics.json``.
+        command: ``"pretrain"`` or ``"finetune"`` (the resume hint, the progress bar).
+        score, extra, restored_best: what the export keeps as best, the metadata of the model
+            directories, and the best a resumed module already holds
+            (:class:`~mamba_genome.train.callbacks.RunExporter`).
+        val_schedule: when to validate (:class:`ValidationSchedule`).
+        progress: the progress display (:class:`~mamba_genome.train.callbacks.StepProgressBar`).
+        budget: the callbacks that end the run (a step budget, a time budget).
+        accelerator, devices, num_nodes, strategy, precision: for Lightning (``resolve_accelerator``,
+            ``default_precision``).
+        max_steps: optimizer steps (-1: the budget callbacks decide).
+        accumulate: micro-batches per optimizer step at the start (each stage sets its own).
+        grad_clip: gradient-norm clipping (0 / None: off).
+        use_distributed_sampler: False when the data shards itself over ranks.
+        log_every_n_steps: rows of ``logs/v<k>/metrics.csv``.
+    """
+
+    def __init__(self, run_dir, *, command: str, score: Callable, extra: Callable, val_schedule: ValidationSchedule,
+                 progress, budget: list | tuple = (), accelerator: str = "auto", devices="auto", num_nodes: int = 1,
+                 strategy: str = "auto", precision: str = "32-true", max_steps: int = -1, accumulate: int = 1,
+                 grad_clip: float | None = 1.0, use_distributed_sampler: bool = True,
+                 log_every_n_steps: int = 50, restored_best: Callable | None = None):
+        import lightning as L
+        import torch
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+        from .callbacks import GracefulStop, ResumableCheckpoint, RunExporter
+
+        quiet_lightning()  # after importing lightning, which sets its loggers to INFO
+        self.run_dir = Path(run_dir)
+        self.resume_hint = f"mamba-genome {command} --out {self.run_dir} --resume"
+        self.ckpt = ResumableCheckpoint(self.run_dir)
+        self.exporter = RunExporter(self.run_dir, score, extra, self.ckpt, restored_best)
+        self.graceful = GracefulStop(self.ckpt, self.resume_hint)
+        self.val_schedule = val_schedule
+        callbacks = [val_schedule, self.exporter, self.graceful, progress, *budget]
+        try:
+            self.trainer = L.Trainer(
+                accelerator=accelerator, devices=devices if devices is not None else "auto", num_nodes=num_nodes,
+                strategy=strategy, precision=precision, max_epochs=-1, max_steps=max_steps,
+                gradient_clip_val=grad_clip or None, accumulate_grad_batches=accumulate,
+                # every epoch (a sequence-length stage) gets its own loaders; when to validate is
+                # val_schedule's, in optimizer steps
+                reload_dataloaders_every_n_epochs=1, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+                logger=_loggers(self.run_dir), callbacks=callbacks, enable_checkpointing=False,
+                enable_model_summary=False, log_every_n_steps=max(1, int(log_every_n_steps)),
+                default_root_dir=str(self.run_dir), use_distributed_sampler=use_distributed_sampler)
+        except (ValueError, MisconfigurationException) as exc:  # Lightning refuses the combination (FSDP on
+            from ..errors import UserError                          # CPU, a GPU that is not there): one line
+
+            flags = " ".join([f"--accelerator {accelerator}"] + [f"--{k} {v}" for k, v in
+                                                                  (("devices", devices), ("strategy", strategy))
+                                                                  if v not in (None, "auto")])
+            raise UserError(f"{flags}: {str(exc).splitlines()[0]}") from None
+        torch.set_float32_matmul_precision("high" if accelerator == "gpu" else "highest")
+
+    def fit(self, module, datamodule=None, *, resume: bool = False) -> None:
+        """``trainer.fit`` (from ``last.ckpt`` with ``resume``); SIGTERM / SIGINT end it with a checkpoint
+        and :class:`~mamba_genome.errors.RunInterrupted` (the callbacks' note)."""
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        from ..errors import RunInterrupted
+        from .rundir import launch_rank
+
+        if launch_rank() == 0:
+            (self.run_dir / "metrics.json").unlink(missing_ok=True)   # until this run has finished
+        ckpt = str(self.run_dir / "last.ckpt") if resume else None
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
+            warnings.filterwarnings("ignore", category=UserWarning, module="pytorch_lightning")
+            try:
+                self.trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+            except SIGTERMException:  # Lightning's own stop, before our handler was in place
+                saved = f"the last checkpoint is {self.ckpt.path}" if self.ckpt.path.is_file() \
+                    else "no checkpoint was saved"
+                raise RunInterrupted(f"interrupted by SIGTERM before training started; {saved}", 15) from None
+            finally:
+                self.graceful.restore()
+
+    def write_metrics(self, metrics: dict) -> dict:
+        """``metrics.json``, the last file a finished run writes, with the validation's share of the clock
+        (``val_fraction``); returns what it wrote."""
+        metrics = {**metrics, "val_fraction": round(self.val_schedule.val_fraction, 4)}
+        write_json(self.run_dir / "metrics.json", metrics)
+        return metrics
+
+
+__all__ = ["ExpertOverrides", "StagePlan", "StagePlanner", "StageRuntime", "ValidationSchedule", "TrainingRun",
+           "VAL_MAX_FRACTION", "FREE_BYTES_ENV", "device_memory", "split_batch", "val_interval_for_fraction",
+           "resolve_accelerator", "default_precision", "quiet_lightning", "write_json", "probe_tools", "probe_plan"]

@@ -6,7 +6,8 @@ step and the device's free memory, :func:`plan_stage` returns the micro-batch an
 scan-state spacing, un-checkpointed layers) expected to give the highest tokens/s that fits.
 :func:`probe_stage` then runs one real forward+backward at that plan and steps down (a smaller
 micro-batch, then a policy that needs less memory) on an out-of-memory error or a peak above the
-budget. The training engine calls both once per stage; users never need to.
+budget. The training engine calls both once per stage (the probe on a single CUDA device, at the
+start of the stage, before its loader is built); users never need to.
 
 Two models, each checked against measurements:
 
@@ -426,9 +427,10 @@ def apply_runtime(model, rt: RuntimeOptions) -> None:
 
 
 def lm_probe_step(model, device, autocast_dtype=None) -> Callable[[MemoryPlan], None]:
-    """A ``step_fn`` for :func:`probe_stage`: the plan's runtime on ``model`` (a MambaLM on
-    ``device``), one forward and backward of random bases (``plan.micro_batch`` windows of
-    ``plan.seq_len`` tokens, under autocast to ``autocast_dtype`` if given), gradients cleared."""
+    """A ``step_fn`` for :func:`probe_stage`: the plan's runtime on ``model`` (a MambaLM, or a
+    MambaClassifier, on ``device``), one forward and backward of random bases (``plan.micro_batch``
+    windows of ``plan.seq_len`` tokens, under autocast to ``autocast_dtype`` if given), gradients
+    cleared. The bases come from a generator of their own: the run's random streams do not move."""
     import torch
 
     from ..data.tokenizer import A, T
@@ -438,10 +440,14 @@ def lm_probe_step(model, device, autocast_dtype=None) -> Callable[[MemoryPlan], 
     def step(plan: MemoryPlan) -> None:
         apply_runtime(model, plan.runtime)
         model.train()
-        ids = torch.randint(A, T + 1, (plan.micro_batch, plan.seq_len + 1), device=dev)
+        gen = torch.Generator(device=dev).manual_seed(0)
+        ids = torch.randint(A, T + 1, (plan.micro_batch, plan.seq_len + 1), device=dev, generator=gen)
         try:
             with torch.autocast(dev.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
-                loss = model.loss(ids)
+                if hasattr(model, "loss"):
+                    loss = model.loss(ids)
+                else:  # a classifier: its logits stand in for the loss (the memory is the backbone's)
+                    loss = model(ids[:, :-1]).float().logsumexp(-1).mean()
             loss.backward()
         finally:
             model.zero_grad(set_to_none=True)

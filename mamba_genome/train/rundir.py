@@ -17,7 +17,13 @@ One policy, in one place:
   directory fails at once, naming that PID. The operating system drops the
   lock when the process ends, however it ends (``kill -9`` included), so a
   stale lock file never blocks a ``--resume``. With several processes (DDP)
-  only rank 0 takes it.
+  only rank 0 takes it (:func:`launch_rank`).
+- Without ``--out`` a run goes to ``runs/<command>-<timestamp>`` (:func:`default_run_dir`).
+  The other ranks of a multi-process run (Lightning re-runs the command line for them) use the
+  directory rank 0 published in :data:`RUN_DIR_ENV`, and neither check nor lock it
+  (:func:`resolve_run_dir`); several processes started by torchrun / srun need ``--out``.
+- ``--resume`` needs a readable ``last.ckpt`` of ours, loaded ``weights_only``
+  (:func:`check_resume_checkpoint`): anything else is one line.
 
 Usage::
 
@@ -29,6 +35,7 @@ Usage::
 """
 from __future__ import annotations
 
+import datetime
 import errno
 import fcntl
 import json
@@ -40,6 +47,76 @@ from ..errors import UserError
 
 MARKER = ".mamba-genome-run.json"
 LOCK_NAME = ".mamba-genome.lock"
+
+
+def launch_rank() -> int:
+    """0 for the process that owns the run directory; non-zero for the other ranks of a
+    multi-process launch (Lightning's re-launched children, torchrun, srun)."""
+    for key in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK"):
+        try:
+            if int(os.environ.get(key) or 0) != 0:
+                return int(os.environ[key])
+        except ValueError:
+            continue
+    return 0
+
+
+def default_run_dir(command: str) -> Path:
+    """``runs/<command>-<YYYYmmdd-HHMMSS>``: where a run without ``--out`` goes."""
+    return Path("runs") / f"{command}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+# Rank 0 publishes its run directory here before Lightning starts the other ranks, which
+# re-run the same command line (``--devices N`` on one machine) and must not re-check it.
+RUN_DIR_ENV = "MAMBA_GENOME_RUN_DIR"
+
+
+def _world_size_from_env() -> int:
+    for key in ("WORLD_SIZE", "SLURM_NTASKS"):
+        try:
+            return int(os.environ[key])
+        except (KeyError, ValueError):
+            continue
+    return 1
+
+
+def resolve_run_dir(out, command: str) -> Path:
+    """The run directory of this process: ``--out``, else :func:`default_run_dir`; on the other ranks
+    of a multi-process run, the one rank 0 published (:data:`RUN_DIR_ENV`)."""
+    if launch_rank() != 0:
+        return Path(os.environ.get(RUN_DIR_ENV) or out or default_run_dir(command))
+    if not out and _world_size_from_env() > 1 and not os.environ.get(RUN_DIR_ENV):
+        raise UserError("this is one of several processes (torchrun / srun): give --out so that every rank "
+                        "uses the same run directory")
+    return Path(out) if out else default_run_dir(command)
+
+
+def check_resume_checkpoint(path) -> None:
+    """Refuse an unusable ``last.ckpt`` with one line (loaded ``weights_only``: never unpickled)."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    what = "start over with --force (or a new --out)"
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise UserError(f"--resume: cannot read {path} ({exc.strerror})") from None
+    if size == 0:
+        raise UserError(f"--resume: {path} is empty (0 bytes; the run was killed while writing it?); {what}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"--resume: {path} holds Python objects other than tensors and numbers, so it was not "
+                        f"written by mamba-genome and is not loaded (only weights_only checkpoints are); {what}") \
+            from None
+    except (RuntimeError, ValueError, EOFError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"--resume: {path} is truncated or corrupt ({first[:120]}); {what}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:
+        raise UserError(f"--resume: {path} is not a mamba-genome training checkpoint (no state_dict/global_step); "
+                        f"{what}")
 
 
 def _resolved(p) -> Path:
@@ -145,7 +222,10 @@ class RunDir:
 
         ``inputs`` maps a flag to a path the run reads (``{"--data": store}``):
         the run directory may be none of them and lie inside none of them.
+        The other ranks of a multi-process run check nothing: rank 0 has.
         """
+        if launch_rank() != 0:
+            return
         p = self.path
         for flag, src in (inputs or {}).items():
             if src is None:
@@ -207,12 +287,17 @@ class RunDir:
 
         Call :meth:`check` first (and again here: another run may have
         started in between, so the lock is taken before anything is deleted).
+        Rank 0 then publishes the directory to the ranks Lightning starts
+        (:data:`RUN_DIR_ENV`); those only make sure it exists.
         """
         p = self.path
         try:
             p.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create run directory {p} ({exc.strerror}); choose another --out") from None
+        if launch_rank() != 0:
+            return p
+        os.environ[RUN_DIR_ENV] = str(p.resolve())
         self.acquire()
         try:
             if force and not resume:
@@ -288,4 +373,5 @@ class RunDir:
         self.release()
 
 
-__all__ = ["RunDir", "MARKER", "LOCK_NAME", "is_within", "read_marker", "legacy_command", "lock_holder"]
+__all__ = ["RunDir", "MARKER", "LOCK_NAME", "is_within", "read_marker", "legacy_command", "lock_holder", "launch_rank",
+           "default_run_dir", "check_resume_checkpoint", "resolve_run_dir", "RUN_DIR_ENV"]

@@ -12,8 +12,8 @@ Owns the pure, testable arithmetic of every training run (pretrain and finetune)
   stay constant.
 - :class:`TrainSchedule`: both of the above for one run, with a total step
   count that may be re-fitted to a wall-clock budget (``--max-time``).
-- :func:`seq_len_for_epoch`: fine-tuning's sequence-length warmup (App. E.3.4: from
-  2^14, doubling each epoch up to the target).
+- :func:`seq_len_for_epoch`: the same warmup lengths for fine-tuning, one per epoch
+  (App. E.3.4: from 2^14, doubling each epoch up to the target).
 - :func:`parse_duration`: ``"4h"``, ``"90m"``, ``"270s"``, ``"1h30m"`` -> seconds.
 
 Nothing here imports torch; the Lightning pieces read these objects.
@@ -133,11 +133,13 @@ def seq_len_stages(final_seq_len: int, total_steps: int, *, start_seq_len: int =
 
 
 def seq_len_for_epoch(epoch: int, target: int, start: int = 1 << 14, warmup: bool = True) -> int:
-    """Fine-tuning's sequence-length warmup: ``start * 2**epoch`` capped at ``target`` (``target`` if
-    shorter than ``start``)."""
-    if not warmup or target <= start:
+    """Fine-tuning's sequence-length warmup: the stages of :func:`seq_len_lengths` (the one warmup),
+    one epoch each, then ``target`` (``start * 2**epoch`` when ``target`` is a power-of-two multiple
+    of ``start``; ``target`` if shorter than ``start``)."""
+    if not warmup:
         return target
-    return min(target, start << min(int(epoch), 40))
+    lengths = seq_len_lengths(target, start)
+    return lengths[min(max(int(epoch), 0), len(lengths) - 1)]
 
 
 # ------------------------------------------------------------------ one run

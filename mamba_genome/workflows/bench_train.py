@@ -3,20 +3,29 @@
 Builds a :class:`~mamba_genome.model.lm.MambaLM` from a preset on one device, feeds
 random nucleotide tokens (no data needed) and runs full training steps (forward,
 next-token cross-entropy, backward, AdamW) under bf16 autocast, exactly as
-pretraining does. What is measured, and how:
+pretraining does: through the training engine (:mod:`mamba_genome.train.engine`), whose
+planner chooses, for ``batch_size`` windows of ``seq_len`` per step in the device's free
+memory, the micro-batch (a step is ``accumulate`` forward+backward passes, then AdamW)
+and the memory policy, checked on a GPU by one probe step. The hand-set flags
+(``--micro-batch-size``, ``--grad-checkpointing``, ``--checkpoint-bf16``,
+``--checkpoint-skip``, ``--scan-state-every``) override the plan, and a run with any of
+them set is not probed (it measures what was asked, or runs out of memory). What is
+measured, and how:
 
 * step / forward / backward / optimizer time: CUDA events recorded around each
   phase of every step (``time.perf_counter`` on CPU); the median over the steps
   after ``warmup`` (the first steps include Triton compilation and autotuning).
-  With activation checkpointing the backward includes the recomputed forward.
-* tokens/s: batch_size * seq_len / median step time.
+  With activation checkpointing the backward includes the recomputed forward; with
+  several micro-batches each phase is summed over them.
+* tokens/s: windows per step * seq_len / median step time.
 * peak memory: ``torch.cuda.max_memory_allocated`` over the whole run (weights,
   AdamW state, activations, kernel workspaces); ``reserved`` is what the caching
   allocator held from the driver.
 * scan share: after the training steps, one layer's selective scan is timed alone
   at the model's shape and layout (bf16 u/delta/z/B/C slices of the projections,
-  fp32 A/D/bias), forward and backward separately; the estimate is
-  n_layer x (forward x (2 if checkpointing else 1) + backward) / step time.
+  fp32 A/D/bias), forward and backward separately, at the micro-batch; the estimate is
+  micro-batches x n_layer x (forward x (2 if the recomputation re-runs the scan else 1)
+  + backward) / step time.
   It is a lower bound on the time the scan costs inside the step (no cache or
   launch interference), not a profiler measurement.
 
@@ -44,10 +53,13 @@ class BenchTrainConfig:
     batch_size: int = 1             # sequences per step (--batch-size)
     steps: int = 10                 # measured steps after warm-up (--steps)
     warmup: int = 3                 # unmeasured steps first: compilation, autotuning (--warmup)
-    grad_checkpointing: bool = False  # recompute each block in backward (--grad-checkpointing)
-    checkpoint_bf16: bool = False   # keep the per-layer checkpoints in bf16 (--checkpoint-bf16)
-    scan_state_every: int = 64      # steps between scan states kept for the backward (--scan-state-every)
-    checkpoint_skip: int = 0        # with checkpointing: the last N layers are not checkpointed
+    memory: str = "auto"            # the planner's mode: auto (fastest that fits) | low (least memory) (--memory)
+    # Hand-set over the planner's choice (None: the planner decides).
+    micro_batch_size: int | None = None   # sequences per forward pass (--micro-batch-size)
+    grad_checkpointing: bool | None = None  # recompute each block in backward (--grad-checkpointing)
+    checkpoint_bf16: bool | None = None   # keep the per-layer checkpoints in bf16 (--checkpoint-bf16)
+    scan_state_every: int | None = None   # steps between scan states kept for the backward (--scan-state-every)
+    checkpoint_skip: int | None = None    # with checkpointing: the last N layers are not checkpointed
     precision: str = "bf16-mixed"   # "bf16-mixed" (autocast) or "32" (--precision)
     device: str = "auto"            # "auto" (cuda if available), "cuda", "cuda:1", "cpu" (--device)
     lr: float = 8e-3                # AdamW learning rate (the paper's DNA value)
@@ -58,6 +70,7 @@ class BenchTrainConfig:
 
     def __post_init__(self):
         from ..model.config import PRESETS
+        from ..train.memory import MEMORY_MODES
 
         if self.preset not in PRESETS:
             raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
@@ -65,16 +78,42 @@ class BenchTrainConfig:
             raise UserError(f"--seq-len must be >= 2, got {self.seq_len}")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise UserError(f"--micro-batch-size must be >= 1, got {self.micro_batch_size}")
         if self.steps < 1:
             raise UserError(f"--steps must be >= 1, got {self.steps}")
         if self.warmup < 0:
             raise UserError(f"--warmup must be >= 0, got {self.warmup}")
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.checkpoint_skip < 0:
+        if self.memory not in MEMORY_MODES:
+            raise UserError(f"--memory must be one of {', '.join(MEMORY_MODES)}, got {self.memory!r}")
+        if self.checkpoint_skip is not None and self.checkpoint_skip < 0:
             raise UserError(f"--checkpoint-skip must be >= 0, got {self.checkpoint_skip}")
-        if self.scan_state_every < 8 or self.scan_state_every % 8:
+        for flag, v in (("--checkpoint-bf16", self.checkpoint_bf16), ("--checkpoint-skip", self.checkpoint_skip)):
+            if v and not self.grad_checkpointing:
+                raise UserError(f"{flag} only applies with --grad-checkpointing; add that flag")
+        if self.scan_state_every is not None and (self.scan_state_every < 8 or self.scan_state_every % 8):
             raise UserError(f"--scan-state-every must be a positive multiple of 8, got {self.scan_state_every}")
+
+    def expert(self):
+        """The hand-set flags, as the engine's :class:`~mamba_genome.train.engine.ExpertOverrides`."""
+        from ..train.engine import ExpertOverrides
+
+        return ExpertOverrides(micro_batch_size=self.micro_batch_size, gradient_checkpointing=self.grad_checkpointing,
+                               checkpoint_bf16=self.checkpoint_bf16, checkpoint_skip=self.checkpoint_skip,
+                               scan_state_every=self.scan_state_every, scan_backend=self.scan_backend)
+
+    @property
+    def hand_set(self) -> bool:
+        """Whether any flag overrides the planner (then the run is not probed)."""
+        return bool(self.expert().describe())
+
+    def runtime(self):
+        """The hand-set run-time options over the defaults (scripts that build the model by hand)."""
+        from ..model.runtime import RuntimeOptions
+
+        return RuntimeOptions().replace(**self.expert().runtime_changes())
 
     def resolve_device(self) -> torch.device:
         if self.device == "auto":
@@ -100,7 +139,13 @@ class BenchTrainResult:
     preset: str
     params: int
     seq_len: int
-    batch_size: int
+    batch_size: int                 # windows per step (micro_batch x accumulate)
+    micro_batch: int                # windows per forward pass
+    accumulate: int                 # forward+backward passes per step
+    policy: str | None              # the planner's memory policy (None: CPU, or options set by hand)
+    runtime: dict                   # the run-time options the model ran with
+    plan: str                       # who chose the step: "the planner's", or "hand-set <flags>"
+    plan_reason: str                # the engine's one line: micro-batches, policy, estimated (and probed) peak
     grad_checkpointing: bool
     precision: str
     device: str                     # e.g. "NVIDIA H100 80GB HBM3" or "cpu"
@@ -128,8 +173,11 @@ class BenchTrainResult:
         rows = [
             ("model", f"{self.preset} ({self.params / 1e6:.2f} M params)"),
             ("shape", f"batch {self.batch_size} x seq_len {self.seq_len:,} = {self.tokens_per_step:,} tokens/step"),
+            ("plan", f"{self.policy or ('hand-set runtime' if self.plan.startswith('hand-set') else 'default runtime')}, "
+                     f"{self.micro_batch} x {self.seq_len:,} tokens per forward, "
+                     f"{self.accumulate} micro-batch{'es' if self.accumulate > 1 else ''} per step ({self.plan})"),
             ("setup", f"{self.precision}, activation checkpointing {'on' if self.grad_checkpointing else 'off'}, "
-                      f"{self.device}"),
+                      f"scan states every {self.runtime['scan_state_every']}, {self.device}"),
             ("tokens/s", f"{self.tokens_per_s / 1e6:.3f} M" if self.tokens_per_s >= 1e5
              else f"{self.tokens_per_s:,.0f}"),
             ("step", f"{self.step_ms:.1f} ms (median of {len(self.step_ms_all)})"),
@@ -145,7 +193,7 @@ class BenchTrainResult:
         if self.scan_share is not None:
             rows.append(("scan alone/layer", f"fwd {self.scan_fwd_ms:.2f} ms + bwd {self.scan_bwd_ms:.2f} ms"))
             rows.append(("scan share", f"~{100 * self.scan_share:.0f}% of the step (scan timed alone x n_layer"
-                                       f"{' x (2 fwd + bwd)' if self.grad_checkpointing else ''} / step)"))
+                                       f" x micro-batches / step)"))
         return [{"metric": k, "value": v} for k, v in rows]
 
 
@@ -195,16 +243,32 @@ def random_tokens(batch: int, length: int, device, seed: int = 0) -> torch.Tenso
     return torch.randint(lo, lo + 4, (batch, length), generator=g).to(device)
 
 
-def build_model(cfg: BenchTrainConfig, device: torch.device):
+def build_model(cfg: BenchTrainConfig, device: torch.device, runtime=None):
+    """The preset's MambaLM on ``device``, with ``runtime`` (default: the hand-set options over the defaults)."""
     from ..model.config import MambaConfig
     from ..model.lm import MambaLM
-    from ..model.runtime import RuntimeOptions
 
     torch.manual_seed(cfg.seed)
-    runtime = RuntimeOptions(gradient_checkpointing=cfg.grad_checkpointing, checkpoint_bf16=cfg.checkpoint_bf16,
-                             scan_backend=cfg.scan_backend, scan_state_every=cfg.scan_state_every,
-                             checkpoint_skip=cfg.checkpoint_skip)
-    return MambaLM(MambaConfig.from_preset(cfg.preset), runtime).to(device)
+    return MambaLM(MambaConfig.from_preset(cfg.preset), runtime if runtime is not None else cfg.runtime()).to(device)
+
+
+def device_memory_of(device: torch.device) -> tuple[str, int | None]:
+    """``(device_type, free bytes)`` for the planner: the CUDA device's free memory now, None on CPU."""
+    if device.type != "cuda":
+        return "cpu", None
+    torch.cuda.empty_cache()
+    return "cuda", int(torch.cuda.mem_get_info(device)[0])
+
+
+def plan_step(cfg: BenchTrainConfig, device_type: str, free_bytes: int | None):
+    """``(planner, plan)``: the engine's :class:`~mamba_genome.train.engine.StagePlan` for ``cfg.batch_size``
+    windows of ``cfg.seq_len`` per step on a device with ``free_bytes`` free, the hand-set flags over it."""
+    from ..model.config import MambaConfig
+    from ..train.engine import StagePlanner
+
+    planner = StagePlanner(MambaConfig.from_preset(cfg.preset), lambda L: cfg.batch_size, device_type=device_type,
+                           free_bytes=free_bytes, memory=cfg.memory, expert=cfg.expert())
+    return planner, planner.plan(cfg.seq_len)
 
 
 def make_optimizer(model, cfg: BenchTrainConfig, device: torch.device):
@@ -215,41 +279,47 @@ def make_optimizer(model, cfg: BenchTrainConfig, device: torch.device):
                              fused=device.type == "cuda")
 
 
-def timed_steps(model, opt, ids, cfg: BenchTrainConfig, device: torch.device, progress=None):
-    """Run warmup + steps training steps; returns (per-step [fwd, bwd, opt] ms, first step s, last loss)."""
+def timed_steps(model, opt, ids, cfg: BenchTrainConfig, device: torch.device, progress=None, accumulate: int = 1):
+    """Run warmup + steps training steps, each ``accumulate`` forward+backward passes over equal slices of
+    ``ids`` then AdamW; returns (per-step [fwd, bwd, opt] ms, first step s, last loss)."""
     clock = _Clock(device)
     model.train()
+    chunks = ids.chunk(accumulate)
     marks, first_s, loss = [], 0.0, None
     for i in range(cfg.warmup + cfg.steps):
         t_wall = time.perf_counter()
-        m0 = clock.mark()
-        with _autocast(device, cfg.precision):
-            loss = lm_loss(model, ids)
-        m1 = clock.mark()
-        loss.backward()
-        m2 = clock.mark()
+        step = []
+        for chunk in chunks:
+            a = clock.mark()
+            with _autocast(device, cfg.precision):
+                loss = lm_loss(model, chunk)
+            b = clock.mark()
+            (loss / len(chunks)).backward()
+            step.append((a, b, clock.mark()))
         opt.step()
         opt.zero_grad(set_to_none=True)
-        m3 = clock.mark()
+        end = clock.mark()
         if i == 0:
             clock.sync()
             first_s = time.perf_counter() - t_wall
         if i >= cfg.warmup:
-            marks.append((m0, m1, m2, m3))
+            marks.append((step, end))
         if progress is not None:
             progress(i + 1, cfg.warmup + cfg.steps)
     clock.sync()
-    phases = [(clock.ms(a, b), clock.ms(b, c), clock.ms(c, d)) for a, b, c, d in marks]
+    phases = [(sum(clock.ms(a, b) for a, b, _ in step), sum(clock.ms(b, c) for _, b, c in step),
+               clock.ms(step[-1][2], end)) for step, end in marks]
     return phases, first_s, float(loss.detach().float().item())
 
 
-def time_scan(cfg: BenchTrainConfig, device: torch.device, reps: int = 3) -> tuple[float, float]:
-    """Median ms of one layer's selective scan forward and backward alone, at the model's shape/layout."""
+def time_scan(cfg: BenchTrainConfig, device: torch.device, reps: int = 3, batch: int | None = None) -> tuple[float, float]:
+    """Median ms of one layer's selective scan forward and backward alone, at the model's shape/layout
+    (``batch`` windows, default ``cfg.batch_size``)."""
     from ..kernels import selective_scan
     from ..model.config import MambaConfig
 
     c = MambaConfig.from_preset(cfg.preset)
-    Bsz, L, Di, N, R = cfg.batch_size, cfg.seq_len, c.d_inner, c.d_state, c.dt_rank
+    Bsz, L, Di, N, R = batch or cfg.batch_size, cfg.seq_len, c.d_inner, c.d_state, c.dt_rank
     dt = torch.bfloat16 if cfg.precision == "bf16-mixed" else torch.float32
     g = torch.Generator(device=device).manual_seed(cfg.seed)
     rnd = (lambda *s: torch.randn(*s, device=device, dtype=dt, generator=g))
@@ -284,28 +354,40 @@ def time_scan(cfg: BenchTrainConfig, device: torch.device, reps: int = 3) -> tup
     return statistics.median(fwd[1:]), statistics.median(bwd[1:])
 
 
-def run_bench_train(cfg: BenchTrainConfig, progress=None, model_wrapper=None) -> BenchTrainResult:
+def run_bench_train(cfg: BenchTrainConfig, progress=None, model_wrapper=None, log=None) -> BenchTrainResult:
     """Benchmark training steps; see the module docstring for what is measured.
 
-    ``model_wrapper`` (e.g. ``lambda m: DistributedDataParallel(m, ...)``) wraps the
-    model before the optimizer is built. Raises ``torch.cuda.OutOfMemoryError`` on OOM
-    (callers decide whether to report it or move on).
+    The step is the engine's plan for the shape (:func:`plan_step`; on a GPU checked by a probe step
+    unless a flag is hand-set or ``model_wrapper`` is given); ``log`` gets the plan in one line.
+    ``model_wrapper`` (e.g. ``lambda m: DistributedDataParallel(m, ...)``) wraps the model before the
+    optimizer is built. Raises ``torch.cuda.OutOfMemoryError`` on OOM (callers decide whether to report
+    it or move on).
     """
+    from ..train.engine import probe_plan
+
     device = cfg.resolve_device()
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    planner, plan = plan_step(cfg, *device_memory_of(device))
+    model = build_model(cfg, device, plan.runtime)
+    if not cfg.hand_set and model_wrapper is None:
+        plan = probe_plan(planner, plan, model, cfg.precision)
+        model.set_runtime(plan.runtime)
+    how = f"hand-set {cfg.expert().describe()}" if cfg.hand_set else "the planner's"
+    if log is not None:
+        log(f"plan ({how}): {plan.reason}")
+    if device.type == "cuda":
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    model = build_model(cfg, device)
+        torch.cuda.reset_peak_memory_stats(device)   # the probe's peak is not the step's
     params = model.num_parameters()
     if model_wrapper is not None:
         model = model_wrapper(model)
     opt = make_optimizer(model, cfg, device)
-    ids = random_tokens(cfg.batch_size, cfg.seq_len + 1, device, seed=cfg.seed)
+    ids = random_tokens(plan.micro_batch * plan.accumulate, cfg.seq_len + 1, device, seed=cfg.seed)
     try:
-        phases, first_s, loss = timed_steps(model, opt, ids, cfg, device, progress=progress)
+        phases, first_s, loss = timed_steps(model, opt, ids, cfg, device, progress=progress, accumulate=plan.accumulate)
         peak = reserved = None
         if device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(device) / 2**30
@@ -316,12 +398,15 @@ def run_bench_train(cfg: BenchTrainConfig, progress=None, model_wrapper=None) ->
             torch.cuda.empty_cache()
     steps = [sum(p) for p in phases]
     step_ms = statistics.median(steps)
+    rt = plan.runtime
+    tokens = plan.micro_batch * plan.accumulate * cfg.seq_len
     res = BenchTrainResult(
-        preset=cfg.preset, params=params, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
-        grad_checkpointing=cfg.grad_checkpointing, precision=cfg.precision,
+        preset=cfg.preset, params=params, seq_len=cfg.seq_len, batch_size=plan.micro_batch * plan.accumulate,
+        micro_batch=plan.micro_batch, accumulate=plan.accumulate, policy=plan.policy, runtime=rt.to_dict(),
+        plan=how, plan_reason=plan.reason, grad_checkpointing=rt.gradient_checkpointing, precision=cfg.precision,
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        tokens_per_step=cfg.batch_size * cfg.seq_len, step_ms=step_ms,
-        tokens_per_s=cfg.batch_size * cfg.seq_len / (step_ms / 1000.0) if step_ms > 0 else math.inf,
+        tokens_per_step=tokens, step_ms=step_ms,
+        tokens_per_s=tokens / (step_ms / 1000.0) if step_ms > 0 else math.inf,
         fwd_ms=statistics.median(p[0] for p in phases), bwd_ms=statistics.median(p[1] for p in phases),
         opt_ms=statistics.median(p[2] for p in phases), first_step_s=first_s, loss=loss,
         peak_mem_gib=peak, reserved_gib=reserved, scan_fwd_ms=None, scan_bwd_ms=None, scan_share=None,
@@ -329,7 +414,7 @@ def run_bench_train(cfg: BenchTrainConfig, progress=None, model_wrapper=None) ->
     )
     if cfg.scan_share:
         try:
-            f_ms, b_ms = time_scan(cfg, device)
+            f_ms, b_ms = time_scan(cfg, device, batch=plan.micro_batch)
         except torch.cuda.OutOfMemoryError:
             f_ms = b_ms = None
         finally:
@@ -339,6 +424,7 @@ def run_bench_train(cfg: BenchTrainConfig, progress=None, model_wrapper=None) ->
             from ..model.config import MambaConfig
 
             n_layer = MambaConfig.from_preset(cfg.preset).n_layer
+            rescans = rt.gradient_checkpointing and not rt.checkpoint_keep_scan   # the recomputation re-runs it
             res.scan_fwd_ms, res.scan_bwd_ms = f_ms, b_ms
-            res.scan_share = n_layer * (f_ms * (2 if cfg.grad_checkpointing else 1) + b_ms) / step_ms
+            res.scan_share = plan.accumulate * n_layer * (f_ms * (2 if rescans else 1) + b_ms) / step_ms
     return res

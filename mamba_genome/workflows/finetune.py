@@ -8,8 +8,11 @@ and sequence-length warmup (2^14, doubling per epoch) for long windows.
 
 The pieces it shares with ``pretrain``: the windows core (:mod:`mamba_genome.data.windows`),
 the schedule module (:mod:`mamba_genome.train.schedule`), the run-directory policy
-(:mod:`mamba_genome.train.rundir`) and the engine's planner (:mod:`mamba_genome.train.engine`:
-micro-batch, gradient accumulation and memory policy for the device, ``--memory auto|low``).
+(:mod:`mamba_genome.train.rundir`) and the training engine (:mod:`mamba_genome.train.engine`:
+the Trainer, the best/last export, validation every ``--steps-per-epoch`` optimizer steps,
+and per sequence-length stage the micro-batch, gradient accumulation and memory policy for
+the device, ``--memory auto|low``). What is its own: the classifier's LightningModule
+(:mod:`mamba_genome.train.classify_module`), the labelled windows and the test report.
 Many short records (genes, reads, 512-bp windows; split whole, seeded, per class) are trained
 and scored whole at their own length, padded, the classifier pooling over the real bases.
 
@@ -18,7 +21,9 @@ Run directory (the policy of :mod:`mamba_genome.train.rundir`: a non-empty
 a run of ours wrote, one live run per directory; ``metrics.json`` is written
 last, so an interrupted run never looks complete)::
 
-    best/, last/            config.json + model.safetensors (labels, seq_len in config "extra")
+    best/, last/            config.json + model.safetensors (labels, seq_len in config "extra"); best by
+                            validation accuracy (ties: lower loss), both after each validation
+    logs/v<k>/metrics.csv   what the LightningModule logs (train loss and accuracy, val loss and accuracy)
     labels.json             the label list, index = class id
     metrics.json            test_accuracy, test_macro_f1, per_class {label: precision recall f1 support}, ...
     confusion_matrix.tsv    rows = true label, columns = predicted label
@@ -34,27 +39,24 @@ last, so an interrupted run never looks complete)::
 from __future__ import annotations
 
 import csv
-import datetime
 import json
-import logging
 import math
 import os
 import sys
 import time
-import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import RunInterrupted, UserError
-from ..train.rundir import RunDir
+from ..errors import UserError
+from ..train.rundir import RunDir, check_resume_checkpoint, launch_rank, resolve_run_dir
 
 _PRESETS = ("tiny", "1.4m", "7m")
 RUN_FILES = ("best", "last", "last.ckpt", "args.json", "labels.json", "metrics.json", "confusion_matrix.tsv",
              "confusion_matrix.png", "curves.csv", "curves.png", "split.json", "test_predictions.tsv",
-             "kmer_baseline.json")
+             "kmer_baseline.json", "logs")
 # What --resume may change (everything else comes from the run's args.json).
 RESUMABLE_OVERRIDES = ("max_steps", "max_time_s", "devices", "accelerator", "precision", "num_workers", "progress",
                        "memory", "micro_batch_size")
@@ -92,11 +94,11 @@ class FinetuneArgs:
     seq_len_warmup: bool = True  # start at seq_len_start and double each epoch up to seq_len
     seq_len_start: int = 1 << 14  # first sequence length of the warmup (paper: 2^14)
     grad_clip: float = 1.0
-    max_time_s: float | None = None  # stop training after this many seconds (LR cosine follows the clock too)
+    max_time_s: float | None = None  # wall-clock budget: the LR schedule is fitted to it (train/callbacks.TimeBudget)
     patience: int | None = None  # stop after this many validations without a better best model (--patience)
     seed: int = 0
     # --- hardware / output ------------------------------------------------------
-    out: str | None = None  # run directory [runs/finetune-<timestamp>]
+    out: str | None = None  # run directory [runs/finetune-<timestamp>] (train/rundir.py:resolve_run_dir)
     resume: bool = False  # continue the run in `out` from its last.ckpt
     force: bool = False  # replace an existing run directory (mamba-genome runs only)
     devices: int = 1  # GPUs (or CPU processes) to train on
@@ -116,10 +118,8 @@ class FinetuneArgs:
         self.classes = tuple(self.classes or ())
         if self.resume and self.force:
             raise UserError("--resume and --force exclude each other (--force starts the run over)")
-        if self.out is None:
-            if self.resume:
-                raise UserError("--resume needs --out RUN_DIR (the run to continue)")
-            self.out = str(Path("runs") / f"finetune-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+        if self.out is None and self.resume:
+            raise UserError("--resume needs --out RUN_DIR (the run to continue)")
         if bool(self.classes) == bool(self.manifest):
             raise UserError("give either --class LABEL=FASTA (at least twice) or --manifest TSV, not both or neither")
         if self.preset not in _PRESETS:
@@ -190,7 +190,9 @@ def _write_args(path: Path, args: FinetuneArgs) -> None:
     for k in ("manifest", "from_run", "store_dir", "out"):
         if d.get(k):
             d[k] = str(Path(d[k]).resolve())
-    _write_text(path, json.dumps({"args": d}, indent=1, default=str) + "\n")
+    from ..train.engine import write_json
+
+    write_json(path, {"args": d})
 
 
 def _absolute_pair(pair: str) -> str:
@@ -249,14 +251,6 @@ def _build_model(args: FinetuneArgs, num_classes: int):
         model.freeze_backbone()
     model.train()
     return model, source
-
-
-def _precision(args: FinetuneArgs) -> str:
-    if args.precision:
-        return args.precision
-    if args.accelerator != "cpu" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
 
 
 def predict_windows(model, ds, batch_size: int, device, precision: str = "auto") -> np.ndarray:
@@ -362,22 +356,19 @@ def finetune(args: FinetuneArgs) -> dict:
     """
     from ..checkpoint import read_meta
     from ..data.labels import build_task, parse_class_pairs, parse_manifest
-    from .pretrain import _check_resume_checkpoint, launch_rank
 
     t_start = time.perf_counter()
-    out = Path(args.out)
+    # the other ranks of a multi-process run re-run this command: they take rank 0's directory as it is
+    out = resolve_run_dir(args.out, "finetune")
+    args = replace(args, out=str(out))
     rundir = RunDir(out, "finetune", RUN_FILES)
-    # The other ranks of a multi-process run re-run this command; rank 0 owns (and locks) the directory.
-    rank0 = launch_rank() == 0
-    if rank0:
-        rundir.check(resume=args.resume, force=args.force, inputs={"--from": args.from_run})  # before slow work
+    rundir.check(resume=args.resume, force=args.force, inputs={"--from": args.from_run})  # before slow work
     if args.resume:
-        _check_resume_checkpoint(out / "last.ckpt")
+        check_resume_checkpoint(out / "last.ckpt")
     if args.from_run:
         read_meta(args.from_run)
     sources = parse_manifest(args.manifest) if args.manifest else parse_class_pairs(args.classes)
-    if rank0:
-        rundir.check(resume=args.resume, force=args.force, inputs=_run_inputs(args, sources))
+    rundir.check(resume=args.resume, force=args.force, inputs=_run_inputs(args, sources))
     task = build_task(sources, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                       store_dir=args.store_dir, progress=args.progress)
     task.check_windows(args.seq_len, whole_records=task.whole_records(args.seq_len))
@@ -386,15 +377,10 @@ def finetune(args: FinetuneArgs) -> dict:
         from ..cli.common import print_table
 
         print_table(task.describe_rows())
-    if rank0:
-        rundir.prepare(resume=args.resume, force=args.force)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
+    rundir.prepare(resume=args.resume, force=args.force)
     try:  # written in place; metrics.json, written last, marks a finished run
-        if rank0 and not args.resume:
+        if launch_rank() == 0 and not args.resume:
             _write_args(out / "args.json", args)
-        if rank0:
-            (out / "metrics.json").unlink(missing_ok=True)  # until this run has finished
         return _finetune_in(args, task, labels, out, t_start)
     finally:
         rundir.release()
@@ -402,32 +388,32 @@ def finetune(args: FinetuneArgs) -> dict:
 
 def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start: float) -> dict:
     """Train, test and write the run directory ``out`` (locked by :func:`finetune`)."""
-    import lightning as L
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    from ..checkpoint import load_model, save_model
+    from ..checkpoint import load_model
     from ..data.labels import BalancedWindowDataset, FixedWindowDataset, write_split_json
-    from ..train.callbacks import GracefulStop, ResumableCheckpoint, SaveAfterValidation, StepProgressBar
     from ..model.runtime import split_runtime
+    from ..train.callbacks import StepBudget, StepProgressBar, TimeBudget
     from ..train.classify_module import ClassifyModule
-    from ..train.engine import ExpertOverrides, StagePlanner, StageRuntime, device_memory
-    from ..train.schedule import seq_len_for_epoch
+    from ..train.engine import (ExpertOverrides, StagePlanner, StageRuntime, TrainingRun, ValidationSchedule,
+                                default_precision, device_memory, resolve_accelerator)
+    from ..train.schedule import TrainSchedule, seq_len_for_epoch
 
     torch.manual_seed(args.seed)
     model, source = _build_model(args, len(labels))
     world = args.devices
     seq_fn = lambda e: seq_len_for_epoch(e, args.seq_len, args.seq_len_start, args.seq_len_warmup)  # noqa: E731
-    on_gpu = args.accelerator != "cpu" and torch.cuda.is_available()
+    accelerator, on_gpu = resolve_accelerator(args.accelerator)
     device_type, free = device_memory(on_gpu)
     planner = StagePlanner(model.config, lambda L: args.batch_size, device_type=device_type, free_bytes=free,
                            memory=args.memory, expert=ExpertOverrides(micro_batch_size=args.micro_batch_size,
-                                                                      **split_runtime(args.model_overrides)[1]))
-    # the plan of the target (longest) length serves every epoch: the loader is built once, its
-    # epochs fixed in windows (sequence-length warmup shortens the windows, not the batch)
-    # --strands both runs each window twice (and its reverse complement) in one backbone call: planned as
-    # windows of twice the length, the same tokens per forward pass
-    final = planner.plan(args.seq_len * (2 if args.strands == "both" else 1))
-    batch = final.micro_batch * final.accumulate
+                                                                      **split_runtime(args.model_overrides)[1]),
+                           rows_per_window=2 if args.strands == "both" else 1)  # both: + the reverse complement
+    # every epoch runs at its window length's plan (sequence-length warmup shortens the windows, not the
+    # batch: a short stage packs more of them into each forward pass); validation is at the target length
+    final = planner.plan(args.seq_len)
+    epochs = math.ceil(args.max_steps / args.epoch_steps)
+    stage_lengths = sorted({seq_fn(e) for e in range(min(epochs, 64))} | {args.seq_len})
+    first = planner.plan(stage_lengths[0])
+    batch = first.micro_batch * first.accumulate
     # many short records (genes, reads, 512-bp windows): each is trained and scored whole, padded
     whole = task.whole_records(args.seq_len)
     train_ds = BalancedWindowDataset(task.split_regions("train"), len(labels), seq_fn(0),
@@ -444,46 +430,39 @@ def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start
     extra = {"labels": labels, "seq_len": args.seq_len, "pooling": args.pooling, "strands": args.strands,
              "source": source,
              "task": "classification"}
+    warmup = args.warmup_steps if args.warmup_steps is not None else args.max_steps // 10
+    schedule = TrainSchedule(total_steps=args.max_steps, final_seq_len=args.seq_len, lr=args.lr,
+                             warmup_fraction=warmup / args.max_steps, min_lr_ratio=args.min_lr / args.lr,
+                             seq_warmup=False)   # the windows' warmup is per epoch (seq_len_for_epoch)
     module = ClassifyModule(
-        model, train_ds, val_ds, seq_len_fn=seq_fn, batch_size=final.micro_batch, accumulate=final.accumulate,
-        val_batch_size=final.micro_batch * (2 if on_gpu else 1),
-        plan=final, on_stage=StageRuntime(lambda m: _log(args, m)), lr=args.lr, min_lr=args.min_lr,
-        weight_decay=args.weight_decay, max_steps=args.max_steps, out_dir=out, save_extra=extra,
-        warmup_steps=args.warmup_steps if args.warmup_steps is not None else args.max_steps // 10,
-        num_workers=args.num_workers, max_time_s=args.max_time_s, patience=args.patience)
-    # Lightning's banner lines (GPU available, tips) are noise in a CLI; warnings still show.
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning vs torch deprecation, not ours
-    # Lightning cannot see that the sampler resumes mid-epoch (ClassifyModule.train_dataloader)
-    warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
-    ckpt = ResumableCheckpoint(out)
-    bar = StepProgressBar(enabled=args.progress, desc="finetune", total_steps=args.max_steps,
-                          fields=_progress_fields, val_fields=_val_fields)
-    graceful = GracefulStop(ckpt, f"mamba-genome finetune --out {out} --resume")
-    callbacks = [SaveAfterValidation(ckpt), graceful, bar]
-    trainer = L.Trainer(
-        max_steps=args.max_steps, max_epochs=-1, accelerator=args.accelerator, devices=args.devices,
-        max_time=datetime.timedelta(seconds=args.max_time_s) if args.max_time_s else None,
-        precision=_precision(args), logger=False, enable_checkpointing=False, enable_model_summary=False,
-        enable_progress_bar=True, callbacks=callbacks, num_sanity_val_steps=0,
-        accumulate_grad_batches=final.accumulate,
-        gradient_clip_val=args.grad_clip or None, use_distributed_sampler=False,
-        reload_dataloaders_every_n_epochs=0)
-    try:
-        trainer.fit(module, ckpt_path=str(out / "last.ckpt") if args.resume else None, weights_only=True)
-    except SIGTERMException:  # Lightning's own stop, before our handler was in place
-        raise RunInterrupted("interrupted by SIGTERM before training started", 15) from None
-    finally:
-        graceful.restore()
-    if not module.curves or module.curves[-1]["step"] != trainer.global_step:
-        trainer.validate(module, verbose=False)  # max_steps ended mid-epoch: score the final weights too
+        model, train_ds, val_ds, seq_len_fn=seq_fn, batch_size=first.micro_batch, accumulate=first.accumulate,
+        val_batch_size=final.micro_batch * (2 if on_gpu else 1), plan_for=planner.plan,
+        on_stage=StageRuntime(lambda m: _log(args, m), planner), steps_per_epoch=args.epoch_steps,
+        schedule=schedule, weight_decay=args.weight_decay, num_workers=args.num_workers, patience=args.patience)
+    val_schedule = ValidationSchedule(args.epoch_steps)
+    # --max-time fits the schedule's length to the clock (capped at --max-steps), as in pretraining
+    budget = (TimeBudget(schedule, args.max_time_s, val_every=args.epoch_steps, val_schedule=val_schedule,
+                         max_steps=args.max_steps) if args.max_time_s else StepBudget(schedule))
+    run = TrainingRun(
+        out, command="finetune", score=lambda m: ClassifyModule.row_score(m.curves[-1]),
+        restored_best=lambda m: ClassifyModule.row_score(m.best) if m.best else None,
+        extra=lambda m: {**extra, "best": m.best}, val_schedule=val_schedule,
+        progress=StepProgressBar(schedule, enabled=args.progress, desc="finetune", fields=_progress_fields,
+                                 val_fields=_val_fields),
+        budget=[budget], accelerator=accelerator, devices=args.devices,
+        precision=args.precision or default_precision(on_gpu), max_steps=args.max_steps,
+        accumulate=first.accumulate, grad_clip=args.grad_clip,
+        use_distributed_sampler=False,   # the EpochSampler shards over ranks itself
+        log_every_n_steps=min(50, args.max_steps // 50))
+    trainer = run.trainer
+    run.fit(module, resume=args.resume)
     if not trainer.is_global_zero:  # DDP: rank 0 writes the run directory
         return {}
+    if not module.curves:
+        raise UserError("training ended before any validation; increase --max-steps / --max-time")
     train_seconds = time.perf_counter() - t_start
-    save_model(module.model, out / "last", extra={**extra, "step": trainer.global_step},
-               init_kwargs=module.model.init_kwargs)
     best, _ = load_model(out / "best")
-    device = "cuda" if args.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+    device = "cuda" if on_gpu else "cpu"
     probs = predict_windows(best, test_ds, args.batch_size, device)
     y_true, y_pred = test_ds.labels, probs.argmax(1)
     metrics = classification_metrics(y_true, y_pred, labels)
@@ -515,12 +494,13 @@ def _finetune_in(args: FinetuneArgs, task, labels: list[str], out: Path, t_start
         "n_test_windows": len(test_ds), "n_val_windows": len(val_ds), "model_source": source,
         "num_parameters": model.num_parameters(), "split": task.methods, "memory": args.memory,
         "micro_batch": final.micro_batch, "accumulate": final.accumulate, "runtime": final.runtime.to_dict(),
+        "stages": [planner.plan(L).to_dict() for L in stage_lengths],
         "args": {k: v for k, v in asdict(args).items() if k != "model_overrides"},
     })
     if baseline is not None:
         metrics["kmer_baseline"] = {"accuracy": baseline["accuracy"], "macro_f1": baseline["macro_f1"],
                                     "k": baseline["k"]}
-    _write_text(out / "metrics.json", json.dumps(metrics, indent=1, default=str) + "\n")
+    metrics = run.write_metrics(metrics)
     metrics["out"] = str(out)
     return metrics
 

@@ -32,18 +32,14 @@ Lightning's Trainer, which also reads the SLURM and torchrun environments.
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import json
-import logging
 import math
-import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import RunInterrupted, UserError
-from ..train.rundir import RunDir
+from ..errors import UserError
+from ..train.rundir import RUN_DIR_ENV, RunDir, check_resume_checkpoint, launch_rank, resolve_run_dir
 
 PRESET_NAMES = ("tiny", "1.4m", "7m")
 GPU_TOKENS_PER_STEP = 2 ** 20     # paper: ~1M tokens per optimizer step (micro-batches: the memory planner's)
@@ -209,14 +205,6 @@ class _Plan:
         return self.batch_size * self.seq_len
 
 
-def _gpu_available(accelerator: str) -> bool:
-    import torch
-
-    if accelerator == "cpu":
-        return False
-    return torch.cuda.is_available()
-
-
 def _count_devices(devices, on_gpu: bool) -> int:
     import torch
 
@@ -238,9 +226,9 @@ def _count_devices(devices, on_gpu: bool) -> int:
 def _plan(args: PretrainArgs, memory_info: tuple[str, int | None] | None = None) -> _Plan:
     """The run's settings; ``plan.planner`` (a :class:`~mamba_genome.train.engine.StagePlanner`) plans each
     sequence-length stage. ``memory_info``: ``(device_type, free bytes)``, by default this device's."""
-    from ..train.engine import StagePlanner, device_memory
+    from ..train.engine import StagePlanner, default_precision, device_memory, resolve_accelerator
 
-    on_gpu = _gpu_available(args.accelerator)
+    on_gpu = resolve_accelerator(args.accelerator)[1]
     world = _count_devices(args.devices, on_gpu) * args.num_nodes if (on_gpu or args.devices) else 1
     seq_len = int(args.seq_len or (1024 if on_gpu else CPU_SEQ_LEN))
     if args.batch_size:
@@ -258,7 +246,7 @@ def _plan(args: PretrainArgs, memory_info: tuple[str, int | None] | None = None)
     micro, accumulate = final.micro_batch, final.accumulate
     batch = micro * accumulate * world  # rounded to what the devices actually run
     lr = float(args.lr if args.lr is not None else (GPU_LR if on_gpu else CPU_LR))
-    precision = args.precision or ("bf16-mixed" if on_gpu else "32-true")
+    precision = args.precision or default_precision(on_gpu)
     max_time = args.max_time
     if args.max_steps:
         budget, total = "max_steps", int(args.max_steps)
@@ -286,36 +274,6 @@ def _plan(args: PretrainArgs, memory_info: tuple[str, int | None] | None = None)
 # --------------------------------------------------------------------- run dir
 
 
-def _default_run_dir() -> Path:
-    return Path("runs") / f"pretrain-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-# Rank 0 publishes its run directory here before Lightning starts the other ranks, which
-# re-run the same command line (``--devices N`` on one machine) and must not re-check it.
-RUN_DIR_ENV = "MAMBA_GENOME_RUN_DIR"
-
-
-def launch_rank() -> int:
-    """0 for the process that owns the run directory; non-zero for the other ranks of a
-    multi-process launch (Lightning's re-launched children, torchrun, srun)."""
-    for key in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK"):
-        try:
-            if int(os.environ.get(key) or 0) != 0:
-                return int(os.environ[key])
-        except ValueError:
-            continue
-    return 0
-
-
-def _world_size_from_env() -> int:
-    for key in ("WORLD_SIZE", "SLURM_NTASKS"):
-        try:
-            return int(os.environ[key])
-        except (KeyError, ValueError):
-            continue
-    return 1
-
-
 def _run_inputs(args: PretrainArgs) -> dict:
     """The paths this run reads, which its run directory must not be or lie inside."""
     from ..data.store import default_store_path
@@ -335,19 +293,11 @@ def _prepare_run_dir(args: PretrainArgs, create: bool = True, run_dir: Path | No
     Called once with ``create=False`` before any work, so a bad --out fails
     fast, and again with ``create=True`` only after the data and split have
     been validated, so a bad input never leaves an empty run directory behind.
-    The policy is :class:`~mamba_genome.train.rundir.RunDir`'s; ``rundir``
-    (given with ``create``) keeps the lock until :meth:`RunDir.release`.
+    The policy is :mod:`mamba_genome.train.rundir`'s (the other ranks of a
+    multi-process run take rank 0's directory as it is); ``rundir`` (given
+    with ``create``) keeps the lock until :meth:`RunDir.release`.
     """
-    if launch_rank() != 0:
-        # another rank of a multi-process run: rank 0 has checked, prepared and locked the directory
-        run_dir = Path(os.environ.get(RUN_DIR_ENV) or run_dir or args.out or _default_run_dir())
-        if create:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        return run_dir
-    if not args.out and _world_size_from_env() > 1 and not os.environ.get(RUN_DIR_ENV):
-        raise UserError("this is one of several processes (torchrun / srun): give --out so that every rank "
-                        "uses the same run directory")
-    run_dir = run_dir or (Path(args.out) if args.out else _default_run_dir())
+    run_dir = run_dir or resolve_run_dir(args.out, "pretrain")
     rd = rundir if rundir is not None else RunDir(run_dir, "pretrain", RUN_FILES)
     rd.check(resume=args.resume, force=args.force, inputs=_run_inputs(args))
     if not create:
@@ -355,14 +305,7 @@ def _prepare_run_dir(args: PretrainArgs, create: bool = True, run_dir: Path | No
     rd.prepare(resume=args.resume, force=args.force)
     if rundir is None:  # nobody to hand the lock to
         rd.release()
-    os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     return run_dir
-
-
-def _write_json(path: Path, obj) -> None:
-    from ..outputs import atomic_write_text
-
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _merge_resume_args(args: PretrainArgs, run_dir: Path) -> PretrainArgs:
@@ -431,33 +374,6 @@ def _check_same_genome(run_dir: Path, store, source: str) -> str | None:
                     "--fasta/--data, or start a new run")
 
 
-def _check_resume_checkpoint(path: Path) -> None:
-    """Refuse an unusable ``last.ckpt`` with one line (loaded ``weights_only``: never unpickled)."""
-    import pickle
-
-    import torch
-
-    what = "start over with --force (or a new --out)"
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise UserError(f"--resume: cannot read {path} ({exc.strerror})") from None
-    if size == 0:
-        raise UserError(f"--resume: {path} is empty (0 bytes; the run was killed while writing it?); {what}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError:
-        raise UserError(f"--resume: {path} holds Python objects other than tensors and numbers, so it was not "
-                        f"written by mamba-genome and is not loaded (only weights_only checkpoints are); {what}") \
-            from None
-    except (RuntimeError, ValueError, EOFError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"--resume: {path} is truncated or corrupt ({first[:120]}); {what}") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:
-        raise UserError(f"--resume: {path} is not a mamba-genome training checkpoint (no state_dict/global_step); "
-                        f"{what}")
-
-
 # ---------------------------------------------------------------------- data
 
 
@@ -484,17 +400,6 @@ def _open_data(args: PretrainArgs, progress: bool):
 # --------------------------------------------------------------------- train
 
 
-def _quiet_lightning() -> None:
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for msg in (".*does not have many workers.*", ".*num_workers.*", ".*LeafSpec.*", ".*is deprecated.*",
-                ".*Checkpoint directory.*exists and is not empty.*", ".*sync_dist=True.*",
-                ".*Experiment logs directory.*", ".*Trying to infer the `batch_size`.*",
-                ".*The number of training batches.*", ".*tensorboardX.*", ".*val_check_interval.*",
-                ".*your dataloader is not resumable.*"):  # it is: GenomeDataModule.state_dict
-        warnings.filterwarnings("ignore", message=msg)
-
-
 def pretrain(args: PretrainArgs) -> dict:
     """Pretrain a Mamba LM as ``args`` say; returns the final metrics (also in ``metrics.json``).
 
@@ -507,7 +412,7 @@ def pretrain(args: PretrainArgs) -> dict:
     if args.resume:
         args = _merge_resume_args(args, run_dir)
         _prepare_run_dir(args, create=False, run_dir=run_dir)  # the recorded inputs, too
-        _check_resume_checkpoint(run_dir / "last.ckpt")
+        check_resume_checkpoint(run_dir / "last.ckpt")
     progress = not args.quiet
     plan = _plan(args)
 
@@ -544,37 +449,27 @@ def _train(args: PretrainArgs, plan: _Plan, store, source: str, split, run_dir: 
            progress: bool) -> dict:
     """The Lightning part of :func:`pretrain`, run while the run directory is locked."""
     import lightning as L
-    import torch
-    from lightning.pytorch.loggers import CSVLogger
 
-    _quiet_lightning()  # after the import: importing lightning sets its loggers to INFO
-
-    from ..model.config import MambaConfig
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    from ..train.callbacks import (GracefulStop, ResumableCheckpoint, RunExporter, StepBudget, StepProgressBar,
-                                   TimeBudget)
+    from ..train.callbacks import StepBudget, StepProgressBar, TimeBudget
     from ..train.datamodule import GenomeDataModule
-    from ..train.engine import VAL_MAX_FRACTION, StageRuntime, ValidationSchedule
+    from ..train.engine import (VAL_MAX_FRACTION, StageRuntime, TrainingRun, ValidationSchedule, resolve_accelerator,
+                                write_json)
     from ..train.lm_module import LMModule
     from ..train.plots import plot_loss_curve
     from ..train.schedule import TrainSchedule, format_duration
 
     L.seed_everything(args.seed, workers=True, verbose=False)
-    if not plan.on_gpu and args.accelerator == "auto":
-        accelerator = "cpu"
-    else:
-        accelerator = "gpu" if plan.on_gpu else args.accelerator
     config = args.architecture()
     schedule = TrainSchedule(total_steps=plan.total_steps, final_seq_len=plan.seq_len, lr=plan.lr,
                              warmup_fraction=args.warmup_fraction, min_lr_ratio=args.min_lr_ratio,
                              seq_warmup=args.seq_warmup, start_seq_len=args.seq_warmup_start)
     module = LMModule(config, schedule, weight_decay=args.weight_decay)
     stage_log = _echo if progress else None
-    # validation has no backward: twice the training micro-batch fits on GPU
-    data = GenomeDataModule(store.path, split, schedule, plan_for=plan.planner.plan, on_stage=StageRuntime(stage_log),
-                            val_windows=plan.val_windows, val_batch_size=plan.micro_batch * (2 if plan.on_gpu else 1),
-                            num_workers=plan.num_workers, pin_memory=plan.on_gpu, seed=args.seed)
+    # validation has no backward: twice the final stage's (probed) micro-batch fits on GPU
+    data = GenomeDataModule(store.path, split, schedule, plan_for=plan.planner.plan,
+                            on_stage=StageRuntime(stage_log, plan.planner), val_windows=plan.val_windows,
+                            val_batch_factor=2 if plan.on_gpu else 1, num_workers=plan.num_workers,
+                            pin_memory=plan.on_gpu, seed=args.seed)
     stage_plans = [plan.planner.plan(st.seq_len).to_dict() for st in schedule.stages()]
     n_params = module.model.num_parameters()
 
@@ -585,9 +480,34 @@ def _train(args: PretrainArgs, plan: _Plan, store, source: str, split, run_dir: 
     args_record = {"args": record_args, "resolved": {**dataclasses.asdict(plan), "stages": stage_plans},
                    "model_config": config.to_dict(),
                    "source": source, "store": str(store.path), "genome": _genome_fingerprint(store)}
+    def provenance(pl_module) -> dict:
+        return {"task": "pretrain", "data_source": source, "store": str(store.path), "split": split.describe(),
+                "steps": int(pl_module.global_step), "tokens_seen": int(pl_module.tokens_seen),
+                "seq_len": plan.seq_len, "tokens_per_step": plan.tokens_per_step, "preset": args.preset,
+                "val": dict(pl_module.last_val)}
+
+    val_schedule = ValidationSchedule(plan.val_every, max_fraction=VAL_MAX_FRACTION if plan.on_gpu else None)
+    time_budget = None
+    if plan.budget == "max_time":
+        time_budget = TimeBudget(schedule, plan.max_time, val_every=plan.val_every, val_schedule=val_schedule)
+        data.epoch_end = time_budget.next_refit
+        budget = [time_budget]
+    else:
+        budget = [StepBudget(schedule)]
+
+    run = TrainingRun(
+        run_dir, command="pretrain", score=lambda m: (-m.last_val.get("val_loss", math.inf),), extra=provenance,
+        val_schedule=val_schedule, progress=StepProgressBar(schedule, enabled=progress), budget=budget,
+        accelerator=resolve_accelerator(args.accelerator)[0], devices=args.devices, num_nodes=args.num_nodes,
+        strategy=args.strategy, precision=plan.precision,
+        max_steps=plan.total_steps if plan.budget != "max_time" else -1, accumulate=plan.accumulate,
+        grad_clip=args.grad_clip,
+        log_every_n_steps=min(50, (plan.total_steps if plan.budget != "max_time" else 100) // 50))
+    trainer = run.trainer
+
     if launch_rank() == 0:
         if not args.resume:
-            _write_json(run_dir / "args.json", args_record)
+            write_json(run_dir / "args.json", args_record)
             (run_dir / "split.json").write_text(split.to_json() + "\n")
         else:  # the data may have been given again from a new place: record where it is now
             try:
@@ -596,59 +516,9 @@ def _train(args: PretrainArgs, plan: _Plan, store, source: str, split, run_dir: 
                     old["args"].update({k: record_args.get(k) for k in ("fasta", "data")})
                     old["source"], old["store"] = source, str(store.path)
                     old.setdefault("genome", args_record["genome"])
-                    _write_json(run_dir / "args.json", old)
+                    write_json(run_dir / "args.json", old)
             except (OSError, ValueError, KeyError, TypeError):
                 pass
-
-    def provenance(pl_module) -> dict:
-        return {"task": "pretrain", "data_source": source, "store": str(store.path), "split": split.describe(),
-                "steps": int(pl_module.global_step), "tokens_seen": int(pl_module.tokens_seen),
-                "seq_len": plan.seq_len, "tokens_per_step": plan.tokens_per_step, "preset": args.preset,
-                "val": dict(pl_module.last_val)}
-
-    ckpt_writer = ResumableCheckpoint(run_dir)
-    exporter = RunExporter(run_dir, provenance, ckpt_writer)
-    bar = StepProgressBar(schedule, enabled=progress)
-    resume_hint = f"mamba-genome pretrain --out {run_dir} --resume"
-    graceful = GracefulStop(ckpt_writer, resume_hint)
-    val_schedule = ValidationSchedule(plan.val_every, max_fraction=VAL_MAX_FRACTION if plan.on_gpu else None)
-    callbacks = [val_schedule, exporter, graceful, bar]
-    time_budget = None
-    if plan.budget == "max_time":
-        time_budget = TimeBudget(schedule, plan.max_time, val_every=plan.val_every, val_schedule=val_schedule)
-        data.epoch_end = time_budget.next_refit
-        callbacks.append(time_budget)
-    else:
-        callbacks.append(StepBudget(schedule))
-
-    log_root = run_dir / "logs"
-    version = f"v{len(list(log_root.glob('v*')))}" if log_root.is_dir() else "v0"
-    loggers = [CSVLogger(str(run_dir), name="logs", version=version)]
-    try:
-        import importlib.util
-
-        if importlib.util.find_spec("tensorboard") is not None:
-            from lightning.pytorch.loggers import TensorBoardLogger
-
-            loggers.append(TensorBoardLogger(str(run_dir), name="logs", version="tensorboard"))
-    except Exception:  # pragma: no cover - optional dependency
-        pass
-
-    trainer = L.Trainer(
-        accelerator=accelerator, devices=args.devices if args.devices not in (None,) else "auto",
-        num_nodes=args.num_nodes, strategy=args.strategy, precision=plan.precision,
-        max_epochs=-1, max_steps=plan.total_steps if plan.budget != "max_time" else -1,
-        gradient_clip_val=args.grad_clip, accumulate_grad_batches=plan.accumulate,
-        reload_dataloaders_every_n_epochs=1,  # when to validate: val_schedule (in optimizer steps)
-        check_val_every_n_epoch=None, num_sanity_val_steps=0, logger=loggers, callbacks=callbacks,
-        enable_checkpointing=False, enable_model_summary=False,
-        log_every_n_steps=max(1, min(50, (plan.total_steps if plan.budget != "max_time" else 100) // 50)),
-        default_root_dir=str(run_dir), use_distributed_sampler=True,
-    )
-    if not plan.on_gpu:
-        torch.set_float32_matmul_precision("highest")
-    else:
-        torch.set_float32_matmul_precision("high")
 
     if progress and trainer.is_global_zero:
         extra = f", {plan.accumulate} micro-batches of {plan.micro_batch}" if plan.accumulate > 1 else ""
@@ -662,25 +532,13 @@ def _train(args: PretrainArgs, plan: _Plan, store, source: str, split, run_dir: 
               f"{limit}{warm}, {plan.precision} on {plan.world} {'GPU' if plan.on_gpu else 'CPU'} device(s)")
         _echo(f"  run dir: {run_dir}")
 
-
-    ckpt = str(run_dir / "last.ckpt") if args.resume else None
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
-        warnings.filterwarnings("ignore", category=UserWarning, module="pytorch_lightning")
-        try:
-            trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)
-        except SIGTERMException:  # Lightning's own stop, before our handler was in place
-            saved = f"the last checkpoint is {run_dir / 'last.ckpt'}" if (run_dir / "last.ckpt").is_file() \
-                else "no checkpoint was saved"
-            raise RunInterrupted(f"interrupted by SIGTERM before training started; {saved}", 15) from None
-        finally:
-            graceful.restore()
+    run.fit(module, datamodule=data, resume=args.resume)
 
     if not trainer.is_global_zero:
         return {}
     if not module.last_val:
         raise UserError("training ended before any validation; increase --max-steps / --max-time")
-    csvs = sorted(log_root.glob("v*/metrics.csv"))
+    csvs = sorted((run_dir / "logs").glob("v*/metrics.csv"))
     try:
         plot_loss_curve(csvs, run_dir / "loss_curve.png", title=f"mamba-genome pretrain ({args.preset})")
     except Exception as exc:  # a plot must never lose a finished run
@@ -691,18 +549,18 @@ def _train(args: PretrainArgs, plan: _Plan, store, source: str, split, run_dir: 
     metrics = {
         "val_loss": lv["val_loss"], "val_bits_per_base": lv["val_bits_per_base"],
         "val_perplexity": lv["val_perplexity"], "val_bases": lv.get("val_bases"),
-        "best_val_loss": exporter.best_loss, "best_step": exporter.best_step,
+        "best_val_loss": -run.exporter.best_score[0], "best_step": run.exporter.best_step,
         "tokens_seen": int(module.tokens_seen), "steps": int(trainer.global_step),
         "wall_seconds": wall, "train_seconds": module.train_seconds,
         "tokens_per_second": module.tokens_seen / max(module.train_seconds, 1e-9),
         "preset": args.preset, "num_parameters": n_params, "seq_len": plan.seq_len,
         "tokens_per_step": plan.tokens_per_step, "lr": plan.lr, "precision": plan.precision,
         "devices": plan.world, "stopped_by": stopped, "memory": args.memory,
-        "val_fraction": round(val_schedule.val_fraction, 4), "stages": stage_plans, "data_source": source, "split": split.describe(),
-        "run_dir": str(run_dir),
+        # each stage's plan as it ran (on a GPU, after its probe step)
+        "stages": [plan.planner.plan(st.seq_len).to_dict() for st in schedule.stages()],
+        "data_source": source, "split": split.describe(), "run_dir": str(run_dir),
     }
-    _write_json(run_dir / "metrics.json", metrics)
-    return metrics
+    return run.write_metrics(metrics)
 
 
 def _echo(msg: str) -> None:
@@ -724,4 +582,4 @@ def summary_rows(metrics: dict) -> list[dict]:
     }]
 
 
-__all__ = ["PretrainArgs", "pretrain", "summary_rows", "BUNDLED_FASTA"]
+__all__ = ["PretrainArgs", "pretrain", "summary_rows", "BUNDLED_FASTA", "launch_rank", "RUN_DIR_ENV"]
