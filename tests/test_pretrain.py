@@ -255,3 +255,26 @@ def test_checkpointed_training_runs(fasta, tmp_path):
     rt = json.loads((out / "args.json").read_text())["resolved"]["stages"][-1]["runtime"]
     assert rt["gradient_checkpointing"] is True and rt["scan_state_every"] == 16 and rt["checkpoint_skip"] == 1
     assert m["stages"][-1]["runtime"] == rt and 0 <= m["val_fraction"] < 1
+
+
+def test_progress_reads_the_loss_only_when_it_prints(capsys):
+    """The progress fields read the step's loss (a GPU sync): plain lines compute them only for the lines
+    they print (the first step, a new window length, then once per interval), not after every step."""
+    from types import SimpleNamespace
+
+    from mamba_genome.train.callbacks import StepProgressBar
+
+    calls = []
+
+    def fields(trainer, pl_module, batch):
+        calls.append(trainer.global_step)
+        return {"seq": str(batch["input_ids"].shape[1])}
+
+    bar = StepProgressBar(total_steps=100, fields=fields, interval=3600.0, tty=False)
+    trainer = SimpleNamespace(is_global_zero=True, global_step=0)
+    bar.on_train_start(trainer, None)
+    for step, L in enumerate([64] * 10 + [128] * 10, start=1):
+        trainer.global_step = step
+        bar.on_train_batch_end(trainer, None, None, {"input_ids": torch.zeros(2, L)}, step - 1)
+    assert calls == [1, 11]
+    assert capsys.readouterr().err.count("pretrain step") == 2

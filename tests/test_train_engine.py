@@ -47,6 +47,17 @@ def test_planner_per_stage_on_a_big_gpu():
         assert f"seq-len {L:,}" in p.reason
 
 
+def test_planner_counts_both_strand_rows():
+    """A both-strands classifier runs every window and its reverse complement: the planner sizes its
+    micro-batch as for windows twice as long, and the plan keeps the real window length."""
+    arch = MambaConfig.from_preset("1.4m")
+    one = StagePlanner(arch, lambda _: 256, device_type="cuda", free_bytes=24 * GiB)
+    two = StagePlanner(arch, lambda _: 256, device_type="cuda", free_bytes=24 * GiB, rows_per_window=2)
+    L = 1 << 13
+    assert two.plan(L).seq_len == L and two.plan(L).micro_batch == one.plan(2 * L).micro_batch
+    assert two.plan(L).micro_batch < one.plan(L).micro_batch
+
+
 def test_planner_checkpoints_when_memory_is_short_and_experts_override():
     arch = MambaConfig.from_preset("7m")
     L = 1 << 20

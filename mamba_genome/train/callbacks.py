@@ -416,6 +416,15 @@ def lm_val_fields(pl_module) -> dict:
     return {"val bits/base": f"{lv['val_bits_per_base']:.3f}"} if "val_bits_per_base" in lv else {}
 
 
+BAR_REFRESH_S = 0.5  # the terminal bar is redrawn at most this often
+
+
+def _batch_seq_len(batch) -> int | None:
+    """The window length of a training batch (``input_ids`` (B, L)), without touching its values."""
+    ids = batch.get("input_ids") if isinstance(batch, dict) else None
+    return int(ids.shape[-1]) if ids is not None else None
+
+
 class StepProgressBar(ProgressBar):
     """Progress over optimizer steps on stderr: a tqdm bar on a terminal, plain lines in a log.
 
@@ -449,6 +458,7 @@ class StepProgressBar(ProgressBar):
         self._plain = False
         self._val = {}
         self._last_line = 0.0
+        self._last_bar = 0.0
         self._t0 = 0.0
         self._step0 = 0
         self._seq = None
@@ -497,14 +507,20 @@ class StepProgressBar(ProgressBar):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if not (self._enabled and trainer.is_global_zero) or (self.bar is None and not self._plain):
             return
-        self._post = self.fields(trainer, pl_module, batch)
+        # the fields read the step's loss, which waits for the GPU: only when a line or the bar is redrawn
+        seq = _batch_seq_len(batch)
+        first_or_new_stage = seq != self._seq  # the first step, or a new sequence-length stage
+        self._seq = seq
+        now = time.monotonic()
         if self._plain:
-            seq = self._post.get("seq")
-            first_or_new_stage = seq != self._seq  # the first step, or a new sequence-length stage
-            self._seq = seq
-            if first_or_new_stage or time.monotonic() - self._last_line >= self.interval:
+            if first_or_new_stage or now - self._last_line >= self.interval:
+                self._post = self.fields(trainer, pl_module, batch)
                 self._print(self.line(trainer.global_step))
             return
+        if not (first_or_new_stage or now - self._last_bar >= BAR_REFRESH_S):
+            return
+        self._last_bar = now
+        self._post = self.fields(trainer, pl_module, batch)
         if self.bar.total != self.total:
             self.bar.total = self.total
         self.bar.n = trainer.global_step

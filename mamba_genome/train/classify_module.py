@@ -132,8 +132,10 @@ class ClassifyModule(L.LightningModule):
         loss = F.cross_entropy(logits.float(), batch["label"])
         acc = (logits.argmax(-1) == batch["label"]).float().mean()
         self._train_loss.append(loss.detach())
-        self.log_dict({"train_loss": loss, "train_acc": acc}, prog_bar=True, on_step=True, on_epoch=False)
-        self.log("seq_len", float(batch["input_ids"].shape[1]), prog_bar=True, on_step=True, on_epoch=False)
+        # no prog_bar (read back after every step) and no Python numbers (copied to the device): nothing
+        # here waits for the GPU; the progress line reads the loss when it prints
+        self.log_dict({"train_loss": loss, "train_acc": acc}, on_step=True, on_epoch=False)
+        self.log("seq_len", torch.tensor(float(batch["input_ids"].shape[1])), on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch, batch_idx):

@@ -104,14 +104,16 @@ class LMModule(L.LightningModule):
             self.train_seconds += now - self._t_last
         self._t_last = now
         tps = self.tokens_seen / max(self.train_seconds, 1e-9)
+        # Nothing here may wait for the GPU: a prog_bar tensor is read back (.item()) after every step, and
+        # a Python number is copied to the model's device (a synchronising copy), so the loss goes to the
+        # loggers only and the host-side numbers are logged as CPU tensors
         log = dict(on_step=True, on_epoch=False, batch_size=ids.shape[0])
-        self.log("train/loss", loss, prog_bar=True, **log)
+        self.log("train/loss", loss, **log)
         self.log("train/bpb", loss.detach() / LN2, **log)
         self.log("train/ppl", torch.exp(loss.detach()), **log)
-        self.log("seq_len", float(ids.shape[1]), prog_bar=True, **log)
-        self.log("tokens_seen", float(self.tokens_seen), **log)
-        self.log("tokens_per_s", tps, prog_bar=True, **log)
-        self.log("lr", self.schedule.lr_at(self.global_step), **log)
+        for name, value in (("seq_len", ids.shape[1]), ("tokens_seen", self.tokens_seen), ("tokens_per_s", tps),
+                            ("lr", self.schedule.lr_at(self.global_step))):
+            self.log(name, torch.tensor(float(value)), **log)
         return loss
 
     # -------------------------------------------------------------- validation
