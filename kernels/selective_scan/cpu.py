@@ -9,14 +9,22 @@ Work split: one job is (one batch row, W = 16, 32 or 64 channels, all N states);
 GIL-free threads (a small pool, as many threads as torch uses). Inside a job the state is an
 (N, W) fp32 tile and time is walked one step at a time; the innermost loops run over the W
 channels (unit stride in u, delta, z, dy), which LLVM turns into AVX/NEON vectors, and exp /
-softplus / sigmoid are short polynomials here rather than libm calls, so they vectorise too.
+softplus / sigmoid are short polynomials here rather than libm calls, so they vectorise too
+(the decays exp(dt A) as 2**(dt A log2 e), which needs fewer operations).
+
+With ``delta_proj_weight`` (Mamba's dt_proj) the kernels take the (B, L, R) low-rank dt and form
+delta = dt @ W.T per step and channel block (R multiply-adds per channel); delta is never
+stored, and the backward returns the gradients of dt and W directly (three thin GEMMs per layer
+and a (B, L, D) tensor less than projecting first).
 
 Forward: y, the final state and, for the backward, the state entering every segment of SEG_LEN
 steps ((B, ceil(L / SEG_LEN), N, D) fp32, 1/SEG_LEN of the (B, L, D, N) states). Backward: per
 job, segments back to front; each segment's states and decays are rebuilt from its saved start
 state into a per-thread scratch of SEG_LEN x N x W, then walked back to form every gradient
-(the equations are in README.md). dB and dC sum over channels: each thread adds into its own
-(B, L, N) partial, summed at the end; dA, dD and d delta_bias are per-(batch row) partials.
+(the equations are in README.md). dB and dC (and d dt) sum over channels: when there are at
+least as many batch rows as threads, each thread takes whole rows and writes them in place;
+otherwise each thread adds into its own (B, L, N) partial, summed at the end. dA, dD,
+d delta_bias and d W are per-(batch row) partials.
 
 Inputs reach the kernels without copies when they are fp32 with unit stride on the last axis
 (the model's slices of one projection): each is passed as a flat array plus its batch and time
