@@ -6,9 +6,19 @@ Public API:
 """
 from __future__ import annotations
 
+import os as _os
 from pathlib import Path as _Path
 
 __version__ = "0.1.0"
+
+# PyTorch's OpenMP workers spin for a while after each parallel op (libgomp's default wait
+# policy), and the compiled CPU kernels (kernels/cpu_common.py) run in threads of their own, so
+# on a CPU with few cores those spinning workers take the cores from the kernels: a tiny-model
+# training step on 2 cores took 167 ms with the default policy and 129 ms with PASSIVE (idle VM),
+# and 10x longer under load. libgomp reads the variable once, when torch is first imported, so it
+# is set here, before any module of the package imports torch; a value the user set wins, and
+# it has no effect where torch was imported before this package.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # In a source checkout that was not pip-installed, `kernels/` sits beside this
 # package; make it importable as `mamba_genome.kernels` exactly as the installed

@@ -69,8 +69,9 @@ def test_default_batch_fills_positions_on_gpu(engine, monkeypatch):
 
 def test_default_chunk_keeps_positions_in_flight(engine, seqs, monkeypatch):
     """chunk_size=None on a GPU: each step is CHUNK_TOKENS / sequences still running, at least
-    DEFAULT_CHUNK_SIZE (on CPU: DEFAULT_CHUNK_SIZE)."""
+    DEFAULT_CHUNK_SIZE (on CPU: CPU_CHUNK_SIZE)."""
     monkeypatch.setattr(eng, "DEFAULT_CHUNK_SIZE", 4)
+    monkeypatch.setattr(eng, "CPU_CHUNK_SIZE", 5)
     monkeypatch.setattr(eng, "CHUNK_TOKENS", 24)
     lengths = [len(s) for s in seqs]                                  # 101, 37, 5, 64
     reader = ChunkReader(seqs, lengths, None, rc=False)               # what a GPU model streams
@@ -79,8 +80,8 @@ def test_default_chunk_keeps_positions_in_flight(engine, seqs, monkeypatch):
                                     (62, 74), (74, 98), (98, 101)]
     (fixed,) = engine.batches(seqs, lengths, 7, 8)
     assert list(fixed.reader.spans())[:2] == [(0, 7), (7, 14)]
-    (cpu,) = engine.batches(seqs, lengths, None, 8)                   # CPU: fixed DEFAULT_CHUNK_SIZE
-    assert list(cpu.reader.spans())[:2] == [(0, 4), (4, 8)]
+    (cpu,) = engine.batches(seqs, lengths, None, 8)                   # CPU: fixed CPU_CHUNK_SIZE
+    assert list(cpu.reader.spans())[:2] == [(0, 5), (5, 10)]
 
 
 def test_chunk_reader_reads_uint8_padded_chunks(seqs):

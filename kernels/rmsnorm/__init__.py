@@ -6,7 +6,8 @@
 Files in this folder:
     naive.py   float64 reference (ground truth for tests)
     fused.py   Triton forward/backward, residual add fused (CUDA default)
-    here       ``rms_norm_torch``: plain PyTorch (CPU default)
+    cpu.py     numba forward/backward, residual add fused (CPU default for fp32 when numba imports)
+    here       ``rms_norm_torch``: plain PyTorch (other CPU dtypes, and without numba)
 """
 from __future__ import annotations
 
@@ -39,6 +40,11 @@ def rms_norm(x, weight, residual=None, eps: float = 1e-5, residual_in_fp32: bool
     backend = resolve_backend(backend, x.device)
     if backend == "reference":
         return rms_norm_naive(x, weight, residual=residual, eps=eps)
+    if (backend == "numba" and x.dtype == weight.dtype == torch.float32
+            and (residual is None or residual.dtype == torch.float32)):
+        from .cpu import rms_norm_numba
+
+        return rms_norm_numba(x, weight, residual=residual, eps=eps)
     if backend == "triton":
         try:
             from .fused import rms_norm_triton

@@ -43,7 +43,8 @@ def selective_scan(
         delta_proj_weight: (D, R) optional; then ``delta`` is the (B, L, R) low-rank time-step
                   and the scan uses delta @ delta_proj_weight.T in delta's dtype (Mamba's dt_proj,
                   without its bias: pass that as ``delta_bias``). The Triton backend recomputes this
-                  projection in the backward instead of saving the (B, L, D) result.
+                  projection in the backward instead of saving the (B, L, D) result; the numba
+                  backend forms it per step inside its kernels (never stored).
 
     Returns:
         y (B, L, D) in u's dtype (float64 for the reference), or
@@ -81,12 +82,12 @@ def selective_scan(
         if delta_proj_weight is not None:
             delta = torch.nn.functional.linear(delta.double(), delta_proj_weight.double())
         return selective_scan_naive(u, delta, A, B, C, **kw)
+    if backend == "numba" and u.dtype != torch.float64:
+        from .cpu import selective_scan_numba        # forms delta = dt @ W.T per step itself
+
+        return selective_scan_numba(u, delta, A, B, C, delta_proj_weight=delta_proj_weight, **kw)
     if delta_proj_weight is not None:  # in delta's dtype, as the Triton backend does
         delta = torch.nn.functional.linear(delta, delta_proj_weight.to(delta.dtype))
-    if backend == "numba" and u.dtype != torch.float64:
-        from .cpu import selective_scan_numba
-
-        return selective_scan_numba(u, delta, A, B, C, **kw)
     return selective_scan_torch(u, delta, A, B, C, **kw)
 
 

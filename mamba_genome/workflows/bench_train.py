@@ -275,8 +275,10 @@ def make_optimizer(model, cfg: BenchTrainConfig, device: torch.device):
     from ..model.lm import param_groups
 
     base = model.module if hasattr(model, "module") else model
+    # the fused kernel on CPU as well: one pass over all parameters instead of about ten small ops
+    # per tensor (tiny preset: 0.6 against 2.6-3.4 ms of main-thread CPU per step)
     return torch.optim.AdamW(param_groups(base, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95),
-                             fused=device.type == "cuda")
+                             fused=device.type in ("cuda", "cpu"))
 
 
 def timed_steps(model, opt, ids, cfg: BenchTrainConfig, device: torch.device, progress=None, accumulate: int = 1):

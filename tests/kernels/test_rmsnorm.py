@@ -12,7 +12,7 @@ import os
 import pytest
 import torch
 
-from mamba_genome.kernels import rms_norm
+from mamba_genome.kernels import rms_norm, utils
 from mamba_genome.kernels.rmsnorm import rms_norm_naive, rms_norm_torch
 
 from .conftest import DEVICE, HAS_CUDA, TOL, assert_close
@@ -95,3 +95,38 @@ def test_unused_residual_output_and_dispatch():
 def test_bad_weight_shape():
     with pytest.raises(ValueError, match="weight"):
         fused.rms_norm_triton(torch.randn(4, 8, device=DEVICE), torch.ones(7, device=DEVICE))
+
+
+@pytest.mark.skipif(DEVICE != "cpu" or not utils.numba_available(), reason="needs numba and CPU tensors")
+@pytest.mark.parametrize("shape,has_res,threads", [((2, 63, 48), True, 2), ((2, 63, 48), False, 2),
+                                                    ((3, 300, 64), True, 3), ((1, 700, 256), False, 1),
+                                                    ((5, 7), True, 2)])
+def test_numba_matches_reference(shape, has_res, threads, monkeypatch):
+    """The compiled CPU norm (fp32, kernels/rmsnorm/cpu.py): y, the residual stream and the
+    gradients of x, weight and residual against float64; several row jobs over the threads."""
+    common = importlib.import_module("mamba_genome.kernels.cpu_common")
+    monkeypatch.setattr(common, "MIN_PARALLEL_WORK", 0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        x = torch.randn(shape).requires_grad_()
+        r = torch.randn(shape).requires_grad_() if has_res else None
+        w = (1 + 0.2 * torch.randn(shape[-1])).requires_grad_()
+        leaves = [x, w] + ([r] if has_res else [])
+        y, res = rms_norm(x, w, residual=r, eps=1e-5, backend="numba")
+        gy, gr = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
+        grads = torch.autograd.grad((y.double() * gy).sum() + (res.double() * gr).sum(), leaves)
+        ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
+        y_ref, res_ref = rms_norm_naive(ref_leaves[0], ref_leaves[1], ref_leaves[2] if has_res else None, eps=1e-5)
+        ref_grads = torch.autograd.grad((y_ref * gy).sum() + (res_ref * gr).sum(), ref_leaves)
+        assert y.dtype == res.dtype == torch.float32
+        assert_close("y", y_ref, y, TOL[torch.float32])
+        assert_close("residual_out", res_ref, res, TOL[torch.float32])
+        for name, g_ref, g in zip(["dx", "dweight", "dresidual"], ref_grads, grads):
+            assert_close(name, g_ref, g, TOL[torch.float32])
+        with torch.no_grad():                          # the inference path: same values
+            y2, res2 = rms_norm(x, w, residual=r, eps=1e-5, backend="numba")
+        assert torch.equal(y2, y.detach()) and torch.equal(res2, res.detach())
+    finally:
+        torch.set_num_threads(before)

@@ -9,9 +9,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mamba_genome.kernels import selective_scan
+from mamba_genome.kernels import selective_scan, utils
 
 from .conftest import DEVICE, DTYPE_NAME, TOL, assert_close, cuda_only
+
+# the compiled CPU kernels (kernels/selective_scan/cpu.py), where numba imports and tensors are on CPU
+NUMBA = pytest.param("numba", marks=pytest.mark.skipif(not (utils.numba_available() and DEVICE == "cpu"),
+                                                       reason="needs numba and CPU tensors"))
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
 ALL = dict(z=True, D=True, bias=True, softplus=True, h0=True)
@@ -212,14 +216,19 @@ def test_torch_chunk_closed_form_matches_steps(scale):
         torch.testing.assert_close(a, c, rtol=1e-8, atol=1e-8)
 
 
-@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("backend", ["triton", "torch", NUMBA])
 @pytest.mark.parametrize("p", [case(2, 130, 16, 8, torch.float32), case(1, 200, 16, 8, torch.bfloat16),
                                case(2, 4096, 512, 16, torch.bfloat16, marks=cuda_only)])
 def test_scan_fused_delta_projection(p, backend):
-    """delta_proj_weight: delta = dt_low @ W.T inside the scan (recomputed in the Triton backward):
-    y, final state and every gradient, dt_low's and W's included, against the float64 reference."""
+    """delta_proj_weight: delta = dt_low @ W.T inside the scan (recomputed in the Triton backward,
+    formed per step by the numba kernels): y, final state and every gradient, dt_low's and W's
+    included, against the float64 reference."""
+    check_fused_projection(p, backend, rank=4)
+
+
+def check_fused_projection(p, backend, rank):
     inputs = make_inputs(**p)
-    b, l, d, rank = p["b"], p["l"], p["d"], 4
+    b, l, d = p["b"], p["l"], p["d"]
     inputs["delta"] = (0.5 * torch.randn(b, l, rank, device=DEVICE)).to(p["dtype"])
     inputs["delta_proj_weight"] = 0.4 * torch.randn(d, rank, device=DEVICE)
 

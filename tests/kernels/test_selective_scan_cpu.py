@@ -22,7 +22,9 @@ import torch
 from mamba_genome.kernels import selective_scan, utils
 
 from .conftest import TOL, assert_close
-from .test_selective_scan import ALL, NAMES, NONE, case, check, make_inputs, run
+from .test_selective_scan import (
+    ALL, NAMES, NONE, case, check, check_fused_projection, make_inputs, run,
+)
 
 numba_only = pytest.mark.skipif(not utils.numba_available(), reason="needs numba")
 
@@ -50,6 +52,29 @@ def test_numba_scan_matches_reference(p):
 def test_numba_scan_sliced_inputs():
     """u, delta, z, B, C as strided views of one (B, L, 3D + 2N) projection, read in place."""
     check(dict(b=2, l=130, d=40, n=8, dtype=torch.float32, **ALL), "numba", sliced=True)
+
+
+def fused_case(c, rank, threads):
+    return pytest.param(c.values[0], rank, threads, id=f"{c.id}-R{rank}-T{threads}")
+
+
+@pytest.mark.parametrize("p,rank,threads", [
+    fused_case(case(2, 130, 200, 16, torch.float32), 4, 2),                   # 64-channel jobs + a tail of 8
+    fused_case(case(3, 97, 40, 16, torch.float32, bias=False, z=False), 3, 2),  # 3 rows over 2 workers
+    fused_case(case(1, 63, 16, 1, torch.float32, **NONE), 1, 2),              # 1 row: per-worker partials
+    fused_case(case(2, 70, 48, 16, torch.float32, h0=False), 16, 3),          # more workers than rows
+    fused_case(case(2, 33, 24, 8, torch.float16, D=False), 2, 1),
+])
+@numba_only
+def test_numba_scan_fused_delta_projection(p, rank, threads):
+    """delta = dt_low @ W.T formed inside the kernels: ranks 1-16, channel tails, rows owned by
+    one worker (dB, dC, d dt written in place) and rows shared by workers (partials summed)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        check_fused_projection(p, "numba", rank=rank)
+    finally:
+        torch.set_num_threads(before)
 
 
 @numba_only
@@ -139,34 +164,6 @@ def test_numba_scan_streaming():
 
 
 @numba_only
-def test_numba_scan_fused_delta_projection():
-    """delta_proj_weight: the (B, L, R) low-rank time-step, projected before the kernel;
-    its gradient and the weight's against the float64 reference."""
-    p = dict(b=2, l=130, d=16, n=8, dtype=torch.float32, **ALL)
-    inputs = make_inputs(**p)
-    inputs["delta"] = 0.5 * torch.randn(2, 130, 4)
-    inputs["delta_proj_weight"] = 0.4 * torch.randn(16, 4)
-
-    def go(bk):
-        leaves = {k: (v.detach().clone().requires_grad_(True) if v is not None else None) for k, v in inputs.items()}
-        y, final = selective_scan(**{k: leaves[k] for k in ("u", "delta", "A", "B", "C")}, D=leaves["D"],
-                                  z=leaves["z"], delta_bias=leaves["delta_bias"], delta_softplus=True,
-                                  initial_state=leaves["initial_state"], return_final_state=True,
-                                  delta_proj_weight=leaves["delta_proj_weight"], backend=bk)
-        gen = torch.Generator().manual_seed(7)
-        ((y.double() * torch.randn(y.shape, generator=gen, dtype=torch.float64)).sum()
-         + (final.double() * torch.randn(final.shape, generator=gen, dtype=torch.float64)).sum()).backward()
-        return y, final, {k: v.grad for k, v in leaves.items() if v is not None}
-
-    (y_ref, f_ref, g_ref), (y, f, g) = go("reference"), go("numba")
-    assert_close("y", y_ref, y, 1e-5)
-    assert_close("final_state", f_ref, f, 1e-5)
-    for name in (*NAMES, "delta_proj_weight"):
-        if name in g_ref:
-            assert_close(f"d{name}", g_ref[name], g[name], 1e-5)
-
-
-@numba_only
 def test_cpu_default_is_numba_and_agrees_with_torch_path(monkeypatch):
     """On CPU tensors backend=None resolves to the compiled scan; it gives the PyTorch path's
     values and gradients at a model-like shape (several jobs, several segments)."""
@@ -185,20 +182,24 @@ def test_cpu_default_is_numba_and_agrees_with_torch_path(monkeypatch):
 
 @numba_only
 def test_numba_math_helpers():
-    """The kernels' exp, softplus and sigmoid polynomials against float64, over the range the
-    scan meets (softplus down to -80, where log1p(exp(v)) ~ exp(v))."""
-    from mamba_genome.kernels.selective_scan import cpu
+    """The kernels' exp, exp2, softplus and sigmoid polynomials against float64, over the range
+    the scan meets (softplus down to -80, where log1p(exp(v)) ~ exp(v); exp2 for the decays)."""
+    import importlib
 
+    common = importlib.import_module("mamba_genome.kernels.cpu_common")
     xs = np.concatenate([np.linspace(-87, 88, 701), -np.logspace(-6, 1.9, 60), np.logspace(-6, 1.9, 60)])
     xs = xs.astype(np.float32)
     x64 = xs.astype(np.float64)
-    cases = [("exp", cpu._exp, np.exp(x64)), ("softplus", cpu._softplus, np.logaddexp(0.0, x64)),
-             ("sigmoid", cpu._sigmoid, 1.0 / (1.0 + np.exp(-x64)))]
-    for name, fn, want in cases:
-        got = np.array([fn(v) for v in xs], dtype=np.float64)
+    x2 = np.concatenate([np.linspace(-125, 126, 1001), -np.logspace(-7, 2, 80)]).astype(np.float32)
+    cases = [("exp", common._exp, xs, np.exp(x64)), ("softplus", common._softplus, xs, np.logaddexp(0.0, x64)),
+             ("sigmoid", common._sigmoid, xs, 1.0 / (1.0 + np.exp(-x64))),
+             ("exp2", common._exp2, x2, np.exp2(x2.astype(np.float64)))]
+    for name, fn, x, want in cases:
+        got = np.array([fn(v) for v in x], dtype=np.float64)
         rel = np.abs(got - want) / np.abs(want)
-        assert rel.max() < 5e-7, f"{name}: max relative error {rel.max():.2e} at x = {xs[rel.argmax()]}"
-    assert cpu._exp(np.float32(-200.0)) == 0.0 and np.isnan(cpu._exp(np.float32("nan")))
+        assert rel.max() < 5e-7, f"{name}: max relative error {rel.max():.2e} at x = {x[rel.argmax()]}"
+    assert common._exp(np.float32(-200.0)) == 0.0 and np.isnan(common._exp(np.float32("nan")))
+    assert 0.0 <= common._exp2(np.float32(-300.0)) < 2e-38 and np.isnan(common._exp2(np.float32("nan")))
 
 
 # ----------------------------------------------------------------------------- backend choice
