@@ -68,8 +68,10 @@ class LMModule(L.LightningModule):
 
     # ------------------------------------------------------------ optimisation
     def configure_optimizers(self):
+        # on CPU the fused AdamW is one kernel for all parameters instead of a dozen small ops per tensor
+        fused = {"fused": True} if self.device.type == "cpu" else {}
         return torch.optim.AdamW(param_groups(self.model, self.weight_decay), lr=self.schedule.lr,
-                                 betas=self.betas, eps=1e-8)
+                                 betas=self.betas, eps=1e-8, **fused)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         """Clip by global norm. Under FSDP the norm must be taken over all shards, through the
