@@ -9,6 +9,8 @@
 #      STAGES=probe,finetune bash benchmarks/tasks/run_gpu.sh  # reuse the LMs of an earlier call
 #      MODEL=runs/my_lm STAGES=probe,finetune bash benchmarks/tasks/run_gpu.sh  # one LM for all tasks
 #      TASKS=order_short,order_long bash benchmarks/tasks/run_gpu.sh
+#    Groups share the GPU when run together: six LMs pretraining at once got 51 M tokens each where one alone
+#    got 211 M (H200, 2026-12-01), so for the best numbers give each group its own call (TASKS=...) and merge.
 #      ABLATE=start_codon,splice_donor bash benchmarks/tasks/run_gpu.sh  # + a forward-only (--strands fwd)
 #                                     fine-tune of those tasks, recorded as stage finetune_fwd (JSON, not the table)
 #      STRANDS=fwd bash benchmarks/tasks/run_gpu.sh            # the forward-only classifier everywhere
