@@ -46,7 +46,7 @@ def test_triton_checkpointing_with_kept_scan_states(scan_fwd_calls):
                                                            checkpoint_keep_scan=False, **cfg).to(DEVICE).train()
     for m in models.values():
         m.load_state_dict(models["plain"].state_dict())
-    x = torch.randint(0, 8, (2, 50), device=DEVICE)
+    x = torch.randint(0, 8, (2, 33), device=DEVICE)
     counts, losses = {}, {}
     for name, m in models.items():
         calls["n"] = 0
