@@ -233,6 +233,17 @@ def test_probe_steps_down_when_the_peak_is_over_budget_without_oom():
     assert len(dev.tried) == 2
 
 
+def test_probe_uses_the_memory_left_after_an_oom():
+    """The planner was told 80 GiB, but another process has taken all but 20: after the first
+    out-of-memory the probe plans for what the device reports is left, and the next try fits."""
+    a = arch("1.4m")
+    plan = plan_stage(a, 1 << 14, 64, device_type="cuda", free_bytes=80 * GiB)
+    dev = FakeDevice(a, capacity=20 * GiB)
+    dev.available = lambda: 20 * GiB
+    got = probe_stage(plan, dev.step, a, 64, free_bytes=80 * GiB, device_memory=dev)
+    assert len(dev.tried) == 2 and got.measured_bytes <= GPU_MEMORY_FRACTION * 20 * GiB
+
+
 def test_probe_raises_when_nothing_fits_and_passes_other_errors():
     a = arch("7m")
     plan = plan_stage(a, 1 << 20, 1, device_type="cuda", free_bytes=4 * GiB)

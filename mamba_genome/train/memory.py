@@ -385,6 +385,16 @@ class CudaMemory:
         torch.cuda.synchronize(self.device)
         return int(torch.cuda.max_memory_allocated(self.device))
 
+    def available(self) -> int:
+        """Bytes this process could hold now, on the scale of :meth:`peak`: the device's free memory
+        plus what this process has allocated (after releasing its cached blocks)."""
+        import torch
+
+        gc.collect()
+        torch.cuda.empty_cache()
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return int(free + torch.cuda.memory_allocated(self.device))
+
 
 def _is_oom(exc: BaseException) -> bool:
     import torch
@@ -504,8 +514,13 @@ def probe_stage(plan: MemoryPlan, step_fn: Callable[[MemoryPlan], object], arch:
             last_oom = str(exc).splitlines()[0] if str(exc) else "out of memory"
             exc.__traceback__ = None
             del exc
-            if cand.est_bytes and free_bytes:
-                scale = max(scale, free_bytes / cand.est_bytes)
+            # what the device can hold now (another process may have taken memory since the plan)
+            available = mem.available() if hasattr(mem, "available") else None
+            if available is not None:
+                budget = min(budget, memory_fraction * available)
+            room = available if available is not None else free_bytes
+            if cand.est_bytes and room:
+                scale = max(scale, room / cand.est_bytes)   # the try needed more than the room it had
             if log:
                 log(f"memory probe: out of memory at {cand.reason}")
             mem.reset()
