@@ -193,6 +193,15 @@ def test_cpu_defaults_and_gpu_recipe(monkeypatch):
     assert ddp.world == 4 and ddp.batch_size == 1024 and ddp.micro_batch * ddp.accumulate * 4 == 1024
 
 
+def test_gpu_loader_workers_scale_with_cpus():
+    from mamba_genome.workflows.pretrain import gpu_loader_workers
+
+    assert gpu_loader_workers(1, cpus=16) == 8 and gpu_loader_workers(1, cpus=128) == 8
+    assert gpu_loader_workers(2, cpus=16) == 4 and gpu_loader_workers(8, cpus=128) == 8
+    assert gpu_loader_workers(1, cpus=2) == 2 and gpu_loader_workers(4, cpus=8) == 2
+    assert 2 <= gpu_loader_workers() <= 8
+
+
 def test_bundled_genome_ships():
     assert BUNDLED_FASTA.is_file() and BUNDLED_FASTA.stat().st_size > 1_000_000
     with pytest.raises(UserError):

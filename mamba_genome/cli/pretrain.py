@@ -93,7 +93,7 @@ def _csv(ctx, param, value):
               help="Steps between the scan states saved for the backward (multiple of 8).")
 @click.option("--val-every", type=int, help="Validate every N optimizer steps [about 8 times per run].")
 @click.option("--val-windows", type=int, help="Validation windows, evenly spaced over the val split [GPU 256, CPU 48].")
-@click.option("--num-workers", type=int, help="DataLoader worker processes [GPU 4, CPU 0].")
+@click.option("--num-workers", type=int, help="DataLoader worker processes per rank [GPU: half the CPUs over the ranks, 2 to 8; CPU 0].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary table.")
 @click.option("--model-overrides", hidden=True, metavar="JSON", help="MambaConfig fields over the preset (tests, experiments).")
 @handle_errors

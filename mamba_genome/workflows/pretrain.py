@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,7 +103,7 @@ class PretrainArgs:
     checkpoint_skip: int | None = None   # --checkpoint-skip: last N layers not checkpointed
     val_every: int | None = None        # --val-every: validate every N optimizer steps
     val_windows: int | None = None      # --val-windows: validation windows (evenly spaced)
-    num_workers: int | None = None      # --num-workers: DataLoader workers [0 on CPU, 4 on GPU]
+    num_workers: int | None = None      # --num-workers: DataLoader workers [0 on CPU; GPU: gpu_loader_workers()]
     quiet: bool = False                 # --quiet: no progress bar, no summary
     model_overrides: dict = field(default_factory=dict)  # MambaConfig fields over the preset (tests)
 
@@ -264,11 +265,25 @@ def _plan(args: PretrainArgs, memory_info: tuple[str, int | None] | None = None)
     val_every = args.val_every
     if val_every is None and budget != "max_time":
         val_every = max(1, total // 8)
-    workers = args.num_workers if args.num_workers is not None else (4 if on_gpu else 0)
+    workers = args.num_workers if args.num_workers is not None else (gpu_loader_workers(world) if on_gpu else 0)
     plan = _Plan(on_gpu, world, seq_len, batch, micro, accumulate, lr, precision, total, budget, max_time,
                  val_every, val_windows, int(workers))
     plan.planner = planner  # not a field: args.json records the stage plans instead
     return plan
+
+
+def gpu_loader_workers(world: int = 1, cpus: int | None = None) -> int:
+    """DataLoader workers per rank on a GPU: half of this process's CPUs over the ranks, 2 to 8.
+
+    Short windows make a step out of many windows (1,024 of 1 kbp for a 2^20-token step), each drawn in
+    Python; on one H200 with 16 CPUs, 8 workers took the 1.4m training loop at 2^10 from 3.47 to 3.99 M
+    tokens/s (4 workers left the GPU waiting; BENCHMARKS.md section 4)."""
+    if cpus is None:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 2
+    return max(2, min(8, cpus // (2 * max(1, world))))
 
 
 # --------------------------------------------------------------------- run dir
