@@ -320,3 +320,22 @@ def test_a_probe_that_fits_keeps_the_plan_and_says_so():
                                                                           plan.runtime, plan.policy)
     assert got.measured_bytes == plan.est_bytes and got.reason.count("seq-len") == 1 and "probed: peak" in got.reason
     assert planner.plan(1 << 14) is got
+
+
+def test_validation_loads_in_the_main_process(tmp_path, fasta_small):
+    """Validation reads a few fixed tiles: worker processes would cost more to start than the reading
+    (0.5 s per validation with 8 workers), so only the training loader uses them."""
+    from types import SimpleNamespace
+
+    from mamba_genome.data.splits import make_splits
+    from mamba_genome.data.store import ingest
+    from mamba_genome.train.datamodule import GenomeDataModule
+    from mamba_genome.train.schedule import TrainSchedule
+
+    store = ingest(fasta_small, tmp_path / "s", progress=False)
+    split = make_splits(store, val_contigs=("c1",))
+    dm = GenomeDataModule(store.path, split, TrainSchedule(total_steps=4, final_seq_len=64, lr=1e-3, seq_warmup=False),
+                          plan_for=lambda L: SimpleNamespace(micro_batch=2, accumulate=1), val_windows=4, num_workers=3)
+    val = dm.val_dataloader()
+    assert val.num_workers == 0 and next(iter(val))["input_ids"].shape == (2, 64)
+    assert dm._loader(val.dataset, 2, drop_last=False).num_workers == 3   # the training loader's default
