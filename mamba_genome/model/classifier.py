@@ -9,32 +9,48 @@ name the species of a contiguous window. The backbone is a whole
 so a pretrained LM's weights load into it under the prefix ``backbone.``; its
 (tied) LM head is simply unused.
 
-Pooling: ``"last"`` takes the hidden state of the final token, which in a
-causal model has seen the whole window; ``"mean"`` averages over all
-positions (more robust early in training). A batch of records shorter than
-its width (padded at the end) passes ``lengths`` (B,): pooling then covers the
-real tokens only (``last`` = the last real token); the causal model never lets
-the padding change a real position.
+Pooling (over the real positions of each window):
+
+- ``"last"``: the hidden state of the final token, which in a causal model has seen the whole window;
+- ``"mean"``: the average over all positions (robust early in training), which dilutes a signal
+  that sits at one place in the window (a splice site, a start codon) over all L positions;
+- ``"max"``: the per-channel maximum over positions, so one position can carry a channel;
+- ``"attention"``: a learned softmax over positions of a linear score of each hidden state
+  (one ``d_model -> 1`` map shared by both strands' passes), the weighted mean of the hidden
+  states; the score starts at zero, so training starts from ``mean`` pooling;
+- ``"meanmax"``: ``mean`` and ``max`` concatenated (``2 * d_model`` features per pass).
+
+A batch of records shorter than its width (padded at the end) passes ``lengths`` (B,): pooling
+then covers the real tokens only (``last`` = the last real token; padding is masked out of the
+mean, the max and the softmax); the causal model never lets the padding change a real position.
 
 Strands: ``"fwd"`` pools the forward pass only; a causal model's position i
 then summarises bases 0..i, so a mean over positions sees mostly left context.
 ``"both"`` also runs the backbone on the reverse complement of each window (of
 its real bases, padding kept at the end), pools that pass the same way and
-concatenates the two pooled vectors before the head (``2 * d_model`` inputs).
+concatenates the two pooled vectors before the head (twice the pooled features).
 Together the two passes see both sides of every position, and, unlike an
 average, the head can still tell the strands apart (strand-specific tasks).
 """
 from __future__ import annotations
 
+from typing import Sequence
+
+import numpy as np
 import torch
 import torch.nn as nn
 
-from ..data.tokenizer import COMPLEMENT
+from ..data.tokenizer import COMPLEMENT, PAD
 from .config import MambaConfig
 from .lm import MambaLM
 from .runtime import RuntimeOptions
 
-POOLINGS = ("last", "mean")
+POOLINGS = ("last", "mean", "max", "attention", "meanmax")
+#: Poolings the streaming inference engine computes itself (:meth:`InferenceEngine.class_log_probs`);
+#: the others run the classifier's own forward pass on each (window-sized) record.
+STREAMED_POOLINGS = ("last", "mean")
+#: Positions (both passes) per batch of :meth:`MambaClassifier.class_log_probs` for the other poolings.
+DIRECT_TOKENS = 1 << 16
 STRANDS = ("fwd", "both")
 
 
@@ -44,7 +60,7 @@ class MambaClassifier(nn.Module):
     Args:
         config: the backbone's :class:`MambaConfig`.
         num_classes: C, the number of labels (>= 2).
-        pooling: ``"last"`` or ``"mean"`` (see module docstring).
+        pooling: one of :data:`POOLINGS` (see module docstring).
         strands: ``"fwd"`` or ``"both"`` (forward + reverse-complement passes, concatenated).
 
     Example:
@@ -70,7 +86,12 @@ class MambaClassifier(nn.Module):
         self.pooling = pooling
         self.strands = strands
         self.backbone = MambaLM(config, runtime)
-        self.head = nn.Linear(config.d_model * (2 if strands == "both" else 1), self.num_classes)
+        if pooling == "attention":   # score (B, L, d_model) -> (B, L, 1); zero: uniform weights (= mean) at first
+            self.pool_score = nn.Linear(config.d_model, 1)
+            nn.init.zeros_(self.pool_score.weight)
+            nn.init.zeros_(self.pool_score.bias)
+        features = config.d_model * (2 if pooling == "meanmax" else 1) * (2 if strands == "both" else 1)
+        self.head = nn.Linear(features, self.num_classes)
         # token id -> its complement, on the model's device (no host copy per forward pass); not saved
         self.register_buffer("complement", torch.as_tensor(COMPLEMENT, dtype=torch.long), persistent=False)
         nn.init.normal_(self.head.weight, std=config.initializer_range)
@@ -103,18 +124,33 @@ class MambaClassifier(nn.Module):
             p.requires_grad_(False)
 
     def pool(self, hidden: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """hidden (B, L, d_model), lengths (B,) of real tokens or None (all L) -> (B, d_model)."""
-        if lengths is None:
-            return hidden[:, -1] if self.pooling == "last" else hidden.mean(dim=1)
-        lengths = lengths.to(device=hidden.device, dtype=torch.long).clamp(1, hidden.shape[1])
+        """hidden (B, L, d_model), lengths (B,) of real tokens or None (all L) -> (B, F),
+        F = d_model (``2 * d_model`` for ``meanmax``)."""
+        B, L, _ = hidden.shape
+        if lengths is not None:
+            lengths = lengths.to(device=hidden.device, dtype=torch.long).clamp(1, L)
         if self.pooling == "last":
-            return hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
-        real = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]   # (B, L)
-        summed = (hidden * real[..., None].to(hidden.dtype)).sum(dim=1)
-        return summed / lengths[:, None].to(summed.dtype)
+            return hidden[:, -1] if lengths is None else hidden[torch.arange(B, device=hidden.device), lengths - 1]
+        real = None if lengths is None else torch.arange(L, device=hidden.device)[None, :] < lengths[:, None]  # (B, L)
+        if self.pooling == "mean":
+            return _masked_mean(hidden, real, lengths)
+        if self.pooling == "max":
+            return _masked_max(hidden, real)
+        if self.pooling == "meanmax":
+            return torch.cat([_masked_mean(hidden, real, lengths), _masked_max(hidden, real)], dim=-1)
+        score = self.pool_score(hidden).squeeze(-1).float()  # (B, L)
+        if real is not None:
+            score = score.masked_fill(~real, float("-inf"))
+        weights = torch.softmax(score, dim=1).to(hidden.dtype)  # (B, L), zero on padding
+        return torch.einsum("bl,bld->bd", weights, hidden)
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids (B, L), lengths (B,) or None -> logits (B, num_classes)."""
+        return self.head(self.features(input_ids, lengths).to(self.head.weight.dtype))
+
+    def features(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids (B, L), lengths (B,) or None -> the head's input (B, head.in_features): the pooled
+        forward pass, or with ``strands="both"`` it and the pooled reverse-complement pass, concatenated."""
         if self.strands == "fwd":
             hidden = self.backbone.backbone(input_ids)  # (B, L, d_model)
             pooled = self.pool(hidden, lengths)  # (B, d_model)
@@ -122,11 +158,67 @@ class MambaClassifier(nn.Module):
             both = torch.cat([input_ids, reverse_complement_rows(input_ids, lengths, self.complement)], dim=0)
             lens = None if lengths is None else torch.cat([lengths, lengths], dim=0)
             fwd, rc = self.pool(self.backbone.backbone(both), lens).chunk(2, dim=0)
-            pooled = torch.cat([fwd, rc], dim=1)  # (B, 2 * d_model)
-        return self.head(pooled.to(self.head.weight.dtype))
+            pooled = torch.cat([fwd, rc], dim=1)  # (B, 2F)
+        return pooled
+
+    def class_log_probs(self, toks, lengths: Sequence[int] | None = None, batch_size: int | None = None,
+                        precision: str = "auto", bar=None, chunk_size: int | None = None) -> np.ndarray:
+        """Log-probabilities float64 (n, num_classes) of token sequences ``toks`` (an indexable of
+        1-D token arrays, looked up per batch; ``lengths`` default ``len(toks[i])``).
+
+        ``last``/``mean`` stream through the inference engine
+        (:meth:`~mamba_genome.inference.engine.InferenceEngine.class_log_probs`, memory bounded
+        by ``chunk_size``); the other poolings run :meth:`forward` on padded batches of whole
+        sequences (windows: classify tiles records into ``--seq-len`` windows), longest first,
+        about :data:`DIRECT_TOKENS` positions per batch (``batch_size`` overrides), with the
+        engine's precision policy; the head in float32 either way. ``bar`` advances in bases per pass.
+        """
+        from ..inference.engine import DEFAULT_BATCH_SIZE, InferenceEngine, autocast, resolve_precision
+
+        if self.pooling in STREAMED_POOLINGS:
+            return InferenceEngine(self.backbone).class_log_probs(
+                toks, self.head, self.pooling, chunk_size=chunk_size, batch_size=batch_size, precision=precision,
+                bar=bar, lengths=lengths, strands=self.strands)
+        lengths = [len(toks[i]) for i in range(len(toks))] if lengths is None else [int(n) for n in lengths]
+        dev = self.head.weight.device
+        precision = resolve_precision(precision, dev)
+        out = np.zeros((len(lengths), self.num_classes), dtype=np.float64)
+        order = sorted((i for i in range(len(lengths)) if lengths[i] > 0), key=lambda i: -lengths[i])
+        passes = 2 if self.strands == "both" else 1
+        k = 0
+        with torch.no_grad():
+            while k < len(order):
+                n = batch_size or max(DEFAULT_BATCH_SIZE, DIRECT_TOKENS // (passes * lengths[order[k]]))
+                idx, k = order[k: k + n], k + n
+                ids = torch.full((len(idx), lengths[idx[0]]), PAD, dtype=torch.long)
+                for j, i in enumerate(idx):
+                    ids[j, : lengths[i]] = torch.as_tensor(np.asarray(toks[i][: lengths[i]], dtype=np.int64))
+                lens = torch.tensor([lengths[i] for i in idx])
+                with autocast(precision, dev):
+                    x = self.features(ids.to(dev), lens.to(dev))
+                logits = self.head(x.to(self.head.weight.dtype))   # outside autocast: in the head's dtype
+                out[idx] = torch.log_softmax(logits.float(), dim=-1).double().cpu().numpy()
+                if bar is not None:
+                    bar.update(passes * int(lens.sum()))
+        return out
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+
+
+def _masked_mean(hidden: torch.Tensor, real: torch.Tensor | None, lengths: torch.Tensor | None) -> torch.Tensor:
+    """hidden (B, L, D), real (B, L) bool or None (all real), lengths (B,) -> (B, D)."""
+    if real is None:
+        return hidden.mean(dim=1)
+    summed = (hidden * real[..., None].to(hidden.dtype)).sum(dim=1)
+    return summed / lengths[:, None].to(summed.dtype)
+
+
+def _masked_max(hidden: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
+    """hidden (B, L, D), real (B, L) bool or None -> (B, D): per-channel max over the real positions."""
+    if real is None:
+        return hidden.amax(dim=1)
+    return hidden.masked_fill(~real[..., None], float("-inf")).amax(dim=1)
 
 
 def reverse_complement_rows(input_ids: torch.Tensor, lengths: torch.Tensor | None = None,
@@ -146,4 +238,4 @@ def reverse_complement_rows(input_ids: torch.Tensor, lengths: torch.Tensor | Non
     return table[input_ids.gather(1, src).long()].to(input_ids.dtype)
 
 
-__all__ = ["MambaClassifier", "POOLINGS", "STRANDS", "reverse_complement_rows"]
+__all__ = ["MambaClassifier", "POOLINGS", "STREAMED_POOLINGS", "STRANDS", "reverse_complement_rows"]
