@@ -75,15 +75,15 @@ def test_poolings_by_hand():
 
 @pytest.mark.parametrize("pooling", POOLINGS)
 def test_class_log_probs_equal_forward_and_survive_save_load(pooling, tmp_path):
-    """MambaClassifier.class_log_probs (the path of classify, the API and finetune's test pass) gives each
-    record's own forward log-softmax, records of different lengths batched together; a saved classifier
+    """MambaClassifier.class_log_probs (the path of classify, the API and finetune's test pass; streamed)
+    gives each record's own forward log-softmax, records of different lengths batched together; a saved classifier
     reloads with its pooling (init_kwargs) and weights, and gives the same numbers."""
     from mamba_genome.checkpoint import load_model, save_model
 
     clf = _classifier(pooling, "both")
     torch.nn.init.normal_(clf.head.weight, std=1.0)
     recs = [torch.randint(5, 9, (n,)).numpy().astype("uint8") for n in (30, 17, 25)]
-    lp = clf.class_log_probs(recs, batch_size=2)
+    lp = clf.class_log_probs(recs, batch_size=2, chunk_size=7)   # streamed in chunks across the records
     for r, got in zip(recs, lp):
         with torch.no_grad():
             want = torch.log_softmax(clf(torch.from_numpy(r).long()[None]), -1)[0].double().numpy()
@@ -91,7 +91,7 @@ def test_class_log_probs_equal_forward_and_survive_save_load(pooling, tmp_path):
     save_model(clf, tmp_path / "m", init_kwargs=clf.init_kwargs)
     back, meta = load_model(tmp_path / "m")
     assert back.pooling == pooling and meta["init_kwargs"]["pooling"] == pooling
-    np.testing.assert_allclose(back.eval().class_log_probs(recs), lp, atol=1e-6)
+    np.testing.assert_allclose(back.eval().class_log_probs(recs, batch_size=2, chunk_size=7), lp, atol=1e-6)
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)

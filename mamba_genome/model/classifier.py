@@ -40,17 +40,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..data.tokenizer import COMPLEMENT, PAD
+from ..data.tokenizer import COMPLEMENT
 from .config import MambaConfig
 from .lm import MambaLM
 from .runtime import RuntimeOptions
 
 POOLINGS = ("last", "mean", "max", "attention", "meanmax")
-#: Poolings the streaming inference engine computes itself (:meth:`InferenceEngine.class_log_probs`);
-#: the others run the classifier's own forward pass on each (window-sized) record.
+#: Poolings the inference engine computes itself (:meth:`InferenceEngine.class_log_probs`); the
+#: classifier pools the others over the engine's stream (:meth:`MambaClassifier.class_log_probs`).
 STREAMED_POOLINGS = ("last", "mean")
-#: Positions (both passes) per batch of :meth:`MambaClassifier.class_log_probs` for the other poolings.
-DIRECT_TOKENS = 1 << 16
 STRANDS = ("fwd", "both")
 
 
@@ -166,40 +164,63 @@ class MambaClassifier(nn.Module):
         """Log-probabilities float64 (n, num_classes) of token sequences ``toks`` (an indexable of
         1-D token arrays, looked up per batch; ``lengths`` default ``len(toks[i])``).
 
-        ``last``/``mean`` stream through the inference engine
-        (:meth:`~mamba_genome.inference.engine.InferenceEngine.class_log_probs`, memory bounded
-        by ``chunk_size``); the other poolings run :meth:`forward` on padded batches of whole
-        sequences (windows: classify tiles records into ``--seq-len`` windows), longest first,
-        about :data:`DIRECT_TOKENS` positions per batch (``batch_size`` overrides), with the
-        engine's precision policy; the head in float32 either way. ``bar`` advances in bases per pass.
+        Streamed through the inference engine (:mod:`mamba_genome.inference.engine`: its batching,
+        chunking and precision policy; memory bounded by ``chunk_size``): ``last``/``mean`` by
+        :meth:`InferenceEngine.class_log_probs`, the other poolings here, over the engine's
+        :meth:`~InferenceEngine.stream` of each batch (a running max; for ``attention`` an online
+        softmax: running maximum score, normaliser and weighted sum). The head runs in float32.
         """
-        from ..inference.engine import DEFAULT_BATCH_SIZE, InferenceEngine, autocast, resolve_precision
+        from ..inference.engine import InferenceEngine
 
+        engine = InferenceEngine(self.backbone)
         if self.pooling in STREAMED_POOLINGS:
-            return InferenceEngine(self.backbone).class_log_probs(
-                toks, self.head, self.pooling, chunk_size=chunk_size, batch_size=batch_size, precision=precision,
-                bar=bar, lengths=lengths, strands=self.strands)
+            return engine.class_log_probs(toks, self.head, self.pooling, chunk_size=chunk_size, batch_size=batch_size,
+                                          precision=precision, bar=bar, lengths=lengths, strands=self.strands)
         lengths = [len(toks[i]) for i in range(len(toks))] if lengths is None else [int(n) for n in lengths]
-        dev = self.head.weight.device
-        precision = resolve_precision(precision, dev)
-        out = np.zeros((len(lengths), self.num_classes), dtype=np.float64)
-        order = sorted((i for i in range(len(lengths)) if lengths[i] > 0), key=lambda i: -lengths[i])
-        passes = 2 if self.strands == "both" else 1
-        k = 0
+        passes = (False, True) if self.strands == "both" else (False,)
+        pooled = np.concatenate([self._stream_pool(engine, toks, lengths, chunk_size, batch_size, precision, bar, rc)
+                                 for rc in passes], axis=1)   # (n, head.in_features)
+        w = self.head.weight
         with torch.no_grad():
-            while k < len(order):
-                n = batch_size or max(DEFAULT_BATCH_SIZE, DIRECT_TOKENS // (passes * lengths[order[k]]))
-                idx, k = order[k: k + n], k + n
-                ids = torch.full((len(idx), lengths[idx[0]]), PAD, dtype=torch.long)
-                for j, i in enumerate(idx):
-                    ids[j, : lengths[i]] = torch.as_tensor(np.asarray(toks[i][: lengths[i]], dtype=np.int64))
-                lens = torch.tensor([lengths[i] for i in idx])
-                with autocast(precision, dev):
-                    x = self.features(ids.to(dev), lens.to(dev))
-                logits = self.head(x.to(self.head.weight.dtype))   # outside autocast: in the head's dtype
-                out[idx] = torch.log_softmax(logits.float(), dim=-1).double().cpu().numpy()
-                if bar is not None:
-                    bar.update(passes * int(lens.sum()))
+            logits = self.head(torch.from_numpy(pooled).to(device=w.device, dtype=w.dtype)).float()
+            return torch.log_softmax(logits, dim=-1).double().cpu().numpy()
+
+    def _stream_pool(self, engine, toks, lengths, chunk_size, batch_size, precision, bar, rc: bool) -> np.ndarray:
+        """Pooled features float32 (n, F) of one pass (``rc``: the reverse complements) for ``max``,
+        ``meanmax`` and ``attention``, accumulated chunk by chunk in float32."""
+        D = self.config.d_model
+        out = np.zeros((len(lengths), D * (2 if self.pooling == "meanmax" else 1)), dtype=np.float32)
+        with torch.no_grad():
+            for b in engine.batches(toks, lengths, chunk_size, batch_size, rc=rc):
+                dev = engine.device
+                n = len(b.idx)
+                blens = torch.tensor(b.lengths, device=dev)
+                total = torch.zeros(n, D, device=dev)            # mean: running sum; attention: weighted sum
+                top = torch.full((n, D), float("-inf"), device=dev)     # running max
+                m = torch.full((n,), float("-inf"), device=dev)         # attention: running max score
+                z = torch.zeros(n, device=dev)                          # attention: running normaliser
+                for s, e, _ids, active, hidden in engine.stream(b, None, precision, bar):
+                    act = torch.as_tensor(active, device=dev)
+                    real = (s + torch.arange(e - s, device=dev))[None, :] < blens[act][:, None]  # (A, c)
+                    h = hidden.float()
+                    if self.pooling == "attention":   # every active row has >= 1 real position here
+                        score = self.pool_score(hidden).squeeze(-1).float().masked_fill(~real, float("-inf"))
+                        new_m = torch.maximum(m[act], score.amax(dim=1))
+                        keep = torch.exp(m[act] - new_m)            # rescales what came before (0 at first)
+                        wts = torch.exp(score - new_m[:, None])     # (A, c), 0 on padding
+                        z[act] = z[act] * keep + wts.sum(dim=1)
+                        total[act] = total[act] * keep[:, None] + torch.einsum("ac,acd->ad", wts, h)
+                        m[act] = new_m
+                        continue
+                    total[act] += (h * real[..., None]).sum(dim=1)
+                    top[act] = torch.maximum(top[act], h.masked_fill(~real[..., None], float("-inf")).amax(dim=1))
+                if self.pooling == "attention":
+                    feats = total / z[:, None]
+                elif self.pooling == "max":
+                    feats = top
+                else:   # meanmax
+                    feats = torch.cat([total / blens[:, None].float(), top], dim=1)
+                out[b.idx] = feats.cpu().numpy()
         return out
 
     def num_parameters(self) -> int:

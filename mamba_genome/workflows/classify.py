@@ -9,10 +9,9 @@ log_softmax(logits))``: the normalised geometric mean of the window
 probabilities, i.e. the windows vote in log space. A record shorter than
 ``seq_len`` is one shorter window.
 
-Windows go through :meth:`MambaClassifier.class_log_probs`: batched by length, pooled as the
-classifier was trained (``mean``/``last`` streamed by the inference engine,
-:mod:`mamba_genome.inference.engine`; ``max``/``attention``/``meanmax`` by the classifier's own
-forward pass on each window; a ``--strands both`` classifier also runs each window's reverse
+Windows go through :meth:`MambaClassifier.class_log_probs` and the inference engine
+(:mod:`mamba_genome.inference.engine`): batched by length, streamed, pooled as the classifier was
+trained (any ``--pooling``; a ``--strands both`` classifier also streams each window's reverse
 complement and reads both pooled passes), then its head.
 
 Rows (one per record): ``id length predicted p_<label>...``; with
