@@ -13,7 +13,10 @@
 #    got 211 M (H200, 2026-12-01), so for the best numbers give each group its own call (TASKS=...) and merge.
 #      ABLATE=start_codon,splice_donor bash benchmarks/tasks/run_gpu.sh  # + a forward-only (--strands fwd)
 #                                     fine-tune of those tasks, recorded as stage finetune_fwd (JSON, not the table)
+#      ABLATE=splice_donor ABLATE_POOLING=mean bash benchmarks/tasks/run_gpu.sh  # + a mean-pooled fine-tune
+#                                     (same strands), recorded as stage finetune_mean
 #      STRANDS=fwd bash benchmarks/tasks/run_gpu.sh            # the forward-only classifier everywhere
+#      POOLING=max bash benchmarks/tasks/run_gpu.sh            # one pooling everywhere (default: per task)
 #
 # What it does (python -m benchmarks.tasks gpu, benchmarks/tasks/gpu.py): pretrains one 1.4m LM per task
 # group on that group's own unlabelled training sequence (U. maydis for coding_umaydis/splice_donor, the
@@ -40,5 +43,7 @@ args=(--tasks-dir "$TASKS_DIR" --out "$RESULTS_DIR" --budget "$BUDGET")
 [ -n "${TASKS:-}" ] && args+=(--tasks "$TASKS")
 [ -n "${MODEL:-}" ] && args+=(--model "$MODEL")
 [ -n "${STRANDS:-}" ] && args+=(--strands "$STRANDS")  # default: both (forward + reverse-complement pass)
+[ -n "${POOLING:-}" ] && args+=(--pooling "$POOLING")  # default: per task (baselines.POOLING_BY_TASK, else mean)
 [ -n "${ABLATE:-}" ] && args+=(--ablate "$ABLATE")
+[ -n "${ABLATE_POOLING:-}" ] && args+=(--ablate-pooling "$ABLATE_POOLING")
 exec "$PY" -m benchmarks.tasks gpu "${args[@]}" "$@"
