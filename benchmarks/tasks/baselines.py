@@ -302,7 +302,8 @@ def probe_stage(ws: WindowSet, model_path: str, *, layers=None, pools=("mean", "
 ORIENTED = frozenset({"start_codon", "splice_donor", "order_short", "order_long"})
 
 #: The fine-tuning classifier's pooling where it is not ``"mean"``: tasks whose signal sits at one
-#: place of the window, which a mean over all positions dilutes (measured: pooling_sweep.py).
+#: place of the window, which a mean over all positions dilutes. Mean and max concatenated won there
+#: at equal steps on CPU (:mod:`.pooling_sweep`; BENCHMARKS.md section 9), and lost on ``coding``.
 POOLING_BY_TASK: dict[str, str] = {"splice_donor": "meanmax", "start_codon": "meanmax"}
 
 

@@ -157,7 +157,7 @@ def cmd_merge(a) -> int:
 def cmd_gpu(a) -> int:
     from .gpu import GpuPlan, run_gpu
 
-    plan = GpuPlan(budget_s=a.budget, pretrain_s=a.pretrain_time or round(0.31 * a.budget), finetune_max_s=a.finetune_max_time, preset=a.preset,
+    plan = GpuPlan(budget_s=a.budget, pretrain_s=a.pretrain_time or round(0.31 * a.budget), finetune_max_s=a.finetune_max_time, preset=a.preset, lr=a.finetune_lr,
                    pretrain_batch_tokens=a.pretrain_batch_tokens, strands=a.strands, pooling=a.pooling,
                    ablate=tuple(_names(a.ablate)) if a.ablate else (), ablate_pooling=a.ablate_pooling)
     out = Path(a.out)
@@ -230,6 +230,7 @@ def main(argv=None) -> int:
     g.add_argument("--pretrain-time", type=float, default=None,
                    help="seconds of pretraining per group, all groups at once (default: 31%% of --budget, 140 s of 450)")
     g.add_argument("--finetune-max-time", type=float, default=240.0, help="most seconds of fine-tuning per task")
+    g.add_argument("--finetune-lr", type=float, default=1e-3, help="peak fine-tuning learning rate")
     g.add_argument("--preset", default="1.4m")
     g.add_argument("--pretrain-batch-tokens", type=int, default=1 << 18, help="tokens per pretraining step")
     g.add_argument("--strands", choices=("fwd", "both"), default="both",
