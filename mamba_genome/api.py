@@ -195,9 +195,8 @@ class GenomeModel:
         passes = 2 if self.model.strands == "both" else 1   # the reverse-complement pass streams them again
         bar = self._bar(progress, passes * sum(len(t) for t in toks), "classify")
         try:
-            lp = self.engine.class_log_probs(toks, self.model.head, self.model.pooling, chunk_size=chunk_size,
-                                             batch_size=batch_size, precision=precision, bar=bar,
-                                             strands=self.model.strands)
+            lp = self.model.class_log_probs(toks, chunk_size=chunk_size, batch_size=batch_size, precision=precision,
+                                            bar=bar)
         finally:
             bar.close()
         probs = np.exp(lp).astype(np.float32)

@@ -125,7 +125,7 @@ def test_bad_inputs(fastas, tmp_path):
 
 
 @pytest.mark.parametrize("field, value, flag", [
-    ("seq_len", 0, "--seq-len"), ("pooling", "max", "--pooling"), ("val_fraction", 1.0, "--val-fraction"),
+    ("seq_len", 0, "--seq-len"), ("pooling", "sum", "--pooling"), ("val_fraction", 1.0, "--val-fraction"),
     ("warmup_steps", 300, "--warmup-steps"), ("baseline", "cnn", "--baseline"), ("preset", "huge", "--preset"),
     ("patience", 0, "--patience"), ("rc_prob", 1.5, "--rc-prob"),
 ])

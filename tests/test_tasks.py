@@ -17,6 +17,7 @@ from benchmarks.tasks.common import WindowSet
 from benchmarks.tasks.genes import call_genes, verify
 from benchmarks.tasks.metrics import auroc, score_predictions, wilson
 from mamba_genome.data.tokenizer import decode, encode
+from mamba_genome.model.classifier import POOLINGS
 
 DATA = Path(__file__).parent / "data"
 SLICES = {"COL": "saureus_COL_8k.fa", "N315": "saureus_N315_8k.fa"}
@@ -461,7 +462,7 @@ def test_probe_picks_layer_pool_and_view_on_val(tiny_model):
     assert baselines.probe_layers(12) == [4, 6, 8, 11]
 
 
-def test_finetune_plan_sizes_by_task():
+def test_finetune_plan_sizes_by_task(tmp_path):
     ws = _separable(n=640, L=64)  # 1,280 train windows
     p = baselines.finetune_plan(ws, max_time_s=100)
     assert p.batch_size == 64 and p.max_steps == 30 * 20 and p.val_every == 25 and p.warmup_steps == 30
@@ -473,6 +474,36 @@ def test_finetune_plan_sizes_by_task():
     species = WindowSet("species", ["a", "b"], 64, np.full((4, 64), 5), [0, 1, 0, 1], ["train"] * 4)
     assert baselines.finetune_plan(species, strands="fwd").rc_prob == 0.5
     assert baselines.finetune_plan(species, strands="fwd").strands == "fwd"
+    # position-bound tasks pool per task (POOLING_BY_TASK); --pooling overrides; the rest pool the mean
+    for name, pooling in baselines.POOLING_BY_TASK.items():
+        assert pooling in POOLINGS and pooling != "mean" and name in baselines.ORIENTED
+        site = WindowSet(name, ["a", "b"], 64, np.full((4, 64), 5), [0, 1, 0, 1], ["train"] * 4)
+        assert baselines.finetune_plan(site).pooling == pooling
+        argv = baselines.finetune_argv(site, tmp_path, tmp_path / "run", baselines.finetune_plan(site, pooling="last"))
+        assert argv[argv.index("--pooling") + 1] == "last"
+    assert {"splice_donor", "start_codon"} <= set(baselines.POOLING_BY_TASK)
+    assert baselines.finetune_plan(species).pooling == "mean"
+
+
+def test_gpu_plan_pools_per_task_and_ablates_a_pooling(tmp_path, capsys):
+    """The gpu call's plan (dry run: nothing starts): each task's pooling, --pooling for all, and
+    --ablate-pooling's second fine-tune of the --ablate tasks (same strands, stage finetune_<pooling>)."""
+    from benchmarks.tasks.gpu import GpuPlan, run_gpu
+
+    for name in ("splice_donor", "coding_umaydis"):
+        ws = _separable(n=24, L=64)
+        ws.name = name
+        ws.save(tmp_path / "tasks")
+    tasks = ["coding_umaydis", "splice_donor"]
+    plan = GpuPlan(ablate=("splice_donor",), ablate_pooling="mean")
+    assert run_gpu(tmp_path / "tasks", tmp_path / "out", tmp_path / "out" / "r.json", tmp_path / "work", tasks,
+                   ["finetune"], plan, dry_run=True) == 0
+    lines = {ln.split("] ", 1)[1].split(":")[0]: ln for ln in capsys.readouterr().out.splitlines() if "] " in ln}
+    assert f"{baselines.task_pooling('splice_donor')} pooling" in lines["splice_donor"]
+    assert "+ a --pooling mean run" in lines["splice_donor"] and "mean pooling" in lines["coding_umaydis"]
+    assert run_gpu(tmp_path / "tasks", tmp_path / "out", tmp_path / "out" / "r.json", tmp_path / "work", tasks,
+                   ["finetune"], GpuPlan(pooling="max"), dry_run=True) == 0
+    assert capsys.readouterr().out.count("max pooling") == 2
 
 
 def test_finetune_result_maps_the_runs_test_windows_to_ours(tmp_path):

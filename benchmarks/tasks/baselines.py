@@ -15,8 +15,8 @@ All four see exactly the windows of a :class:`~benchmarks.tasks.common.WindowSet
               forward or forward+RC average, C) on val.
 ``finetune``  ``mamba-genome finetune`` (a subprocess) on the task's ``manifest.tsv`` (one FASTA
               record per window, explicit splits, so its val/test windows are ours), from a
-              pretrained model or a preset: mean pooling over both strands' passes (``--strands
-              both``), no reverse-complement augmentation on the oriented tasks (:data:`ORIENTED`),
+              pretrained model or a preset: mean pooling (:data:`POOLING_BY_TASK` where not) over
+              both strands' passes (``--strands both``), no reverse-complement augmentation on the oriented tasks (:data:`ORIENTED`),
               class-balanced draws, batch and steps sized by the task (:func:`finetune_plan`), the
               best-on-val model scored; its test predictions are mapped back to our windows.
 """
@@ -301,6 +301,11 @@ def probe_stage(ws: WindowSet, model_path: str, *, layers=None, pools=("mean", "
 #: The others (genome orientation, genes on either strand; species, strains) are strand-symmetric.
 ORIENTED = frozenset({"start_codon", "splice_donor", "order_short", "order_long"})
 
+#: The fine-tuning classifier's pooling where it is not ``"mean"``: tasks whose signal sits at one
+#: place of the window, which a mean over all positions dilutes. Mean and max concatenated won there
+#: at equal steps on CPU (:mod:`.pooling_sweep`; BENCHMARKS.md section 9), and lost on ``coding``.
+POOLING_BY_TASK: dict[str, str] = {"splice_donor": "meanmax", "start_codon": "meanmax"}
+
 
 @dataclass
 class FinetunePlan:
@@ -317,12 +322,18 @@ class FinetunePlan:
     strands: str = "both"  # --strands: the classifier pools the forward and the reverse-complement pass
 
 
+def task_pooling(name: str) -> str:
+    """The classifier pooling of task ``name``: :data:`POOLING_BY_TASK`, else ``"mean"``."""
+    return POOLING_BY_TASK.get(name, "mean")
+
+
 def finetune_plan(ws: WindowSet, *, max_time_s: float | None = None, max_epochs: int = 30, lr: float = 1e-3,
                   batch_size: int | None = None, max_steps: int | None = None, strands: str = "both",
-                  rc_prob: float | None = None) -> FinetunePlan:
+                  rc_prob: float | None = None, pooling: str | None = None) -> FinetunePlan:
     """Batch by window length (64 up to 1 kbp, 32 up to 4 kbp, else 16); ``max_epochs`` passes at most;
     two validations per pass over the train windows (at least every 25 steps); warmup 5% (<= 100 steps);
-    no reverse-complement augmentation for the :data:`ORIENTED` tasks (``rc_prob`` None), else 0.5."""
+    no reverse-complement augmentation for the :data:`ORIENTED` tasks (``rc_prob`` None), else 0.5;
+    the pooling of :func:`task_pooling` (``pooling`` None)."""
     L = ws.seq_len
     bs = batch_size or (64 if L <= 1024 else 32 if L <= 4096 else 16)
     per_pass = max(1, int((ws.split == "train").sum()) // bs)
@@ -331,7 +342,7 @@ def finetune_plan(ws: WindowSet, *, max_time_s: float | None = None, max_epochs:
         rc_prob = 0.0 if ws.name in ORIENTED else 0.5
     return FinetunePlan(batch_size=bs, max_steps=steps, val_every=max(25, per_pass // 2),
                         warmup_steps=min(100, steps // 20), lr=lr, max_time_s=max_time_s, rc_prob=rc_prob,
-                        strands=strands)
+                        strands=strands, pooling=pooling or task_pooling(ws.name))
 
 
 def finetune_argv(ws: WindowSet, task_dir: str | Path, run_dir: str | Path, plan: FinetunePlan, *,
@@ -395,7 +406,7 @@ def finetune_stage(ws: WindowSet, task_dir: str | Path, run_dir: str | Path, *, 
                    preset: str = "tiny", max_steps: int | None = None, batch_size: int | None = None,
                    lr: float = 1e-3, max_time_s: float | None = None, max_epochs: int = 30,
                    accelerator: str = "auto", seed: int = 0, model_overrides: dict | None = None,
-                   strands: str = "both", log=print) -> dict:
+                   strands: str = "both", pooling: str | None = None, log=print) -> dict:
     """``mamba-genome finetune --manifest <task>/manifest.tsv`` in a subprocess; scored like the rest.
 
     Through the command line, so the stage depends only on the CLI's flags, not on the library's
@@ -403,7 +414,7 @@ def finetune_stage(ws: WindowSet, task_dir: str | Path, run_dir: str | Path, *, 
     """
     t0 = time.perf_counter()
     plan = finetune_plan(ws, max_time_s=max_time_s, max_epochs=max_epochs, lr=lr, batch_size=batch_size,
-                         max_steps=max_steps, strands=strands)
+                         max_steps=max_steps, strands=strands, pooling=pooling)
     argv = finetune_argv(ws, task_dir, run_dir, plan, model_path=model_path, preset=preset, accelerator=accelerator,
                          seed=seed, model_overrides=model_overrides)
     log("  " + " ".join(["mamba-genome", *argv]))

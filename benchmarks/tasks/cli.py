@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from mamba_genome.errors import UserError
+from mamba_genome.model.classifier import POOLINGS
 
 from . import TASKS
 from .common import DEFAULT_DATA, WindowSet
@@ -121,7 +122,8 @@ def cmd_run(a) -> int:
                 r = baselines.finetune_stage(ws, task_dir, Path(a.runs_dir) / f"finetune_{name}", model_path=a.model,
                                              preset=a.preset, max_steps=a.finetune_steps, batch_size=a.batch_size,
                                              max_time_s=a.finetune_time, max_epochs=a.finetune_epochs,
-                                             lr=a.finetune_lr, seed=a.seed, strands=a.strands, log=log)
+                                             lr=a.finetune_lr, seed=a.seed, strands=a.strands,
+                                             pooling=a.pooling, log=log)
             r.update({"machine": _machine(), "date": datetime.date.today().isoformat(),
                       "command": " ".join(["python -m benchmarks.tasks", *sys.argv[1:]]) if a.argv is None
                       else "python -m benchmarks.tasks " + " ".join(a.argv)})
@@ -155,9 +157,9 @@ def cmd_merge(a) -> int:
 def cmd_gpu(a) -> int:
     from .gpu import GpuPlan, run_gpu
 
-    plan = GpuPlan(budget_s=a.budget, pretrain_s=a.pretrain_time or round(0.31 * a.budget), finetune_max_s=a.finetune_max_time, preset=a.preset,
-                   pretrain_batch_tokens=a.pretrain_batch_tokens, strands=a.strands,
-                   ablate=tuple(_names(a.ablate)) if a.ablate else ())
+    plan = GpuPlan(budget_s=a.budget, pretrain_s=a.pretrain_time or round(0.31 * a.budget), finetune_max_s=a.finetune_max_time, preset=a.preset, lr=a.finetune_lr,
+                   pretrain_batch_tokens=a.pretrain_batch_tokens, strands=a.strands, pooling=a.pooling,
+                   ablate=tuple(_names(a.ablate)) if a.ablate else (), ablate_pooling=a.ablate_pooling)
     out = Path(a.out)
     return run_gpu(Path(a.tasks_dir), out, out / "tasks_gpu.json", Path(a.work or Path(a.tasks_dir) / "gpu"),
                    _names(a.tasks), [s.strip() for s in a.stages.split(",") if s.strip()], plan, model=a.model,
@@ -205,6 +207,8 @@ def main(argv=None) -> int:
                    help="fine-tuning batch size (default: 64 up to 1 kbp, 32 up to 4 kbp, else 16)")
     r.add_argument("--strands", choices=("fwd", "both"), default="both",
                    help="fine-tuning classifier: forward + reverse-complement pass (both) or forward only")
+    r.add_argument("--pooling", choices=POOLINGS, default=None,
+                   help="fine-tuning classifier's pooling (default: per task, baselines.POOLING_BY_TASK, else mean)")
     r.add_argument("--runs-dir", default="runs/tasks_runs", help="where fine-tuning run directories go")
     r.add_argument("--cnn-epochs", type=int, default=12, help="most CNN epochs (early stopping on val, patience 3)")
     r.add_argument("--cnn-time", type=float, default=None, help="seconds of CNN training per task (cap)")
@@ -226,12 +230,18 @@ def main(argv=None) -> int:
     g.add_argument("--pretrain-time", type=float, default=None,
                    help="seconds of pretraining per group, all groups at once (default: 31%% of --budget, 140 s of 450)")
     g.add_argument("--finetune-max-time", type=float, default=240.0, help="most seconds of fine-tuning per task")
+    g.add_argument("--finetune-lr", type=float, default=1e-3, help="peak fine-tuning learning rate")
     g.add_argument("--preset", default="1.4m")
     g.add_argument("--pretrain-batch-tokens", type=int, default=1 << 18, help="tokens per pretraining step")
     g.add_argument("--strands", choices=("fwd", "both"), default="both",
                    help="fine-tuning classifier: both = forward + reverse-complement pass (default), fwd = forward only")
+    g.add_argument("--pooling", choices=POOLINGS, default=None,
+                   help="fine-tuning classifier's pooling (default: per task, baselines.POOLING_BY_TASK, else mean)")
     g.add_argument("--ablate", default="", help="comma-separated tasks also fine-tuned with --strands fwd "
                                                 "(results stage finetune_fwd, in the JSON, not the table)")
+    g.add_argument("--ablate-pooling", choices=POOLINGS, default=None,
+                   help="the --ablate tasks' second fine-tune keeps the strands and pools so instead (results stage "
+                        "finetune_<pooling>)")
     g.add_argument("--dry-run", action="store_true", help="write the pretraining FASTAs, print the plan; run nothing")
     q = sub.add_parser("report", help="print the markdown table of --results")
     q.add_argument("--results", default=str(RESULTS))

@@ -51,7 +51,9 @@ class GpuPlan:
     probe_max_train: int = 4000  # training windows embedded per task for the probe
     lr: float = 1e-3  # fine-tuning peak LR
     strands: str = "both"  # fine-tuning classifier: forward + reverse-complement pass ("fwd": forward only)
+    pooling: str | None = None  # fine-tuning classifier's pooling; None: per task (baselines.task_pooling)
     ablate: tuple = ()  # tasks also fine-tuned with --strands fwd, recorded as stage "finetune_fwd" (not tabled)
+    ablate_pooling: str | None = None  # with it, the ablation keeps the strands and pools so: stage "finetune_<it>"
 
     def __post_init__(self):
         if not self.budget_s > self.grace_s + self.finetune_setup_s:
@@ -166,16 +168,22 @@ class Suite:
             self._spawn("probe", group, argv, part=part)
             self.log(f"probe {group}: started ({', '.join(mine)})")
         if "finetune" in self.stages:
-            runs = [(t, "finetune", self.plan.strands) for t in mine]
-            runs += [(t, "finetune_fwd", "fwd") for t in mine if t in self.plan.ablate and self.plan.strands != "fwd"]
-            for t, stage, strands in runs:
+            runs = [(t, "finetune", self.plan.strands, self.plan.pooling) for t in mine]
+            ab = self.plan.ablate_pooling
+            if ab:
+                runs += [(t, f"finetune_{ab}", self.plan.strands, ab) for t in mine if t in self.plan.ablate]
+            else:
+                runs += [(t, "finetune_fwd", "fwd", self.plan.pooling) for t in mine
+                         if t in self.plan.ablate and self.plan.strands != "fwd"]
+            for t, stage, strands, pooling in runs:
                 try:
-                    self.start_finetune(t, model, stage=stage, strands=strands)
+                    self.start_finetune(t, model, stage=stage, strands=strands, pooling=pooling)
                 except Exception as exc:
                     self.failed.append(f"{stage} {t}")
                     self.log(f"{t} {stage}: cannot start: {type(exc).__name__}: {exc}")
 
-    def start_finetune(self, task: str, model: str | None, stage: str = "finetune", strands: str | None = None) -> None:
+    def start_finetune(self, task: str, model: str | None, stage: str = "finetune", strands: str | None = None,
+                       pooling: str | None = None) -> None:
         """One ``mamba-genome finetune`` of ``task``; ``stage`` names its results entry and run directory."""
         from .baselines import finetune_argv, finetune_plan
 
@@ -185,13 +193,14 @@ class Suite:
             self.log(f"{task} {stage}: skipped, {left:.0f} s left of the budget")
             return
         plan = finetune_plan(ws, max_time_s=min(self.plan.finetune_max_s, left), lr=self.plan.lr,
-                             strands=strands or self.plan.strands)
+                             strands=strands or self.plan.strands, pooling=pooling or self.plan.pooling)
         run_dir = self.work / stage / task
         argv = finetune_argv(ws, self.tasks_dir / task, run_dir, plan, model_path=model, preset=self.plan.preset)
         self._spawn(stage, task, [self.py, "-m", "mamba_genome", *argv], plan=plan, run=run_dir, model=model,
                     argv=argv)
         self.log(f"{task} {stage}: started (batch {plan.batch_size}, <= {plan.max_steps} steps, "
-                 f"validation every {plan.val_every}, strands {plan.strands}, rc-prob {plan.rc_prob:g}, "
+                 f"validation every {plan.val_every}, {plan.pooling} pooling, strands {plan.strands}, "
+                 f"rc-prob {plan.rc_prob:g}, "
                  f"{plan.max_time_s:.0f} s)")
 
     # ---------------------------------------------------------------- finish
@@ -241,7 +250,7 @@ class Suite:
         else:
             from .baselines import finetune_result
 
-            run, stage = job.info["run"], job.kind  # finetune | finetune_fwd
+            run, stage = job.info["run"], job.kind  # finetune | finetune_fwd | finetune_<pooling>
             self._keep(run, f"{stage}_{job.name}", ("metrics.json", "curves.csv", "confusion_matrix.tsv"))
             if rc != 0 or not (run / "metrics.json").is_file():
                 self.failed.append(f"{stage} {job.name}")
@@ -274,13 +283,16 @@ class Suite:
                          f"{held_out_bp(fasta):,} bp), {self.plan.pretrain_s:.0f} s")
             for t in [t for t in GROUPS[g]["tasks"] if t in self.tasks]:
                 ws = WindowSet.load(self.tasks_dir / t)
-                p = finetune_plan(ws, max_time_s=self.plan.finetune_max_s, lr=self.plan.lr, strands=self.plan.strands)
+                p = finetune_plan(ws, max_time_s=self.plan.finetune_max_s, lr=self.plan.lr, strands=self.plan.strands,
+                                  pooling=self.plan.pooling)
                 n = int((ws.split == "train").sum())
                 self.log(f"{t}: {n:,} train windows of {ws.seq_len:,} bp; finetune batch {p.batch_size}, "
                          f"<= {p.max_steps:,} steps ({p.max_steps * p.batch_size / max(n, 1):.0f} passes), "
-                         f"validation every {p.val_every}, warmup {p.warmup_steps}, strands {p.strands}, rc-prob "
-                         f"{p.rc_prob:g}, <= {p.max_time_s:.0f} s" + (", + a --strands fwd run" if t in self.plan.ablate
-                                                                       else ""))
+                         f"validation every {p.val_every}, warmup {p.warmup_steps}, {p.pooling} pooling, "
+                         f"strands {p.strands}, rc-prob "
+                         f"{p.rc_prob:g}, <= {p.max_time_s:.0f} s" + (
+                                 "" if t not in self.plan.ablate else f", + a --pooling {self.plan.ablate_pooling} run"
+                                 if self.plan.ablate_pooling else ", + a --strands fwd run"))
         return 0
 
     def run(self) -> int:

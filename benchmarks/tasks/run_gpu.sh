@@ -13,13 +13,18 @@
 #    got 211 M (H200, 2026-12-01), so for the best numbers give each group its own call (TASKS=...) and merge.
 #      ABLATE=start_codon,splice_donor bash benchmarks/tasks/run_gpu.sh  # + a forward-only (--strands fwd)
 #                                     fine-tune of those tasks, recorded as stage finetune_fwd (JSON, not the table)
+#      ABLATE=splice_donor ABLATE_POOLING=mean bash benchmarks/tasks/run_gpu.sh  # + a mean-pooled fine-tune
+#                                     (same strands), recorded as stage finetune_mean
 #      STRANDS=fwd bash benchmarks/tasks/run_gpu.sh            # the forward-only classifier everywhere
+#      POOLING=max bash benchmarks/tasks/run_gpu.sh            # one pooling everywhere (default: per task)
+#      LR=3e-3 bash benchmarks/tasks/run_gpu.sh               # fine-tuning peak LR (default 1e-3)
 #
 # What it does (python -m benchmarks.tasks gpu, benchmarks/tasks/gpu.py): pretrains one 1.4m LM per task
 # group on that group's own unlabelled training sequence (U. maydis for coding_umaydis/splice_donor, the
 # three bacteria for coding/start_codon, the apes' chr22 for great_apes, ...), all groups at once for
 # $PRETRAIN_TIME s (default: 31% of $BUDGET); then, per group, the frozen probe of its tasks and a fine-tune per task, sized to end
-# inside the budget (classifier over both strands' passes, no reverse-complement augmentation on the oriented tasks:
+# inside the budget (classifier over both strands' passes, pooled per task: meanmax on splice_donor/start_codon, else mean;
+# no reverse-complement augmentation on the oriented tasks:
 # benchmarks/tasks/baselines.py:finetune_plan). Progress lines carry the elapsed seconds; the results JSON is rewritten after every
 # finished stage, in $OUT (the device's output folder) or runs/tasks_gpu. Merge it here afterwards:
 #      python -m benchmarks.tasks merge <that folder>/tasks_gpu.json      # into benchmarks/tasks/results/
@@ -40,5 +45,8 @@ args=(--tasks-dir "$TASKS_DIR" --out "$RESULTS_DIR" --budget "$BUDGET")
 [ -n "${TASKS:-}" ] && args+=(--tasks "$TASKS")
 [ -n "${MODEL:-}" ] && args+=(--model "$MODEL")
 [ -n "${STRANDS:-}" ] && args+=(--strands "$STRANDS")  # default: both (forward + reverse-complement pass)
+[ -n "${POOLING:-}" ] && args+=(--pooling "$POOLING")  # default: per task (baselines.POOLING_BY_TASK, else mean)
+[ -n "${LR:-}" ] && args+=(--finetune-lr "$LR")  # peak fine-tuning LR (default 1e-3)
 [ -n "${ABLATE:-}" ] && args+=(--ablate "$ABLATE")
+[ -n "${ABLATE_POOLING:-}" ] && args+=(--ablate-pooling "$ABLATE_POOLING")
 exec "$PY" -m benchmarks.tasks gpu "${args[@]}" "$@"

@@ -10,6 +10,7 @@ import json
 
 import click
 
+from ..model.classifier import POOLINGS
 from ..train.schedule import parse_duration
 from ..workflows.finetune import FinetuneArgs, resume_args
 from ..workflows.finetune import finetune as run_finetune
@@ -50,8 +51,10 @@ def _parse_overrides(text: str | None) -> dict:
               help="Steps between validations / sequence-length doublings [default: max-steps/10].")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate (cosine decay to 1e-6).")
 @click.option("--warmup-steps", type=int, default=None, help="Linear LR warmup steps [default: 10%% of max-steps].")
-@click.option("--pooling", type=click.Choice(["last", "mean"]), default="last", show_default=True,
-              help="Pool the last token's or the mean hidden state.")
+@click.option("--pooling", type=click.Choice(list(POOLINGS)), default="last", show_default=True,
+              help="How the head sees the window: the last token's hidden state, the mean, the per-channel max, "
+                   "a learned attention over positions, or mean and max concatenated (meanmax). max / attention "
+                   "suit a signal at one place in the window (a splice site, a start codon).")
 @click.option("--strands", type=click.Choice(["fwd", "both"]), default="fwd", show_default=True,
               help="fwd: pool the forward pass; both: also run the reverse complement and concatenate the two "
                    "pooled vectors (the classifier sees both sides of every position; twice the compute).")

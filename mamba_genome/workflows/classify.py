@@ -9,9 +9,10 @@ log_softmax(logits))``: the normalised geometric mean of the window
 probabilities, i.e. the windows vote in log space. A record shorter than
 ``seq_len`` is one shorter window.
 
-Windows go through the inference engine (:mod:`mamba_genome.inference.engine`): batched by
-length, streamed, pooled as the classifier was trained (``mean``/``last``; a ``--strands both``
-classifier also streams each window's reverse complement and reads both pooled passes), then its head.
+Windows go through :meth:`MambaClassifier.class_log_probs` and the inference engine
+(:mod:`mamba_genome.inference.engine`): batched by length, streamed, pooled as the classifier was
+trained (any ``--pooling``; a ``--strands both`` classifier also streams each window's reverse
+complement and reads both pooled passes), then its head.
 
 Rows (one per record): ``id length predicted p_<label>...``; with
 ``per_window``: ``id start end predicted p_<label>...`` (0-based, half-open).
@@ -109,7 +110,7 @@ def iter_classify(sample, model_path, batch_size: int = 32, device: str | None =
     ``GROUP_BATCHES * batch_size`` (or the rest of the file); windows are
     batched by length within a group.
     """
-    from ..inference.engine import InferenceEngine, progress_bar
+    from ..inference.engine import progress_bar
     from ..inference.sequences import iter_sequences
 
     if batch_size < 1:
@@ -119,7 +120,7 @@ def iter_classify(sample, model_path, batch_size: int = 32, device: str | None =
     L = int(seq_len or trained_len)
     if L < 1:
         raise UserError(f"--seq-len must be at least 1, got {seq_len}")
-    engine = InferenceEngine(model.eval().backbone)
+    model.eval()
     bar = progress_bar(progress, None, "classify")
     try:
         group: list = []
@@ -128,20 +129,20 @@ def iter_classify(sample, model_path, batch_size: int = 32, device: str | None =
             group.append((name, tok))
             n_windows += len(tile_starts(len(tok), L))
             if n_windows >= want:
-                yield _classify_group(engine, model, labels, group, L, batch_size, per_window, precision, bar)
+                yield _classify_group(model, labels, group, L, batch_size, per_window, precision, bar)
                 group, n_windows, want = [], 0, min(2 * want, GROUP_BATCHES * batch_size)
         if group:
-            yield _classify_group(engine, model, labels, group, L, batch_size, per_window, precision, bar)
+            yield _classify_group(model, labels, group, L, batch_size, per_window, precision, bar)
     finally:
         bar.close()
 
 
-def _classify_group(engine, model, labels, records, L, batch_size, per_window, precision, bar) -> list[dict]:
-    """Rows for ``records`` [(name, tokens)]; the engine batches the windows by length."""
+def _classify_group(model, labels, records, L, batch_size, per_window, precision, bar) -> list[dict]:
+    """Rows for ``records`` [(name, tokens)]; the windows are batched by length."""
     windows = [(r, s, min(len(tok), s + L)) for r, (_, tok) in enumerate(records) for s in tile_starts(len(tok), L)]
-    log_probs = engine.class_log_probs(
-        [records[r][1][s:e] for r, s, e in windows], model.head, model.pooling, batch_size=batch_size,
-        precision=precision, bar=bar, lengths=[e - s for _, s, e in windows], strands=model.strands)
+    log_probs = model.class_log_probs(
+        [records[r][1][s:e] for r, s, e in windows], batch_size=batch_size,
+        precision=precision, bar=bar, lengths=[e - s for _, s, e in windows])
     rows = []
     pcols = [f"p_{x}" for x in labels]
     if per_window:

@@ -79,7 +79,7 @@ class FinetuneArgs:
     # --- model ----------------------------------------------------------------
     from_run: str | None = None  # pretrained LM (or classifier) run/model directory (--from); None = from scratch
     preset: str = "tiny"  # model size when training from scratch: tiny | 1.4m | 7m
-    pooling: str = "last"  # "last" token (the paper's choice) or "mean" over positions
+    pooling: str = "last"  # "last" token (the paper's choice), "mean", "max", "attention" or "meanmax" over positions
     strands: str = "fwd"  # "fwd" pass only, or "both": + the reverse complement's pass, pooled, concatenated
     freeze_backbone: bool = False  # train only the linear head
     # --- optimisation -----------------------------------------------------------
@@ -124,8 +124,10 @@ class FinetuneArgs:
             raise UserError("give either --class LABEL=FASTA (at least twice) or --manifest TSV, not both or neither")
         if self.preset not in _PRESETS:
             raise UserError(f"--preset must be one of {', '.join(_PRESETS)}, got '{self.preset}'")
-        if self.pooling not in ("last", "mean"):
-            raise UserError(f"--pooling must be 'last' or 'mean', got '{self.pooling}'")
+        from ..model.classifier import POOLINGS
+
+        if self.pooling not in POOLINGS:
+            raise UserError(f"--pooling must be one of {', '.join(POOLINGS)}, got '{self.pooling}'")
         if self.strands not in ("fwd", "both"):
             raise UserError(f"--strands must be 'fwd' or 'both', got '{self.strands}'")
         for flag, v in (("seq-len", self.seq_len), ("batch-size", self.batch_size), ("max-steps", self.max_steps),
@@ -256,20 +258,15 @@ def _build_model(args: FinetuneArgs, num_classes: int):
 def predict_windows(model, ds, batch_size: int, device, precision: str = "auto") -> np.ndarray:
     """Class probabilities ``[n, C]`` for every window of a :class:`FixedWindowDataset`.
 
-    Through the inference engine (:mod:`mamba_genome.inference.engine`; its precision policy);
+    Through :meth:`MambaClassifier.class_log_probs` (the inference engine's precision policy);
     each batch's windows are read from the stores when the batch starts."""
-    from ..inference.engine import InferenceEngine
-
     model.eval().to(device)
 
     class _Windows:  # ds.tokens(i) on demand
         def __getitem__(self, i):
             return ds.tokens(i)
 
-    lp = InferenceEngine(model.backbone).class_log_probs(
-        _Windows(), model.head, model.pooling, batch_size=batch_size, precision=precision,
-        lengths=ds.lengths, strands=model.strands)
-    return np.exp(lp)
+    return np.exp(model.class_log_probs(_Windows(), batch_size=batch_size, precision=precision, lengths=ds.lengths))
 
 
 def classification_metrics(y_true, y_pred, labels: list[str]) -> dict:
