@@ -462,7 +462,7 @@ def test_probe_picks_layer_pool_and_view_on_val(tiny_model):
     assert baselines.probe_layers(12) == [4, 6, 8, 11]
 
 
-def test_finetune_plan_sizes_by_task(tmp_path):
+def test_finetune_plan_sizes_by_task(tmp_path, monkeypatch):
     ws = _separable(n=640, L=64)  # 1,280 train windows
     p = baselines.finetune_plan(ws, max_time_s=100)
     assert p.batch_size == 64 and p.max_steps == 30 * 20 and p.val_every == 25 and p.warmup_steps == 30
@@ -474,18 +474,20 @@ def test_finetune_plan_sizes_by_task(tmp_path):
     species = WindowSet("species", ["a", "b"], 64, np.full((4, 64), 5), [0, 1, 0, 1], ["train"] * 4)
     assert baselines.finetune_plan(species, strands="fwd").rc_prob == 0.5
     assert baselines.finetune_plan(species, strands="fwd").strands == "fwd"
-    # position-bound tasks pool per task (POOLING_BY_TASK); --pooling overrides; the rest pool the mean
+    # a task can pool its own way (POOLING_BY_TASK, empty until a GPU call shows a pooling wins); --pooling
+    # overrides; the rest pool the mean
+    assert all(p in POOLINGS and p != "mean" for p in baselines.POOLING_BY_TASK.values())
+    monkeypatch.setitem(baselines.POOLING_BY_TASK, "splice_donor", "meanmax")
     for name, pooling in baselines.POOLING_BY_TASK.items():
         assert pooling in POOLINGS and pooling != "mean" and name in baselines.ORIENTED
         site = WindowSet(name, ["a", "b"], 64, np.full((4, 64), 5), [0, 1, 0, 1], ["train"] * 4)
         assert baselines.finetune_plan(site).pooling == pooling
         argv = baselines.finetune_argv(site, tmp_path, tmp_path / "run", baselines.finetune_plan(site, pooling="last"))
         assert argv[argv.index("--pooling") + 1] == "last"
-    assert {"splice_donor", "start_codon"} <= set(baselines.POOLING_BY_TASK)
     assert baselines.finetune_plan(species).pooling == "mean"
 
 
-def test_gpu_plan_pools_per_task_and_ablates_a_pooling(tmp_path, capsys):
+def test_gpu_plan_pools_per_task_and_ablates_a_pooling(tmp_path, capsys, monkeypatch):
     """The gpu call's plan (dry run: nothing starts): each task's pooling, --pooling for all, and
     --ablate-pooling's second fine-tune of the --ablate tasks (same strands, stage finetune_<pooling>)."""
     from benchmarks.tasks.gpu import GpuPlan, run_gpu
@@ -495,6 +497,7 @@ def test_gpu_plan_pools_per_task_and_ablates_a_pooling(tmp_path, capsys):
         ws.name = name
         ws.save(tmp_path / "tasks")
     tasks = ["coding_umaydis", "splice_donor"]
+    monkeypatch.setitem(baselines.POOLING_BY_TASK, "splice_donor", "meanmax")
     plan = GpuPlan(ablate=("splice_donor",), ablate_pooling="mean")
     assert run_gpu(tmp_path / "tasks", tmp_path / "out", tmp_path / "out" / "r.json", tmp_path / "work", tasks,
                    ["finetune"], plan, dry_run=True) == 0

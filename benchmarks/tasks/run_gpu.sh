@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The model columns of the task suite (frozen probe, fine-tuned) for every task, in one GPU call.
+# The model columns of the task suite (frozen probe, fine-tuned) for every task, in one GPU call, or one group
+# after another (PER_GROUP=1).
 #
 # 1. Here, on a CPU machine with /work/shared/data, pyrodigal and maffilter-examples (~3 min):
 #      python -m benchmarks.tasks prepare --data /work/shared/data --out runs/tasks
@@ -10,20 +11,23 @@
 #      MODEL=runs/my_lm STAGES=probe,finetune bash benchmarks/tasks/run_gpu.sh  # one LM for all tasks
 #      TASKS=order_short,order_long bash benchmarks/tasks/run_gpu.sh
 #    Groups share the GPU when run together: six LMs pretraining at once got 51 M tokens each where one alone
-#    got 211 M (H200, 2026-12-01), so for the best numbers give each group its own call (TASKS=...) and merge.
+#    got 211 M (H200, 2026-12-01), so for the best numbers give each group the GPU to itself: one call per
+#    group (TASKS=..., then merge), or
+#      PER_GROUP=1 bash benchmarks/tasks/run_gpu.sh            # each group alone in turn, $BUDGET s each, merged
+#                                     into $RESULTS_DIR/tasks_gpu.json (six groups: ~45 min at the default budget)
 #      ABLATE=start_codon,splice_donor bash benchmarks/tasks/run_gpu.sh  # + a forward-only (--strands fwd)
 #                                     fine-tune of those tasks, recorded as stage finetune_fwd (JSON, not the table)
-#      ABLATE=splice_donor ABLATE_POOLING=mean bash benchmarks/tasks/run_gpu.sh  # + a mean-pooled fine-tune
-#                                     (same strands), recorded as stage finetune_mean
+#      ABLATE=splice_donor ABLATE_POOLING=meanmax bash benchmarks/tasks/run_gpu.sh  # + a fine-tune pooled
+#                                     by mean and max (same strands), recorded as stage finetune_meanmax
 #      STRANDS=fwd bash benchmarks/tasks/run_gpu.sh            # the forward-only classifier everywhere
-#      POOLING=max bash benchmarks/tasks/run_gpu.sh            # one pooling everywhere (default: per task)
+#      POOLING=meanmax bash benchmarks/tasks/run_gpu.sh        # one pooling everywhere (default: per task)
 #      LR=3e-3 bash benchmarks/tasks/run_gpu.sh               # fine-tuning peak LR (default 1e-3)
 #
 # What it does (python -m benchmarks.tasks gpu, benchmarks/tasks/gpu.py): pretrains one 1.4m LM per task
 # group on that group's own unlabelled training sequence (U. maydis for coding_umaydis/splice_donor, the
 # three bacteria for coding/start_codon, the apes' chr22 for great_apes, ...), all groups at once for
 # $PRETRAIN_TIME s (default: 31% of $BUDGET); then, per group, the frozen probe of its tasks and a fine-tune per task, sized to end
-# inside the budget (classifier over both strands' passes, pooled per task: meanmax on splice_donor/start_codon, else mean;
+# inside the budget (classifier over both strands' passes, pooled per task: baselines.POOLING_BY_TASK, else mean;
 # no reverse-complement augmentation on the oriented tasks:
 # benchmarks/tasks/baselines.py:finetune_plan). Progress lines carry the elapsed seconds; the results JSON is rewritten after every
 # finished stage, in $OUT (the device's output folder) or runs/tasks_gpu. Merge it here afterwards:
@@ -39,14 +43,30 @@ if [ ! -f "$TASKS_DIR/order_long/windows.npz" ]; then
   echo "error: $TASKS_DIR has no prepared tasks; run 'python -m benchmarks.tasks prepare --out $TASKS_DIR' on a CPU machine first" >&2
   exit 2
 fi
-args=(--tasks-dir "$TASKS_DIR" --out "$RESULTS_DIR" --budget "$BUDGET")
+args=(--tasks-dir "$TASKS_DIR" --budget "$BUDGET")
 [ -n "${PRETRAIN_TIME:-}" ] && args+=(--pretrain-time "$PRETRAIN_TIME")  # default: 31% of the budget
 [ -n "${STAGES:-}" ] && args+=(--stages "$STAGES")
-[ -n "${TASKS:-}" ] && args+=(--tasks "$TASKS")
 [ -n "${MODEL:-}" ] && args+=(--model "$MODEL")
 [ -n "${STRANDS:-}" ] && args+=(--strands "$STRANDS")  # default: both (forward + reverse-complement pass)
 [ -n "${POOLING:-}" ] && args+=(--pooling "$POOLING")  # default: per task (baselines.POOLING_BY_TASK, else mean)
 [ -n "${LR:-}" ] && args+=(--finetune-lr "$LR")  # peak fine-tuning LR (default 1e-3)
 [ -n "${ABLATE:-}" ] && args+=(--ablate "$ABLATE")
 [ -n "${ABLATE_POOLING:-}" ] && args+=(--ablate-pooling "$ABLATE_POOLING")
-exec "$PY" -m benchmarks.tasks gpu "${args[@]}" "$@"
+if [ -z "${PER_GROUP:-}" ]; then
+  [ -n "${TASKS:-}" ] && args+=(--tasks "$TASKS")
+  exec "$PY" -m benchmarks.tasks gpu --out "$RESULTS_DIR" "${args[@]}" "$@"
+fi
+# one group at a time, each with the GPU to itself and the whole $BUDGET, then one merged results file
+groups=$("$PY" -c "from benchmarks.tasks.pretraining import GROUPS; import sys
+want = set(sys.argv[1].split(',')) if sys.argv[1] else None
+print(' '.join(','.join(t for t in g['tasks'] if want is None or t in want) for g in GROUPS.values()
+               if want is None or want & set(g['tasks'])))" "${TASKS:-}")
+parts=()
+for tasks in $groups; do
+  part="$RESULTS_DIR/group_${tasks%%,*}"
+  mkdir -p "$part"
+  echo "== $tasks (results: $part)"
+  "$PY" -m benchmarks.tasks gpu --out "$part" --tasks "$tasks" "${args[@]}" "$@"
+  parts+=("$part/tasks_gpu.json")
+done
+"$PY" -m benchmarks.tasks merge --results "$RESULTS_DIR/tasks_gpu.json" "${parts[@]}"
