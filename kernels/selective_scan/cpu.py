@@ -136,9 +136,9 @@ def _delta_row(dd, dl, o, wt, rank, cw):
 
 
 @_jit(_FLAGS, inline="always")
-def _job_setup(job, dim, A_T, Dv, bias, wdt, rank, a, a2, dv, bv, wt):
-    """(b, c0, cw) of a job, and its constants: a = A, a2 = A log2(e) (N, WJ) tiles, D, delta bias,
-    the wdt columns; zero past the last channel."""
+def _job_setup(job, dim, nstate, A_T, Dv, bias, wdt, rank, a, a2, ts, dv, bv, wt):
+    """(b, c0, cw) of a job, and its constants: a = A, a2 = A log2(e) (N rows of WJ, row n at
+    n * ts), D, delta bias, the wdt columns; zero past the last channel."""
     jobs_per_row = (dim + WJ - 1) // WJ
     b = job // jobs_per_row
     c0 = (job - b * jobs_per_row) * WJ
@@ -147,12 +147,11 @@ def _job_setup(job, dim, A_T, Dv, bias, wdt, rank, a, a2, dv, bv, wt):
         live = j < cw
         dv[j] = Dv[c0 + j] if live else _ZERO
         bv[j] = bias[c0 + j] if live else _ZERO
-    nstate = a.shape[0] // WJ
     for n in range(nstate):
         for j in range(WJ):
             v = A_T[n * dim + c0 + j] if j < cw else _ZERO
-            a[n * WJ + j] = v
-            a2[n * WJ + j] = v * _LOG2E
+            a[n * ts + j] = v
+            a2[n * ts + j] = v * _LOG2E
     for r in range(rank):
         for j in range(WJ):
             wt[r * WJ + j] = wdt[r * dim + c0 + j] if j < cw else _ZERO
@@ -217,7 +216,7 @@ def _scan_fwd_kernel(job0, job1, scr, u, su, dl, sdl, wdt, rank, z, sz, Bm, sB, 
     o += 4 * WJ
     zz, yr = scr[o:o + WJ], scr[o + WJ:o + 2 * WJ]
     for job in range(job0, job1):
-        b, c0, cw = _job_setup(job, dim, A_T, Dv, bias, wdt, rank, a, a2, dv, bv, wt)
+        b, c0, cw = _job_setup(job, dim, nstate, A_T, Dv, bias, wdt, rank, a, a2, WJ, dv, bv, wt)
         for j in range(WJ):
             uu[j] = _ZERO
             dd[j] = _ZERO
@@ -284,39 +283,45 @@ def _scan_bwd_kernel(job0, job1, scr, lanes, part, assign_first, u, su, dl, sdl,
     first job of a batch row (c0 = 0) with ``assign_first`` (one worker owns the whole row).
     Writes the per-(batch row) partials dA_p (B, N, D), dD_p, dbias_p (B, D), dW_p (B, R, D)
     and dh0 (B, D, N). Inputs as the forward's; seg from it; dy (B, L, D) and dhT (B, D, N)
-    contiguous. scr: this worker's scratch, ``_bwd_scratch`` floats; lanes = 8 (see ``_fold8``)."""
+    contiguous. scr: this worker's scratch, ``_bwd_scratch`` floats; lanes = 8 (see ``_fold8``).
+
+    Scratch layout. LLVM vectorises each channel loop behind a run-time check that the arrays
+    it writes do not overlap the others, one check per pair of pointer groups, and pointers at
+    a fixed distance from each other form one group. So the rows the hot loops use sit at fixed
+    offsets at the start (R: gy, pc, pb, sbj, saj, dt, dt u, acc ...), the per-state rows of a job
+    are interleaved (T4: a, a2, dh, dA of state n side by side) and so are a segment's decays
+    and states (H: for state n, slot k = [exp(dt A) of step k - 1, h after step k], so that the
+    state before, the decay and the state after a step are at fixed distances)."""
     nseg = (length + SEG_LEN - 1) // SEG_LEN
     tile = nstate * WJ
     nr = max(rank, 1)
     S = SEG_LEN
-    o = 0
-    hs = scr[o:o + (S + 1) * tile]        # tile i + 1: h after step s0 + i; tile 0: before
-    o += (S + 1) * tile
-    es = scr[o:o + S * tile]              # tile i: the decays exp(dt A) of step s0 + i
-    o += S * tile
-    dts = scr[o:o + S * WJ]               # row i: dt, dt * u, softplus' (1 without), C.h + D u of step s0 + i
-    dtus = scr[o + S * WJ:o + 2 * S * WJ]
-    sig = scr[o + 2 * S * WJ:o + 3 * S * WJ]
-    yps = scr[o + 3 * S * WJ:o + 4 * S * WJ]
+    # R: single rows
+    dv, bv, dd, gy = scr[0:WJ], scr[WJ:2 * WJ], scr[2 * WJ:3 * WJ], scr[3 * WJ:4 * WJ]
+    zz, sbj, saj, pc = scr[4 * WJ:5 * WJ], scr[5 * WJ:6 * WJ], scr[6 * WJ:7 * WJ], scr[7 * WJ:8 * WJ]
+    pb, dDa, dba, dzr = scr[8 * WJ:9 * WJ], scr[9 * WJ:10 * WJ], scr[10 * WJ:11 * WJ], scr[11 * WJ:12 * WJ]
+    uu, gyp = scr[12 * WJ:13 * WJ], scr[13 * WJ:14 * WJ]     # pads for jobs of fewer than WJ channels
+    dt, dtu, sg, acc = scr[14 * WJ:15 * WJ], scr[15 * WJ:16 * WJ], scr[16 * WJ:17 * WJ], scr[17 * WJ:18 * WJ]
+    o = 18 * WJ
+    # per-step rows of a segment: dt, dt * u, softplus' (1 without), C.h + D u of step s0 + i
+    dts, dtus = scr[o:o + S * WJ], scr[o + S * WJ:o + 2 * S * WJ]
+    sig, yps = scr[o + 2 * S * WJ:o + 3 * S * WJ], scr[o + 3 * S * WJ:o + 4 * S * WJ]
     o += 4 * S * WJ
-    redC = scr[o:o + S * nstate * 8]      # (step, n, 8 lanes): what is left of dC, dB
+    T4 = scr[o:o + 4 * tile]                  # state n: a, a2, dh, dA at n * 4 WJ + (0, 1, 2, 3) WJ
+    o += 4 * tile
+    H = scr[o:o + 2 * (S + 1) * tile]         # state n, slot k: (n (S + 1) + k) 2 WJ: decay, state
+    o += 2 * (S + 1) * tile
+    redC = scr[o:o + S * nstate * 8]          # (step, n, 8 lanes): what is left of dC, dB
     redB = scr[o + S * nstate * 8:o + 2 * S * nstate * 8]
     o += 2 * S * nstate * 8
-    redR = scr[o:o + S * nr * 8]          # (step, r, 8 lanes): what is left of d dt
+    redR = scr[o:o + S * nr * 8]              # (step, r, 8 lanes): what is left of d dt
     o += S * nr * 8
-    a, a2, dh, dA = scr[o:o + tile], scr[o + tile:o + 2 * tile], scr[o + 2 * tile:o + 3 * tile], scr[o + 3 * tile:o + 4 * tile]
-    o += 4 * tile
     wt, dWa = scr[o:o + nr * WJ], scr[o + nr * WJ:o + 2 * nr * WJ]
-    o += 2 * nr * WJ
-    dv, bv, dd, gy = scr[o:o + WJ], scr[o + WJ:o + 2 * WJ], scr[o + 2 * WJ:o + 3 * WJ], scr[o + 3 * WJ:o + 4 * WJ]
-    o += 4 * WJ
-    zz, sbj, saj, pc = scr[o:o + WJ], scr[o + WJ:o + 2 * WJ], scr[o + 2 * WJ:o + 3 * WJ], scr[o + 3 * WJ:o + 4 * WJ]
-    o += 4 * WJ
-    pb, dDa, dba, dzr = scr[o:o + WJ], scr[o + WJ:o + 2 * WJ], scr[o + 2 * WJ:o + 3 * WJ], scr[o + 3 * WJ:o + 4 * WJ]
-    o += 4 * WJ
-    uu, gyp = scr[o:o + WJ], scr[o + WJ:o + 2 * WJ]      # pads for jobs of fewer than WJ channels
+    T4a2 = T4[WJ:]
+    ts4 = 4 * WJ
+    hstride = (S + 1) * 2 * WJ
     for job in range(job0, job1):
-        b, c0, cw = _job_setup(job, dim, A_T, Dv, bias, wdt, rank, a, a2, dv, bv, wt)
+        b, c0, cw = _job_setup(job, dim, nstate, A_T, Dv, bias, wdt, rank, T4, T4a2, ts4, dv, bv, wt)
         assign = assign_first and c0 == 0
         for j in range(WJ):
             dd[j] = _ZERO
@@ -329,14 +334,14 @@ def _scan_bwd_kernel(job0, job1, scr, lanes, part, assign_first, u, su, dl, sdl,
             dWa[k] = _ZERO
         for n in range(nstate):
             for j in range(WJ):
-                dh[n * WJ + j] = dhT[(b * dim + c0 + j) * nstate + n] if (j < cw and has_dhT) else _ZERO
-                dA[n * WJ + j] = _ZERO
+                T4[n * ts4 + 2 * WJ + j] = dhT[(b * dim + c0 + j) * nstate + n] if (j < cw and has_dhT) else _ZERO
+                T4[n * ts4 + 3 * WJ + j] = _ZERO
         for s in range(nseg - 1, -1, -1):
             s0 = s * S
             T = min(S, length - s0)
             o = (b * nseg + s) * nstate * dim + c0
             for n in range(nstate):
-                hn = hs[n * WJ:(n + 1) * WJ]
+                hn = H[n * hstride + WJ:n * hstride + 2 * WJ]
                 if cw < WJ:
                     for j in range(WJ):
                         hn[j] = _ZERO
@@ -352,32 +357,34 @@ def _scan_bwd_kernel(job0, job1, scr, lanes, part, assign_first, u, su, dl, sdl,
                     _prefetch(Bm, b * sB[0] + tp * sB[1] + nstate - 1)
                     _prefetch(Cm, b * sC[0] + tp * sC[1])
                     _prefetch(Cm, b * sC[0] + tp * sC[1] + nstate - 1)
-                dt = dts[i * WJ:(i + 1) * WJ]
-                dtu = dtus[i * WJ:(i + 1) * WJ]
-                sg = sig[i * WJ:(i + 1) * WJ]
-                yp = yps[i * WJ:(i + 1) * WJ]
                 ur = _row(u, b * su[0] + t * su[1] + c0, cw, uu)
                 _delta_row(dd, dl, b * sdl[0] + t * sdl[1] + (0 if rank else c0), wt, rank, cw)
                 _dt_row(dt, dtu, sg, dd, bv, ur, softplus)
                 for j in range(WJ):
-                    yp[j] = dv[j] * ur[j]
+                    acc[j] = dv[j] * ur[j]
                 oB, oC = b * sB[0] + t * sB[1], b * sC[0] + t * sC[1]
                 B_row = Bm[oB:oB + nstate]
                 C_row = Cm[oC:oC + nstate]
                 for n in range(nstate):
                     bn = B_row[n]
                     cn = C_row[n]
-                    p0 = i * tile + n * WJ
-                    h_prev = hs[p0:p0 + WJ]
-                    h_new = hs[p0 + tile:p0 + tile + WJ]
-                    e_t = es[p0:p0 + WJ]
-                    an = a2[n * WJ:(n + 1) * WJ]
+                    q = n * hstride + (i + 1) * 2 * WJ
+                    h_prev = H[q - WJ:q]
+                    e_t = H[q:q + WJ]
+                    h_new = H[q + WJ:q + 2 * WJ]
+                    an = T4[n * ts4 + WJ:n * ts4 + 2 * WJ]
                     for j in range(WJ):
                         e = _exp2(dt[j] * an[j])
                         e_t[j] = e
                         hv = e * h_prev[j] + dtu[j] * bn
                         h_new[j] = hv
-                        yp[j] += hv * cn
+                        acc[j] += hv * cn
+                rows = i * WJ
+                for j in range(WJ):
+                    dts[rows + j] = dt[j]
+                    dtus[rows + j] = dtu[j]
+                    sig[rows + j] = sg[j]
+                    yps[rows + j] = acc[j]
             # walk back over it
             for i in range(T - 1, -1, -1):
                 t = s0 + i
@@ -394,10 +401,10 @@ def _scan_bwd_kernel(job0, job1, scr, lanes, part, assign_first, u, su, dl, sdl,
                     _prefetch(Bm, b * sB[0] + tp * sB[1] + nstate - 1)
                     _prefetch(Cm, b * sC[0] + tp * sC[1])
                     _prefetch(Cm, b * sC[0] + tp * sC[1] + nstate - 1)
-                dt = dts[i * WJ:(i + 1) * WJ]
-                dtu = dtus[i * WJ:(i + 1) * WJ]
-                sg = sig[i * WJ:(i + 1) * WJ]
-                yp = yps[i * WJ:(i + 1) * WJ]
+                rows = i * WJ
+                for j in range(WJ):
+                    dt[j] = dts[rows + j]
+                    dtu[j] = dtus[rows + j]
                 ur = _row(u, b * su[0] + t * su[1] + c0, cw, uu)
                 oy = (b * length + t) * dim + c0
                 dyr = _row(dy, oy, cw, gyp)
@@ -406,6 +413,7 @@ def _scan_bwd_kernel(job0, job1, scr, lanes, part, assign_first, u, su, dl, sdl,
                 C_row = Cm[oC:oC + nstate]
                 if has_z:                       # dz needs the pre-gate output C.h + D u
                     zr = _row(z, b * sz[0] + t * sz[1] + c0, cw, zz)
+                    yp = yps[rows:rows + WJ]
                     for j in range(WJ):
                         v = zr[j]
                         sv = _sigmoid(v)
@@ -423,30 +431,31 @@ def _scan_bwd_kernel(job0, job1, scr, lanes, part, assign_first, u, su, dl, sdl,
                 for n in range(nstate):
                     bn = B_row[n]
                     cn = C_row[n]
-                    o = n * WJ
-                    p0 = i * tile + o
-                    h_prev = hs[p0:p0 + WJ]
-                    h_t = hs[p0 + tile:p0 + tile + WJ]
-                    e_t = es[p0:p0 + WJ]
-                    dhn = dh[o:o + WJ]
-                    dAn = dA[o:o + WJ]
-                    an = a[o:o + WJ]
+                    q = n * hstride + (i + 1) * 2 * WJ
+                    h_prev = H[q - WJ:q]
+                    e_t = H[q:q + WJ]
+                    h_t = H[q + WJ:q + 2 * WJ]
+                    o4 = n * ts4
+                    an = T4[o4:o4 + WJ]
+                    dhn = T4[o4 + 2 * WJ:o4 + 3 * WJ]
+                    dAn = T4[o4 + 3 * WJ:o4 + 4 * WJ]
                     for j in range(WJ):
                         g = dhn[j] + cn * gy[j]                 # dL/dh_t
                         pc[j] = gy[j] * h_t[j]
                         pb[j] = g * dtu[j]
                         sbj[j] += g * bn
-                        q = g * e_t[j]                          # dL/dh_{t-1} through h_t
-                        r = q * h_prev[j]
+                        qv = g * e_t[j]                         # dL/dh_{t-1} through h_t
+                        r = qv * h_prev[j]
                         saj[j] += an[j] * r
                         dAn[j] += dt[j] * r
-                        dhn[j] = q
+                        dhn[j] = qv
                     m = (i * nstate + n) * 8
                     _fold8(pc, redC, m, lanes)
                     _fold8(pb, redB, m, lanes)
+                sgr = sig[rows:rows + WJ]
                 for j in range(WJ):
                     pc[j] = dt[j] * sbj[j] + dv[j] * gy[j]         # du
-                    v = (ur[j] * sbj[j] + saj[j]) * sg[j]          # d delta
+                    v = (ur[j] * sbj[j] + saj[j]) * sgr[j]         # d delta
                     pb[j] = v
                     dba[j] += v
                 _store(du, oy, pc, cw)
@@ -489,16 +498,15 @@ def _scan_bwd_kernel(job0, job1, scr, lanes, part, assign_first, u, su, dl, sdl,
             dD_p[b * dim + c0 + j] = dDa[j]
             dbias_p[b * dim + c0 + j] = dba[j]
             for n in range(nstate):
-                dh0[(b * dim + c0 + j) * nstate + n] = dh[n * WJ + j]
-                dA_p[(b * nstate + n) * dim + c0 + j] = dA[n * WJ + j]
+                dh0[(b * dim + c0 + j) * nstate + n] = T4[n * ts4 + 2 * WJ + j]
+                dA_p[(b * nstate + n) * dim + c0 + j] = T4[n * ts4 + 3 * WJ + j]
             for r in range(rank):
                 dW_p[(b * rank + r) * dim + c0 + j] = dWa[r * WJ + j]
 
 
 def _bwd_scratch(nstate: int, rank: int) -> int:
     nr, S = max(rank, 1), SEG_LEN
-    return ((2 * S + 1) * nstate * WJ + 4 * S * WJ + 2 * S * nstate * 8 + S * nr * 8 + 4 * nstate * WJ
-            + 2 * nr * WJ + 14 * WJ)
+    return 18 * WJ + 4 * S * WJ + 4 * nstate * WJ + 2 * (S + 1) * nstate * WJ + 2 * S * nstate * 8 + S * nr * 8 + 2 * nr * WJ
 
 
 # ----------------------------------------------------------------------------- launchers
