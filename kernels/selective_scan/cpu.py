@@ -42,6 +42,9 @@ from ..cpu_common import (  # noqa: F401  (the math helpers are used inside the 
 
 WJ = 64          # channels per job: a compile-time constant, so every channel loop has a fixed trip count
 SEG_LEN = 32     # steps between the states saved for the backward
+# the backward's single rows in its scratch R, at fixed offsets (see _scan_bwd_kernel)
+R_GY, R_SB, R_SA, R_PC, R_PB = 3 * WJ, 5 * WJ, 6 * WJ, 7 * WJ, 8 * WJ
+R_DT, R_DTU, R_ACC = 14 * WJ, 15 * WJ, 17 * WJ
 
 
 # ----------------------------------------------------------------------------- row helpers
@@ -286,12 +289,14 @@ def _scan_bwd_kernel(job0, job1, scr, lanes, part, assign_first, u, su, dl, sdl,
     contiguous. scr: this worker's scratch, ``_bwd_scratch`` floats; lanes = 8 (see ``_fold8``).
 
     Scratch layout. LLVM vectorises each channel loop behind a run-time check that the arrays
-    it writes do not overlap the others, one check per pair of pointer groups, and pointers at
-    a fixed distance from each other form one group. So the rows the hot loops use sit at fixed
-    offsets at the start (R: gy, pc, pb, sbj, saj, dt, dt u, acc ...), the per-state rows of a job
-    are interleaved (T4: a, a2, dh, dA of state n side by side) and so are a segment's decays
-    and states (H: for state n, slot k = [exp(dt A) of step k - 1, h after step k], so that the
-    state before, the decay and the state after a step are at fixed distances)."""
+    it writes do not overlap the others, one check per pair of pointer groups; accesses through
+    one slice at fixed offsets (``R[R_GY + j]``) form one group, while every slice is a group of
+    its own (numba clamps slice bounds, so LLVM cannot relate two slices). With a slice per row
+    the backward's walk loop spent ~25% of the kernel in those checks. So the two hot loops read
+    three slices each: R (the single rows: gy, pc, pb, sbj, saj, dt, dt u, acc at fixed offsets),
+    state n's T4 rows (a, a2, dh, dA side by side) and its H rows (slot k = [exp(dt A) of step
+    k - 1, h after step k], so the state before, the decay and the state after a step are
+    adjacent)."""
     nseg = (length + SEG_LEN - 1) // SEG_LEN
     tile = nstate * WJ
     nr = max(rank, 1)
@@ -302,6 +307,7 @@ def _scan_bwd_kernel(job0, job1, scr, lanes, part, assign_first, u, su, dl, sdl,
     pb, dDa, dba, dzr = scr[8 * WJ:9 * WJ], scr[9 * WJ:10 * WJ], scr[10 * WJ:11 * WJ], scr[11 * WJ:12 * WJ]
     uu, gyp = scr[12 * WJ:13 * WJ], scr[13 * WJ:14 * WJ]     # pads for jobs of fewer than WJ channels
     dt, dtu, sg, acc = scr[14 * WJ:15 * WJ], scr[15 * WJ:16 * WJ], scr[16 * WJ:17 * WJ], scr[17 * WJ:18 * WJ]
+    R = scr[0:18 * WJ]                        # the same rows, indexed at fixed offsets in the hot loops
     o = 18 * WJ
     # per-step rows of a segment: dt, dt * u, softplus' (1 without), C.h + D u of step s0 + i
     dts, dtus = scr[o:o + S * WJ], scr[o + S * WJ:o + 2 * S * WJ]
@@ -369,16 +375,14 @@ def _scan_bwd_kernel(job0, job1, scr, lanes, part, assign_first, u, su, dl, sdl,
                     bn = B_row[n]
                     cn = C_row[n]
                     q = n * hstride + (i + 1) * 2 * WJ
-                    h_prev = H[q - WJ:q]
-                    e_t = H[q:q + WJ]
-                    h_new = H[q + WJ:q + 2 * WJ]
+                    hq = H[q - WJ:q + 2 * WJ]        # state before, decay, state after
                     an = T4[n * ts4 + WJ:n * ts4 + 2 * WJ]
                     for j in range(WJ):
-                        e = _exp2(dt[j] * an[j])
-                        e_t[j] = e
-                        hv = e * h_prev[j] + dtu[j] * bn
-                        h_new[j] = hv
-                        acc[j] += hv * cn
+                        e = _exp2(R[R_DT + j] * an[j])
+                        hq[WJ + j] = e
+                        hv = e * hq[j] + R[R_DTU + j] * bn
+                        hq[2 * WJ + j] = hv
+                        R[R_ACC + j] += hv * cn
                 rows = i * WJ
                 for j in range(WJ):
                     dts[rows + j] = dt[j]
@@ -432,23 +436,19 @@ def _scan_bwd_kernel(job0, job1, scr, lanes, part, assign_first, u, su, dl, sdl,
                     bn = B_row[n]
                     cn = C_row[n]
                     q = n * hstride + (i + 1) * 2 * WJ
-                    h_prev = H[q - WJ:q]
-                    e_t = H[q:q + WJ]
-                    h_t = H[q + WJ:q + 2 * WJ]
-                    o4 = n * ts4
-                    an = T4[o4:o4 + WJ]
-                    dhn = T4[o4 + 2 * WJ:o4 + 3 * WJ]
-                    dAn = T4[o4 + 3 * WJ:o4 + 4 * WJ]
+                    hq = H[q - WJ:q + 2 * WJ]        # state before, decay, state after
+                    t4 = T4[n * ts4:(n + 1) * ts4]   # a, a2, dh, dA of state n
                     for j in range(WJ):
-                        g = dhn[j] + cn * gy[j]                 # dL/dh_t
-                        pc[j] = gy[j] * h_t[j]
-                        pb[j] = g * dtu[j]
-                        sbj[j] += g * bn
-                        qv = g * e_t[j]                         # dL/dh_{t-1} through h_t
-                        r = qv * h_prev[j]
-                        saj[j] += an[j] * r
-                        dAn[j] += dt[j] * r
-                        dhn[j] = qv
+                        gv = R[R_GY + j]
+                        g = t4[2 * WJ + j] + cn * gv                # dL/dh_t
+                        R[R_PC + j] = gv * hq[2 * WJ + j]
+                        R[R_PB + j] = g * R[R_DTU + j]
+                        R[R_SB + j] += g * bn
+                        qv = g * hq[WJ + j]                         # dL/dh_{t-1} through h_t
+                        r = qv * hq[j]
+                        R[R_SA + j] += t4[j] * r
+                        t4[3 * WJ + j] += R[R_DT + j] * r
+                        t4[2 * WJ + j] = qv
                     m = (i * nstate + n) * 8
                     _fold8(pc, redC, m, lanes)
                     _fold8(pb, redB, m, lanes)
