@@ -181,21 +181,22 @@ def _dt_row(dt, dtu, sg, dd, bv, uu, softplus):
 
 # ----------------------------------------------------------------------------- kernels
 @_jit(_FLAGS)
-def _fwd_step(h, a2, dt, dtu, acc, Bm, oB, Cm, oC, nstate):
-    """One step of the recurrence for a job's (N, WJ) state tile: h = 2**(dt a2) h + dt u B_n,
-    acc += C_n h. A function of its own (called, not inlined): compiled inside the whole
-    kernel, this loop came out 1.5x slower (LLVM's choices for the big function spill it)."""
+def _fwd_step(ha, rows, Bm, oB, Cm, oC, nstate):
+    """One step of the recurrence for a job's N x WJ states: h = 2**(dt a2) h + dt u B_n,
+    acc += C_n h. ha: state n's h and a2 = A log2(e) side by side at n * 2 WJ; rows: dt, dt u,
+    acc at 0, WJ, 2 WJ (two slices, so LLVM checks one pair for overlap, see _scan_bwd_kernel).
+    A function of its own (called, not inlined): compiled inside the whole kernel, this loop
+    came out 1.5x slower (LLVM's choices for the big function spill it)."""
     B_row = Bm[oB:oB + nstate]
     C_row = Cm[oC:oC + nstate]
     for n in range(nstate):
         bn = B_row[n]
         cn = C_row[n]
-        hn = h[n * WJ:(n + 1) * WJ]
-        an = a2[n * WJ:(n + 1) * WJ]
+        hn = ha[n * 2 * WJ:(n + 1) * 2 * WJ]
         for j in range(WJ):
-            hv = _exp2(dt[j] * an[j]) * hn[j] + dtu[j] * bn
+            hv = _exp2(rows[j] * hn[WJ + j]) * hn[j] + rows[WJ + j] * bn
             hn[j] = hv
-            acc[j] += hv * cn
+            rows[2 * WJ + j] += hv * cn
 
 
 @_jit(_FLAGS)
@@ -209,29 +210,31 @@ def _scan_fwd_kernel(job0, job1, scr, u, su, dl, sdl, wdt, rank, z, sz, Bm, sB, 
     nseg = (length + SEG_LEN - 1) // SEG_LEN
     tile = nstate * WJ
     nr = max(rank, 1)
-    a, a2, h = scr[0:tile], scr[tile:2 * tile], scr[2 * tile:3 * tile]
-    o = 3 * tile
+    ha = scr[0:2 * tile]                        # state n: h, A log2(e) at n * 2 WJ
+    o = 2 * tile
     wt = scr[o:o + nr * WJ]
     o += nr * WJ
     dv, bv, uu, dd = scr[o:o + WJ], scr[o + WJ:o + 2 * WJ], scr[o + 2 * WJ:o + 3 * WJ], scr[o + 3 * WJ:o + 4 * WJ]
     o += 4 * WJ
     dt, dtu, acc, sg = scr[o:o + WJ], scr[o + WJ:o + 2 * WJ], scr[o + 2 * WJ:o + 3 * WJ], scr[o + 3 * WJ:o + 4 * WJ]
+    rows = scr[o:o + 3 * WJ]                    # dt, dtu, acc for _fwd_step
     o += 4 * WJ
     zz, yr = scr[o:o + WJ], scr[o + WJ:o + 2 * WJ]
     for job in range(job0, job1):
-        b, c0, cw = _job_setup(job, dim, nstate, A_T, Dv, bias, wdt, rank, a, a2, WJ, dv, bv, wt)
+        a2 = ha[WJ:]
+        b, c0, cw = _job_setup(job, dim, nstate, A_T, Dv, bias, wdt, rank, a2, a2, 2 * WJ, dv, bv, wt)
         for j in range(WJ):
             uu[j] = _ZERO
             dd[j] = _ZERO
             zz[j] = _ZERO
         for n in range(nstate):
             for j in range(WJ):
-                h[n * WJ + j] = h0[(b * dim + c0 + j) * nstate + n] if (j < cw and has_h0) else _ZERO
+                ha[n * 2 * WJ + j] = h0[(b * dim + c0 + j) * nstate + n] if (j < cw and has_h0) else _ZERO
         for t in range(length):
             if store_seg and t % SEG_LEN == 0:
                 o = (b * nseg + t // SEG_LEN) * nstate * dim + c0
                 for n in range(nstate):
-                    _store(seg, o + n * dim, h[n * WJ:(n + 1) * WJ], cw)
+                    _store(seg, o + n * dim, ha[n * 2 * WJ:n * 2 * WJ + WJ], cw)
             if t + PF < length:
                 tp = t + PF
                 _prefetch_row(u, b * su[0] + tp * su[1] + c0)
@@ -256,7 +259,7 @@ def _scan_fwd_kernel(job0, job1, scr, u, su, dl, sdl, wdt, rank, z, sz, Bm, sB, 
                     dt[j] = d
                     dtu[j] = d * ur[j]
                     acc[j] = dv[j] * ur[j]
-            _fwd_step(h, a2, dt, dtu, acc, Bm, b * sB[0] + t * sB[1], Cm, b * sC[0] + t * sC[1], nstate)
+            _fwd_step(ha, rows, Bm, b * sB[0] + t * sB[1], Cm, b * sC[0] + t * sC[1], nstate)
             oy = (b * length + t) * dim + c0
             if has_z:
                 zr = _row(z, b * sz[0] + t * sz[1] + c0, cw, zz)
@@ -268,11 +271,11 @@ def _scan_fwd_kernel(job0, job1, scr, u, su, dl, sdl, wdt, rank, z, sz, Bm, sB, 
                 _store(y, oy, acc, cw)
         for j in range(cw):
             for n in range(nstate):
-                hT[(b * dim + c0 + j) * nstate + n] = h[n * WJ + j]
+                hT[(b * dim + c0 + j) * nstate + n] = ha[n * 2 * WJ + j]
 
 
 def _fwd_scratch(nstate: int, rank: int) -> int:
-    return 3 * nstate * WJ + max(rank, 1) * WJ + 10 * WJ
+    return 2 * nstate * WJ + max(rank, 1) * WJ + 10 * WJ
 
 
 @_jit(_FLAGS)
