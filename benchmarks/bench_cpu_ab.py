@@ -13,8 +13,9 @@ What is timed, per version, alternating call by call:
   delta_bias and softplus; forward with autograd on, then ``y.backward(dy)``. With 1 thread the
   clock is the thread's CPU time (``time.thread_time``), with 2 the wall time.
 * ``train step``: one step of the tiny preset, 4 x 512 random tokens, fp32: forward, loss, backward
-  and fused AdamW (``mamba_genome.workflows.bench_train``'s pieces, as ``bench train`` runs them), wall
-  time and the main thread's CPU time; tokens/s from the wall time's 25th percentile.
+  and fused AdamW (``mamba_genome.workflows.bench_train``'s pieces, as ``bench train`` runs them), with
+  1 thread (wall = its CPU time) and with 2 (wall, and the main thread's CPU time); tokens/s from
+  the wall time's 25th percentile.
 
 The ref's numba kernels compile on its first run (about a minute) into ``--workdir``, which is kept
 for the next run. ``uptime`` is printed before and after; compare rows of one run only.
@@ -159,22 +160,26 @@ def main(argv=None) -> int:
                     upd = 4 * 512 * 128 * 16
                     rows.append((f"scan {part}, 1 thread, thread CPU", names[p], 1e3 * min(cpu), 1e3 * pct(cpu, 0.25),
                                  1e3 * pct(cpu, 0.5), f"{1e9 * min(cpu) / upd:.2f} ns per state update"))
-    torch.set_num_threads(2)
     steps = {p: step_case(p, torch) for p in names}
-    for run in steps.values():
-        for _ in range(3):
-            run()
-    res = {p: ([], []) for p in names}
-    for _ in range(args.steps):
-        for p, run in steps.items():
-            w, c = run()
-            res[p][0].append(w)
-            res[p][1].append(c)
-    for p in names:
-        w, c = res[p]
-        rows.append(("train step, 2 threads (wall)", names[p], 1e3 * min(w), 1e3 * pct(w, 0.25), 1e3 * pct(w, 0.5),
-                     f"{2048 / pct(w, 0.25):,.0f} tokens/s"))
-        rows.append(("train step, main thread CPU", names[p], 1e3 * min(c), 1e3 * pct(c, 0.25), 1e3 * pct(c, 0.5), ""))
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for run in steps.values():
+            for _ in range(3):
+                run()
+        res = {p: ([], []) for p in names}
+        for _ in range(args.steps):
+            for p, run in steps.items():
+                w, c = run()
+                res[p][0].append(w)
+                res[p][1].append(c)
+        th = f"{threads} thread{'s' if threads > 1 else ''}"
+        for p in names:
+            w, c = res[p]
+            rows.append((f"train step, {th}, wall", names[p], 1e3 * min(w), 1e3 * pct(w, 0.25), 1e3 * pct(w, 0.5),
+                         f"{2048 / pct(w, 0.25):,.0f} tokens/s (p25)"))
+            if threads == 2:
+                rows.append((f"train step, {th}, main thread CPU", names[p], 1e3 * min(c), 1e3 * pct(c, 0.25),
+                             1e3 * pct(c, 0.5), ""))
     after = uptime()
     print(f"`python benchmarks/bench_cpu_ab.py --ref {args.ref}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
           f"torch {torch.__version__}, {os.cpu_count()} CPUs")
