@@ -13,7 +13,7 @@ Backward in two passes over the same jobs: (1) dv = dy * silu'(v) (v recomputed)
 (B, L, D) buffer, with d weight and d bias summed into per-worker partials; (2) dx from dv
 (the transposed filter). d initial_state is the few steps of dv that reach before t = 0 and is
 formed in PyTorch; the final state (the last W - 1 inputs) is sliced in PyTorch as well, so
-autograd carries its gradient.
+autograd carries its gradient. Compiled without numba's runtime (``cpu_common._jit``).
 """
 from __future__ import annotations
 

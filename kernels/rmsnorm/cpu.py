@@ -6,7 +6,8 @@
 fp32 only (the CPU default; other dtypes take ``rms_norm_torch``). One pass over each row in the
 forward (res, its sum of squares, y) and one in the backward, instead of the PyTorch path's
 dozen small ops per norm (each a full pass over (B, L, D), most of them parallel regions).
-A job is ROWS rows; the rows run in GIL-free threads as the other CPU kernels' jobs do.
+A job is ROWS rows; the rows run in GIL-free threads as the other CPU kernels' jobs do, compiled
+without numba's runtime (``cpu_common._jit``).
 
 Backward, per row (D channels), with g = dy * w and s = sum_i res_i g_i:
     d res_i = rstd * g_i - res_i * rstd^3 * s / D  (+ the gradient of the returned res)

@@ -37,147 +37,249 @@ import numpy as np
 import torch
 
 from ..cpu_common import (  # noqa: F401  (the math helpers are used inside the kernels)
-    _FLAGS, _HALF, _LOG2E, _ONE, _ZERO, _exp2, _flat, _jit, _run_jobs, _sigmoid, _softplus, _threads, _vec,
+    _FLAGS, _HALF, _LOG2E, _ONE, _ZERO, _exp2, _flat, _jit, _prefetch, _run_jobs, _scratch, _sigmoid, _softplus, _threads, _vec,
 )
 
-BD = 16          # channel block: two AVX2 vectors of fp32, one AVX-512 vector; a job is 1, 2 or 4 blocks
+WJ = 64          # channels per job: a compile-time constant, so every channel loop has a fixed trip count
 SEG_LEN = 32     # steps between the states saved for the backward
+# the backward's single rows in its scratch R, at fixed offsets (see _scan_bwd_kernel)
+R_GY, R_SB, R_SA, R_PC, R_PB = 3 * WJ, 5 * WJ, 6 * WJ, 7 * WJ, 8 * WJ
+R_DT, R_DTU, R_ACC = 14 * WJ, 15 * WJ, 17 * WJ
 
 
-@_jit(_FLAGS, inline="always")
-def _fold8(v, width, out):
-    """out[0:8] = the sums of v's 8-lane columns, v[k] + v[k + 8] + ... (width a power of two
-    >= 8), by halving; v is overwritten. The rest of a sum over channels (``_sum8``) is done
-    later, outside the hot loop."""
-    half = width // 2
-    while half >= 8:
-        for j in range(half):
-            v[j] += v[j + half]
-        half //= 2
-    for k in range(8):
-        out[k] = v[k]
-
-
-@_jit(_FLAGS, inline="always")
-def _sum8(r):
-    return ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
-
-
-# ----------------------------------------------------------------------------- kernels
-# A job is (batch row b, W channels from c0). Its scratch is flat: state-like tiles (N, W) at
-# n * W + j, per-step rows at i * W + j. Lanes past the last channel (cw <= j < W) are zero
-# (a = 0, u = 0, D = 0, delta = 0), so they compute zeros and are never stored.
-# Every row is read and written through a slice (``row = x[o:o + W]``, then ``row[j]``): numba
+# ----------------------------------------------------------------------------- row helpers
+# A job is (batch row b, WJ channels from c0). Its scratch (a slice of the worker's buffer, passed
+# in: the kernels are compiled without numba's runtime, so a slice is a plain view with no
+# reference count to update) is flat: state-like tiles (N, WJ) at n * WJ + j, per-step rows at
+# i * WJ + j. Lanes past the last channel (cw <= j < WJ) are zero (a = 0, u = 0, D = 0, delta = 0,
+# the wdt columns 0), so they compute finite values that are never stored.
+# Every row is read and written through a slice (``row = x[o:o + n]``, then ``row[j]``): numba
 # wraps negative indices, and unless LLVM can prove ``o + j >= 0`` (it cannot for offsets from
 # strides or from loops that count down) that check turns each vector load into 8 scalar ones.
-# delta is either given (rank 0: (B, L, D)) or the low-rank dt (B, L, R) with wdt = dt_proj's
-# weight transposed, (R, D): then delta = dt @ wdt is formed per step here (R multiply-adds per
-# channel), never stored.
 @_jit(_FLAGS, inline="always")
-def _load_delta(dd, dl, o, wdt, rank, dim, c0, cw):
-    """dd[0:cw] = delta of this step for channels c0..c0+cw: dl[o + c0 + j] (rank 0) or
-    sum_r dl[o + r] * wdt[r, c0 + j]."""
+def _load(dst, src, o, cw):
+    """dst[0:cw] = src[o:o + cw]; the rest of dst is left as it is. (A loop of unknown trip
+    count on purpose: with a fixed count of 64 LLVM unrolls the copy first and then cannot
+    vectorise it, not knowing that dst and src do not overlap.)"""
+    s = src[o:o + cw]
+    for j in range(cw):
+        dst[j] = s[j]
+
+
+@_jit(_FLAGS, inline="always")
+def _store(dst, o, src, cw):
+    """dst[o:o + cw] = src[0:cw] (see ``_load``)."""
+    d = dst[o:o + cw]
+    for j in range(cw):
+        d[j] = src[j]
+
+
+@_jit(_FLAGS, inline="always")
+def _row(src, o, cw, pad):
+    """The job's WJ values src[o:o + WJ], read in place; for a job of cw < WJ channels, a copy
+    in ``pad`` whose lanes past cw stay zero."""
+    if cw == WJ:
+        return src[o:o + WJ]
+    _load(pad, src, o, cw)
+    return pad
+
+
+@_jit(_FLAGS, inline="always")
+def _prefetch_row(src, o):
+    """Prefetch the 4 cache lines of a WJ = 64-float row starting at src[o]."""
+    _prefetch(src, o)
+    _prefetch(src, o + 16)
+    _prefetch(src, o + 32)
+    _prefetch(src, o + 48)
+    _prefetch(src, o + 63)
+
+
+PF = 4           # steps ahead that the rows of the inputs are prefetched
+
+
+@_jit(_FLAGS, inline="always")
+def _lane_sum(v, k):
+    """v[k] + v[k + 8] + ... + v[k + 56] as a tree."""
+    return (((v[k] + v[k + 8]) + (v[k + 16] + v[k + 24]))
+            + ((v[k + 32] + v[k + 40]) + (v[k + 48] + v[k + 56])))
+
+
+@_jit(_FLAGS, inline="always")
+def _fold8(v, out, m, lanes):
+    """out[m:m + 8] = the sums of v's 8-lane columns, v[k] + v[k + 8] + ... over WJ = 64 values.
+    ``lanes`` is 8, passed in at run time: with a trip count known when compiling, LLVM unrolls
+    this loop first and then leaves it scalar (numba runs LLVM's SLP vectoriser off), 56 scalar
+    adds per call; as a loop it becomes 8 vector loads and 7 vector adds. The last 8 -> 1
+    (``_sum8``) is done outside the hot loop."""
+    r = out[m:m + lanes]
+    for k in range(lanes):
+        r[k] = _lane_sum(v, k)
+
+
+@_jit(_FLAGS, inline="always")
+def _sum8(r, m):
+    return ((r[m] + r[m + 1]) + (r[m + 2] + r[m + 3])) + ((r[m + 4] + r[m + 5]) + (r[m + 6] + r[m + 7]))
+
+
+@_jit(_FLAGS, inline="always")
+def _delta_row(dd, dl, o, wt, rank, cw):
+    """dd = this step's delta for the job's channels: dl[o:o + cw] (rank 0; lanes past cw of dd
+    stay zero) or sum_r dl[o + r] * wt[r] (wt: the job's columns of dt_proj's weight, (R, WJ))."""
     if rank == 0:
-        d_row = dl[o + c0:o + c0 + cw]
-        for j in range(cw):
-            dd[j] = d_row[j]
+        _load(dd, dl, o, cw)
     else:
-        for j in range(cw):
+        d_in = dl[o:o + rank]
+        for j in range(WJ):
             dd[j] = _ZERO
         for r in range(rank):
-            s = dl[o + r]
-            w_row = wdt[r * dim + c0:r * dim + c0 + cw]
-            for j in range(cw):
+            s = d_in[r]
+            w_row = wt[r * WJ:(r + 1) * WJ]
+            for j in range(WJ):
                 dd[j] += s * w_row[j]
 
 
+@_jit(_FLAGS, inline="always")
+def _job_setup(job, dim, nstate, A_T, Dv, bias, wdt, rank, a, a2, ts, dv, bv, wt):
+    """(b, c0, cw) of a job, and its constants: a = A, a2 = A log2(e) (N rows of WJ, row n at
+    n * ts), D, delta bias, the wdt columns; zero past the last channel."""
+    jobs_per_row = (dim + WJ - 1) // WJ
+    b = job // jobs_per_row
+    c0 = (job - b * jobs_per_row) * WJ
+    cw = min(WJ, dim - c0)
+    for j in range(WJ):
+        live = j < cw
+        dv[j] = Dv[c0 + j] if live else _ZERO
+        bv[j] = bias[c0 + j] if live else _ZERO
+    for n in range(nstate):
+        for j in range(WJ):
+            v = A_T[n * dim + c0 + j] if j < cw else _ZERO
+            a[n * ts + j] = v
+            a2[n * ts + j] = v * _LOG2E
+    for r in range(rank):
+        for j in range(WJ):
+            wt[r * WJ + j] = wdt[r * dim + c0 + j] if j < cw else _ZERO
+    return b, c0, cw
+
+
+@_jit(_FLAGS, inline="always")
+def _dt_row(dt, dtu, sg, dd, bv, uu, softplus):
+    """dt = softplus(delta + bias) (or delta + bias), dt * u and softplus' (or 1), one pass."""
+    if softplus:
+        for j in range(WJ):
+            v = dd[j] + bv[j]
+            d = _softplus(v)
+            dt[j] = d
+            dtu[j] = d * uu[j]
+            sg[j] = _sigmoid(v)
+    else:
+        for j in range(WJ):
+            d = dd[j] + bv[j]
+            dt[j] = d
+            dtu[j] = d * uu[j]
+            sg[j] = _ONE
+
+
+# ----------------------------------------------------------------------------- kernels
 @_jit(_FLAGS)
-def _fwd_step(h, a2, dt, dtu, acc, B_row, C_row, nstate, W):
-    """One step of the recurrence for a job's (N, W) state tile: h = 2**(dt a2) h + dt u B_n,
-    acc += C_n h. A function of its own (called, not inlined): compiled inside the whole
-    kernel, this loop came out 1.5x slower (LLVM's choices for the big function spill it)."""
+def _fwd_step(ha, rows, Bm, oB, Cm, oC, nstate):
+    """One step of the recurrence for a job's N x WJ states: h = 2**(dt a2) h + dt u B_n,
+    acc += C_n h. ha: state n's h and a2 = A log2(e) side by side at n * 2 WJ; rows: dt, dt u,
+    acc at 0, WJ, 2 WJ (two slices, so LLVM checks one pair for overlap, see _scan_bwd_kernel).
+    A function of its own (called, not inlined): compiled inside the whole kernel, this loop
+    came out 1.5x slower (LLVM's choices for the big function spill it)."""
+    B_row = Bm[oB:oB + nstate]
+    C_row = Cm[oC:oC + nstate]
     for n in range(nstate):
         bn = B_row[n]
         cn = C_row[n]
-        o = n * W
-        for j in range(W):
-            hv = _exp2(dt[j] * a2[o + j]) * h[o + j] + dtu[j] * bn
-            h[o + j] = hv
-            acc[j] += hv * cn
+        hn = ha[n * 2 * WJ:(n + 1) * 2 * WJ]
+        for j in range(WJ):
+            hv = _exp2(rows[j] * hn[WJ + j]) * hn[j] + rows[WJ + j] * bn
+            hn[j] = hv
+            rows[2 * WJ + j] += hv * cn
 
 
 @_jit(_FLAGS)
-def _scan_fwd_kernel(job0, job1, W, u, su, dl, sdl, wdt, rank, z, sz, Bm, sB, Cm, sC, A_T, Dv, bias, h0, y, hT,
+def _scan_fwd_kernel(job0, job1, scr, u, su, dl, sdl, wdt, rank, z, sz, Bm, sB, Cm, sC, A_T, Dv, bias, h0, y, hT,
                      seg, batch, length, dim, nstate, has_z, softplus, has_h0, store_seg):
     """Jobs job0..job1-1 of the forward. Writes y (B, L, D), hT (B, D, N) and, with
     ``store_seg``, seg (B, nseg, N, D): the state entering each segment of SEG_LEN steps.
     u/dl/z (B, L, D) (dl (B, L, R) for rank R > 0) and Bm/Cm (B, L, N) are flat arrays with
     (batch, time) strides su, sdl, ... and unit stride on their last axis; wdt (R, D); A_T (N, D);
-    Dv, bias (D,); h0 (B, D, N)."""
-    jobs_per_row = (dim + W - 1) // W
+    Dv, bias (D,); h0 (B, D, N). scr: this worker's scratch, ``_fwd_scratch`` floats."""
     nseg = (length + SEG_LEN - 1) // SEG_LEN
-    a2 = np.empty(nstate * W, np.float32)       # A log2(e): the decay is 2**(dt a2)
-    h = np.empty(nstate * W, np.float32)
-    dv = np.empty(W, np.float32)
-    bv = np.empty(W, np.float32)
-    uu = np.empty(W, np.float32)
-    dd = np.empty(W, np.float32)
-    dt = np.empty(W, np.float32)
-    dtu = np.empty(W, np.float32)
-    acc = np.empty(W, np.float32)
+    tile = nstate * WJ
+    nr = max(rank, 1)
+    ha = scr[0:2 * tile]                        # state n: h, A log2(e) at n * 2 WJ
+    o = 2 * tile
+    wt = scr[o:o + nr * WJ]
+    o += nr * WJ
+    dv, bv, uu, dd = scr[o:o + WJ], scr[o + WJ:o + 2 * WJ], scr[o + 2 * WJ:o + 3 * WJ], scr[o + 3 * WJ:o + 4 * WJ]
+    o += 4 * WJ
+    dt, dtu, acc, sg = scr[o:o + WJ], scr[o + WJ:o + 2 * WJ], scr[o + 2 * WJ:o + 3 * WJ], scr[o + 3 * WJ:o + 4 * WJ]
+    rows = scr[o:o + 3 * WJ]                    # dt, dtu, acc for _fwd_step
+    o += 4 * WJ
+    zz, yr = scr[o:o + WJ], scr[o + WJ:o + 2 * WJ]
     for job in range(job0, job1):
-        b = job // jobs_per_row
-        c0 = (job - b * jobs_per_row) * W
-        cw = min(W, dim - c0)
-        for j in range(W):
-            live = j < cw
-            dv[j] = Dv[c0 + j] if live else _ZERO
-            bv[j] = bias[c0 + j] if live else _ZERO
+        a2 = ha[WJ:]
+        b, c0, cw = _job_setup(job, dim, nstate, A_T, Dv, bias, wdt, rank, a2, a2, 2 * WJ, dv, bv, wt)
+        for j in range(WJ):
             uu[j] = _ZERO
             dd[j] = _ZERO
+            zz[j] = _ZERO
         for n in range(nstate):
-            for j in range(W):
-                live = j < cw
-                a2[n * W + j] = A_T[n * dim + c0 + j] * _LOG2E if live else _ZERO
-                h[n * W + j] = h0[(b * dim + c0 + j) * nstate + n] if (live and has_h0) else _ZERO
+            for j in range(WJ):
+                ha[n * 2 * WJ + j] = h0[(b * dim + c0 + j) * nstate + n] if (j < cw and has_h0) else _ZERO
         for t in range(length):
             if store_seg and t % SEG_LEN == 0:
                 o = (b * nseg + t // SEG_LEN) * nstate * dim + c0
                 for n in range(nstate):
-                    seg_row = seg[o + n * dim:o + n * dim + cw]
-                    for j in range(cw):
-                        seg_row[j] = h[n * W + j]
-            u_row = u[b * su[0] + t * su[1] + c0:]
-            for j in range(cw):
-                uu[j] = u_row[j]
-            _load_delta(dd, dl, b * sdl[0] + t * sdl[1], wdt, rank, dim, c0, cw)
+                    _store(seg, o + n * dim, ha[n * 2 * WJ:n * 2 * WJ + WJ], cw)
+            if t + PF < length:
+                tp = t + PF
+                _prefetch_row(u, b * su[0] + tp * su[1] + c0)
+                _prefetch_row(dl, b * sdl[0] + tp * sdl[1] + (0 if rank else c0))
+                _prefetch(Bm, b * sB[0] + tp * sB[1])
+                _prefetch(Bm, b * sB[0] + tp * sB[1] + nstate - 1)
+                _prefetch(Cm, b * sC[0] + tp * sC[1])
+                _prefetch(Cm, b * sC[0] + tp * sC[1] + nstate - 1)
+                if has_z:
+                    _prefetch_row(z, b * sz[0] + tp * sz[1] + c0)
+            ur = _row(u, b * su[0] + t * su[1] + c0, cw, uu)
+            _delta_row(dd, dl, b * sdl[0] + t * sdl[1] + (0 if rank else c0), wt, rank, cw)
             if softplus:
-                for j in range(W):
-                    dt[j] = _softplus(dd[j] + bv[j])
+                for j in range(WJ):
+                    d = _softplus(dd[j] + bv[j])
+                    dt[j] = d
+                    dtu[j] = d * ur[j]
+                    acc[j] = dv[j] * ur[j]
             else:
-                for j in range(W):
-                    dt[j] = dd[j] + bv[j]
-            for j in range(W):
-                dtu[j] = dt[j] * uu[j]
-                acc[j] = dv[j] * uu[j]
-            oB, oC = b * sB[0] + t * sB[1], b * sC[0] + t * sC[1]
-            _fwd_step(h, a2, dt, dtu, acc, Bm[oB:oB + nstate], Cm[oC:oC + nstate], nstate, W)
-            y_row = y[(b * length + t) * dim + c0:]
+                for j in range(WJ):
+                    d = dd[j] + bv[j]
+                    dt[j] = d
+                    dtu[j] = d * ur[j]
+                    acc[j] = dv[j] * ur[j]
+            _fwd_step(ha, rows, Bm, b * sB[0] + t * sB[1], Cm, b * sC[0] + t * sC[1], nstate)
+            oy = (b * length + t) * dim + c0
             if has_z:
-                z_row = z[b * sz[0] + t * sz[1] + c0:]
-                for j in range(cw):
-                    zz = z_row[j]
-                    y_row[j] = acc[j] * zz * _sigmoid(zz)
+                zr = _row(z, b * sz[0] + t * sz[1] + c0, cw, zz)
+                for j in range(WJ):
+                    v = zr[j]
+                    yr[j] = acc[j] * v * _sigmoid(v)
+                _store(y, oy, yr, cw)
             else:
-                for j in range(cw):
-                    y_row[j] = acc[j]
+                _store(y, oy, acc, cw)
         for j in range(cw):
             for n in range(nstate):
-                hT[(b * dim + c0 + j) * nstate + n] = h[n * W + j]
+                hT[(b * dim + c0 + j) * nstate + n] = ha[n * 2 * WJ + j]
+
+
+def _fwd_scratch(nstate: int, rank: int) -> int:
+    return 2 * nstate * WJ + max(rank, 1) * WJ + 10 * WJ
 
 
 @_jit(_FLAGS)
-def _scan_bwd_kernel(job0, job1, W, part, assign_first, u, su, dl, sdl, wdt, rank, z, sz, Bm, sB, Cm, sC, A_T,
+def _scan_bwd_kernel(job0, job1, scr, lanes, part, assign_first, u, su, dl, sdl, wdt, rank, z, sz, Bm, sB, Cm, sC, A_T,
                      Dv, bias, seg, dy, dhT, du, ddl, dz, dB_p, dC_p, ddt_p, dW_p, dA_p, dD_p, dbias_p, dh0,
                      batch, length, dim, nstate, has_z, softplus, has_dhT):
     """Jobs job0..job1-1 of the backward of <y, dy> + <hT, dhT>.
@@ -187,221 +289,238 @@ def _scan_bwd_kernel(job0, job1, W, part, assign_first, u, su, dl, sdl, wdt, ran
     first job of a batch row (c0 = 0) with ``assign_first`` (one worker owns the whole row).
     Writes the per-(batch row) partials dA_p (B, N, D), dD_p, dbias_p (B, D), dW_p (B, R, D)
     and dh0 (B, D, N). Inputs as the forward's; seg from it; dy (B, L, D) and dhT (B, D, N)
-    contiguous."""
-    jobs_per_row = (dim + W - 1) // W
+    contiguous. scr: this worker's scratch, ``_bwd_scratch`` floats; lanes = 8 (see ``_fold8``).
+
+    Scratch layout. LLVM vectorises each channel loop behind a run-time check that the arrays
+    it writes do not overlap the others, one check per pair of pointer groups; accesses through
+    one slice at fixed offsets (``R[R_GY + j]``) form one group, while every slice is a group of
+    its own (numba clamps slice bounds, so LLVM cannot relate two slices). With a slice per row
+    the backward's walk loop spent ~25% of the kernel in those checks. So the two hot loops read
+    three slices each: R (the single rows: gy, pc, pb, sbj, saj, dt, dt u, acc at fixed offsets),
+    state n's T4 rows (a, a2, dh, dA side by side) and its H rows (slot k = [exp(dt A) of step
+    k - 1, h after step k], so the state before, the decay and the state after a step are
+    adjacent)."""
     nseg = (length + SEG_LEN - 1) // SEG_LEN
-    tile = nstate * W
+    tile = nstate * WJ
     nr = max(rank, 1)
-    hs = np.empty((SEG_LEN + 1) * tile, np.float32)   # tile i + 1: h after step s0 + i; tile 0: before
-    es = np.empty(SEG_LEN * tile, np.float32)         # tile i: the decays exp(dt A) of step s0 + i
-    dts = np.empty(SEG_LEN * W, np.float32)           # row i: dt, dt * u, u, softplus' of step s0 + i
-    dtus = np.empty(SEG_LEN * W, np.float32)
-    uus = np.zeros(SEG_LEN * W, np.float32)
-    sig = np.empty(SEG_LEN * W, np.float32)           # (1 without softplus)
-    redC = np.empty(SEG_LEN * nstate * 8, np.float32)  # (step, n, 8 lanes): what is left of dC, dB
-    redB = np.empty(SEG_LEN * nstate * 8, np.float32)
-    redR = np.empty(SEG_LEN * nr * 8, np.float32)      # (step, r, 8 lanes): what is left of d dt
-    a = np.empty(tile, np.float32)
-    a2 = np.empty(tile, np.float32)
-    dh = np.empty(tile, np.float32)
-    dA = np.empty(tile, np.float32)
-    wt = np.zeros(nr * W, np.float32)                  # this job's columns of wdt (zero lanes past cw)
-    dWa = np.empty(nr * W, np.float32)
-    dv = np.empty(W, np.float32)
-    bv = np.empty(W, np.float32)
-    dd = np.empty(W, np.float32)
-    gy = np.empty(W, np.float32)
-    yp = np.empty(W, np.float32)
-    sbj = np.empty(W, np.float32)
-    saj = np.empty(W, np.float32)
-    pc = np.empty(W, np.float32)
-    pb = np.empty(W, np.float32)
-    dDa = np.empty(W, np.float32)
-    dba = np.empty(W, np.float32)
+    S = SEG_LEN
+    # R: single rows
+    dv, bv, dd, gy = scr[0:WJ], scr[WJ:2 * WJ], scr[2 * WJ:3 * WJ], scr[3 * WJ:4 * WJ]
+    zz, sbj, saj, pc = scr[4 * WJ:5 * WJ], scr[5 * WJ:6 * WJ], scr[6 * WJ:7 * WJ], scr[7 * WJ:8 * WJ]
+    pb, dDa, dba, dzr = scr[8 * WJ:9 * WJ], scr[9 * WJ:10 * WJ], scr[10 * WJ:11 * WJ], scr[11 * WJ:12 * WJ]
+    uu, gyp = scr[12 * WJ:13 * WJ], scr[13 * WJ:14 * WJ]     # pads for jobs of fewer than WJ channels
+    dt, dtu, sg, acc = scr[14 * WJ:15 * WJ], scr[15 * WJ:16 * WJ], scr[16 * WJ:17 * WJ], scr[17 * WJ:18 * WJ]
+    R = scr[0:18 * WJ]                        # the same rows, indexed at fixed offsets in the hot loops
+    o = 18 * WJ
+    # per-step rows of a segment: dt, dt * u, softplus' (1 without), C.h + D u of step s0 + i
+    dts, dtus = scr[o:o + S * WJ], scr[o + S * WJ:o + 2 * S * WJ]
+    sig, yps = scr[o + 2 * S * WJ:o + 3 * S * WJ], scr[o + 3 * S * WJ:o + 4 * S * WJ]
+    o += 4 * S * WJ
+    T4 = scr[o:o + 4 * tile]                  # state n: a, a2, dh, dA at n * 4 WJ + (0, 1, 2, 3) WJ
+    o += 4 * tile
+    H = scr[o:o + 2 * (S + 1) * tile]         # state n, slot k: (n (S + 1) + k) 2 WJ: decay, state
+    o += 2 * (S + 1) * tile
+    redC = scr[o:o + S * nstate * 8]          # (step, n, 8 lanes): what is left of dC, dB
+    redB = scr[o + S * nstate * 8:o + 2 * S * nstate * 8]
+    o += 2 * S * nstate * 8
+    redR = scr[o:o + S * nr * 8]              # (step, r, 8 lanes): what is left of d dt
+    o += S * nr * 8
+    wt, dWa = scr[o:o + nr * WJ], scr[o + nr * WJ:o + 2 * nr * WJ]
+    T4a2 = T4[WJ:]
+    ts4 = 4 * WJ
+    hstride = (S + 1) * 2 * WJ
     for job in range(job0, job1):
-        b = job // jobs_per_row
-        c0 = (job - b * jobs_per_row) * W
-        cw = min(W, dim - c0)
+        b, c0, cw = _job_setup(job, dim, nstate, A_T, Dv, bias, wdt, rank, T4, T4a2, ts4, dv, bv, wt)
         assign = assign_first and c0 == 0
-        for j in range(W):
-            live = j < cw
-            dv[j] = Dv[c0 + j] if live else _ZERO
-            bv[j] = bias[c0 + j] if live else _ZERO
+        for j in range(WJ):
             dd[j] = _ZERO
-            gy[j] = _ZERO
+            uu[j] = _ZERO
+            gyp[j] = _ZERO
+            zz[j] = _ZERO
             dDa[j] = _ZERO
             dba[j] = _ZERO
-        for r in range(rank):
-            for j in range(W):
-                wt[r * W + j] = wdt[r * dim + c0 + j] if j < cw else _ZERO
-                dWa[r * W + j] = _ZERO
+        for k in range(nr * WJ):
+            dWa[k] = _ZERO
         for n in range(nstate):
-            for j in range(W):
-                live = j < cw
-                a[n * W + j] = A_T[n * dim + c0 + j] if live else _ZERO
-                a2[n * W + j] = a[n * W + j] * _LOG2E
-                dh[n * W + j] = dhT[(b * dim + c0 + j) * nstate + n] if (live and has_dhT) else _ZERO
-                dA[n * W + j] = _ZERO
+            for j in range(WJ):
+                T4[n * ts4 + 2 * WJ + j] = dhT[(b * dim + c0 + j) * nstate + n] if (j < cw and has_dhT) else _ZERO
+                T4[n * ts4 + 3 * WJ + j] = _ZERO
         for s in range(nseg - 1, -1, -1):
-            s0 = s * SEG_LEN
-            T = min(SEG_LEN, length - s0)
+            s0 = s * S
+            T = min(S, length - s0)
             o = (b * nseg + s) * nstate * dim + c0
             for n in range(nstate):
-                seg_row = seg[o + n * dim:]
-                for j in range(W):
-                    hs[n * W + j] = seg_row[j] if j < cw else _ZERO
-            # rebuild the segment's states and decays
+                hn = H[n * hstride + WJ:n * hstride + 2 * WJ]
+                if cw < WJ:
+                    for j in range(WJ):
+                        hn[j] = _ZERO
+                _load(hn, seg, o + n * dim, cw)
+            # rebuild the segment's states, decays and pre-gate outputs
             for i in range(T):
                 t = s0 + i
-                u_row = u[b * su[0] + t * su[1] + c0:]
-                uu = uus[i * W:(i + 1) * W]
-                dt = dts[i * W:(i + 1) * W]
-                dtu = dtus[i * W:(i + 1) * W]
-                sg = sig[i * W:(i + 1) * W]
-                for j in range(cw):
-                    uu[j] = u_row[j]
-                _load_delta(dd, dl, b * sdl[0] + t * sdl[1], wdt, rank, dim, c0, cw)
-                if softplus:
-                    for j in range(W):
-                        v = dd[j] + bv[j]
-                        dt[j] = _softplus(v)
-                        sg[j] = _sigmoid(v)
-                else:
-                    for j in range(W):
-                        dt[j] = dd[j] + bv[j]
-                        sg[j] = _ONE
-                for j in range(W):
-                    dtu[j] = dt[j] * uu[j]
-                B_row = Bm[b * sB[0] + t * sB[1]:]
+                if i + PF < T:
+                    tp = t + PF
+                    _prefetch_row(u, b * su[0] + tp * su[1] + c0)
+                    _prefetch_row(dl, b * sdl[0] + tp * sdl[1] + (0 if rank else c0))
+                    _prefetch(Bm, b * sB[0] + tp * sB[1])
+                    _prefetch(Bm, b * sB[0] + tp * sB[1] + nstate - 1)
+                    _prefetch(Cm, b * sC[0] + tp * sC[1])
+                    _prefetch(Cm, b * sC[0] + tp * sC[1] + nstate - 1)
+                ur = _row(u, b * su[0] + t * su[1] + c0, cw, uu)
+                _delta_row(dd, dl, b * sdl[0] + t * sdl[1] + (0 if rank else c0), wt, rank, cw)
+                _dt_row(dt, dtu, sg, dd, bv, ur, softplus)
+                for j in range(WJ):
+                    acc[j] = dv[j] * ur[j]
+                oB, oC = b * sB[0] + t * sB[1], b * sC[0] + t * sC[1]
+                B_row = Bm[oB:oB + nstate]
+                C_row = Cm[oC:oC + nstate]
                 for n in range(nstate):
                     bn = B_row[n]
-                    o = n * W
-                    p0 = i * tile + o
-                    h_prev = hs[p0:p0 + W]
-                    h_new = hs[p0 + tile:p0 + tile + W]
-                    e_t = es[p0:p0 + W]
-                    for j in range(W):
-                        e = _exp2(dt[j] * a2[o + j])
-                        e_t[j] = e
-                        h_new[j] = e * h_prev[j] + dtu[j] * bn
+                    cn = C_row[n]
+                    q = n * hstride + (i + 1) * 2 * WJ
+                    hq = H[q - WJ:q + 2 * WJ]        # state before, decay, state after
+                    an = T4[n * ts4 + WJ:n * ts4 + 2 * WJ]
+                    for j in range(WJ):
+                        e = _exp2(R[R_DT + j] * an[j])
+                        hq[WJ + j] = e
+                        hv = e * hq[j] + R[R_DTU + j] * bn
+                        hq[2 * WJ + j] = hv
+                        R[R_ACC + j] += hv * cn
+                rows = i * WJ
+                for j in range(WJ):
+                    dts[rows + j] = dt[j]
+                    dtus[rows + j] = dtu[j]
+                    sig[rows + j] = sg[j]
+                    yps[rows + j] = acc[j]
             # walk back over it
             for i in range(T - 1, -1, -1):
                 t = s0 + i
-                uu = uus[i * W:(i + 1) * W]
-                dt = dts[i * W:(i + 1) * W]
-                dtu = dtus[i * W:(i + 1) * W]
-                sg = sig[i * W:(i + 1) * W]
+                if t >= PF:                     # this walk's next rows of dy, z
+                    tp = t - PF
+                    _prefetch_row(dy, (b * length + tp) * dim + c0)
+                    if has_z:
+                        _prefetch_row(z, b * sz[0] + tp * sz[1] + c0)
+                if t >= S:                      # the next segment's rebuild: its first rows
+                    tp = t - S
+                    _prefetch_row(u, b * su[0] + tp * su[1] + c0)
+                    _prefetch_row(dl, b * sdl[0] + tp * sdl[1] + (0 if rank else c0))
+                    _prefetch(Bm, b * sB[0] + tp * sB[1])
+                    _prefetch(Bm, b * sB[0] + tp * sB[1] + nstate - 1)
+                    _prefetch(Cm, b * sC[0] + tp * sC[1])
+                    _prefetch(Cm, b * sC[0] + tp * sC[1] + nstate - 1)
+                rows = i * WJ
+                for j in range(WJ):
+                    dt[j] = dts[rows + j]
+                    dtu[j] = dtus[rows + j]
+                ur = _row(u, b * su[0] + t * su[1] + c0, cw, uu)
                 oy = (b * length + t) * dim + c0
-                dy_row = dy[oy:oy + cw]
-                B_row = Bm[b * sB[0] + t * sB[1]:]
-                C_row = Cm[b * sC[0] + t * sC[1]:]
-                for j in range(cw):
-                    gy[j] = dy_row[j]
+                dyr = _row(dy, oy, cw, gyp)
+                oB, oC = b * sB[0] + t * sB[1], b * sC[0] + t * sC[1]
+                B_row = Bm[oB:oB + nstate]
+                C_row = Cm[oC:oC + nstate]
                 if has_z:                       # dz needs the pre-gate output C.h + D u
-                    for j in range(W):
-                        yp[j] = dv[j] * uu[j]
-                    for n in range(nstate):
-                        cn = C_row[n]
-                        h_t = hs[(i + 1) * tile + n * W:(i + 1) * tile + (n + 1) * W]
-                        for j in range(W):
-                            yp[j] += h_t[j] * cn
-                    z_row = z[b * sz[0] + t * sz[1] + c0:]
-                    dz_row = dz[oy:oy + cw]
-                    for j in range(cw):
-                        zz = z_row[j]
-                        sz_ = _sigmoid(zz)
-                        dz_row[j] = gy[j] * yp[j] * sz_ * (_ONE + zz * (_ONE - sz_))
-                        gy[j] *= zz * sz_
-                for j in range(W):
-                    dDa[j] += gy[j] * uu[j]
+                    zr = _row(z, b * sz[0] + t * sz[1] + c0, cw, zz)
+                    yp = yps[rows:rows + WJ]
+                    for j in range(WJ):
+                        v = zr[j]
+                        sv = _sigmoid(v)
+                        g0 = dyr[j]
+                        dzr[j] = g0 * yp[j] * sv * (_ONE + v * (_ONE - sv))
+                        gy[j] = g0 * v * sv
+                    _store(dz, oy, dzr, cw)
+                else:
+                    for j in range(WJ):
+                        gy[j] = dyr[j]
+                for j in range(WJ):
+                    dDa[j] += gy[j] * ur[j]
                     sbj[j] = _ZERO
                     saj[j] = _ZERO
                 for n in range(nstate):
                     bn = B_row[n]
                     cn = C_row[n]
-                    o = n * W
-                    p0 = i * tile + o
-                    h_prev = hs[p0:p0 + W]
-                    h_t = hs[p0 + tile:p0 + tile + W]
-                    e_t = es[p0:p0 + W]
-                    for j in range(W):
-                        g = dh[o + j] + cn * gy[j]              # dL/dh_t
-                        pc[j] = gy[j] * h_t[j]
-                        pb[j] = g * dtu[j]
-                        sbj[j] += g * bn
-                        q = g * e_t[j]                          # dL/dh_{t-1} through h_t
-                        r = q * h_prev[j]
-                        saj[j] += a[o + j] * r
-                        dA[o + j] += dt[j] * r
-                        dh[o + j] = q
+                    q = n * hstride + (i + 1) * 2 * WJ
+                    hq = H[q - WJ:q + 2 * WJ]        # state before, decay, state after
+                    t4 = T4[n * ts4:(n + 1) * ts4]   # a, a2, dh, dA of state n
+                    for j in range(WJ):
+                        gv = R[R_GY + j]
+                        g = t4[2 * WJ + j] + cn * gv                # dL/dh_t
+                        R[R_PC + j] = gv * hq[2 * WJ + j]
+                        R[R_PB + j] = g * R[R_DTU + j]
+                        R[R_SB + j] += g * bn
+                        qv = g * hq[WJ + j]                         # dL/dh_{t-1} through h_t
+                        r = qv * hq[j]
+                        R[R_SA + j] += t4[j] * r
+                        t4[3 * WJ + j] += R[R_DT + j] * r
+                        t4[2 * WJ + j] = qv
                     m = (i * nstate + n) * 8
-                    _fold8(pc, W, redC[m:m + 8])
-                    _fold8(pb, W, redB[m:m + 8])
-                du_row = du[oy:oy + cw]
-                for j in range(W):
+                    _fold8(pc, redC, m, lanes)
+                    _fold8(pb, redB, m, lanes)
+                sgr = sig[rows:rows + WJ]
+                for j in range(WJ):
                     pc[j] = dt[j] * sbj[j] + dv[j] * gy[j]         # du
-                    pb[j] = (uu[j] * sbj[j] + saj[j]) * sg[j]      # d delta
-                    dba[j] += pb[j]
-                for j in range(cw):
-                    du_row[j] = pc[j]
+                    v = (ur[j] * sbj[j] + saj[j]) * sgr[j]         # d delta
+                    pb[j] = v
+                    dba[j] += v
+                _store(du, oy, pc, cw)
                 if rank == 0:
-                    dd_row = ddl[oy:oy + cw]
-                    for j in range(cw):
-                        dd_row[j] = pb[j]
+                    _store(ddl, oy, pb, cw)
                 else:                           # d dt = d delta @ wdt.T; d wdt += dt (x) d delta
                     od = b * sdl[0] + t * sdl[1]
+                    d_in = dl[od:od + rank]
                     for r in range(rank):
-                        sr = dl[od + r]
-                        for j in range(W):
-                            dWa[r * W + j] += sr * pb[j]
-                            pc[j] = pb[j] * wt[r * W + j]
-                        m = (i * nr + r) * 8
-                        _fold8(pc, W, redR[m:m + 8])
+                        sr = d_in[r]
+                        dWr = dWa[r * WJ:(r + 1) * WJ]
+                        w_row = wt[r * WJ:(r + 1) * WJ]
+                        for j in range(WJ):
+                            dWr[j] += sr * pb[j]
+                            pc[j] = pb[j] * w_row[j]
+                        _fold8(pc, redR, (i * nr + r) * 8, lanes)
             # dB, dC (d dt): what is left of the sums over this job's channels
             for i in range(T):
                 op = ((part * batch + b) * length + s0 + i) * nstate
+                dC_row = dC_p[op:op + nstate]
+                dB_row = dB_p[op:op + nstate]
                 for n in range(nstate):
                     m = (i * nstate + n) * 8
                     if assign:
-                        dC_p[op + n] = _sum8(redC[m:m + 8])
-                        dB_p[op + n] = _sum8(redB[m:m + 8])
+                        dC_row[n] = _sum8(redC, m)
+                        dB_row[n] = _sum8(redB, m)
                     else:
-                        dC_p[op + n] += _sum8(redC[m:m + 8])
-                        dB_p[op + n] += _sum8(redB[m:m + 8])
+                        dC_row[n] += _sum8(redC, m)
+                        dB_row[n] += _sum8(redB, m)
                 if rank > 0:
                     op = ((part * batch + b) * length + s0 + i) * rank
+                    dt_row = ddt_p[op:op + rank]
                     for r in range(rank):
                         m = (i * nr + r) * 8
                         if assign:
-                            ddt_p[op + r] = _sum8(redR[m:m + 8])
+                            dt_row[r] = _sum8(redR, m)
                         else:
-                            ddt_p[op + r] += _sum8(redR[m:m + 8])
+                            dt_row[r] += _sum8(redR, m)
         for j in range(cw):
             dD_p[b * dim + c0 + j] = dDa[j]
             dbias_p[b * dim + c0 + j] = dba[j]
             for n in range(nstate):
-                dh0[(b * dim + c0 + j) * nstate + n] = dh[n * W + j]
-                dA_p[(b * nstate + n) * dim + c0 + j] = dA[n * W + j]
+                dh0[(b * dim + c0 + j) * nstate + n] = T4[n * ts4 + 2 * WJ + j]
+                dA_p[(b * nstate + n) * dim + c0 + j] = T4[n * ts4 + 3 * WJ + j]
             for r in range(rank):
-                dW_p[(b * rank + r) * dim + c0 + j] = dWa[r * W + j]
+                dW_p[(b * rank + r) * dim + c0 + j] = dWa[r * WJ + j]
+
+
+def _bwd_scratch(nstate: int, rank: int) -> int:
+    nr, S = max(rank, 1), SEG_LEN
+    return 18 * WJ + 4 * S * WJ + 4 * nstate * WJ + 2 * (S + 1) * nstate * WJ + 2 * S * nstate * 8 + S * nr * 8 + 2 * nr * WJ
 
 
 # ----------------------------------------------------------------------------- launchers
 def _split(batch: int, dim: int, length: int, nstate: int) -> tuple[int, int, int]:
-    """(channels per job W, jobs, workers): W = 16 * G with G in (4, 2, 1) channel blocks, the
-    widest that still gives every thread a job (wide jobs read whole cache lines of each row of
-    u, delta, z, y; 16-channel jobs were 1.5-2x slower at D = 128). One worker for a small scan
-    (``MIN_PARALLEL_WORK`` state updates)."""
+    """(channels per job WJ, jobs, workers): one job per (batch row, WJ channels); one worker
+    for a small scan (``MIN_PARALLEL_WORK`` state updates). Wide jobs read whole cache lines of
+    each row of u, delta, z, y (16-channel jobs were 1.5-2x slower at D = 128), and a fixed width
+    lets LLVM unroll and vectorise every channel loop without remainders."""
     threads = _threads(batch * length * dim * nstate)
-    blocks = -(-dim // BD)
-    group = 1
-    for g in (4, 2):
-        if g <= blocks and batch * -(-blocks // g) >= threads:
-            group = g
-            break
-    width = BD * group
-    njobs = batch * -(-dim // width)
-    return width, njobs, min(threads, njobs)
+    njobs = batch * -(-dim // WJ)
+    return WJ, njobs, min(threads, njobs)
 
 
 def _prepare(u, delta, A, B, C, D, z, delta_bias, wdt):
@@ -435,8 +554,9 @@ def _scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, initial_state, stor
               seg=seg.numpy().reshape(-1), batch=batch, length=length, dim=dim, nstate=nstate,
               has_z=z is not None, softplus=bool(softplus), has_h0=initial_state is not None,
               store_seg=bool(store_seg))
-    width, njobs, nwork = _split(batch, dim, length, nstate)
-    _run_jobs(lambda w, j0, j1: _scan_fwd_kernel(j0, j1, width, **kw), njobs, nwork)
+    _, njobs, nwork = _split(batch, dim, length, nstate)
+    scr = _scratch(nwork, _fwd_scratch(nstate, arrays["rank"]))
+    _run_jobs(lambda w, j0, j1: _scan_fwd_kernel(j0, j1, scr[w], **kw), njobs, nwork)
     del keep
     return y, hT, (seg if store_seg else None)
 
@@ -452,7 +572,7 @@ def _scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, seg, dy, dhT, wdt=N
     nstate = A.shape[1]
     arrays, keep = _prepare(u, delta, A, B, C, D, z, delta_bias, wdt)
     rank = arrays["rank"]
-    width, njobs, nwork = _split(batch, dim, length, nstate)
+    _, njobs, nwork = _split(batch, dim, length, nstate)
     own_rows = batch >= nwork
     jobs_per_row = njobs // batch
     cuts = [(w * batch // nwork) * jobs_per_row for w in range(nwork + 1)] if own_rows else None
@@ -475,7 +595,8 @@ def _scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, seg, dy, dhT, wdt=N
               ddl=flat(ddl), dz=flat(dz), dB_p=flat(dB_p), dC_p=flat(dC_p), ddt_p=flat(ddt_p), dW_p=flat(dW_p),
               dA_p=flat(dA_p), dD_p=flat(dD_p), dbias_p=flat(dbias_p), dh0=flat(dh0), batch=batch, length=length,
               dim=dim, nstate=nstate, has_z=z is not None, softplus=bool(softplus), has_dhT=dhT is not None)
-    _run_jobs(lambda w, j0, j1: _scan_bwd_kernel(j0, j1, width, 0 if own_rows else w, **kw), njobs, nwork, cuts)
+    scr = _scratch(nwork, _bwd_scratch(nstate, rank))
+    _run_jobs(lambda w, j0, j1: _scan_bwd_kernel(j0, j1, scr[w], 8, 0 if own_rows else w, **kw), njobs, nwork, cuts)
     del keep
     total = (lambda p: p[0] if parts == 1 else p.sum(0))
     rowsum = (lambda p: p[0] if batch == 1 else p.sum(0))

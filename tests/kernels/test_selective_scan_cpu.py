@@ -8,6 +8,7 @@ kernels (or loads them from numba's cache next to the source).
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import multiprocessing as mp
 import os
@@ -109,6 +110,20 @@ def test_small_launches_stay_in_the_calling_thread(monkeypatch):
         check(dict(b=2, l=7, d=32, n=16, dtype=torch.float32, **ALL), "numba")   # one worker, same values
     finally:
         torch.set_num_threads(before)
+
+
+@numba_only
+def test_numba_scan_ignores_stale_scratch():
+    """The kernels' scratch is reused across calls (``cpu_common._scratch``), and every job sums
+    over all 64 lanes (dB, dC, d dt): lanes past a job's last channel must be reset by the job,
+    never read as left. Poisoned with NaN, a 40-channel scan (one job with 24 dead lanes) after
+    a larger one still matches the reference, with and without the fused dt_proj."""
+    common = importlib.import_module("mamba_genome.kernels.cpu_common")
+    check(dict(b=2, l=70, d=200, n=16, dtype=torch.float32, **ALL), "numba")
+    common._scratch(4, 1)[:] = np.nan            # the buffer the next calls get, grown as needed
+    check(dict(b=2, l=70, d=40, n=16, dtype=torch.float32, **ALL), "numba")
+    common._scratch(4, 1)[:] = np.nan
+    check_fused_projection(case(1, 37, 40, 8, torch.float32).values[0], "numba", rank=3)
 
 
 @numba_only
