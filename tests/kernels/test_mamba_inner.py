@@ -86,9 +86,9 @@ def test_checkpoint_replay_skips_the_scan_and_keeps_the_gradients(scan_fwd_calls
     """Two checkpointed layers: with a ReplayCache each layer's scan forward runs once (not twice)
     and the gradients match the un-checkpointed fused op."""
     calls = scan_fwd_calls
-    p = dict(b=2, l=37, d=8, n=4, r=3, dm=8, width=4, out_bias=False)
+    p = dict(b=2, l=19, d=8, n=4, r=3, dm=8, width=4, out_bias=False)
     layers = [make_inputs(**p, seed=s) for s in (1, 2)]
-    x0 = torch.randn(2, 37, 8, generator=torch.Generator().manual_seed(5)).to(DEVICE)
+    x0 = torch.randn(2, 19, 8, generator=torch.Generator().manual_seed(5)).to(DEVICE)
     w_in = [torch.randn(16, 8, generator=torch.Generator().manual_seed(6 + i)).to(DEVICE) * 0.3 for i in range(2)]
 
     def forward(mode):

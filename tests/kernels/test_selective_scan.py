@@ -124,16 +124,16 @@ def test_scan_sliced_inputs(p):
     check(p, "triton", sliced=True)
 
 
-@pytest.mark.parametrize("length,d,tune", [(75, 20, dict(T=8, M=4, BD=8, programs=16, state_BD=16, bstate_BD=4)),
+@pytest.mark.parametrize("length,d,tune", [(51, 20, dict(T=8, M=4, BD=8, programs=16, state_BD=16, bstate_BD=4)),
                                            (45, 6, dict(T=4, M=1, BD=4, num_warps=1, programs=64, dfirst=False)),
-                                           (150, 4, dict(T=2, M=1, BD=4, programs=256)),
+                                           (99, 4, dict(T=2, M=1, BD=4, programs=256)),
                                            # tuning variants (chunk.py: fwd_pipe, i32) with partial tiles,
                                            # masked channels and several chunks
                                            (25, 12, dict(T=4, M=2, BD=8, programs=16, fwd_pipe=True, i32=True)),
                                            (13, 6, dict(T=4, M=1, BD=4, programs=64, fwd_pipe=True))])
 def test_scan_tile_configs(length, d, tune, monkeypatch):
     """Other tile / segment / channel-block sizes: partial tiles, many chunks, masked channels.
-    The last case has 75 chunks, so the chunk carry chains several blocks of CARRY_K chunks."""
+    The third case has 50 chunks (the last one partial), so the chunk carry chains several blocks of CARRY_K chunks."""
     from mamba_genome.kernels.selective_scan import chunk
     monkeypatch.setattr(chunk, "TUNE", dict(tune))
     check(dict(b=2, l=length, d=d, n=8, dtype=torch.float32, **ALL), "triton")
