@@ -287,3 +287,30 @@ def test_progress_reads_the_loss_only_when_it_prints(capsys):
         bar.on_train_batch_end(trainer, None, None, {"input_ids": torch.zeros(2, L)}, step - 1)
     assert calls == [1, 11]
     assert capsys.readouterr().err.count("pretrain step") == 2
+
+
+def test_short_gpu_runs_take_smaller_steps(monkeypatch):
+    """A --max-time / --max-tokens run that would make fewer than ~2,000 steps of 2^20 tokens halves its
+    step down to 2^18 (the 270 s time-to-quality sweep); step budgets, long runs and --batch-size keep theirs."""
+    from mamba_genome.workflows.pretrain import gpu_tokens_per_step
+
+    assert [gpu_tokens_per_step(t) for t in (None, 1e6, 0.9e9, 1.9e9, 4e9, 1e12)] == \
+        [2 ** 20, 2 ** 18, 2 ** 18, 2 ** 19, 2 ** 20, 2 ** 20]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    h200 = ("cuda", 130 << 30)
+
+    def step(**kw):
+        p = _plan(PretrainArgs(**kw), memory_info=h200)
+        assert p.micro_batch * p.accumulate * p.world == p.batch_size
+        return p.tokens_per_step
+
+    assert step(seq_len=2 ** 14, max_time="270s") == 2 ** 18     # 16 windows, as in BENCHMARKS.md 4
+    assert step(seq_len=2 ** 14, max_time="10m") == 2 ** 19
+    assert step(seq_len=2 ** 14, max_time="1h") == 2 ** 20
+    assert step(seq_len=2 ** 20, max_time="270s") == 2 ** 20     # never below one window
+    assert step(seq_len=2 ** 14, max_tokens=10 ** 8) == 2 ** 18
+    assert step(seq_len=2 ** 14, max_tokens=10 ** 10) == 2 ** 20
+    assert step(seq_len=2 ** 14) == step(seq_len=2 ** 14, max_steps=100) == 2 ** 20
+    assert step(seq_len=2 ** 14, max_time="270s", batch_size=64) == 2 ** 20
+    assert step(seq_len=2 ** 14, max_time="270s", devices="4") == 2 ** 20   # 4 GPUs train 4x the tokens

@@ -339,3 +339,26 @@ def test_validation_loads_in_the_main_process(tmp_path, fasta_small):
     val = dm.val_dataloader()
     assert val.num_workers == 0 and next(iter(val))["input_ids"].shape == (2, 64)
     assert dm._loader(val.dataset, 2, drop_last=False).num_workers == 3   # the training loader's default
+
+
+@pytest.mark.parametrize("slow_steps", [0, 10, 25])
+def test_time_budget_is_not_cut_short_by_slow_first_steps(monkeypatch, slow_steps):
+    """--max-time: the first steps compile (1 s each here, then 0.1 s). The fitted step count must use the
+    steps since the previous fit, so the run still ends close to the budget (minus the reserve) and never
+    past it; fitting on the whole session's average stopped such a run 20 s early."""
+    from types import SimpleNamespace
+
+    from mamba_genome.train import callbacks
+
+    clock = [0.0]
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: clock[0])
+    schedule = SimpleNamespace(total_steps=1000)
+    trainer = SimpleNamespace(global_step=0, accumulate_grad_batches=1, world_size=1, should_stop=False)
+    budget = callbacks.TimeBudget(schedule, budget_s=100.0, reserve_s=5.0)
+    budget.on_train_start(trainer, None)
+    while not trainer.should_stop and trainer.global_step < 10_000:
+        clock[0] += 1.0 if trainer.global_step < slow_steps else 0.1
+        trainer.global_step += 1
+        budget.on_train_batch_end(trainer, None, None, None, trainer.global_step - 1)
+    assert trainer.should_stop and 92.0 <= clock[0] <= 95.0 + 1e-9, (slow_steps, clock[0], trainer.global_step)
+    assert schedule.total_steps == trainer.global_step

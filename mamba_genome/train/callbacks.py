@@ -62,10 +62,11 @@ class StepBudget(Callback):
 class TimeBudget(Callback):
     """Fit the step count of the schedule to ``budget_s`` seconds of wall time.
 
-    The time per step is measured over this session (training, data and
-    validation together) and re-fitted at steps 4, 8, 16, ... of the
-    session until half the budget is spent, then frozen so the learning rate
-    decays smoothly. ``reserve_s`` is kept for the final validation and export.
+    The time per step (training, data and validation together) is re-fitted
+    at steps 4, 8, 16, ... of the session until half the budget is spent,
+    then frozen so the learning rate decays smoothly. Each fit uses the steps
+    since the previous fit (the first, all of them), so the compilation and
+    autotuning of the first steps and warmup stages do not end the run early. ``reserve_s`` is kept for the final validation and export.
     The time spent is carried across ``--resume`` in the checkpoint. ``max_steps``
     caps the fitted step count (a step budget given with the time budget).
     """
@@ -84,6 +85,7 @@ class TimeBudget(Callback):
         self._t0: float | None = None
         self._step0 = 0
         self._next_fit = self.first_fit
+        self._last_fit: tuple[float, int] | None = None   # (clock, step) of the previous fit
         self._val_s = 0.0
         self._val_t: float | None = None
         self.stopped_by_budget = False
@@ -107,6 +109,7 @@ class TimeBudget(Callback):
         self._t0 = time.perf_counter()
         self._step0 = trainer.global_step
         self._next_fit = self.first_fit
+        self._last_fit = None
 
     def on_validation_start(self, trainer, pl_module):
         self._val_t = time.perf_counter()
@@ -127,13 +130,18 @@ class TimeBudget(Callback):
         if done <= 0 or (batch_idx + 1) % trainer.accumulate_grad_batches:
             return
         spent = self.spent()
-        per_step = (time.perf_counter() - self._t0) / done
+        now = time.perf_counter()
+        per_step = (now - self._t0) / done
         remaining = self.budget_s - spent - self.reserve_s - self._val_s
         total = self.schedule.total_steps
         refit = done >= self._next_fit and spent < 0.5 * self.budget_s
         if refit:
             self._next_fit *= 2
-            total = max(step + 1, step + int(remaining / per_step))
+            recent = per_step
+            if self._last_fit is not None and step > self._last_fit[1]:
+                recent = (now - self._last_fit[0]) / (step - self._last_fit[1])
+            self._last_fit = (now, step)
+            total = max(step + 1, step + int(remaining / recent))
             if self.max_steps is not None:
                 total = min(total, int(self.max_steps))
         stop = remaining < per_step

@@ -3,8 +3,9 @@
 The recipe follows Gu & Dao (2023), App. E.2-E.3 (DNA pretraining, after
 HyenaDNA): AdamW (0.9, 0.95), weight decay 0.1, peak learning rate 8e-3 with
 10% linear warmup and cosine decay, gradient clipping 1.0, about 2^20 tokens
-per optimizer step on GPU, and sequence-length warmup from 1024 tokens
-doubling up to ``--seq-len``. bf16-mixed on GPU (fp32 weights), fp32 on CPU.
+per optimizer step on GPU (a short ``--max-time`` or ``--max-tokens`` run takes
+2^19 or 2^18, to make about 2,000 steps: :func:`gpu_tokens_per_step`), and
+sequence-length warmup from 1024 tokens doubling up to ``--seq-len``. bf16-mixed on GPU (fp32 weights), fp32 on CPU.
 
 With no data argument it trains the ``tiny`` preset on the bundled E. coli
 K-12 MG1655 genome for under four minutes on a laptop CPU.
@@ -44,6 +45,11 @@ from ..train.rundir import RUN_DIR_ENV, RunDir, check_resume_checkpoint, launch_
 
 PRESET_NAMES = ("tiny", "1.4m", "7m")
 GPU_TOKENS_PER_STEP = 2 ** 20     # paper: ~1M tokens per optimizer step (micro-batches: the memory planner's)
+# A short run (--max-time / --max-tokens) halves its step, down to 2^18 tokens, until it makes about
+# GPU_MIN_STEPS optimizer steps. One H200, 1.4m at 16 kbp, 270 s on U. maydis: held-out 1.8665 bits/base at
+# 2^20 tokens per step (632 steps), 1.8442 at 2^19 (1,212), 1.8361 at 2^18 (2,272); BENCHMARKS.md section 4.
+GPU_MIN_TOKENS_PER_STEP = 2 ** 18
+GPU_MIN_STEPS = 2_000
 GPU_LR = 8e-3
 GPU_MAX_STEPS = 10_000
 # CPU defaults for the out-of-the-box run (tiny preset, 2 cores, < 5 minutes).
@@ -235,7 +241,7 @@ def _plan(args: PretrainArgs, memory_info: tuple[str, int | None] | None = None)
     if args.batch_size:
         batch = int(args.batch_size)
     elif on_gpu:
-        batch = max(world, GPU_TOKENS_PER_STEP // seq_len)
+        batch = max(world, gpu_tokens_per_step(_expected_tokens(args, seq_len, world)) // seq_len)
     else:
         batch = max(1, CPU_BATCH * CPU_SEQ_LEN // seq_len)
     per_device = math.ceil(batch / world)
@@ -270,6 +276,39 @@ def _plan(args: PretrainArgs, memory_info: tuple[str, int | None] | None = None)
                  val_every, val_windows, int(workers))
     plan.planner = planner  # not a field: args.json records the stage plans instead
     return plan
+
+
+def gpu_tokens_per_step(expected_tokens: float | None) -> int:
+    """Tokens per optimizer step on GPU for a run expected to train ``expected_tokens`` in all (None: a run
+    bounded by its step count, or unbounded): 2^20 (the paper's), halved while that leaves fewer than
+    ``GPU_MIN_STEPS`` steps, to at least 2^18. Short runs gain more from more steps than from larger ones.
+
+    Example:
+        >>> gpu_tokens_per_step(None), gpu_tokens_per_step(0.9e9), gpu_tokens_per_step(1.9e9), gpu_tokens_per_step(4e9)
+        (1048576, 262144, 524288, 1048576)
+    """
+    tokens = GPU_TOKENS_PER_STEP
+    if expected_tokens is None:
+        return tokens
+    while tokens > GPU_MIN_TOKENS_PER_STEP and expected_tokens / tokens < GPU_MIN_STEPS:
+        tokens //= 2
+    return tokens
+
+
+def _expected_tokens(args: PretrainArgs, seq_len: int, world: int) -> float | None:
+    """Tokens the run will train: ``--max-tokens``, or under ``--max-time`` alone the calibration's best
+    tokens/s for the model and length (per device, times the devices) times the budget; None otherwise."""
+    if args.max_steps:
+        return None
+    if args.max_tokens:
+        return float(args.max_tokens)
+    if args.max_time is None:
+        return None
+    from ..train.memory import best_tokens_per_s
+    from ..train.schedule import parse_duration
+
+    seconds = parse_duration(args.max_time) if isinstance(args.max_time, str) else float(args.max_time)
+    return best_tokens_per_s(args.architecture(), seq_len) * world * seconds
 
 
 def gpu_loader_workers(world: int = 1, cpus: int | None = None) -> int:
@@ -537,6 +576,8 @@ def _train(args: PretrainArgs, plan: _Plan, store, source: str, split, run_dir: 
 
     if progress and trainer.is_global_zero:
         extra = f", {plan.accumulate} micro-batches of {plan.micro_batch}" if plan.accumulate > 1 else ""
+        if plan.on_gpu and not args.batch_size and plan.tokens_per_step < GPU_TOKENS_PER_STEP:
+            extra += " (a short run: smaller steps, more of them)"
         limit = (f"{format_duration(plan.max_time)} budget" if plan.budget == "max_time"
                  else f"{plan.total_steps:,} steps")
         stages = schedule.stages()
