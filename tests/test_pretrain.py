@@ -314,3 +314,20 @@ def test_short_gpu_runs_take_smaller_steps(monkeypatch):
     assert step(seq_len=2 ** 14) == step(seq_len=2 ** 14, max_steps=100) == 2 ** 20
     assert step(seq_len=2 ** 14, max_time="270s", batch_size=64) == 2 ** 20
     assert step(seq_len=2 ** 14, max_time="270s", devices="4") == 2 ** 20   # 4 GPUs train 4x the tokens
+
+
+def test_resume_keeps_the_step_size_the_budget_chose(tmp_path):
+    """A short run's step size comes from its budget; --resume with another budget keeps the run's own (the
+    windows and the schedule continue as they were), and an explicit --batch-size of the run stays too."""
+    from mamba_genome.workflows.pretrain import _merge_resume_args
+
+    run = tmp_path / "run"
+    run.mkdir()
+    record = {"args": {"preset": "1.4m", "seq_len": 16384, "batch_size": None, "max_time": 270.0},
+              "resolved": {"batch_size": 16, "seq_len": 16384}}
+    (run / "args.json").write_text(json.dumps(record))
+    merged = _merge_resume_args(PretrainArgs(out=str(run), resume=True, max_time="1h"), run)
+    assert merged.batch_size == 16 and merged.max_time == 3600.0
+    record["args"]["batch_size"], record["resolved"]["batch_size"] = 8, 8
+    (run / "args.json").write_text(json.dumps(record))
+    assert _merge_resume_args(PretrainArgs(out=str(run), resume=True), run).batch_size == 8

@@ -370,7 +370,8 @@ def _merge_resume_args(args: PretrainArgs, run_dir: Path) -> PretrainArgs:
     genome the run was trained on.
     """
     try:
-        saved = json.loads((run_dir / "args.json").read_text())["args"]
+        record = json.loads((run_dir / "args.json").read_text())
+        saved = record["args"]
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(f"--resume: {run_dir}/args.json is missing or unreadable; cannot resume this run") from None
     keep = ("fasta", "data", "preset", "seq_len", "batch_size", "micro_batch_size", "val_contigs", "test_contigs",
@@ -392,6 +393,10 @@ def _merge_resume_args(args: PretrainArgs, run_dir: Path) -> PretrainArgs:
     if args.max_steps is None and args.max_tokens is None and args.max_time is None:
         for k in ("max_steps", "max_tokens", "max_time", "lr"):
             merged[k] = saved.get(k)
+    resolved = record.get("resolved") if isinstance(record, dict) else None
+    if merged.get("batch_size") is None and isinstance(resolved, dict) and resolved.get("batch_size"):
+        # the step size a short run chose from its budget stays when the run resumes with another budget
+        merged["batch_size"] = int(resolved["batch_size"])
     merged["model_overrides"] = dict(merged.get("model_overrides") or {})
     merged["val_contigs"] = tuple(merged.get("val_contigs") or ())
     merged["test_contigs"] = tuple(merged.get("test_contigs") or ())
