@@ -57,7 +57,8 @@ def _csv(ctx, param, value):
 @click.option("--data", metavar="STORE", type=click.Path(), help="Token store from `mamba-genome ingest`.")
 @click.option("--preset", type=click.Choice(["tiny", "1.4m", "7m"]), default="tiny", show_default=True, help="Model size.")
 @click.option("--seq-len", type=int, help="Training window length in tokens [GPU 1024, CPU 512].")
-@click.option("--batch-size", type=int, help="Windows per optimizer step, all devices [GPU 2^20/seq-len, CPU 4 at 512].")
+@click.option("--batch-size", type=int, help="Windows per optimizer step, all devices [GPU 2^20/seq-len; 2^19 or 2^18 tokens for a short "
+                   "--max-time/--max-tokens run; CPU 4 at 512].")
 @click.option("--memory", type=click.Choice(["auto", "low"]), default="auto", show_default=True,
               help="auto: per sequence-length stage, the micro-batch and memory policy with the most tokens/s in "
                    "the GPU's free memory; low: the least memory (activation checkpointing, bf16 checkpoints).")
