@@ -114,9 +114,10 @@ def _conv_bwd_dv_kernel(job0, job1, wk_id, x, sx, h0, w_T, bias, dy, dv, dw_p, d
 
 
 @_jit(_FLAGS)
-def _conv_bwd_dx_kernel(job0, job1, dv, zero, w_T, dx, length, dim):
+def _conv_bwd_dx_kernel(job0, job1, dv, zero, w_T, dx, sdx, length, dim):
     """Pass 2: dx[b, s] = sum_k w[k] * dv[b, s + 3 - k] over the steps inside the sequence (the
-    ``zero`` row past the end); dv and dx (B, L, D) contiguous."""
+    ``zero`` row past the end); dv (B, L, D) contiguous, dx (B, L, D) with (batch, time) strides
+    sdx and unit stride on channels (it may be one half of a (B, L, 2D) buffer)."""
     jobs_per_row = (length + T_JOB - 1) // T_JOB
     w0, w1, w2, w3 = w_T[0:dim], w_T[dim:2 * dim], w_T[2 * dim:3 * dim], w_T[3 * dim:4 * dim]
     for job in range(job0, job1):
@@ -129,7 +130,8 @@ def _conv_bwd_dx_kernel(job0, job1, dv, zero, w_T, dx, length, dim):
             d1 = dv[o + dim:o + 2 * dim] if s + 1 < length else zero
             d2 = dv[o + 2 * dim:o + 3 * dim] if s + 2 < length else zero
             d3 = dv[o + 3 * dim:o + 4 * dim] if s + 3 < length else zero
-            dx_row = dx[o:o + dim]
+            ox = b * sdx[0] + s * sdx[1]
+            dx_row = dx[ox:ox + dim]
             for c in range(dim):
                 dx_row[c] = w3[c] * d0[c] + w2[c] * d1[c] + w1[c] * d2[c] + w0[c] * d3[c]
 
@@ -168,8 +170,10 @@ def _conv_fwd(x, weight, bias, initial_state, silu):
     return y
 
 
-def _conv_bwd(x, weight, bias, initial_state, silu, dy):
-    """fp32 (dx, d weight (D, W), d bias (D,), d initial_state (B, D, W-1) or None)."""
+def _conv_bwd(x, weight, bias, initial_state, silu, dy, dx_out=None):
+    """fp32 (dx, d weight (D, W), d bias (D,), d initial_state (B, D, W-1) or None). ``dx_out``: an
+    fp32 (B, L, D) view with unit channel stride (the x half of the mixer's dxz) that dx is written
+    into and returned as."""
     batch, length, dim = x.shape
     width = weight.shape[1]
     arrays, keep = _inputs(x, weight, bias, initial_state)
@@ -177,7 +181,13 @@ def _conv_bwd(x, weight, bias, initial_state, silu, dy):
     f32 = dict(dtype=torch.float32)
     dy = dy.detach().float().contiguous()
     dv = torch.empty(batch, length, dim, **f32)
-    dx = torch.empty(batch, length, dim, **f32)
+    if dx_out is not None:
+        assert dx_out.dtype == torch.float32 and dx_out.stride(-1) == 1 and dx_out.shape == x.shape
+        dx = dx_out
+    else:
+        dx = torch.empty(batch, length, dim, **f32)
+    dx_flat = torch.as_strided(dx, (1 + sum((n - 1) * st for n, st in zip(dx.shape, dx.stride())),), (1,),
+                               dx.storage_offset()).numpy()
     dw_p = torch.zeros(nwork, TAPS, dim, **f32)
     db_p = torch.zeros(nwork, dim, **f32)
     flat = (lambda t: t.numpy().reshape(-1))
@@ -185,7 +195,7 @@ def _conv_bwd(x, weight, bias, initial_state, silu, dy):
               silu=bool(silu))
     _run_jobs(lambda w, j0, j1: _conv_bwd_dv_kernel(j0, j1, w, **kw), njobs, nwork)
     w_T, zero = arrays["w_T"], np.zeros(dim, np.float32)
-    _run_jobs(lambda w, j0, j1: _conv_bwd_dx_kernel(j0, j1, flat(dv), zero, w_T, flat(dx), length, dim),
+    _run_jobs(lambda w, j0, j1: _conv_bwd_dx_kernel(j0, j1, flat(dv), zero, w_T, dx_flat, (dx.stride(0), dx.stride(1)), length, dim),
               njobs, nwork)
     dh0 = None
     if initial_state is not None:

@@ -4,6 +4,7 @@ dt_proj, selective scan with the D skip and the SiLU(z) gate, out_proj.
 Files in this folder:
     reference.py  the same path as a composition of the public ops (reference / torch backends)
     fused.py      one autograd Function on the Triton kernels (CUDA default)
+    cpu.py        one autograd Function on the compiled CPU kernels (fp32 CPU training)
     replay.py     ``ReplayCache``: lets a checkpointed layer's recomputation skip the scan
 
 The fused backward recomputes u and y instead of saving them and writes dx, dz into one
@@ -29,7 +30,8 @@ def mamba_inner(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_pr
         dt_proj_weight: (D, R); dt_proj_bias: (D,), added before the softplus.
         A: (D, N) negative real; D: (D,) skip.
         out_proj_weight: (d_model, D); out_proj_bias: (d_model,) or None.
-        backend: "reference", "torch", "numba" (CPU: the composition with the compiled scan),
+        backend: "reference", "torch", "numba" (CPU: one Function on the compiled kernels for fp32
+            training, else the composition with them),
             "triton" or None (fastest available).
         replay: optional ``(ReplayCache, key)`` for activation checkpointing (Triton backend;
             ignored by the others): see :class:`ReplayCache`.
@@ -59,4 +61,8 @@ def mamba_inner(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_pr
         if xz.stride(-1) != 1:
             xz = xz.contiguous()
         return mamba_inner_triton(xz, *args[1:], replay=replay, state_every=state_every)
+    if backend == "numba":
+        from .cpu import fused_applies, mamba_inner_numba
+        if fused_applies(*args):
+            return mamba_inner_numba(*args)
     return mamba_inner_composed(*args, backend=backend)

@@ -280,10 +280,11 @@ def _fwd_scratch(nstate: int, rank: int) -> int:
 
 @_jit(_FLAGS)
 def _scan_bwd_kernel(job0, job1, scr, lanes, part, assign_first, u, su, dl, sdl, wdt, rank, z, sz, Bm, sB, Cm, sC, A_T,
-                     Dv, bias, seg, dy, dhT, du, ddl, dz, dB_p, dC_p, ddt_p, dW_p, dA_p, dD_p, dbias_p, dh0,
+                     Dv, bias, seg, dy, dhT, du, ddl, dz, sdz, dB_p, dC_p, ddt_p, dW_p, dA_p, dD_p, dbias_p, dh0,
                      batch, length, dim, nstate, has_z, softplus, has_dhT):
     """Jobs job0..job1-1 of the backward of <y, dy> + <hT, dhT>.
-    Writes du, dz (B, L, D) and ddl (w.r.t. delta before the bias, (B, L, D), rank 0 only);
+    Writes du (B, L, D), dz ((batch, time) strides sdz, unit stride on channels: it may be one
+    half of a (B, L, 2D) buffer) and ddl (w.r.t. delta before the bias, (B, L, D), rank 0 only);
     the sums over channels go into part ``part`` of dB_p, dC_p ((parts, B, L, N)) and, for
     rank R > 0, ddt_p ((parts, B, L, R), w.r.t. the low-rank dt): added, or written by the
     first job of a batch row (c0 = 0) with ``assign_first`` (one worker owns the whole row).
@@ -427,7 +428,7 @@ def _scan_bwd_kernel(job0, job1, scr, lanes, part, assign_first, u, su, dl, sdl,
                         g0 = dyr[j]
                         dzr[j] = g0 * yp[j] * sv * (_ONE + v * (_ONE - sv))
                         gy[j] = g0 * v * sv
-                    _store(dz, oy, dzr, cw)
+                    _store(dz, b * sdz[0] + t * sdz[1] + c0, dzr, cw)
                 else:
                     for j in range(WJ):
                         gy[j] = dyr[j]
@@ -561,9 +562,11 @@ def _scan_fwd(u, delta, A, B, C, D, z, delta_bias, softplus, initial_state, stor
     return y, hT, (seg if store_seg else None)
 
 
-def _scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, seg, dy, dhT, wdt=None):
+def _scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, seg, dy, dhT, wdt=None, dz_out=None):
     """Backward launcher: fp32 (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, d initial_state,
     d wdt); ddelta is w.r.t. the (B, L, R) low-rank dt when ``wdt`` is given (else d wdt is None).
+    ``dz_out``: an fp32 (B, L, D) view with unit channel stride (the z half of the mixer's dxz)
+    that dz is written into and returned as.
 
     When there are at least as many batch rows as workers, each worker takes whole rows, so the
     sums over channels (dB, dC, d dt) are written in place: no zero-filled per-worker partials
@@ -581,7 +584,14 @@ def _scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, seg, dy, dhT, wdt=N
     new = torch.empty if own_rows else torch.zeros
     du = torch.empty(batch, length, dim, **f32)
     ddl = torch.empty(batch, length, dim, **f32) if rank == 0 else torch.empty(1, **f32)
-    dz = torch.empty(batch, length, dim, **f32) if z is not None else torch.empty(1, **f32)
+    if z is not None and dz_out is not None:
+        assert dz_out.dtype == torch.float32 and dz_out.stride(-1) == 1 and dz_out.shape == u.shape
+        dz, sdz = dz_out, (dz_out.stride(0), dz_out.stride(1))
+        dz_flat = torch.as_strided(dz_out, (1 + sum((n - 1) * st for n, st in zip(dz_out.shape, dz_out.stride())),),
+                                   (1,), dz_out.storage_offset()).numpy()
+    else:
+        dz = torch.empty(batch, length, dim, **f32) if z is not None else torch.empty(1, **f32)
+        sdz, dz_flat = (length * dim, dim), dz.numpy().reshape(-1)
     dB_p = new(parts, batch, length, nstate, **f32)
     dC_p = new(parts, batch, length, nstate, **f32)
     ddt_p = new(parts, batch, length, rank, **f32) if rank else torch.empty(1, **f32)
@@ -592,7 +602,7 @@ def _scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, seg, dy, dhT, wdt=N
     dy = dy.detach().float().contiguous()
     flat = (lambda t: t.numpy().reshape(-1))
     kw = dict(arrays, assign_first=own_rows, seg=flat(seg), dy=flat(dy), dhT=_vec(dhT, 1), du=flat(du),
-              ddl=flat(ddl), dz=flat(dz), dB_p=flat(dB_p), dC_p=flat(dC_p), ddt_p=flat(ddt_p), dW_p=flat(dW_p),
+              ddl=flat(ddl), dz=dz_flat, sdz=sdz, dB_p=flat(dB_p), dC_p=flat(dC_p), ddt_p=flat(ddt_p), dW_p=flat(dW_p),
               dA_p=flat(dA_p), dD_p=flat(dD_p), dbias_p=flat(dbias_p), dh0=flat(dh0), batch=batch, length=length,
               dim=dim, nstate=nstate, has_z=z is not None, softplus=bool(softplus), has_dhT=dhT is not None)
     scr = _scratch(nwork, _bwd_scratch(nstate, rank))

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from mamba_genome.kernels import utils
 from mamba_genome.kernels.mamba_inner import ReplayCache, mamba_inner, mamba_inner_composed
 
 from .conftest import DEVICE, DTYPE_NAME, TOL, assert_close, cuda_only
@@ -70,6 +71,36 @@ def test_fused_matches_float64_composition(p, dtype):
             assert_close(f"d{name}", g_ref[name], g[name], tol)
             if dtype == torch.bfloat16:
                 assert rel(g[name], g_ref[name]) <= 1.25 * rel(g_c[name], g_ref[name]) + 1e-3, name
+
+
+@pytest.mark.skipif(DEVICE != "cpu" or not utils.numba_available(), reason="needs numba on the CPU")
+@pytest.mark.parametrize("p", [dict(b=2, l=83, d=8, n=4, r=3, dm=6, width=4, out_bias=True),
+                               dict(b=1, l=301, d=72, n=16, r=4, dm=10, width=3, out_bias=False),  # 64 + 8 channels
+                               dict(b=3, l=40, d=128, n=16, r=1, dm=64, width=2, out_bias=True)])
+def test_cpu_fused_matches_float64_composition(p):
+    """The fused CPU Function (kernels/mamba_inner/cpu.py, fp32 training on the numba kernels): the output
+    and every gradient against the float64 composition, and against autograd over the composition on the
+    same kernels (the same arithmetic: dx and dz only land in one buffer); without autograd or under
+    autocast the composition runs."""
+    inputs = make_inputs(**p)
+    ref_in = {k: v.double() if v is not None else None for k, v in inputs.items()}
+    out_ref, g_ref = run(ref_in, mamba_inner_composed, torch.float64, backend="reference")
+    out, g = run(inputs, mamba_inner, torch.float32, backend="numba")
+    assert type(out.grad_fn).__name__ == "MambaInnerNumbaFnBackward"
+    out_c, g_c = run(inputs, mamba_inner_composed, torch.float32, backend="numba")
+    assert_close("out", out_ref, out, TOL[torch.float32])
+    assert_close("out vs composition", out_c.double(), out, 1e-6)
+    for name in NAMES:
+        if name in g_ref:
+            assert g[name].dtype == torch.float32 and g[name].shape == inputs[name].shape, name
+            assert_close(f"d{name}", g_ref[name], g[name], TOL[torch.float32])
+            assert_close(f"d{name} vs composition", g_c[name].double(), g[name], 1e-5)
+    args = [inputs[k] for k in NAMES]
+    with torch.no_grad():
+        assert mamba_inner(*args, backend="numba").grad_fn is None
+    leaves = [a.detach().clone().requires_grad_(True) if a is not None else None for a in args]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert type(mamba_inner(*leaves, backend="numba").grad_fn).__name__ != "MambaInnerNumbaFnBackward"
 
 
 def test_torch_backend_is_the_composition():
