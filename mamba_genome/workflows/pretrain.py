@@ -5,7 +5,8 @@ HyenaDNA): AdamW (0.9, 0.95), weight decay 0.1, peak learning rate 8e-3 with
 10% linear warmup and cosine decay, gradient clipping 1.0, about 2^20 tokens
 per optimizer step on GPU (a short ``--max-time`` or ``--max-tokens`` run takes
 2^19 or 2^18, to make about 2,000 steps: :func:`gpu_tokens_per_step`), and
-sequence-length warmup from 1024 tokens doubling up to ``--seq-len``. bf16-mixed on GPU (fp32 weights), fp32 on CPU.
+sequence-length warmup from 1024 tokens doubling up to ``--seq-len``.
+bf16-mixed on GPU (fp32 weights), fp32 on CPU.
 
 With no data argument it trains the ``tiny`` preset on the bundled E. coli
 K-12 MG1655 genome for under four minutes on a laptop CPU.
