@@ -181,13 +181,10 @@ def _conv_bwd(x, weight, bias, initial_state, silu, dy, dx_out=None):
     f32 = dict(dtype=torch.float32)
     dy = dy.detach().float().contiguous()
     dv = torch.empty(batch, length, dim, **f32)
-    if dx_out is not None:
+    if dx_out is not None:  # written in place: _flat must not copy it
         assert dx_out.dtype == torch.float32 and dx_out.stride(-1) == 1 and dx_out.shape == x.shape
-        dx = dx_out
-    else:
-        dx = torch.empty(batch, length, dim, **f32)
-    dx_flat = torch.as_strided(dx, (1 + sum((n - 1) * st for n, st in zip(dx.shape, dx.stride())),), (1,),
-                               dx.storage_offset()).numpy()
+    dx = dx_out if dx_out is not None else torch.empty(batch, length, dim, **f32)
+    dx_flat, sdx, _ = _flat(dx)
     dw_p = torch.zeros(nwork, TAPS, dim, **f32)
     db_p = torch.zeros(nwork, dim, **f32)
     flat = (lambda t: t.numpy().reshape(-1))
@@ -195,7 +192,7 @@ def _conv_bwd(x, weight, bias, initial_state, silu, dy, dx_out=None):
               silu=bool(silu))
     _run_jobs(lambda w, j0, j1: _conv_bwd_dv_kernel(j0, j1, w, **kw), njobs, nwork)
     w_T, zero = arrays["w_T"], np.zeros(dim, np.float32)
-    _run_jobs(lambda w, j0, j1: _conv_bwd_dx_kernel(j0, j1, flat(dv), zero, w_T, dx_flat, (dx.stride(0), dx.stride(1)), length, dim),
+    _run_jobs(lambda w, j0, j1: _conv_bwd_dx_kernel(j0, j1, flat(dv), zero, w_T, dx_flat, sdx, length, dim),
               njobs, nwork)
     dh0 = None
     if initial_state is not None:

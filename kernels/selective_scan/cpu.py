@@ -584,14 +584,13 @@ def _scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, seg, dy, dhT, wdt=N
     new = torch.empty if own_rows else torch.zeros
     du = torch.empty(batch, length, dim, **f32)
     ddl = torch.empty(batch, length, dim, **f32) if rank == 0 else torch.empty(1, **f32)
-    if z is not None and dz_out is not None:
-        assert dz_out.dtype == torch.float32 and dz_out.stride(-1) == 1 and dz_out.shape == u.shape
-        dz, sdz = dz_out, (dz_out.stride(0), dz_out.stride(1))
-        dz_flat = torch.as_strided(dz_out, (1 + sum((n - 1) * st for n, st in zip(dz_out.shape, dz_out.stride())),),
-                                   (1,), dz_out.storage_offset()).numpy()
+    if z is None:
+        dz, dz_flat, sdz = None, np.zeros(1, np.float32), (0, 0)
     else:
-        dz = torch.empty(batch, length, dim, **f32) if z is not None else torch.empty(1, **f32)
-        sdz, dz_flat = (length * dim, dim), dz.numpy().reshape(-1)
+        if dz_out is not None:  # written in place: _flat must not copy it
+            assert dz_out.dtype == torch.float32 and dz_out.stride(-1) == 1 and dz_out.shape == u.shape
+        dz = dz_out if dz_out is not None else torch.empty(batch, length, dim, **f32)
+        dz_flat, sdz, _ = _flat(dz)
     dB_p = new(parts, batch, length, nstate, **f32)
     dC_p = new(parts, batch, length, nstate, **f32)
     ddt_p = new(parts, batch, length, rank, **f32) if rank else torch.empty(1, **f32)
@@ -613,7 +612,7 @@ def _scan_bwd(u, delta, A, B, C, D, z, delta_bias, softplus, seg, dy, dhT, wdt=N
     ddelta = total(ddt_p) if rank else ddl
     dwdt = rowsum(dW_p).t() if rank else None
     return (du, ddelta, rowsum(dA_p).t(), total(dB_p), total(dC_p), rowsum(dD_p),
-            dz if z is not None else None, rowsum(dbias_p), dh0, dwdt)
+            dz, rowsum(dbias_p), dh0, dwdt)
 
 
 # ----------------------------------------------------------------------------- autograd

@@ -22,10 +22,11 @@ Examples:
 Defaults follow Gu & Dao (2023): AdamW (0.9, 0.95), weight decay 0.1, lr 8e-3
 with 10% warmup and cosine decay, ~2^20 tokens per step on GPU (batch =
 2^20 / seq-len; a short --max-time or --max-tokens run takes 2^19 or 2^18
-tokens per step so that it makes about 2,000 steps), bf16-mixed, sequence-length warmup from 1024 doubling to
---seq-len. For each length the micro-batch, gradient accumulation and memory
-policy (activation checkpointing, scan-state spacing) are chosen to fit the
-GPU's free memory at the highest throughput (--memory low: the least memory);
+tokens per step so that it makes about 2,000 steps), bf16-mixed,
+sequence-length warmup from 1024 doubling to --seq-len. For each length the
+micro-batch, gradient accumulation and memory policy (activation
+checkpointing, scan-state spacing) are chosen to fit the GPU's free memory
+at the highest throughput (--memory low: the least memory);
 validation is kept under 3% of the wall clock. On CPU: tiny windows, fp32, a 3m45s
 budget. The run directory holds best/ and last/ models, last.ckpt (--resume),
 metrics.json, split.json, args.json, loss_curve.png and logs/.

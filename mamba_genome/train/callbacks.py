@@ -66,7 +66,8 @@ class TimeBudget(Callback):
     at steps 4, 8, 16, ... of the session until half the budget is spent,
     then frozen so the learning rate decays smoothly. Each fit uses the steps
     since the previous fit (the first, all of them), so the compilation and
-    autotuning of the first steps and warmup stages do not end the run early. ``reserve_s`` is kept for the final validation and export.
+    autotuning of the first steps and warmup stages do not end the run early.
+    ``reserve_s`` is kept for the final validation and export.
     The time spent is carried across ``--resume`` in the checkpoint. ``max_steps``
     caps the fitted step count (a step budget given with the time budget).
     """

@@ -306,10 +306,8 @@ def _expected_tokens(args: PretrainArgs, seq_len: int, world: int) -> float | No
     if args.max_time is None:
         return None
     from ..train.memory import best_tokens_per_s
-    from ..train.schedule import parse_duration
 
-    seconds = parse_duration(args.max_time) if isinstance(args.max_time, str) else float(args.max_time)
-    return best_tokens_per_s(args.architecture(), seq_len) * world * seconds
+    return best_tokens_per_s(args.architecture(), seq_len) * world * args.max_time  # seconds (__post_init__)
 
 
 def gpu_loader_workers(world: int = 1, cpus: int | None = None) -> int:
