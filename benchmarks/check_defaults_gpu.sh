@@ -4,9 +4,10 @@
 #   part 1 (~8 min): the time-to-quality run with today's defaults (2^18-token steps for a 270 s
 #          run, the time budget fitted on recent steps), to compare with the 270 s sweep of
 #          benchmarks/results/bench_quality_270s_h200_2026-12-01.*, then 7m at 2^17 (120 steps);
-#   part 2 (~7 min): 7m at 2^20 and 1.4m at 2^17 (120 steps each) against the calibration.
+#   part 2 (~7 min): 7m at 2^20 and 1.4m at 2^17 (120 steps each) against the calibration;
+#   part 3 (~5 min): 7m at 2^10 and 2^14 (120 steps each).
 # Each bench_quality configuration starts from an empty Triton cache, as the sweep did.
-# Usage: bash benchmarks/check_defaults_gpu.sh 1|2   (FASTA=... the U. maydis FASTA; results in $OUT)
+# Usage: bash benchmarks/check_defaults_gpu.sh 1|2|3   (FASTA=... the U. maydis FASTA; results in $OUT)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -30,5 +31,10 @@ case "${1:-}" in
         --out-dir "$OUT/defaults_1.4m_2p17" > "$OUT/defaults_2b.log" 2>&1 || echo "bench_defaults failed"
     cat "$OUT"/defaults_*/bench_defaults.md 2>/dev/null || true
     ;;
-  *) echo "usage: $0 1|2" >&2; exit 2 ;;
+  3)
+    "$PY" benchmarks/bench_defaults.py --presets 7m --seq-exps 10 14 --max-steps 120 --total-s 300 \
+        --out-dir "$OUT/defaults_7m_short" > "$OUT/defaults_3.log" 2>&1 || echo "bench_defaults failed"
+    cat "$OUT"/defaults_7m_short/bench_defaults.md 2>/dev/null || true
+    ;;
+  *) echo "usage: $0 1|2|3" >&2; exit 2 ;;
 esac

@@ -49,17 +49,11 @@ def _tokenizer_meta() -> dict:
     return {"version": tokenizer.TOKENIZER_VERSION, "vocab": list(tokenizer.VOCAB)}
 
 
-def save_model(model: torch.nn.Module, path, extra: dict | None = None, init_kwargs: dict | None = None) -> Path:
-    """Write ``model`` to directory ``path`` atomically. Returns the path.
-
-    ``init_kwargs`` are JSON-serialisable constructor arguments besides the
-    config (e.g. ``num_classes`` of a classifier); ``extra`` is free metadata.
-    """
-    path = Path(path)
-    model_type = getattr(model, "model_type", "lm")
-    meta = {
+def model_meta(model: torch.nn.Module, extra: dict | None = None, init_kwargs: dict | None = None) -> dict:
+    """The ``config.json`` of ``model`` (a model on any device, the meta device included)."""
+    return {
         "format_version": FORMAT_VERSION,
-        "model_type": model_type,
+        "model_type": getattr(model, "model_type", "lm"),
         "mamba_genome_version": __version__,
         "config": model.config.to_dict(),
         "init_kwargs": init_kwargs or {},
@@ -67,19 +61,38 @@ def save_model(model: torch.nn.Module, path, extra: dict | None = None, init_kwa
         "num_parameters": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
         "extra": extra or {},
     }
-    # Tied weights share storage; store each tensor once and re-tie on load.
-    state, seen = {}, {}
-    for name, t in model.state_dict().items():
-        key = (t.data_ptr(), t.shape, t.stride()) if t.numel() else None
+
+
+def host_weights(state: dict) -> dict:
+    """``{name: tensor}`` to write: host copies, each tied tensor once (re-tied on load)."""
+    out, seen = {}, set()
+    for name, t in state.items():
+        key = (t.device, t.data_ptr(), t.shape, t.stride()) if t.numel() else None
         if key is not None and key in seen:
             continue
         if key is not None:
-            seen[key] = name
-        state[name] = t.detach().to("cpu").contiguous()
+            seen.add(key)
+        out[name] = t.detach().to("cpu", copy=True).contiguous()
+    return out
+
+
+def write_model_dir(weights: dict, meta: dict, path) -> Path:
+    """Write ``config.json`` (``meta``) and ``model.safetensors`` (``weights``, host tensors from
+    :func:`host_weights`) to directory ``path`` atomically. Returns the path."""
+    path = Path(path)
     with atomic_dir(path) as tmp:  # umask-derived modes; the old model stays until the new one is complete
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "model_type": model_type})
+        save_file(weights, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "model_type": meta["model_type"]})
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def save_model(model: torch.nn.Module, path, extra: dict | None = None, init_kwargs: dict | None = None) -> Path:
+    """Write ``model`` to directory ``path`` atomically. Returns the path.
+
+    ``init_kwargs`` are JSON-serialisable constructor arguments besides the
+    config (e.g. ``num_classes`` of a classifier); ``extra`` is free metadata.
+    """
+    return write_model_dir(host_weights(model.state_dict()), model_meta(model, extra, init_kwargs), path)
 
 
 def resolve_model_dir(path) -> Path:

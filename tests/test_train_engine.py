@@ -362,3 +362,62 @@ def test_time_budget_is_not_cut_short_by_slow_first_steps(monkeypatch, slow_step
         budget.on_train_batch_end(trainer, None, None, None, trainer.global_step - 1)
     assert trainer.should_stop and 92.0 <= clock[0] <= 95.0 + 1e-9, (slow_steps, clock[0], trainer.global_step)
     assert schedule.total_steps == trainer.global_step
+
+
+def _pretrain_small(fasta, out, *extra):
+    return CliRunner().invoke(main, ["pretrain", "--fasta", str(fasta), "--seq-len", "64", "--batch-size", "2",
+                                     "--max-steps", "6", "--val-every", "3", "--val-windows", "2", "--accelerator",
+                                     "cpu", "--model-overrides", json.dumps({"d_model": 16, "n_layer": 1}),
+                                     "--out", str(out), "-q", *extra])
+
+
+def test_export_time_counts_as_validation_and_files_are_complete(tmp_path, monkeypatch, fasta_small):
+    """The export after a validation is part of that validation's share of the clock (the schedule
+    spaces validations by it), and the files written in the background are complete when the
+    command returns; training forks loader workers in between."""
+    import time
+
+    from mamba_genome import checkpoint
+    from mamba_genome.train import callbacks, engine
+
+    orig_weights = checkpoint.host_weights
+
+    def slow_weights(state):                     # the part of the export on the training thread
+        time.sleep(0.3)
+        return orig_weights(state)
+
+    monkeypatch.setattr(callbacks, "host_weights", slow_weights)
+    took = []
+    orig_end = engine.ValidationSchedule.on_validation_end
+
+    def on_validation_end(self, trainer, pl_module):
+        before = self.val_seconds
+        orig_end(self, trainer, pl_module)
+        took.append(self.val_seconds - before)
+
+    monkeypatch.setattr(engine.ValidationSchedule, "on_validation_end", on_validation_end)
+    out = tmp_path / "run"
+    res = _pretrain_small(fasta_small, out, "--num-workers", "2")
+    assert res.exit_code == 0, res.output
+    assert len(took) == 2 and min(took) >= 0.3
+    ckpt = torch.load(out / "last.ckpt", weights_only=True, map_location="cpu")
+    assert ckpt["global_step"] == 6
+    model, _ = load_model(out / "last")
+    sd = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+    assert json.loads((out / "last" / "config.json").read_text())["extra"]["step"] == 6
+
+
+def test_a_failed_background_write_fails_the_run_in_one_line(tmp_path, monkeypatch, fasta_small):
+    from mamba_genome.train import callbacks
+
+    def full_disk(weights, meta, path):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(callbacks, "write_model_dir", full_disk)
+    out = tmp_path / "run"
+    res = _pretrain_small(fasta_small, out)
+    assert res.exit_code != 0
+    assert "No space left on device" in res.output and "Traceback" not in res.output
+    assert not (out / "metrics.json").exists()

@@ -1,7 +1,7 @@
 """Shared CLI plumbing: error reporting, ``--debug``, progress and table output.
 
 Every subcommand body runs inside :func:`handle_errors`, so a
-:class:`~mamba_genome.errors.UserError` becomes one ``error: ...`` line on
+:class:`~mamba_genome.errors.UserError` (or an OSError: a full disk) becomes one ``error: ...`` line on
 stderr with exit status 1, and a broken pipe (``| head``) exits quietly.
 With ``mamba-genome --debug <cmd>`` the full traceback is shown instead.
 
@@ -73,7 +73,8 @@ class OneLineUsageGroup(click.Group):
 
 
 def handle_errors(fn):
-    """Decorator for command callbacks: UserError -> one stderr line, exit 1."""
+    """Decorator for command callbacks: UserError (and an OSError such as a full disk) -> one stderr
+    line, exit 1."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -102,6 +103,11 @@ def handle_errors(fn):
             if debug_enabled():
                 raise
             click.echo("error: out of memory; try a smaller --batch-size or --seq-len", err=True)
+            sys.exit(1)
+        except OSError as exc:  # a full disk, a directory that cannot be written: what and where, in one line
+            if debug_enabled():
+                raise
+            click.echo(f"error: {exc}", err=True)
             sys.exit(1)
 
     return wrapper

@@ -8,10 +8,11 @@
   step (validation included), so the cosine schedule ends when the budget
   does, and stops early if the budget runs out anyway.
 - :class:`RunExporter`, the one best/last export: ``best/`` (the best
-  validation score) and ``last/`` model directories with
-  :func:`mamba_genome.checkpoint.save_model` and the resumable Lightning
+  validation score) and ``last/`` model directories
+  (:func:`mamba_genome.checkpoint.write_model_dir`) and the resumable Lightning
   checkpoint ``last.ckpt`` (tmp file, then ``os.replace``: never
-  half-written), after every validation.
+  half-written), after every validation; the files are written on the run's
+  :class:`~mamba_genome.train.writer.BackgroundWriter` while training goes on.
 - :class:`GracefulStop`: on SIGTERM (what SLURM sends before a kill) or
   SIGINT, finish the optimizer step in flight, save ``last.ckpt`` for that
   step, and stop with :class:`~mamba_genome.errors.RunInterrupted` (a one-line
@@ -36,10 +37,11 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.callbacks.progress import ProgressBar
 
-from ..checkpoint import save_model
+from ..checkpoint import host_weights, model_meta, write_model_dir
 from ..errors import RunInterrupted
 from ..progress import PLAIN_INTERVAL_S, format_count, format_eta, stream_is_tty
 from .schedule import TrainSchedule, format_duration
+from .writer import BackgroundWriter, host_copy
 
 
 def _in_fit_validation(trainer) -> bool:
@@ -166,21 +168,37 @@ def _unwrapped_state(trainer, pl_module) -> dict:
 
 
 class ResumableCheckpoint:
-    """Writes ``run_dir/last.ckpt`` (the full training state) atomically, at most once per step."""
+    """Writes ``run_dir/last.ckpt`` (the full training state) atomically, at most once per step.
 
-    def __init__(self, run_dir):
+    With a :class:`~mamba_genome.train.writer.BackgroundWriter` and one process, the state is
+    copied to host memory on the training thread and written on the writer's thread; with
+    several ranks (a collective save, sharded under FSDP) the write is synchronous.
+    """
+
+    def __init__(self, run_dir, writer: BackgroundWriter | None = None):
         self.path = Path(run_dir) / "last.ckpt"
         self.saved_step: int | None = None
+        self.writer = writer
 
     def save(self, trainer) -> Path:
         """Collective (call on every rank); rank 0 writes a temporary file, then renames it."""
         if self.saved_step == trainer.global_step:
             return self.path
         tmp = self.path.with_name(f".last.ckpt.tmp-{os.getpid()}")
-        trainer.save_checkpoint(tmp, weights_only=False)  # full training state; collective, rank 0 writes
-        if trainer.is_global_zero:
-            os.replace(tmp, self.path)
-        trainer.strategy.barrier("mg_last_ckpt")
+        if self.writer is not None and trainer.world_size == 1:
+            checkpoint = host_copy(trainer._checkpoint_connector.dump_checkpoint(weights_only=False))
+            io, path = trainer.strategy.checkpoint_io, self.path
+
+            def write():
+                io.save_checkpoint(checkpoint, tmp)
+                os.replace(tmp, path)
+
+            self.writer.submit(write)
+        else:
+            trainer.save_checkpoint(tmp, weights_only=False)  # full training state; collective, rank 0 writes
+            if trainer.is_global_zero:
+                os.replace(tmp, self.path)
+            trainer.strategy.barrier("mg_last_ckpt")
         self.saved_step = trainer.global_step
         return self.path
 
@@ -189,9 +207,10 @@ class RunExporter(Callback):
     """The one best/last export of every training command: after each validation during fit,
     ``last/`` and (on a new best) ``best/`` model directories, then ``last.ckpt``.
 
-    A model directory is :func:`~mamba_genome.checkpoint.save_model`'s: ``config.json`` (the
-    architecture, the constructor arguments, ``extra`` metadata) and ``model.safetensors``, of
-    a fresh copy of ``pl_module.model`` loaded with the full state dict (gathered under FSDP).
+    A model directory is :func:`~mamba_genome.checkpoint.write_model_dir`'s: ``config.json`` (the
+    architecture, the constructor arguments, ``extra`` metadata) and ``model.safetensors``, the
+    full state dict (gathered under FSDP) with the keys of a fresh ``type(pl_module.model)``.
+    Host copies are taken at once; the files are written on ``ckpt.writer`` when it has one.
 
     Args:
         run_dir: the run directory.
@@ -212,6 +231,8 @@ class RunExporter(Callback):
         self.restored_best = restored_best
         self.extra = extra
         self.ckpt = ckpt or ResumableCheckpoint(run_dir)
+        self.writer = self.ckpt.writer
+        self._ref: tuple[dict, list[str]] | None = None
         self.best_score: tuple | None = None
         self.best_step = -1
 
@@ -230,16 +251,36 @@ class RunExporter(Callback):
             self.best_score = (-float(state["best_loss"]),)
         self.best_step = int(state.get("best_step", -1))
 
-    def _export(self, trainer, pl_module, names: list[str]) -> None:
-        state = _unwrapped_state(trainer, pl_module)
-        if trainer.is_global_zero:
+    def _reference(self, pl_module):
+        """(``config.json`` without ``extra``, the state-dict keys a fresh model has): from a copy of
+        the model built once on the meta device (the live one may be wrapped or sharded)."""
+        if self._ref is None:
+            import torch
+
             src = pl_module.model
             init_kwargs = dict(getattr(src, "init_kwargs", None) or {})
-            model = type(src)(src.config, **init_kwargs)
-            model.load_state_dict(state, strict=False)
-            extra = {**self.extra(pl_module), "step": int(trainer.global_step)}
-            for name in names:
-                save_model(model, self.run_dir / name, extra={**extra, "export": name}, init_kwargs=init_kwargs)
+            with torch.device("meta"):
+                ref = type(src)(src.config, **init_kwargs)
+            self._ref = (model_meta(ref, init_kwargs=init_kwargs), list(ref.state_dict()))
+        return self._ref
+
+    def _export(self, trainer, pl_module, names: list[str]) -> None:
+        state = _unwrapped_state(trainer, pl_module)
+        if not trainer.is_global_zero:
+            return
+        meta, keys = self._reference(pl_module)
+        weights = host_weights({k: state[k] for k in keys if k in state})
+        extra = {**self.extra(pl_module), "step": int(trainer.global_step)}
+        metas = [(self.run_dir / name, {**meta, "extra": {**extra, "export": name}}) for name in names]
+
+        def write():
+            for path, m in metas:
+                write_model_dir(weights, m, path)
+
+        if self.writer is not None:
+            self.writer.submit(write)
+        else:
+            write()
 
     def on_train_start(self, trainer, pl_module):
         if self.best_score is None and self.restored_best is not None:
@@ -256,6 +297,25 @@ class RunExporter(Callback):
             names.insert(0, "best")
         self._export(trainer, pl_module, names)
         self.ckpt.save(trainer)
+
+
+class WriteFence(Callback):
+    """Wait for the run's background writes where the process is about to fork data-loader
+    workers (the end of a training epoch, before a validation) and when training ends.
+    Last in the callback list, after every callback that writes."""
+
+    def __init__(self, writer: BackgroundWriter):
+        self.writer = writer
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if _validates_after_this_batch(trainer):
+            self.writer.flush()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.writer.flush()
+
+    def on_train_end(self, trainer, pl_module):
+        self.writer.flush()
 
 
 _SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
@@ -558,6 +618,6 @@ class StepProgressBar(ProgressBar):
         sys.stderr.write(f"trained {trainer.global_step} steps in {format_duration(seconds)}\n")
 
 
-__all__ = ["StepBudget", "TimeBudget", "RunExporter", "ResumableCheckpoint", "GracefulStop",
+__all__ = ["StepBudget", "TimeBudget", "RunExporter", "ResumableCheckpoint", "WriteFence", "GracefulStop",
            "StepProgressBar",
            "lm_progress_fields", "lm_val_fields"]

@@ -304,7 +304,8 @@ class ValidationSchedule(Callback):
     :func:`val_interval_for_fraction` of the seconds per training step and of the last
     validation, as measured (on rank 0, broadcast so every rank validates at the same step);
     the next validation step is then part of the checkpoint. :meth:`set_every` lets a time
-    budget change ``every`` (the validations it wants over the fitted run).
+    budget change ``every`` (the validations it wants over the fitted run). A validation's
+    time runs to the end of the export after it (the engine puts the exporter first).
     """
 
     def __init__(self, every: int | None, max_fraction: float | None = None):
@@ -382,6 +383,7 @@ class ValidationSchedule(Callback):
     def on_validation_start(self, trainer, pl_module):
         if trainer.state.fn == "fit" and not trainer.sanity_checking:
             self._val_t = time.perf_counter()
+            self.last_val_step = trainer.global_step   # before the export writes it into last.ckpt
 
     def on_validation_end(self, trainer, pl_module):
         if self._val_t is None:
@@ -390,7 +392,6 @@ class ValidationSchedule(Callback):
         self._val_t = None
         self.val_seconds += took
         self._t_step = time.perf_counter()     # the next step's clock starts after validation
-        self.last_val_step = trainer.global_step
         if self.max_fraction is not None and self._steps_timed:
             k = val_interval_for_fraction(took, self.train_seconds / self._steps_timed, self.max_fraction)
             if trainer.world_size > 1:
@@ -488,16 +489,19 @@ class TrainingRun:
         import torch
         from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-        from .callbacks import GracefulStop, ResumableCheckpoint, RunExporter
+        from .callbacks import GracefulStop, ResumableCheckpoint, RunExporter, WriteFence
+        from .writer import BackgroundWriter
 
         quiet_lightning()  # after importing lightning, which sets its loggers to INFO
         self.run_dir = Path(run_dir)
         self.resume_hint = f"mamba-genome {command} --out {self.run_dir} --resume"
-        self.ckpt = ResumableCheckpoint(self.run_dir)
+        self.writer = BackgroundWriter()       # exports and last.ckpt are written while training goes on
+        self.ckpt = ResumableCheckpoint(self.run_dir, self.writer)
         self.exporter = RunExporter(self.run_dir, score, extra, self.ckpt, restored_best)
         self.graceful = GracefulStop(self.ckpt, self.resume_hint)
         self.val_schedule = val_schedule
-        callbacks = [val_schedule, self.exporter, self.graceful, progress, *budget]
+        # the exporter before the schedule: its share of the clock counts as validation's
+        callbacks = [self.exporter, val_schedule, self.graceful, progress, *budget, WriteFence(self.writer)]
         try:
             self.trainer = L.Trainer(
                 accelerator=accelerator, devices=devices if devices is not None else "auto", num_nodes=num_nodes,
@@ -535,9 +539,15 @@ class TrainingRun:
             try:
                 self.trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
             except SIGTERMException:  # Lightning's own stop, before our handler was in place
+                self.writer.flush(raise_errors=False)
                 saved = f"the last checkpoint is {self.ckpt.path}" if self.ckpt.path.is_file() \
                     else "no checkpoint was saved"
                 raise RunInterrupted(f"interrupted by SIGTERM before training started; {saved}", 15) from None
+            except BaseException:
+                self.writer.flush(raise_errors=False)   # what was saved is complete before the error shows
+                raise
+            else:
+                self.writer.flush()
             finally:
                 self.graceful.restore()
 
