@@ -123,6 +123,26 @@ def test_val_interval_keeps_validation_under_the_fraction():
         val_interval_for_fraction(1.0, 1.0, 1.5)
 
 
+def test_validation_interval_pays_back_a_slow_first_validation():
+    """Simulated run: 1 s steps, a first validation of 9 s (it compiled), then 1 s each. From the second
+    validation on, the run's share of validation stays at the target, and it is already within one
+    validation of it after the first."""
+    f, t_train, t_val, step, vals = 0.025, 0.0, 0.0, 0, []
+    nxt = 10                                               # the first validation, before anything is measured
+    while step < 5000:
+        step += 1
+        t_train += 1.0
+        if step == nxt:
+            took = 9.0 if not vals else 1.0
+            t_val += took
+            vals.append((step, t_val / (t_val + t_train)))
+            nxt = step + engine.next_val_interval(took, t_val, t_train, 1.0, f)
+    assert len(vals) > 20
+    assert all(frac <= f + 1e-9 for _, frac in vals[2:])
+    assert vals[1][1] <= f + 1.0 / vals[1][0]
+    assert engine.next_val_interval(1.0, 1.0, 1000.0, 1.0, f) == val_interval_for_fraction(1.0, 1.0, f)
+
+
 def test_validation_schedule_fixed_and_adaptive():
     fixed = ValidationSchedule(4)
     assert [s for s in range(13) if fixed.due(s)] == [4, 8, 12]
