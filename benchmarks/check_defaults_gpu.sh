@@ -5,7 +5,7 @@
 #          run, the time budget fitted on recent steps), to compare with the 270 s sweep of
 #          benchmarks/results/bench_quality_270s_h200_2026-12-01.*, then 7m at 2^17 (120 steps);
 #   part 2 (~7 min): 7m at 2^20 and 1.4m at 2^17 (120 steps each) against the calibration;
-#   part 3 (~5 min): 7m at 2^10 and 2^14 (120 steps each).
+#   part 3 (~9 min): 7m at 2^10, 2^14, 2^17 and 2^20 (120 steps each) in one call.
 # Each bench_quality configuration starts from an empty Triton cache, as the sweep did.
 # Usage: bash benchmarks/check_defaults_gpu.sh 1|2|3   (FASTA=... the U. maydis FASTA; results in $OUT)
 set -euo pipefail
@@ -32,9 +32,9 @@ case "${1:-}" in
     cat "$OUT"/defaults_*/bench_defaults.md 2>/dev/null || true
     ;;
   3)
-    "$PY" benchmarks/bench_defaults.py --presets 7m --seq-exps 10 14 --max-steps 120 --total-s 300 \
-        --out-dir "$OUT/defaults_7m_short" > "$OUT/defaults_3.log" 2>&1 || echo "bench_defaults failed"
-    cat "$OUT"/defaults_7m_short/bench_defaults.md 2>/dev/null || true
+    "$PY" benchmarks/bench_defaults.py --presets 7m --max-steps 120 --total-s 560 \
+        --out-dir "$OUT/defaults_7m" > "$OUT/defaults_3.log" 2>&1 || echo "bench_defaults failed"
+    cat "$OUT"/defaults_7m/bench_defaults.md 2>/dev/null || true
     ;;
   *) echo "usage: $0 1|2|3" >&2; exit 2 ;;
 esac
