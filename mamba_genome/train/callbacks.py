@@ -185,8 +185,9 @@ class ResumableCheckpoint:
         if self.saved_step == trainer.global_step:
             return self.path
         tmp = self.path.with_name(f".last.ckpt.tmp-{os.getpid()}")
-        if self.writer is not None and trainer.world_size == 1:
-            checkpoint = host_copy(trainer._checkpoint_connector.dump_checkpoint(weights_only=False))
+        connector = getattr(trainer, "_checkpoint_connector", None)   # Lightning's own dump, as save_checkpoint
+        if self.writer is not None and trainer.world_size == 1 and connector is not None:
+            checkpoint = host_copy(connector.dump_checkpoint(weights_only=False))
             io, path = trainer.strategy.checkpoint_io, self.path
 
             def write():
