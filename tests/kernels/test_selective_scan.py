@@ -6,6 +6,8 @@ the CUDA-only cases use model-sized shapes and one case above 2**31 elements.
 """
 from __future__ import annotations
 
+import zlib
+
 import pytest
 import torch
 
@@ -51,8 +53,10 @@ CUDA_CASES = [
 
 
 def make_inputs(b, l, d, n, dtype, z, D, bias, softplus, h0, device=DEVICE, sliced=False):
-    """Fresh random inputs. With ``sliced``, u/delta/z and B/C are views into one projection,
-    as the model produces them (non-contiguous rows)."""
+    """Random inputs, the same for the same arguments whatever ran before (the seed comes from them).
+    With ``sliced``, u/delta/z and B/C are views into one projection, as the model produces them
+    (non-contiguous rows)."""
+    torch.manual_seed(zlib.crc32(repr((b, l, d, n, str(dtype), z, D, bias, softplus, h0, sliced)).encode()))
     g = dict(device=device)
     if sliced:
         proj = torch.randn(b, l, 3 * d + 2 * n, **g).to(dtype)
@@ -72,7 +76,9 @@ def make_inputs(b, l, d, n, dtype, z, D, bias, softplus, h0, device=DEVICE, slic
         u=u, delta=delta, A=A, B=Bm, C=Cm,
         D=torch.randn(d, **g) if D else None,
         z=zz if z else None,
-        delta_bias=0.3 * torch.randn(d, **g) if bias else None,
+        # without softplus a negative delta + bias would make the recurrence grow without bound
+        delta_bias=(0.3 * torch.randn(d, **g)).abs_() if bias and not softplus else
+        0.3 * torch.randn(d, **g) if bias else None,
         initial_state=torch.randn(b, d, n, **g) if h0 else None,
     )
 
