@@ -63,16 +63,42 @@ def model_meta(model: torch.nn.Module, extra: dict | None = None, init_kwargs: d
     }
 
 
-def host_weights(state: dict) -> dict:
-    """``{name: tensor}`` to write: host copies, each tied tensor once (re-tied on load)."""
-    out, seen = {}, set()
-    for name, t in state.items():
-        key = (t.device, t.data_ptr(), t.shape, t.stride()) if t.numel() else None
+def host_copy(obj):
+    """``obj`` (nested dicts / lists / tuples) with every tensor replaced by a detached copy in host
+    memory, a point-in-time snapshot; tensors that share storage stay one shared tensor."""
+    seen: dict[tuple, torch.Tensor] = {}
+
+    def copy(t: torch.Tensor) -> torch.Tensor:
+        key = (t.device, t.data_ptr(), t.dtype, tuple(t.shape), t.stride()) if t.numel() else None
         if key is not None and key in seen:
-            continue
+            return seen[key]
+        out = t.detach().to("cpu", copy=True)
         if key is not None:
-            seen.add(key)
-        out[name] = t.detach().to("cpu", copy=True).contiguous()
+            seen[key] = out
+        return out
+
+    def walk(o):
+        if isinstance(o, torch.Tensor):
+            return copy(o)
+        if isinstance(o, dict):
+            out = o.copy()      # keeps OrderedDict / defaultdict
+            for k, v in out.items():
+                out[k] = walk(v)
+            return out
+        if isinstance(o, (list, tuple)) and not hasattr(o, "_fields"):
+            return type(o)(walk(v) for v in o)
+        return o
+
+    return walk(obj)
+
+
+def host_weights(state: dict) -> dict:
+    """``{name: tensor}`` to write: :func:`host_copy` of ``state``, each tied tensor once (re-tied on load)."""
+    out, seen = {}, set()
+    for name, t in host_copy(dict(state)).items():
+        if id(t) not in seen:
+            seen.add(id(t))
+            out[name] = t.contiguous()
     return out
 
 

@@ -1,5 +1,6 @@
-"""Run-directory writes off the training thread (mamba_genome.train.writer): the snapshot taken on
-the training thread, and the order and errors of the background jobs. A training run's exports
+"""Run-directory writes off the training thread: the snapshot taken on the training thread
+(mamba_genome.checkpoint.host_copy), and the order and errors of the background jobs
+(mamba_genome.train.writer). A training run's exports
 through it: tests/test_train_engine.py."""
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import time
 
 import pytest
 import torch
-from mamba_genome.train.writer import BackgroundWriter, host_copy
+from mamba_genome.checkpoint import host_copy
+from mamba_genome.train.writer import BackgroundWriter
 
 
 def test_host_copy_is_a_snapshot_that_keeps_sharing():
@@ -51,7 +53,3 @@ def test_jobs_run_in_order_off_the_caller_thread_and_errors_surface():
     writer.flush()
     writer.submit(fail)
     writer.flush(raise_errors=False)                     # while another error propagates: quiet
-
-    sync, seen = BackgroundWriter(synchronous=True), []
-    sync.submit(job(2))
-    assert seen == [(2, True)]

@@ -37,11 +37,11 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.callbacks.progress import ProgressBar
 
-from ..checkpoint import host_weights, model_meta, write_model_dir
+from ..checkpoint import host_copy, host_weights, model_meta, write_model_dir
 from ..errors import RunInterrupted
 from ..progress import PLAIN_INTERVAL_S, format_count, format_eta, stream_is_tty
 from .schedule import TrainSchedule, format_duration
-from .writer import BackgroundWriter, host_copy
+from .writer import BackgroundWriter
 
 
 def _in_fit_validation(trainer) -> bool:
@@ -232,7 +232,6 @@ class RunExporter(Callback):
         self.restored_best = restored_best
         self.extra = extra
         self.ckpt = ckpt or ResumableCheckpoint(run_dir)
-        self.writer = self.ckpt.writer
         self._ref: tuple[dict, list[str]] | None = None
         self.best_score: tuple | None = None
         self.best_step = -1
@@ -278,8 +277,8 @@ class RunExporter(Callback):
             for path, m in metas:
                 write_model_dir(weights, m, path)
 
-        if self.writer is not None:
-            self.writer.submit(write)
+        if self.ckpt.writer is not None:
+            self.ckpt.writer.submit(write)
         else:
             write()
 
@@ -302,8 +301,9 @@ class RunExporter(Callback):
 
 class WriteFence(Callback):
     """Wait for the run's background writes where the process is about to fork data-loader
-    workers (the end of a training epoch, before a validation) and when training ends.
-    Last in the callback list, after every callback that writes."""
+    workers (the end of a training epoch, before a validation). Last in the callback list, after
+    every callback that writes; :meth:`~mamba_genome.train.engine.TrainingRun.fit` waits for the
+    rest when fit ends."""
 
     def __init__(self, writer: BackgroundWriter):
         self.writer = writer
@@ -313,9 +313,6 @@ class WriteFence(Callback):
             self.writer.flush()
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self.writer.flush()
-
-    def on_train_end(self, trainer, pl_module):
         self.writer.flush()
 
 

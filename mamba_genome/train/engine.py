@@ -559,20 +559,19 @@ class TrainingRun:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
             warnings.filterwarnings("ignore", category=UserWarning, module="pytorch_lightning")
+            finished = False
             try:
                 self.trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+                finished = True
             except SIGTERMException:  # Lightning's own stop, before our handler was in place
-                self.writer.flush(raise_errors=False)
                 saved = f"the last checkpoint is {self.ckpt.path}" if self.ckpt.path.is_file() \
                     else "no checkpoint was saved"
                 raise RunInterrupted(f"interrupted by SIGTERM before training started; {saved}", 15) from None
-            except BaseException:
-                self.writer.flush(raise_errors=False)   # what was saved is complete before the error shows
-                raise
-            else:
-                self.writer.flush()
             finally:
                 self.graceful.restore()
+                # every file written is complete before fit returns or its error shows; a failed
+                # write is the error only when nothing else went wrong
+                self.writer.flush(raise_errors=finished)
 
     def write_metrics(self, metrics: dict) -> dict:
         """``metrics.json``, the last file a finished run writes, with the validation's share of the clock

@@ -1,9 +1,9 @@
 """Run-directory writes off the training thread: the best/last exports and ``last.ckpt``.
 
-A write is two halves. On the training thread, :func:`host_copy` takes a point-in-time copy of
-the tensors in host memory (the next optimizer step changes the live ones); that costs a
-device-to-host copy of the weights and optimizer state, tens of milliseconds for ``7m``. The
-serialisation and the file writes, about half a second for ``7m``, then run on
+A write is two halves. On the training thread, :func:`~mamba_genome.checkpoint.host_copy` takes
+a point-in-time copy of the tensors in host memory (the next optimizer step changes the live
+ones); that costs a device-to-host copy of the weights and optimizer state, tens of milliseconds
+for ``7m``. The serialisation and the file writes, about half a second for ``7m``, then run on
 :class:`BackgroundWriter`'s one worker thread while training goes on.
 
 Writes run one at a time, in the order they were submitted, and each one still writes a
@@ -17,56 +17,18 @@ test pass, a resume) sees every file complete.
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable
-
-
-def host_copy(obj: Any) -> Any:
-    """``obj`` (nested dicts / lists / tuples) with every tensor replaced by a detached copy in host
-    memory; tensors that share storage stay shared (tied weights are written once)."""
-    import torch
-
-    seen: dict[tuple, torch.Tensor] = {}
-
-    def copy(t: torch.Tensor) -> torch.Tensor:
-        key = (t.device, t.data_ptr(), t.dtype, tuple(t.shape), t.stride()) if t.numel() else None
-        if key is not None and key in seen:
-            return seen[key]
-        out = t.detach().to("cpu", copy=True)
-        if key is not None:
-            seen[key] = out
-        return out
-
-    def walk(o):
-        if isinstance(o, torch.Tensor):
-            return copy(o)
-        if isinstance(o, dict):
-            out = o.copy()      # keeps OrderedDict / defaultdict
-            for k, v in out.items():
-                out[k] = walk(v)
-            return out
-        if isinstance(o, (list, tuple)) and not hasattr(o, "_fields"):
-            return type(o)(walk(v) for v in o)
-        return o
-
-    return walk(obj)
+from typing import Callable
 
 
 class BackgroundWriter:
-    """One worker thread that runs write jobs in submission order.
+    """One worker thread that runs write jobs in submission order."""
 
-    ``synchronous=True`` runs each job at once on the caller's thread (several ranks, tests).
-    """
-
-    def __init__(self, synchronous: bool = False):
-        self.synchronous = synchronous
+    def __init__(self):
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future] = []
 
     def submit(self, job: Callable[[], None]) -> None:
         """Run ``job()`` after the jobs submitted before it; an earlier job's error is raised here."""
-        if self.synchronous:
-            job()
-            return
         self._raise_done()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mamba-genome-writer")
@@ -95,4 +57,4 @@ class BackgroundWriter:
             raise error
 
 
-__all__ = ["BackgroundWriter", "host_copy"]
+__all__ = ["BackgroundWriter"]
