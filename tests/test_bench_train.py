@@ -107,12 +107,12 @@ def test_bench_runs_the_planned_micro_batches(monkeypatch):
     step accumulating them, and the result saying which plan ran."""
     from mamba_genome.model.config import MambaConfig
     from mamba_genome.model.runtime import RuntimeOptions
-    from mamba_genome.train.memory import bytes_per_token, fixed_bytes
+    from mamba_genome.train.memory import GPU_MEMORY_FRACTION, bytes_per_token, fixed_bytes
     from mamba_genome.workflows import bench_train
 
     arch = MambaConfig.from_preset("tiny")
     rt = RuntimeOptions(gradient_checkpointing=True, checkpoint_bf16=True)
-    free = int((fixed_bytes(arch) + 2.5 * bytes_per_token(arch, rt) * 64) / 0.85)   # room for 2 windows
+    free = int((fixed_bytes(arch) + 2.5 * bytes_per_token(arch, rt) * 64) / GPU_MEMORY_FRACTION)   # room for 2 windows
     monkeypatch.setattr(bench_train, "device_memory_of", lambda device: ("cuda", free))
     res = run_bench_train(BenchTrainConfig(preset="tiny", seq_len=64, batch_size=4, steps=1, warmup=0, device="cpu",
                                            precision="32", scan_share=False))

@@ -18,7 +18,7 @@ from mamba_genome.model.runtime import RUNTIME_FIELDS, RuntimeOptions
 from mamba_genome.train import engine
 from mamba_genome.train.engine import (ExpertOverrides, StagePlanner, ValidationSchedule, split_batch,
                                        val_interval_for_fraction)
-from mamba_genome.train.memory import bytes_per_token, fixed_bytes, plan_stage
+from mamba_genome.train.memory import GPU_MEMORY_FRACTION, bytes_per_token, fixed_bytes, plan_stage
 
 GiB = 1 << 30
 
@@ -62,7 +62,7 @@ def test_planner_checkpoints_when_memory_is_short_and_experts_override():
     arch = MambaConfig.from_preset("7m")
     L = 1 << 20
     small = fixed_bytes(arch) + 1.05 * bytes_per_token(arch, RuntimeOptions(gradient_checkpointing=True)) * L
-    p = StagePlanner(arch, lambda _: 1, device_type="cuda", free_bytes=int(small / 0.85)).plan(L)
+    p = StagePlanner(arch, lambda _: 1, device_type="cuda", free_bytes=int(small / GPU_MEMORY_FRACTION)).plan(L)
     assert p.runtime.gradient_checkpointing and (p.micro_batch, p.accumulate) == (1, 1)
     low = StagePlanner(arch, lambda _: 1, device_type="cuda", free_bytes=130 * GiB, memory="low").plan(L)
     assert low.runtime.gradient_checkpointing and low.runtime.checkpoint_bf16
@@ -83,7 +83,7 @@ def test_stage_plans_reach_the_trainer_and_the_model(tmp_path, monkeypatch, fast
     arch = MambaConfig.from_preset("tiny", d_model=16, n_layer=1)
     rt = RuntimeOptions(gradient_checkpointing=True, checkpoint_bf16=True)
     # room for 2.5 windows of 64 (and so 5 of 32) at the least-memory policy: 2 micro-batches per step
-    free = int((fixed_bytes(arch) + 2.5 * bytes_per_token(arch, rt) * 64) / 0.85)
+    free = int((fixed_bytes(arch) + 2.5 * bytes_per_token(arch, rt) * 64) / GPU_MEMORY_FRACTION)
     monkeypatch.setattr(engine, "device_memory", lambda on_gpu: ("cuda", free))
     seen = []
     orig = LMModule.training_step
@@ -203,7 +203,7 @@ def test_other_ranks_plan_for_rank0s_memory(monkeypatch):
 def _fake_gpu_free(arch, windows: float, seq_len: int) -> int:
     """Free memory with room for ``windows`` windows of ``seq_len`` at the least-memory policy."""
     rt = RuntimeOptions(gradient_checkpointing=True, checkpoint_bf16=True)
-    return int((fixed_bytes(arch) + windows * bytes_per_token(arch, rt) * seq_len) / 0.85)
+    return int((fixed_bytes(arch) + windows * bytes_per_token(arch, rt) * seq_len) / GPU_MEMORY_FRACTION)
 
 
 def test_finetune_runs_each_warmup_stage_at_its_own_plan(tmp_path, monkeypatch):
@@ -270,7 +270,7 @@ def test_probe_steps_the_plan_down_on_a_fake_gpu_and_cpu_is_unprobed(tmp_path, m
 
     monkeypatch.setattr(mem, "WORKSPACE_BYTES", 0)   # a tiny model: let activations decide
     arch = MambaConfig.from_preset("tiny", d_model=16, n_layer=1)
-    free = int(mem.estimate_bytes(arch, mem.runtime_of("none-s8"), 64, 4) / 0.85 * 1.01)  # the whole step fits
+    free = int(mem.estimate_bytes(arch, mem.runtime_of("none-s8"), 64, 4) / GPU_MEMORY_FRACTION * 1.01)  # the whole step fits
     monkeypatch.setattr(engine, "device_memory", lambda on_gpu: ("cuda", free))
     real_tools = engine.probe_tools
     probes = []
@@ -309,7 +309,7 @@ def test_probe_steps_the_plan_down_on_a_fake_gpu_and_cpu_is_unprobed(tmp_path, m
         tried = [mb for sl, mb in probes if sl == L]
         assert tried[0] == planned.micro_batch and len(tried) > 1          # the plan ran out of memory ...
         assert p["micro_batch"] == tried[-1] < planned.micro_batch          # ... the micro-batch that ran
-        assert "probed" in p["reason"] and p["measured_bytes"] <= 0.85 * free
+        assert "probed" in p["reason"] and p["measured_bytes"] <= GPU_MEMORY_FRACTION * free
         assert p["micro_batch"] * p["accumulate"] == 4 * 64 // L
         steps = [s for s in seen if s[1][1] == L]
         assert steps and all(s[1][0] == p["micro_batch"] and s[2] == p["accumulate"] for s in steps)
