@@ -16,17 +16,21 @@ What it does:
    the bf16 LLRs are to fp32 (Pearson r, max and median absolute difference).
 
 Target (issue 15): 1M SNVs, 7m model, 1 kbp windows, both strands, <= 300 s on one H200.
-That is ~3.1 G forward positions (per SNV and strand 512 prefix + 2 x 512 suffix).
+With every window centred exactly on its variant that is ~3.1 G forward positions (per SNV and
+strand 512 prefix + 2 x 512 suffix, less what variants at one position share); with the CLI's
+default 32-base grid of window anchors (``--grid``), variants in one cell share their prefix
+and reference pass.
 
 ``--alts-per-site 3`` writes saturated sites instead (n/3 records with all three ALTs; a list
-such as ``1,3`` runs each); ``--compare`` also runs the CLI with ``--no-window-sharing`` (every
-variant from its own prefix and reference pass, as before 2026-12-01) and compares time and
-scores; ``--count-only`` only counts forward positions per SNV with and without sharing from
-the batch plans (CPU, no model): the device-independent part of the speed-up.
+such as ``1,3`` runs each); ``--compare`` also runs the CLI with ``--grid 1`` (windows centred
+exactly) on the first ``--compare-n`` records and compares time and LLRs; ``--count-only``
+only counts forward positions per SNV from the batch plans (CPU, no model) for: exact windows
+unshared (the computation before 2026-12-01), exact windows shared per position, and the grid:
+the device-independent part of the speed-up.
 
 Usage (the lead, on the H200, from the repo root):
     PYTHONPATH=. python benchmarks/bench_vep.py --preset 7m --n 1000000 --window 1024
-    PYTHONPATH=. python benchmarks/bench_vep.py --n 60000 --alts-per-site 1,3 --compare   # old vs new
+    PYTHONPATH=. python benchmarks/bench_vep.py --n 1000000 --compare --compare-n 100000  # grid vs exact
     python benchmarks/bench_vep.py --count-only --n 1000000 --alts-per-site 1,3          # CPU, ~4 min
     PYTHONPATH=. python benchmarks/bench_vep.py --smoke          # CPU, tiny model, a few minutes
 Prints one markdown table; writes ``$OUT/bench_vep.json`` when ``$OUT`` is set (or ``--json``).
@@ -107,10 +111,14 @@ def synth_vcf(contigs: dict[str, np.ndarray], n: int, window: int, path: Path, s
     return written
 
 
+COUNTED = {"exact_unshared": (False, 1), "exact_shared": (True, 1)}   # name -> (share, grid); + "grid_shared"
+
+
 def count_positions(vcf: Path, contigs: dict[str, np.ndarray], window: int, batch_size: int | None = None,
-                    chunk_alleles: int | None = None) -> dict:
-    """Forward positions per SNV that ``score --vcf`` runs with and without window sharing, from
-    the plans alone (:func:`mamba_genome.variants.effect.plan_strand`; no model, no device): the
+                    chunk_alleles: int | None = None, grid: int = 32) -> dict:
+    """Forward positions per SNV that ``score --vcf`` runs with exact windows (unshared, shared
+    per position) and with ``grid``, from the plans alone
+    (:func:`mamba_genome.variants.effect.plan_strand`; no model, no device): the
     device-independent part of the speed-up. Chunks and batches as on a GPU by default
     (``GPU_TOKENS`` per forward; 16 batches per VCF chunk)."""
     import pysam
@@ -120,7 +128,8 @@ def count_positions(vcf: Path, contigs: dict[str, np.ndarray], window: int, batc
     right = flank_lengths(window)[1]
     batch_size = batch_size or max(1, GPU_TOKENS // (2 * (right + 2)))
     chunk_alleles = chunk_alleles or 16 * batch_size
-    totals = {True: 0, False: 0}
+    configs = {**COUNTED, "grid_shared": (True, grid)}
+    totals = {k: 0 for k in configs}
     n = 0
 
     def flush(rows):
@@ -132,10 +141,10 @@ def count_positions(vcf: Path, contigs: dict[str, np.ndarray], window: int, batc
             pos0 = np.array([v[0] for v in vs])
             r, rl = encode_alleles([v[1] for v in vs])
             a, al = encode_alleles([v[2] for v in vs])
-            for share in (True, False):
+            for name, (share, g) in configs.items():
                 for rc in (False, True):
-                    totals[share] += plan_strand(contigs[c], pos0, r, rl, a, al, window, rc, 2 * batch_size,
-                                                 share).positions
+                    totals[name] += plan_strand(contigs[c], pos0, r, rl, a, al, window, rc, 2 * batch_size,
+                                                share, g).positions
             n += len(vs)
 
     rows: list = []
@@ -148,9 +157,11 @@ def count_positions(vcf: Path, contigs: dict[str, np.ndarray], window: int, batc
                 rows = []
     if rows:
         flush(rows)
-    return {"snvs": n, "positions_per_snv_shared": totals[True] / max(n, 1),
-            "positions_per_snv_unshared": totals[False] / max(n, 1),
-            "ratio": totals[False] / max(totals[True], 1)}
+    out = {"snvs": n, "grid": grid}
+    out.update({f"positions_per_snv_{k}": v / max(n, 1) for k, v in totals.items()})
+    out["ratio_grid_vs_exact_shared"] = totals["exact_shared"] / max(totals["grid_shared"], 1)
+    out["ratio_grid_vs_exact_unshared"] = totals["exact_unshared"] / max(totals["grid_shared"], 1)
+    return out
 
 
 def make_model(preset: str, workdir: Path) -> Path:
@@ -177,18 +188,11 @@ def parse_summary(stderr: str) -> dict:
     return {}
 
 
-def precision_check(vcf: Path, ref: Path, model: Path, k: int, window: int, device: str, workdir: Path,
-                    shares=(True,)) -> dict:
-    """bf16 vs fp32 LLRs of the first k records (in-process API call); with ``shares=(True, False)``
-    also the shared path against the unshared one in each precision."""
+def first_records(vcf: Path, k: int, dest: Path) -> Path:
+    """The header and the first ``k`` records of a (gzipped) VCF, as a plain VCF."""
     import gzip
 
-    import pandas as pd
-
-    from mamba_genome.workflows.variants import score_vcf
-
-    sub = workdir / f"first_{vcf.name.split('.')[0]}.vcf"
-    with gzip.open(vcf, "rt") as fh, open(sub, "w") as out:
+    with gzip.open(vcf, "rt") as fh, open(dest, "w") as out:
         n = 0
         for line in fh:
             if not line.startswith("#"):
@@ -196,11 +200,24 @@ def precision_check(vcf: Path, ref: Path, model: Path, k: int, window: int, devi
                 if n > k:
                     break
             out.write(line)
+    return dest
+
+
+def precision_check(vcf: Path, ref: Path, model: Path, k: int, window: int, device: str, workdir: Path,
+                    shares=(True,), grid: int = 32) -> dict:
+    """bf16 vs fp32 LLRs of the first k records (in-process API call); with ``shares=(True, False)``
+    also the shared path against the unshared one in each precision."""
+    import pandas as pd
+
+    from mamba_genome.workflows.variants import score_vcf
+
+    sub = first_records(vcf, k, workdir / f"first_{vcf.name.split('.')[0]}.vcf")
     res = {}
     for share in shares:
         for prec in ("fp32", "bf16"):
             o = workdir / f"first_{prec}_{'shared' if share else 'alone'}.tsv"
-            score_vcf(sub, ref, model, o, window=window, device=device, precision=prec, progress=False, share=share)
+            score_vcf(sub, ref, model, o, window=window, device=device, precision=prec, progress=False, share=share,
+                      grid=grid)
             res[prec, share] = pd.read_csv(o, sep="\t")["llr"].to_numpy()
     f32, b16 = res["fp32", shares[0]], res["bf16", shares[0]]
     d = np.abs(b16 - f32)
@@ -214,11 +231,14 @@ def precision_check(vcf: Path, ref: Path, model: Path, k: int, window: int, devi
     return out
 
 
-def run_cli(vcf: Path, ref: Path, model: Path, out: Path, args, share: bool = True) -> tuple[float, dict]:
+def run_cli(vcf: Path, ref: Path, model: Path, out: Path, args, share: bool = True,
+            grid: int | None = None) -> tuple[float, dict]:
     """Wall seconds of one ``mamba-genome score --vcf`` process and its summary row."""
     cmd = [sys.executable, "-c", "from mamba_genome.cli import main; main()", "score", "--vcf", str(vcf),
            "--fasta", str(ref), "--model", str(model), "-o", str(out), "--window", str(args.window),
            "--precision", args.precision, "--device", args.device]
+    if grid is not None and grid != 32:
+        cmd += ["--grid", str(grid)]
     if args.batch_size:
         cmd += ["--batch-size", str(args.batch_size)]
     if args.forward_only:
@@ -236,12 +256,17 @@ def run_cli(vcf: Path, ref: Path, model: Path, out: Path, args, share: bool = Tr
 
 
 def tsv_diff(a: Path, b: Path) -> dict:
-    """Largest and median |llr| difference between two score --vcf TSVs of the same VCF."""
+    """|llr| differences and Pearson r between two score --vcf TSVs, over the rows of the shorter
+    (its records are the first of the longer one's VCF)."""
     import pandas as pd
 
     x, y = (pd.read_csv(p, sep="\t")["llr"].to_numpy() for p in (a, b))
+    m = min(len(x), len(y))
+    x, y = x[:m], y[:m]
     d = np.abs(x - y)
-    return {"max_abs_diff": float(np.nanmax(d)), "median_abs_diff": float(np.nanmedian(d)),
+    ok = ~(np.isnan(x) | np.isnan(y))
+    return {"rows": int(m), "max_abs_diff": float(np.nanmax(d)), "median_abs_diff": float(np.nanmedian(d)),
+            "pearson_r": float(np.corrcoef(x[ok], y[ok])[0, 1]), "llr_sd": float(np.nanstd(x)),
             "same_nan": bool((np.isnan(x) == np.isnan(y)).all())}
 
 
@@ -252,6 +277,8 @@ def main(argv=None) -> int:
     ap.add_argument("--alts-per-site", default="1",
                     help="1: one ALT per random position; 3: n/3 sites with all three ALTs; a list (1,3) runs each")
     ap.add_argument("--window", type=int, default=1024)
+    ap.add_argument("--grid", type=int, default=32, help="score --vcf --grid (window anchors)")
+    ap.add_argument("--compare-n", type=int, default=100_000, help="records of the --grid 1 run of --compare")
     ap.add_argument("--model", default=None, help="model/run directory (default: random --preset model)")
     ap.add_argument("--preset", default="7m")
     ap.add_argument("--precision", default="auto")
@@ -290,53 +317,56 @@ def main(argv=None) -> int:
         vcf = workdir / f"snvs_k{k}.vcf.gz"
         n = synth_vcf(contigs, args.n, args.window, vcf, alts_per_site=k)
         prep = time.perf_counter() - t
-        counts = count_positions(vcf, contigs, args.window)
+        counts = count_positions(vcf, contigs, args.window, grid=args.grid)
         if args.forward_only:
             counts = {**counts, "note": "counted for both strands"}
         row = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": gpu,
                "model": str(model) if model else None, "snvs": n, "alts_per_site": k, "window": args.window,
                "strands": 1 if args.forward_only else 2, "prep_s": round(prep, 1), "positions": counts}
-        print(f"alts/site {k}: {n:,} SNVs; forward positions per SNV {counts['positions_per_snv_unshared']:,.0f} "
-              f"without sharing, {counts['positions_per_snv_shared']:,.0f} with ({counts['ratio']:.3f}x fewer)",
-              flush=True)
+        print(f"alts/site {k}: {n:,} SNVs; forward positions per SNV: exact windows "
+              f"{counts['positions_per_snv_exact_unshared']:,.0f} unshared, {counts['positions_per_snv_exact_shared']:,.0f} "
+              f"shared per position; grid {args.grid}: {counts['positions_per_snv_grid_shared']:,.0f} "
+              f"({counts['ratio_grid_vs_exact_shared']:.3f}x fewer than exact shared)", flush=True)
         if not args.count_only:
             out = workdir / f"scored_k{k}.{args.out_format}"
-            wall, summary = run_cli(vcf, ref, model, out, args)
+            wall, summary = run_cli(vcf, ref, model, out, args, grid=args.grid)
             row.update(precision=summary.get("precision", args.precision), wall_s=round(wall, 1),
                        snvs_per_s=round(n / wall), model_tokens_per_s=summary.get("model tokens/s"),
                        scored=summary.get("scored"), command=summary["command"],
                        target_met=bool(n >= 1_000_000 and wall <= 300))
             if args.compare:
-                out0 = workdir / f"scored_k{k}_alone.{args.out_format}"
-                wall0, summary0 = run_cli(vcf, ref, model, out0, args, share=False)
-                row["unshared"] = {"wall_s": round(wall0, 1), "snvs_per_s": round(n / wall0),
-                                   "model_tokens_per_s": summary0.get("model tokens/s"), "command": summary0["command"]}
+                m = min(args.compare_n, n)
+                sub = first_records(vcf, m if k == 1 else -(-m // k), workdir / f"first_k{k}_compare.vcf")
+                out0 = workdir / f"scored_k{k}_exact.{args.out_format}"
+                wall0, summary0 = run_cli(sub, ref, model, out0, args, grid=1)
+                row["exact"] = {"snvs": m, "wall_s": round(wall0, 1), "snvs_per_s": round(m / wall0),
+                                "model_tokens_per_s": summary0.get("model tokens/s"), "command": summary0["command"]}
                 if args.out_format == "tsv":
-                    row["shared_vs_unshared_tsv"] = tsv_diff(out, out0)
+                    row["grid_vs_exact_tsv"] = tsv_diff(out0, out)
             if args.precision_check:
                 row["bf16_check"] = precision_check(vcf, ref, model, args.precision_check, args.window, dev, workdir,
-                                                    shares=(True, False) if args.compare else (True,))
+                                                    grid=args.grid)
         rows.append(row)
 
-    print("| device | SNVs | ALTs/site | window | positions/SNV unshared -> shared | wall s unshared (CLI) | "
-          "wall s shared (CLI) | SNVs/s shared | forward tokens/s | shared vs unshared LLR max diff | "
-          "bf16 vs fp32 LLR |")
-    print("|---|---:|---:|---:|---|---:|---:|---:|---:|---|---|")
+    print("| device | SNVs | ALTs/site | window | positions/SNV: exact unshared / exact shared / grid | "
+          "wall s (CLI, grid) | SNVs/s | forward tokens/s | exact (--grid 1): SNVs, wall s, SNVs/s | "
+          "grid vs exact LLR | bf16 vs fp32 LLR |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|---|---|---|")
     for r in rows:
         c = r["positions"]
         chk = r.get("bf16_check") or {}
         chk_s = (f"r={chk['pearson_r']:.5f}, max {chk['max_abs_diff']:.3g}, median {chk['median_abs_diff']:.3g}"
                  if chk else "not run")
-        diff = r.get("shared_vs_unshared_tsv")
-        diff_s = f"{diff['max_abs_diff']:.3g} (median {diff['median_abs_diff']:.3g})" if diff else "-"
-        if "shared_vs_alone_fp32_max_abs_diff" in chk:
-            diff_s += (f"; first {chk['variants']:,} in-process: fp32 {chk['shared_vs_alone_fp32_max_abs_diff']:.3g}, "
-                       f"bf16 {chk['shared_vs_alone_bf16_max_abs_diff']:.3g}")
-        un = r.get("unshared", {})
+        diff = r.get("grid_vs_exact_tsv")
+        diff_s = (f"r={diff['pearson_r']:.5f}, median {diff['median_abs_diff']:.3g}, max {diff['max_abs_diff']:.3g} "
+                  f"(LLR sd {diff['llr_sd']:.3g})" if diff else "-")
+        ex = r.get("exact")
+        ex_s = f"{ex['snvs']:,}, {ex['wall_s']}, {ex['snvs_per_s']:,}" if ex else "-"
         print(f"| {r['device']} | {r['snvs']:,} | {r['alts_per_site']} | {r['window']} | "
-              f"{c['positions_per_snv_unshared']:,.0f} -> {c['positions_per_snv_shared']:,.0f} ({c['ratio']:.2f}x) | "
-              f"{un.get('wall_s', '-')} | {r.get('wall_s', '-')} | {r.get('snvs_per_s', '-')} | "
-              f"{r.get('model_tokens_per_s', '-')} | {diff_s} | {chk_s} |")
+              f"{c['positions_per_snv_exact_unshared']:,.0f} / {c['positions_per_snv_exact_shared']:,.0f} / "
+              f"{c['positions_per_snv_grid_shared']:,.0f} (grid {c['grid']}) | "
+              f"{r.get('wall_s', '-')} | {r.get('snvs_per_s', '-')} | "
+              f"{r.get('model_tokens_per_s', '-')} | {ex_s} | {diff_s} | {chk_s} |")
     path = args.json or (str(Path(out_dir) / "bench_vep.json") if out_dir else None)
     if path:
         Path(path).write_text(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))

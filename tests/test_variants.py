@@ -20,6 +20,7 @@ from mamba_genome.model.config import MambaConfig
 from mamba_genome.model.likelihood import target_log_probs
 from mamba_genome.model.lm import MambaLM
 from mamba_genome.variants import VariantScorer, encode_alleles, flank_lengths, read_alleles
+from mamba_genome.variants.effect import DEFAULT_GRID
 from mamba_genome.workflows.variants import TSV_COLUMNS, score_vcf
 
 DATA = Path(__file__).parent / "data"
@@ -48,22 +49,32 @@ def _full_pass_ll(lm, seqs: list[str]) -> np.ndarray:
     return out
 
 
-def _windows(contig: str, p: int, ref: str, alt: str, window: int) -> tuple[str, str]:
+def _windows(contig: str, p: int, ref: str, alt: str, window: int, grid: int = 1) -> tuple[str, str, str, str]:
+    """The whole (forward ref, forward alt, reverse ref, reverse alt) windows of the definition in
+    variants/effect.py: forward context from p rounded down to the grid (p where that runs off the
+    contig's start), reverse from the REF end rounded up (the end where that runs off the contig)."""
     lf, rf = flank_lengths(window)
-    left, right = contig[p - lf: p], contig[p + len(ref): p + len(ref) + rf]
-    return left + ref + right, left + alt + right
+    e = p + len(ref)
+    a = p - p % grid if p - p % grid - lf >= 0 else p
+    ae = e + (-e) % grid if e + (-e) % grid + rf <= len(contig) else e
+    fl, fr = contig[a - lf: p], contig[e: e + rf]
+    rl, rr = contig[p - lf: p], contig[e: ae + rf]
+    return (fl + ref + fr, fl + alt + fr, reverse_complement(rl + ref + rr), reverse_complement(rl + alt + rr))
 
 
-@pytest.mark.parametrize("window,budget,batch", [(31, None, 5), (150, 64, None)], ids=["W31-one-chunk-b5", "W150-chunked"])
-def test_prefix_reuse_equals_two_full_passes(lm, window, budget, batch):
+@pytest.mark.parametrize("window,budget,batch,grid", [(31, None, 5, 1), (150, 64, None, 1), (150, 64, None, 16),
+                                                      (64, None, 3, 64)],
+                         ids=["W31-one-chunk-b5", "W150-chunked", "W150-chunked-grid16", "W64-b3-grid64"])
+def test_prefix_reuse_equals_two_full_passes(lm, window, budget, batch, grid):
     """LLR from one shared prefix state + two suffixes == ll(alt window) - ll(ref window), both strands,
-    for SNVs, an MNP, insertions, deletions and an N in the flank (fp32, 1e-5)."""
+    for SNVs, an MNP, insertions, deletions and an N in the flank (fp32, 1e-5), with windows centred
+    exactly (grid 1) or anchored on a grid, near the contig ends too."""
     rng = np.random.default_rng(3)
     contig = list("".join(rng.choice(list("ACGT"), 1200)))
     contig[600] = "N"
     contig = "".join(contig)
     specs = [(400, 1, "G"), (450, 1, "T"), (500, 2, "CA"), (550, 1, None), (598, 3, None), (700, 1, "ACGTA"),
-             (750, 4, "A"), (603, 1, "N")]
+             (750, 4, "A"), (603, 1, "N"), (window // 2 + 1, 1, "A"), (1200 - window + window // 2 - 2, 1, "C")]
     variants = []
     for p, rlen, alt in specs:
         ref = contig[p: p + rlen]
@@ -71,27 +82,28 @@ def test_prefix_reuse_equals_two_full_passes(lm, window, budget, batch):
             alt = ref + "TTG"
         variants.append((p, ref, alt))
     gm = GenomeModel(lm)
-    sc = VariantScorer(gm, window=window, batch_size=batch, precision="fp32")
+    sc = VariantScorer(gm, window=window, batch_size=batch, precision="fp32", grid=grid)
     if budget:
         sc.budget = budget     # forces several streamed chunks per window
     sc.set_contig("c", encode(contig))
     r, rl = encode_alleles([v[1] for v in variants])
     a, al = encode_alleles([v[2] for v in variants])
     fwd, rev = sc.score(np.array([v[0] for v in variants]), r, rl, a, al)
-    wins = [_windows(contig, p, ref, alt, window) for p, ref, alt in variants]
-    seqs = [w for rw, aw in wins for w in (rw, aw, reverse_complement(rw), reverse_complement(aw))]
-    ll = _full_pass_ll(lm, seqs).reshape(-1, 4)
+    wins = [_windows(contig, p, ref, alt, window, grid) for p, ref, alt in variants]
+    ll = _full_pass_ll(lm, [w for ws in wins for w in ws]).reshape(-1, 4)
     np.testing.assert_allclose(fwd.llr, ll[:, 1] - ll[:, 0], atol=1e-5, rtol=0)
     np.testing.assert_allclose(rev.llr, ll[:, 3] - ll[:, 2], atol=1e-5, rtol=0)
     for i, (p, ref, alt) in enumerate(variants):
-        rw, aw = wins[i]
+        rw = wins[i][0]
         # scored suffix bases: allele + right flank, minus N targets
         suffix = (alt + rw[len(rw) - flank_lengths(window)[1]:])
         assert fwd.alt_n[i] == sum(ch in "ACGT" for ch in suffix)
+        assert fwd.ref_n[i] == sum(ch in "ACGT" for ch in ref + rw[len(rw) - flank_lengths(window)[1]:])
 
 
-@pytest.mark.parametrize("window,budget,batch", [(31, None, None), (64, 64, 3)], ids=["W31-one-batch", "W64-chunked-b3"])
-def test_shared_windows_equal_full_passes_and_unshared(lm, window, budget, batch):
+@pytest.mark.parametrize("window,budget,batch,grid", [(31, None, None, 1), (64, 64, 3, 1), (64, 64, 3, 32)],
+                         ids=["W31-one-batch", "W64-chunked-b3", "W64-chunked-b3-grid32"])
+def test_shared_windows_equal_full_passes_and_unshared(lm, window, budget, batch, grid):
     """Variants sharing a window start (3 ALTs at a site, an SNV and a deletion at one POS, an SNV
     at a deletion's last base, a duplicate, a REF that is not the contig) score as two full passes
     each (fp32, 1e-5) and as with share=False, with fewer forward positions."""
@@ -112,16 +124,15 @@ def test_shared_windows_equal_full_passes_and_unshared(lm, window, budget, batch
     pos = np.array([v[0] for v in variants])
     out, positions = {}, {}
     for share in (True, False):
-        sc = VariantScorer(gm, window=window, batch_size=batch, precision="fp32", share=share)
+        sc = VariantScorer(gm, window=window, batch_size=batch, precision="fp32", share=share, grid=grid)
         if budget:
             sc.budget = budget
         sc.set_contig("c", encode(contig))
         out[share] = sc.score(pos, r, rl, a, al)
         positions[share] = sc.positions
-    wins = [_windows(contig, p, ref, alt, window) for p, ref, alt in variants]
+    wins = [_windows(contig, p, ref, alt, window, grid) for p, ref, alt in variants]
     # the REF-is-not-the-contig variant: its ref window carries its own REF
-    seqs = [w for rw, aw in wins for w in (rw, aw, reverse_complement(rw), reverse_complement(aw))]
-    ll = _full_pass_ll(lm, seqs).reshape(-1, 4)
+    ll = _full_pass_ll(lm, [w for ws in wins for w in ws]).reshape(-1, 4)
     for share in (True, False):
         fwd, rev = out[share]
         np.testing.assert_allclose(fwd.llr, ll[:, 1] - ll[:, 0], atol=1e-5, rtol=0)
@@ -147,6 +158,29 @@ def test_plan_counts_positions_of_a_saturated_site(lm):
         assert shared.positions == p_len + 4 * f
         assert alone.positions == 3 * p_len + 6 * f
         assert len(shared.key) == 1 and len(shared.row_group) == 4
+
+
+def test_plan_counts_positions_of_one_grid_cell(lm):
+    """16 SNVs in one 16-base cell of the grid: one prefix and one reference pass per strand, plus
+    one alt row each (its lead, the ALT and the flank), padded to the batch's longest row."""
+    from mamba_genome.variants.effect import anchors, plan_strand
+
+    contig = encode("ACGT" * 64)
+    pos = np.arange(96, 112)
+    r, rl = encode_alleles(["ACGT"[p % 4] for p in pos])
+    a, al = encode_alleles(["ACGT"[(p + 1) % 4] for p in pos])
+    lf, rf = flank_lengths(64)
+    np.testing.assert_array_equal(anchors(pos, rl, 256, 64, 16, rc=False), 96)
+    np.testing.assert_array_equal(anchors(pos, rl, 256, 64, 16, rc=True), 112)
+    fwd = plan_strand(contig, pos, r, rl, a, al, 64, False, max_rows=100, grid=16)
+    rev = plan_strand(contig, pos, r, rl, a, al, 64, True, max_rows=100, grid=16)
+    assert len(fwd.key) == len(rev.key) == 1 and len(fwd.row_group) == len(rev.row_group) == 17
+    # forward: longest row = 15 lead + 1 + rf; reverse: REF ends 97..112 -> anchor 112, lead 15
+    assert fwd.positions == lf + 17 * (15 + 1 + rf - 1)
+    assert rev.positions == rf + 17 * (15 + 1 + lf - 1)
+    # near the contig's ends the anchor falls back to the variant itself
+    assert anchors(np.array([40]), np.array([1]), 256, 64, 64, rc=False)[0] == 40
+    assert anchors(np.array([200]), np.array([1]), 256, 64, 64, rc=True)[0] == 201
 
 
 def test_identical_alleles_score_zero(lm):
@@ -187,8 +221,7 @@ def test_score_vcf_tsv_statuses_order_and_values(lm, model_dir, ref_fa, tmp_path
     assert "K-12-MG1655:501 G>A" in problems and "chrZ:100 A>C" in problems
     # values: the averaged LLR of the SNV equals the mean of two strands' full passes
     contig = "".join(ref_fa.read_text().split("\n")[1:])
-    rw, aw = _windows(contig, 100, "T", "C", 64)
-    ll = _full_pass_ll(lm, [rw, aw, reverse_complement(rw), reverse_complement(aw)])
+    ll = _full_pass_ll(lm, list(_windows(contig, 100, "T", "C", 64, DEFAULT_GRID)))    # the CLI's default grid
     f, r = ll[1] - ll[0], ll[3] - ll[2]
     row = df.iloc[0]
     assert float(row["llr_forward"]) == pytest.approx(f, abs=2e-5)
@@ -273,6 +306,8 @@ def test_window_options_and_long_alleles(model_dir, ref_fa, tmp_path):
     assert res.strands == 1
     with pytest.raises(UserError, match="--window"):
         score_vcf(vcf, ref_fa, model_dir, tmp_path / "o.tsv", window=4, device="cpu", progress=False)
+    with pytest.raises(UserError, match="--grid"):
+        score_vcf(vcf, ref_fa, model_dir, tmp_path / "o.tsv", grid=0, device="cpu", progress=False)
     with pytest.raises(UserError, match="unknown output type"):
         score_vcf(vcf, ref_fa, model_dir, tmp_path / "o.csv", device="cpu", progress=False)
 
@@ -308,6 +343,11 @@ def test_score_help_has_examples():
     r = CliRunner().invoke(main, ["score", "--help"])
     assert r.exit_code == 0
     assert "score --vcf calls.vcf.gz --fasta" in r.output and "--window" in r.output
+    # the CLI's --grid default (a literal, so --help imports no torch) is the library's
+    from mamba_genome.cli.score import score as score_cmd
+
+    grid = next(o for o in score_cmd.params if o.name == "grid")
+    assert grid.default == DEFAULT_GRID and "--grid" in r.output
 
 
 # ------------------------------------------------------------------ VCF reader fuzz
@@ -374,9 +414,8 @@ def test_prefix_reuse_on_gpu_triton_path():
     f_alone, r_alone = alone.score(pos, r, rl, a, al)
     np.testing.assert_allclose(out["fp32"][0].llr, f_alone.llr, atol=2e-3, rtol=0)
     np.testing.assert_allclose(out["fp32"][1].llr, r_alone.llr, atol=2e-3, rtol=0)
-    wins = [_windows(contig, p, x, y, window) for p, x, y in zip(pos[:16], refs, alts)]
-    seqs = [w for rw, aw in wins for w in (rw, aw, reverse_complement(rw), reverse_complement(aw))]
-    ids = [torch.from_numpy(encode(s)).long().cuda()[None] for s in seqs]
+    wins = [_windows(contig, p, x, y, window, sc.grid) for p, x, y in zip(pos[:16], refs, alts)]
+    ids = [torch.from_numpy(encode(s)).long().cuda()[None] for ws in wins for s in ws]
     ll = []
     with torch.no_grad():
         for x in ids:
