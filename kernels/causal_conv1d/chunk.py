@@ -65,7 +65,15 @@ def _conv_fwd_kernel(
         bias = tl.load(b_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
     x_ptr += pid_b * s_xb
     init_ptr += pid_b * D * (W - 1)
-    acc = _pre_act(x_ptr, init_ptr, w_ptr, t, offs_d, md, bias, L, D, s_xl, W, HAS_INIT, BL, BD)
+    if HAS_INIT:
+        # only the first tile reaches back into the state: the others skip its loads and their
+        # masks (with them, a streamed forward's conv took 2.3x the stateless one's time)
+        if pid_l == 0:
+            acc = _pre_act(x_ptr, init_ptr, w_ptr, t, offs_d, md, bias, L, D, s_xl, W, True, BL, BD)
+        else:
+            acc = _pre_act(x_ptr, init_ptr, w_ptr, t, offs_d, md, bias, L, D, s_xl, W, False, BL, BD)
+    else:
+        acc = _pre_act(x_ptr, init_ptr, w_ptr, t, offs_d, md, bias, L, D, s_xl, W, False, BL, BD)
     if SILU:
         acc = acc * (1.0 / (1.0 + tl.exp(-acc)))
     tl.store(y_ptr + pid_b * L * D + t[:, None] * D + offs_d[None, :], acc.to(y_ptr.dtype.element_ty),
