@@ -635,3 +635,23 @@ def test_finetune_trains_on_short_records_at_their_length(tmp_path):
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["n_test_windows"] == 8  # 4 whole test records per class
+
+
+def test_debian_packages_stand_in_for_the_data_folder(tmp_path):
+    """--data debian (or the default folder missing) links the Debian packages' genomes into the
+    layout the tasks read; a missing package is a one-line error that names it."""
+    from mamba_genome.errors import UserError
+
+    root = tmp_path / "doc"
+    for src in common.DEBIAN_GENOMES.values():
+        (root / src).parent.mkdir(parents=True, exist_ok=True)
+        (root / src).write_bytes(b"x")
+    data = common.resolve_data("debian", tmp_path / "out", root=root)
+    assert data == tmp_path / "out" / "_data"
+    for rel, src in common.DEBIAN_GENOMES.items():
+        assert (data / rel).resolve() == (root / src).resolve()
+    assert common.resolve_data("debian", tmp_path / "out", root=root) == data      # again: links replaced
+    assert common.resolve_data(tmp_path, tmp_path / "out", root=root) == tmp_path   # a folder given: itself
+    (root / common.DEBIAN_GENOMES["umaydis/Umaydis.fa.gz"]).unlink()
+    with pytest.raises(UserError, match="apt-get install ragout-examples maffilter-examples"):
+        common.resolve_data("debian", tmp_path / "out2", root=root)

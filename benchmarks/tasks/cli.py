@@ -1,5 +1,6 @@
 """Command line of the task suite: ``prepare`` the windows, ``run`` the classifiers, ``report`` the table.
 
+    bash benchmarks/tasks/build.sh runs/tasks           # a clean machine: Debian packages, then prepare
     python -m benchmarks.tasks prepare --data /work/shared/data --out runs/tasks
     python -m benchmarks.tasks run --tasks-dir runs/tasks --stages kmer,cnn
     python -m benchmarks.tasks run --tasks-dir runs/tasks --stages probe,finetune --model runs/pretrain_1.4m
@@ -25,7 +26,7 @@ from mamba_genome.errors import UserError
 from mamba_genome.model.classifier import POOLINGS
 
 from . import TASKS
-from .common import DEFAULT_DATA, WindowSet
+from .common import DEBIAN_ROOT, DEFAULT_DATA, WindowSet, resolve_data
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tasks.json"
 STAGES = ("kmer", "cnn", "probe", "finetune")
@@ -42,6 +43,8 @@ def _names(arg: str) -> list[str]:
 def cmd_prepare(a) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    a.data = resolve_data(a.data, out)
+    print(f"genomes: {a.data}" + (f" -> {DEBIAN_ROOT}" if a.data == out / "_data" else ""), flush=True)
     for name in _names(a.tasks):
         t0 = time.perf_counter()
         kw = {"gff": a.umaydis_gff} if name in ("coding_umaydis", "splice_donor") and a.umaydis_gff else {}
@@ -177,7 +180,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.tasks", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare", help="build the tasks' windows from the genomes")
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="folder with ecoli/, saureus/, vcholerae/ (default: %(default)s)")
+    p.add_argument("--data", default=str(DEFAULT_DATA),
+                   help="folder with ecoli/, saureus/, vcholerae/, umaydis/, or 'debian': the files of `apt-get install "
+                        "ragout-examples maffilter-examples` (default: %(default)s, else 'debian')")
     p.add_argument("--out", required=True, help="where the task folders go")
     p.add_argument("--tasks", default="all", help=f"comma-separated subset of: {', '.join(TASKS)}")
     p.add_argument("--umaydis-gff", default=None,

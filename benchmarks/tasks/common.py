@@ -29,6 +29,41 @@ from mamba_genome.errors import UserError
 
 SPLITS = ("train", "val", "test")
 DEFAULT_DATA = Path("/work/shared/data")
+# The genomes as Debian installs them (``apt-get install ragout-examples maffilter-examples``):
+# the layout ``--data`` expects -> the packaged file (the same bytes as the copies in DEFAULT_DATA).
+DEBIAN_ROOT = Path("/usr/share/doc")
+_RAGOUT = "ragout/examples/{}/references/{}.fasta.gz"
+DEBIAN_GENOMES = {
+    "ecoli/MG1655-K12.fa.gz": _RAGOUT.format("E.Coli", "MG1655-K12"),
+    "ecoli/DH1.fa.gz": _RAGOUT.format("E.Coli", "DH1"),
+    **{f"saureus/{s}.fa.gz": _RAGOUT.format("S.Aureus", s) for s in ("COL", "JKD6008", "N315", "RF122", "USA300_FPR3757")},
+    **{f"vcholerae/{s}.fa.gz": _RAGOUT.format("V.Cholerae", s) for s in ("H1", "O1_Inaba", "O1_biovar", "O395")},
+    "umaydis/Umaydis.fa.gz": "maffilter/examples/Umaydis/Umaydis.fasta.gz",
+}
+DEBIAN_PACKAGES = "ragout-examples maffilter-examples"
+
+
+def resolve_data(data: str | os.PathLike, out: str | os.PathLike, root: Path | None = None) -> Path:
+    """The genome folder for ``prepare``: ``data`` itself, or with ``data == "debian"`` (or the
+    default folder missing) a folder ``<out>/_data`` of links to the Debian packages' files.
+
+    Raises UserError naming the packages to install when neither is there."""
+    root = DEBIAN_ROOT if root is None else Path(root)
+    if str(data) != "debian" and (Path(data).is_dir() or Path(data) != DEFAULT_DATA):
+        return Path(data)
+    missing = [rel for rel in DEBIAN_GENOMES.values() if not (root / rel).is_file()]
+    if missing:
+        raise UserError(f"{root / missing[0]} is missing ({len(missing)} of {len(DEBIAN_GENOMES)} genomes): "
+                        f"`apt-get install {DEBIAN_PACKAGES}`, or pass --data DIR with ecoli/, saureus/, vcholerae/, "
+                        "umaydis/")
+    dest = Path(out) / "_data"
+    for rel, src in DEBIAN_GENOMES.items():
+        link = dest / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(root / src)
+    return dest
 # 10 blocks form one period: 8 train, 1 val, 1 test, interleaved along the contig.
 PATTERN = ("train", "train", "train", "train", "val", "train", "train", "train", "train", "test")
 
