@@ -2,7 +2,8 @@
 # The model columns of the task suite (frozen probe, fine-tuned) for every task, in one GPU call, or one group
 # after another (PER_GROUP=1).
 #
-# 1. Here, on a CPU machine with /work/shared/data, pyrodigal and maffilter-examples (~3 min):
+# 1. Here, on a CPU machine (under a minute): bash benchmarks/tasks/build.sh runs/tasks (Debian's
+#    ragout-examples and maffilter-examples, then prepare), or with this workplace's copies:
 #      python -m benchmarks.tasks prepare --data /work/shared/data --out runs/tasks
 #    (runs/ is git-ignored; windows + pretraining FASTAs are ~42 MB, so they travel with the tree.)
 # 2. On the GPU machine, from the repository root, with runs/tasks carried along:
