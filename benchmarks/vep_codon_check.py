@@ -24,7 +24,9 @@ What it does (one command on the GPU, see Usage):
    contig ends) is written as a bgzipped VCF (REF/ALT on the forward strand);
 4. model: ``--model RUN``, or pretrain one through the CLI on the same genome
    (``mamba-genome pretrain --fasta REF --preset P --max-time T -o RUN``);
-5. runs ``mamba-genome score --vcf ... --fasta REF --model RUN -o scored.tsv`` (both strands);
+5. runs ``mamba-genome score --vcf ... --fasta REF --model RUN --grid G -o scored_gridG.tsv`` (both
+   strands) for each ``--grids`` value (default 32, the CLI's; ``32,1`` also scores with windows
+   centred exactly and reports both AUROCs and how well the two LLRs agree);
 6. baseline: an order-``k`` Markov chain fit on the same genome (both strands, add-one
    smoothing), whose LLR (both strands averaged) changes only at the k+1 positions whose
    context or target holds the variant;
@@ -35,6 +37,7 @@ What it does (one command on the GPU, see Usage):
 Usage (the lead, on the H200, from the repo root):
     PYTHONPATH=. python benchmarks/vep_codon_check.py --preset 7m --max-time 6m
     PYTHONPATH=. python benchmarks/vep_codon_check.py --model runs/pretrain-ecoli
+    PYTHONPATH=. python benchmarks/vep_codon_check.py --max-time 2m --grids 32,1   # grid vs exact centring
     PYTHONPATH=. python benchmarks/vep_codon_check.py --smoke      # CPU, tiny model, minutes
 Writes ``$OUT/vep_codon_check.json`` when ``$OUT`` is set (or ``--json``).
 """
@@ -239,6 +242,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-time", default="6m", help="pretraining budget (the whole command then fits in 10 min)")
     ap.add_argument("--seq-len", type=int, default=1024)
     ap.add_argument("--window", type=int, default=1024)
+    ap.add_argument("--grids", default="32", help="score --vcf --grid values to score with, e.g. 32,1 (the first is the "
+                    "main table; with more, the AUROCs of each and the LLR agreement between them)")
     ap.add_argument("--per-class", type=int, default=20_000)
     ap.add_argument("--markov-k", type=int, default=5)
     ap.add_argument("--bootstrap", type=int, default=1000)
@@ -287,16 +292,21 @@ def main(argv=None) -> int:
         cli("pretrain", "--fasta", ref, "--preset", args.preset, "--max-time", args.max_time, "--seq-len",
             args.seq_len, "-o", model, "--force", "-q", env=env)
         t_pre = time.perf_counter() - t
-    scored = work / "scored.tsv"
-    t = time.perf_counter()
-    cli("score", "--vcf", vcf, "--fasta", ref, "--model", model, "-o", scored, "--window", args.window,
-        "--device", args.device, "-q", env=env)
-    t_score = time.perf_counter() - t
-
+    grids = [int(g) for g in str(args.grids).split(",") if g.strip()]
+    t_score, frames = {}, {}
     import pandas as pd
 
-    df = pd.read_csv(scored, sep="\t")
+    for g in grids:
+        scored = work / f"scored_grid{g}.tsv"
+        t = time.perf_counter()
+        cli("score", "--vcf", vcf, "--fasta", ref, "--model", model, "-o", scored, "--window", args.window,
+            "--grid", g, "--device", args.device, "-q", env=env)
+        t_score[g] = round(time.perf_counter() - t, 1)
+        frames[g] = pd.read_csv(scored, sep="\t")
+    df = frames[grids[0]].copy()
     df["cls"] = df["id"].str.rsplit("_", n=1).str[0]
+    for g in grids[1:]:
+        df[f"llr_grid{g}"] = frames[g]["llr"].to_numpy()
     mk = Markov(genome, args.markov_k)
     k = args.markov_k
     ml = []
@@ -310,23 +320,36 @@ def main(argv=None) -> int:
     df = df[df["status"] == "ok"]
     rows = []
     syn = df[df["cls"] == "synonymous"]
+    cols = {grids[0]: "llr", **{g: f"llr_grid{g}" for g in grids[1:]}}
     for other in ("stop_gained", "missense"):
         o = df[df["cls"] == other]
-        m = auroc_ci(syn["llr"].to_numpy(), o["llr"].to_numpy(), args.bootstrap, rng)
         b = auroc_ci(syn["markov_llr"].to_numpy(), o["markov_llr"].to_numpy(), args.bootstrap, rng)
-        rows.append({"comparison": f"synonymous vs {other.replace('_', '-')}", "n_syn": len(syn), "n_other": len(o),
-                     "mamba_auroc": m, "markov_auroc": b})
-    print(f"| comparison | n (syn / other) | Mamba LLR AUROC [95% CI] | order-{k} Markov LLR AUROC [95% CI] |")
-    print("|---|---:|---|---|")
+        for g, col in cols.items():
+            m = auroc_ci(syn[col].to_numpy(), o[col].to_numpy(), args.bootstrap, rng)
+            rows.append({"comparison": f"synonymous vs {other.replace('_', '-')}", "grid": g, "n_syn": len(syn),
+                         "n_other": len(o), "mamba_auroc": m, "markov_auroc": b})
+    print(f"| comparison | --grid | n (syn / other) | Mamba LLR AUROC [95% CI] | order-{k} Markov LLR AUROC [95% CI] |")
+    print("|---|---:|---:|---|---|")
     for r in rows:
         f = lambda t: f"{t[0]:.3f} [{t[1]:.3f}, {t[2]:.3f}]"   # noqa: E731
-        print(f"| {r['comparison']} | {r['n_syn']:,} / {r['n_other']:,} | {f(r['mamba_auroc'])} | "
+        print(f"| {r['comparison']} | {r['grid']} | {r['n_syn']:,} / {r['n_other']:,} | {f(r['mamba_auroc'])} | "
               f"{f(r['markov_auroc'])} |")
+    agreement = {}
+    for g in grids[1:]:
+        x, y = df["llr"].to_numpy(), df[f"llr_grid{g}"].to_numpy()
+        d = np.abs(x - y)
+        agreement[f"grid{grids[0]}_vs_grid{g}"] = {"pearson_r": float(np.corrcoef(x, y)[0, 1]),
+                                                    "median_abs_diff": float(np.median(d)), "max_abs_diff": float(d.max()),
+                                                    "llr_sd": float(x.std())}
+        a = agreement[f"grid{grids[0]}_vs_grid{g}"]
+        print(f"LLR --grid {grids[0]} vs --grid {g}: r {a['pearson_r']:.5f}, median |diff| {a['median_abs_diff']:.4f}, "
+              f"max {a['max_abs_diff']:.3f} (LLR sd {a['llr_sd']:.3f})")
     means = df.groupby("cls")[["llr", "markov_llr"]].mean().to_dict()
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "fasta": args.fasta,
               "cds": str(cds_path), "cds_pass": len(cds), "cds_rejected": bad, "model": str(model),
               "preset": None if args.model else args.preset, "pretrain_s": round(t_pre, 1),
-              "score_s": round(t_score, 1), "window": args.window, "markov_k": k, "rows": rows,
+              "score_s": t_score, "grids": grids, "grid_agreement": agreement, "window": args.window,
+              "markov_k": k, "rows": rows,
               "mean_llr_by_class": means, "candidates": {c: len(v) for c, v in cands.items()}}
     path = args.json or (str(Path(out_dir) / "vep_codon_check.json") if out_dir else None)
     if path:
