@@ -157,7 +157,8 @@ def score_vcf(vcf, fasta, model_path, out, window: int = 1024, both_strands: boo
     res = VariantResult(out, window=window, strands=2 if both_strands else 1, precision=scorer.precision,
                         counts={}, examples={})
     centring = ("centred on the variant" if grid == 1 else
-                f"from a {grid}-base grid at or before the variant ({window // 2}-{window // 2 + grid - 1} bp before it)")
+                f"starting on a {grid}-base grid of the contig ({window // 2}-{window // 2 + grid - 1} bp before the "
+                f"variant, mirrored on the reverse strand)")
     settings = (f"window {window} bp {centring}, "
                 f"{'both strands averaged' if both_strands else 'forward strand'}, model {model_path}")
     from tqdm import tqdm
