@@ -204,35 +204,26 @@ def first_records(vcf: Path, k: int, dest: Path) -> Path:
 
 
 def precision_check(vcf: Path, ref: Path, model: Path, k: int, window: int, device: str, workdir: Path,
-                    shares=(True,), grid: int = 32) -> dict:
-    """bf16 vs fp32 LLRs of the first k records (in-process API call); with ``shares=(True, False)``
-    also the shared path against the unshared one in each precision."""
+                    grid: int = 32) -> dict:
+    """bf16 vs fp32 LLRs of the first k records (in-process API call)."""
     import pandas as pd
 
     from mamba_genome.workflows.variants import score_vcf
 
     sub = first_records(vcf, k, workdir / f"first_{vcf.name.split('.')[0]}.vcf")
     res = {}
-    for share in shares:
-        for prec in ("fp32", "bf16"):
-            o = workdir / f"first_{prec}_{'shared' if share else 'alone'}.tsv"
-            score_vcf(sub, ref, model, o, window=window, device=device, precision=prec, progress=False, share=share,
-                      grid=grid)
-            res[prec, share] = pd.read_csv(o, sep="\t")["llr"].to_numpy()
-    f32, b16 = res["fp32", shares[0]], res["bf16", shares[0]]
+    for prec in ("fp32", "bf16"):
+        o = workdir / f"first_{prec}.tsv"
+        score_vcf(sub, ref, model, o, window=window, device=device, precision=prec, progress=False, grid=grid)
+        res[prec] = pd.read_csv(o, sep="\t")["llr"].to_numpy()
+    f32, b16 = res["fp32"], res["bf16"]
     d = np.abs(b16 - f32)
     out = {"variants": int(len(d)), "pearson_r": float(np.corrcoef(b16, f32)[0, 1]),
            "max_abs_diff": float(d.max()), "median_abs_diff": float(np.median(d)), "fp32_llr_sd": float(f32.std())}
-    if False in shares and True in shares:
-        for prec in ("fp32", "bf16"):
-            e = np.abs(res[prec, True] - res[prec, False])
-            out[f"shared_vs_alone_{prec}_max_abs_diff"] = float(e.max())
-            out[f"shared_vs_alone_{prec}_median_abs_diff"] = float(np.median(e))
     return out
 
 
-def run_cli(vcf: Path, ref: Path, model: Path, out: Path, args, share: bool = True,
-            grid: int | None = None) -> tuple[float, dict]:
+def run_cli(vcf: Path, ref: Path, model: Path, out: Path, args, grid: int | None = None) -> tuple[float, dict]:
     """Wall seconds of one ``mamba-genome score --vcf`` process and its summary row."""
     cmd = [sys.executable, "-c", "from mamba_genome.cli import main; main()", "score", "--vcf", str(vcf),
            "--fasta", str(ref), "--model", str(model), "-o", str(out), "--window", str(args.window),
@@ -243,8 +234,6 @@ def run_cli(vcf: Path, ref: Path, model: Path, out: Path, args, share: bool = Tr
         cmd += ["--batch-size", str(args.batch_size)]
     if args.forward_only:
         cmd += ["--forward-only"]
-    if not share:
-        cmd += ["--no-window-sharing"]
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -288,7 +277,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision-check", type=int, default=20_000, help="variants for the bf16-vs-fp32 check (0: off)")
     ap.add_argument("--compare", action="store_true",
-                    help="also run the CLI without window sharing (--no-window-sharing) and compare time and scores")
+                    help="also run the CLI with --grid 1 (windows centred exactly) on the first --compare-n records "
+                         "and compare time and LLRs")
     ap.add_argument("--no-count", action="store_true",
                     help="skip the position counts (single-threaded host work: minutes at 1 M SNVs)")
     ap.add_argument("--count-only", action="store_true",

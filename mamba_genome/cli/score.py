@@ -53,12 +53,9 @@ from .common import handle_errors, print_table
 @click.option("--chunk-size", type=int, default=None,
               help="Per-base: bases per streamed chunk (memory is bounded by this; results do not depend on it).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary table.")
-@click.option("--no-window-sharing", "no_share", is_flag=True, hidden=True,
-              help="With --vcf: run every variant from its own prefix and reference pass (same scores; "
-                   "the baseline of benchmarks/bench_vep.py).")
 @handle_errors
 def score(input_fa, model, out, bed, entropy, rc_average, vcf, fasta, window, grid, forward_only, batch_size, device,
-          precision, chunk_size, quiet, no_share):
+          precision, chunk_size, quiet):
     """Per-base log-probabilities of INPUT (FASTA or token store), or variant effects with --vcf.
 
     Per base: log P(x_p | x_<p) in nats for every A/C/G/T after the first base of each record
@@ -85,7 +82,7 @@ def score(input_fa, model, out, bed, entropy, rc_average, vcf, fasta, window, gr
             raise UserError("with --vcf, give no INPUT and none of --bed, --entropy, --rc-average, --chunk-size "
                             "(both strands are averaged unless --forward-only)")
         res = score_vcf(vcf, fasta, model, out, window=window, both_strands=not forward_only, batch_size=batch_size,
-                        device=device, precision=precision, progress=not quiet, share=not no_share, grid=grid)
+                        device=device, precision=precision, progress=not quiet, grid=grid)
         for line in res.problems():
             click.echo(f"warning: {line}", err=True)
         if not quiet:
@@ -94,7 +91,7 @@ def score(input_fa, model, out, bed, entropy, rc_average, vcf, fasta, window, gr
         return
     if input_fa is None:
         raise UserError("give INPUT (a FASTA or token store) to score per base, or --vcf and --fasta for variants")
-    if fasta is not None or forward_only or window != 1024 or grid != 32 or no_share:
+    if fasta is not None or forward_only or window != 1024 or grid != 32:
         raise UserError("--fasta, --window, --grid and --forward-only only apply with --vcf")
     from ..workflows.score import score_file
 
