@@ -7,6 +7,8 @@ the strides get the launcher's divisibility-by-16 hints (without them the layout
         '{"BD":32,"NP":16,"HAS_BIAS":true,"SOFTPLUS":true,"HAS_D":true,"HAS_Z":true,"STORE_FINAL":true,"I32":true}' 1
 
 Arguments: kernel name, its constexprs as JSON (missing ones: their default, else False), num_warps.
+$SASS_MODULE: import the kernel from another module (a variant under study); $SASS_HIST=1: also
+print each inner loop's instruction histogram.
 u/delta/B/C/z/y and the gradient streams are typed bf16, everything else fp32.
 Example output: ['REG:93'] ['LOCAL:0'] total 608 | loop 215: MUFU 19 BAR 3 LDG 5 SHFL 8
 """
@@ -16,7 +18,7 @@ from collections import Counter
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from mamba_genome.kernels.selective_scan import chunk as ch
+import importlib; ch = importlib.import_module(os.environ.get("SASS_MODULE", "mamba_genome.kernels.selective_scan.chunk"))
 k = getattr(ch, sys.argv[1])
 const = json.loads(sys.argv[2]); nw = int(sys.argv[3]) if len(sys.argv) > 3 else 1
 BF = ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "y_ptr", "dy_ptr", "du_ptr", "ddelta_ptr", "dz_ptr")
@@ -57,3 +59,6 @@ for j, i in inner:
     c = Counter((b.split()[1] if b.startswith("@") else b.split()[0]).split(".")[0] for b in ins[j:i + 1])
     out.append(f"loop {i - j + 1}: MUFU {c['MUFU']} BAR {c['BAR']} LDG {c['LDG']} SHFL {c['SHFL']}")
 print(" | ".join(out))
+if os.environ.get("SASS_HIST"):
+    for j, i in inner:
+        print(sorted(Counter((b.split()[1] if b.startswith("@") else b.split()[0]) for b in ins[j:i + 1]).items(), key=lambda x: -x[1]))

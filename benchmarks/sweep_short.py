@@ -58,6 +58,12 @@ VARIANTS = [  # (name, TUNE); names are short for the table. Registers and step-
     # (M 1) or shortens its tile pass; 8x / 4x the saved states, a few MiB per layer at these lengths
     ("M1+i32", {"M": 1, "i32": True}),
     ("M2+i32", {"M": 2, "i32": True}),
+    # states every 8 steps (the planner's none-s8) with the backward's launch count and channel block
+    ("M1+bprog1w+i32", {"M": 1, "programs": 1188, "fwd_programs": 32 * 132, "i32": True}),
+    ("M1+bprog2w+i32", {"M": 1, "programs": 2376, "fwd_programs": 32 * 132, "i32": True}),
+    ("M1+bprog64+i32", {"M": 1, "programs": 64 * 132, "fwd_programs": 32 * 132, "i32": True}),
+    ("M1+bBD16+i32", {"M": 1, "BD": 16, "fwd_BD": 64, "fwd_num_warps": 2, "i32": True}),
+    ("M1+chunks-first+i32", {"M": 1, "dfirst": False, "i32": True}),
 ]
 TRAIN = {"s14": (1, 512, 16, 2**14), "s4k": (8, 1536, 16, 4096), "s17": (1, 512, 16, 2**17)}
 INFER = {"inf1k": (1024, 512, 16, 1024), "inf1m": (1, 512, 16, 2**20)}
@@ -255,6 +261,41 @@ def conv_worker(reps):
     print("RESULT " + json.dumps(out), flush=True)
 
 
+def profile_worker(reps):
+    """Per-kernel CUDA time of one fwd+bwd at each training shape, states every 8 steps (TUNE M 1)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    set_tune({"M": 1, "i32": True})
+    inp = Inputs(keep=False)
+    out = {}
+    sync = (lambda: None) if DRY else torch.cuda.synchronize  # noqa: E731
+    acts = [ProfilerActivity.CPU] if DRY else [ProfilerActivity.CUDA]
+    for k in TRAIN:
+        x, dy = inp.get(k)
+        leaves = list(x.values())
+
+        def fb():
+            y = scan(x)
+            torch.autograd.grad(y, leaves, dy)
+        for _ in range(3):
+            fb()
+        sync()
+        with profile(activities=acts) as prof:
+            for _ in range(reps):
+                fb()
+            sync()
+        rows = {}
+        for e in prof.key_averages():
+            us = e.self_cpu_time_total if DRY else e.self_device_time_total
+            if us > 0:
+                rows[e.key[:60]] = round(us / reps / 1e3, 4)
+        out[k] = dict(sorted(rows.items(), key=lambda r: -r[1]))
+        out[k + "_fb_ms"] = timer(fb, reps)
+        del x, dy, leaves
+        torch.cuda.empty_cache()
+    print("RESULT " + json.dumps(out), flush=True)
+
+
 def _results(text):
     return [json.loads(line[7:]) for line in text.splitlines() if line.startswith("RESULT ")]
 
@@ -264,6 +305,7 @@ def main():
     ap.add_argument("--warm", type=int)
     ap.add_argument("--time")
     ap.add_argument("--conv", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="only: per-kernel CUDA ms of fwd+bwd at the training shapes")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--budget", type=float, default=285.0, help="seconds; later phases are cut to fit")
     ap.add_argument("--only", help="comma-separated variant indices")
@@ -275,6 +317,8 @@ def main():
         return time_worker([int(i) for i in a.time.split(",")], a.reps)
     if a.conv:
         return conv_worker(a.reps)
+    if a.profile:
+        return profile_worker(a.reps)
 
     t_start = time.time()
     idxs = [int(i) for i in a.only.split(",")] if a.only else list(range(len(VARIANTS)))

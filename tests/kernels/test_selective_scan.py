@@ -145,6 +145,24 @@ def test_scan_tile_configs(length, d, tune, monkeypatch):
     check(dict(b=1, l=length, d=d, n=8, dtype=torch.float32, **ALL), "triton")
 
 
+def test_launch_config_is_memoised_per_shape_and_tune(monkeypatch):
+    """_config is built once per (shape, device, TUNE, interpreter mode) and rebuilt when any of them changes."""
+    from mamba_genome.kernels.selective_scan import chunk
+    monkeypatch.setattr(chunk, "_CONFIGS", {})
+    monkeypatch.setattr(chunk, "TUNE", {})
+    dev = torch.device("cpu")
+    a = chunk._config(2, 1037, 64, 16, dev, fwd=True)
+    assert chunk._config(2, 1037, 64, 16, dev, fwd=True) is a
+    assert a == chunk._config_uncached(2, 1037, 64, 16, dev, fwd=True)
+    assert chunk._config(2, 1037, 64, 16, dev) is not a                       # backward's own
+    assert chunk._config(2, 1038, 64, 16, dev, fwd=True)["n_seg"] >= a["n_seg"]
+    monkeypatch.setattr(chunk, "TUNE", {"T": 4, "M": 2})
+    b = chunk._config(2, 1037, 64, 16, dev, fwd=True)
+    assert (b["T"], b["M"]) == (4, 2) and b is not a
+    monkeypatch.setattr(chunk, "TUNE", {"note": ["x"]})                      # unhashable: built each call
+    assert chunk._config(2, 1037, 64, 16, dev, fwd=True) is not chunk._config(2, 1037, 64, 16, dev, fwd=True)
+
+
 def test_scan_large_dt():
     """dt above the softplus cut-off (exp(dt A) ~ 0: the state restarts) stays finite and exact."""
     p = dict(b=1, l=90, d=16, n=8, dtype=torch.float32, **ALL)
