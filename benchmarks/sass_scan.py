@@ -18,7 +18,8 @@ from collections import Counter
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-import importlib; ch = importlib.import_module(os.environ.get("SASS_MODULE", "mamba_genome.kernels.selective_scan.chunk"))
+import importlib
+ch = importlib.import_module(os.environ.get("SASS_MODULE", "mamba_genome.kernels.selective_scan.chunk"))
 k = getattr(ch, sys.argv[1])
 const = json.loads(sys.argv[2]); nw = int(sys.argv[3]) if len(sys.argv) > 3 else 1
 BF = ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "y_ptr", "dy_ptr", "du_ptr", "ddelta_ptr", "dz_ptr")

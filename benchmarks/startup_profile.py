@@ -15,7 +15,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 out = Path(os.environ.get("OUT", "/tmp/startup")); out.mkdir(parents=True, exist_ok=True)
 work = Path("/tmp/su"); work.mkdir(exist_ok=True)
-import torch
 from mamba_genome.checkpoint import save_model
 from mamba_genome.model.config import MambaConfig
 from mamba_genome.model.lm import MambaLM

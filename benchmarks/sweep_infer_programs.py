@@ -10,7 +10,6 @@ best of two rounds) and the multiplier with the lowest sum; writes $OUT/fnc.json
 """
 import json
 import os
-import statistics
 import sys
 from pathlib import Path
 
@@ -22,12 +21,6 @@ import torch  # noqa: E402
 import sweep_short as ss  # noqa: E402
 
 
-def timer(fn, reps=20):
-    fn(); torch.cuda.synchronize(); ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(); fn(); b.record(); torch.cuda.synchronize(); ts.append(a.elapsed_time(b))
-    return statistics.median(ts)
 res = {}
 for (B, L) in ((4, 2**18), (1, 2**20), (8, 2**17)):
     x = ss.make(B, 512, 16, L, torch.bfloat16)
@@ -35,7 +28,7 @@ for (B, L) in ((4, 2**18), (1, 2**20), (8, 2**17)):
         for mult in (2, 4, 8, 16, 32):
             tgt = 32 * 132 * mult
             ss.set_tune({"fwd_programs": tgt})
-            t = min(timer(lambda: ss.scan(x)) for _ in range(2))
+            t = min(ss.timer(lambda: ss.scan(x), 20) for _ in range(2))
             res[f"{B}x{L}_x{mult}"] = t
             print(f"B={B} L={L} programs x{mult}: {t:.3f} ms", flush=True)
     ss.set_tune({})

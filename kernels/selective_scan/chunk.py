@@ -29,6 +29,7 @@ walking back) are issued before the current step's arithmetic, so their latency 
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -643,25 +644,21 @@ def _fits_i32(length, d_inner, *rows) -> bool:
     return max([d_inner] + [t.stride(1) for t in rows]) * max(length, 1) < 2**31
 
 
-_CONFIGS: dict = {}
-
-
 def _config(batch, length, d_inner, d_state, device, fwd=False, state_every=None, inference=False):
     """:func:`_config_uncached`, memoised per shape, device, TUNE and interpreter mode: the host builds it
     twice per training call of the scan, which at short shapes is host-bound (H200, 2026-12-02: a
     (1, 512, 16, 2^14) forward + backward issues for 1.47 ms on the host against 0.69 ms of kernels).
     The returned dict is shared: read it, do not change it."""
     try:
-        key = (batch, length, d_inner, d_state, device.type, device.index, fwd, state_every, inference,
-               triton_interpret(), tuple(sorted(TUNE.items())))
-        cfg = _CONFIGS.get(key)
+        return _config_memo(batch, length, d_inner, d_state, device, fwd, state_every, inference,
+                            triton_interpret(), tuple(sorted(TUNE.items())))
     except TypeError:            # an unhashable TUNE value: no memo
         return _config_uncached(batch, length, d_inner, d_state, device, fwd, state_every, inference)
-    if cfg is None:
-        if len(_CONFIGS) >= 4096:
-            _CONFIGS.clear()
-        cfg = _CONFIGS[key] = _config_uncached(batch, length, d_inner, d_state, device, fwd, state_every, inference)
-    return cfg
+
+
+@functools.lru_cache(maxsize=4096)
+def _config_memo(batch, length, d_inner, d_state, device, fwd, state_every, inference, _interpret, _tune):
+    return _config_uncached(batch, length, d_inner, d_state, device, fwd, state_every, inference)
 
 
 def _config_uncached(batch, length, d_inner, d_state, device, fwd=False, state_every=None, inference=False):

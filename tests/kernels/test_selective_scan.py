@@ -148,7 +148,7 @@ def test_scan_tile_configs(length, d, tune, monkeypatch):
 def test_launch_config_is_memoised_per_shape_and_tune(monkeypatch):
     """_config is built once per (shape, device, TUNE, interpreter mode) and rebuilt when any of them changes."""
     from mamba_genome.kernels.selective_scan import chunk
-    monkeypatch.setattr(chunk, "_CONFIGS", {})
+    chunk._config_memo.cache_clear()
     monkeypatch.setattr(chunk, "TUNE", {})
     dev = torch.device("cpu")
     a = chunk._config(2, 1037, 64, 16, dev, fwd=True)
