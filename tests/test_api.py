@@ -193,3 +193,32 @@ def test_classifier_checkpoint(tmp_path, gm, seqs):
     assert m.classify(seqs).shape == (len(seqs), 3)
     with pytest.raises(UserError, match="classification head"):
         gm.classify(seqs)
+
+
+def test_load_while_returns_the_model_and_what_was_read(tmp_path):
+    from mamba_genome.api import load_while
+
+    d = save_model(MambaLM(MambaConfig.from_preset("tiny")), tmp_path / "m")
+    threads = []
+
+    def read():
+        import threading
+        threads.append(threading.current_thread())
+        return "input"
+
+    model, value = load_while(d, read, device="cpu")
+    assert value == "input" and isinstance(model, GenomeModel) and model.device.type == "cpu"
+    import threading
+    assert threads == [threading.main_thread()]   # the input is read on the caller's thread
+
+
+def test_load_while_reports_the_input_error_first(tmp_path):
+    from mamba_genome.api import load_while
+
+    def bad_input():
+        raise UserError("bad.fa: not a FASTA file")
+
+    with pytest.raises(UserError, match="not a FASTA"):           # the model is missing too
+        load_while(tmp_path / "no-model", bad_input)
+    with pytest.raises(CheckpointError):                          # a good input, a missing model
+        load_while(tmp_path / "no-model", lambda: "ok")

@@ -20,13 +20,11 @@ Owns choosing the records to embed and wiring input, model and writer:
   output that is the FASTA, the BED or a model file is refused up front).
 
 Cheap checks (options, output location, BED path) run before the model is loaded; the model then
-loads on a worker thread while the input is read (a 100 Mbp FASTA's first ingest takes about 0.5 s).
+loads on a worker thread while the input is read (:func:`mamba_genome.api.load_while`).
 """
 from __future__ import annotations
 
-import concurrent.futures
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,7 +98,7 @@ def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", l
         UserError (or subclasses): bad options, unwritable ``out``, bad FASTA
         or BED, missing/incomplete model files (``CheckpointError``).
     """
-    from ..api import check_precision, load
+    from ..api import check_precision, load_while
     from ..checkpoint import model_dir_or_none
     from ..io import EmbeddingWriter, check_output
 
@@ -120,17 +118,8 @@ def embed_file(input_fa, model_path, out, bed=None, pool: str | None = "mean", l
     if bed is not None and not Path(bed).is_file():
         raise UserError(f"{bed}: no such BED file; check the --bed path")
 
-    # the model loads (checkpoint, CUDA context, weights to the device) on a worker thread while the
-    # input is read or ingested; an error in the input is reported before one in the model
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mamba-genome-load") as loader:
-        loading = loader.submit(load, model_path, device=device)
-        try:
-            seqs, records, strands = _read_inputs(input_fa, bed, progress)
-        except BaseException:
-            loading.cancel()
-            concurrent.futures.wait([loading])
-            raise
-        model = loading.result()
+    # the model loads on a worker thread while the input is read or ingested
+    model, (seqs, records, strands) = load_while(model_path, lambda: _read_inputs(input_fa, bed, progress), device)
     precision = model.resolve_precision(precision)
     attrs = {"model": str(model_path), "pool": "none" if pool is None else pool, "layer": layer,
              "rc_average": bool(rc_average), "precision": precision, "input": str(input_fa),

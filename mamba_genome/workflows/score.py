@@ -222,7 +222,7 @@ def score_file(input_fa, model_path, out, bed=None, entropy: bool = False, rc_av
     Raises:
         UserError (or subclasses): bad options or output path, bad FASTA or BED, missing model files.
     """
-    from ..api import check_precision, load
+    from ..api import check_precision, load_while
 
     t0 = time.perf_counter()
     check_precision(precision)
@@ -231,8 +231,7 @@ def score_file(input_fa, model_path, out, bed=None, entropy: bool = False, rc_av
     if chunk_size is not None and chunk_size < 1:
         raise UserError(f"--chunk-size must be >= 1, got {chunk_size}")
     out, fmt = output_format(out)
-    ref, records = _records(input_fa, bed, progress)
-    model = load(model_path, device=device)
+    model, (ref, records) = load_while(model_path, lambda: _records(input_fa, bed, progress), device)
     precision = model.resolve_precision(precision)
     if model.model_type != "lm":
         raise UserError(f"{model_path} is a '{model.model_type}' model; score needs a pretrained language model")
