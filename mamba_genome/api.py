@@ -79,16 +79,11 @@ def load_while(path, read, device=None):
     context, weights onto the device) while ``read`` runs on this one, typically reading or
     ingesting the input (a 100 Mbp FASTA's first ingest takes about 0.5 s). An error of ``read``
     is raised before one of the load (after the load has finished)."""
-    import concurrent.futures
+    from concurrent.futures import ThreadPoolExecutor
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mamba-genome-load") as pool:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mamba-genome-load") as pool:
         loading = pool.submit(load, path, device)
-        try:
-            value = read()
-        except BaseException:
-            loading.cancel()
-            concurrent.futures.wait([loading])
-            raise
+        value = read()   # an error leaves the block, which waits for the load and drops its outcome
         return loading.result(), value
 
 
